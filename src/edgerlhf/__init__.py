@@ -1,1 +1,30 @@
-"""EdgeRLHF."""
+"""EdgeRLHF: the whole RLHF pipeline (SFT -> reward model -> PPO) on one small machine.
+
+Python API (each stage returns its run folder)::
+
+    from edgerlhf import SFTConfig, run_sft
+    run_dir = run_sft(SFTConfig(model="default", max_steps=40))
+"""
+
+import logging as _logging
+import warnings as _warnings
+
+# Library noise a user should never see scroll by (each is harmless here):
+# bitsandbytes tries to fetch an optional CPU kernel from the hub at import and logs its absence;
+# peft still reads transformers' deprecated `is_gradient_checkpointing`.
+_logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(_logging.ERROR)
+_warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*is deprecated", category=FutureWarning)
+
+from edgerlhf.config import ConfigError, SFTConfig, load_config  # noqa: E402
+
+__version__ = "0.1.0"
+
+
+def run_sft(cfg: SFTConfig):
+    """Supervised fine-tuning; returns the run folder (its ``adapter/`` is the artifact)."""
+    from edgerlhf.stages.sft import run
+
+    return run(cfg)
+
+
+__all__ = ["ConfigError", "SFTConfig", "load_config", "run_sft", "__version__"]

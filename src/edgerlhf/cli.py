@@ -1,2 +1,74 @@
-def main():
-    pass
+"""``edgerlhf`` command line: argument parsing only; each subcommand calls one stage function."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from edgerlhf.config import STAGE_CONFIGS, ConfigError, config_help, load_config
+
+# Presets: named sets of overrides, applied before the YAML file and the key=value overrides.
+PRESETS: dict[str, dict[str, dict]] = {
+    "sft": {
+        # the demo: SmolLM2-135M on the built-in review task, a few minutes on 2 CPU cores
+        "demo": {"model": "default", "max_steps": 40, "per_device_train_batch_size": 8, "learning_rate": 3e-4,
+                 "logging_steps": 5, "max_eval_samples": 64},
+        "smoke": {"model": "tiny", "max_steps": 4, "per_device_train_batch_size": 4, "max_eval_samples": 8,
+                  "logging_steps": 1, "report_to": ["none"], "sample_max_new_tokens": 8},
+    },
+}
+
+
+def _stage_parser(sub, stage: str, help_text: str):
+    p = sub.add_parser(stage, help=help_text, description=help_text)
+    p.add_argument("--config", "-c", help="YAML file of config keys")
+    p.add_argument("--preset", choices=sorted(PRESETS.get(stage, {})), help="named settings applied before --config")
+    p.add_argument("--help-config", action="store_true", help="list every config key with its default and help")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. learning_rate=1e-4")
+    return p
+
+
+def _load(stage: str, args) -> object:
+    cls = STAGE_CONFIGS[stage]
+    base = dict(PRESETS.get(stage, {}).get(args.preset, {})) if args.preset else {}
+    return load_config(cls, args.config, args.overrides, base=base)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="edgerlhf", description="RLHF (SFT -> reward model -> PPO) on one small machine.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    _stage_parser(sub, "sft", "supervised fine-tuning with LoRA (stage 1)")
+    sub.add_parser("demo", help="the main job on the embedded default model and built-in task")
+    args = parser.parse_args(argv)
+
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    try:
+        if args.command == "demo":
+            from edgerlhf.stages import sft
+
+            cfg = load_config(STAGE_CONFIGS["sft"], None, [], base=PRESETS["sft"]["demo"])
+            sft.run(cfg)
+            return 0
+        if getattr(args, "help_config", False):
+            print(config_help(STAGE_CONFIGS[args.command]))
+            return 0
+        cfg = _load(args.command, args)
+        if args.command == "sft":
+            from edgerlhf.stages import sft
+
+            sft.run(cfg)
+        return 0
+    except ConfigError as e:
+        print(f"edgerlhf {args.command}: {e}", file=sys.stderr)
+        return 2
+    except (FileNotFoundError, FileExistsError) as e:
+        print(f"edgerlhf {args.command}: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"\nedgerlhf {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

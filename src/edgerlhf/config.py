@@ -160,14 +160,15 @@ class TrainMixin:
 
 
 def _check_dataset(value: str, key: str) -> list[str]:
+    """'builtin', 'hf:<hub id>', or a local .jsonl/.json/.csv file."""
     if value in ("builtin", "") or value.startswith("hf:"):
         return []
     p = Path(value).expanduser()
-    if p.suffix.lower() in (".jsonl", ".json", ".csv") or value.startswith((".", "/", "~")):
-        if not p.is_file():
-            return [f"{key}={value!r}: file not found (use 'builtin', a .jsonl/.json/.csv file, or 'hf:<hub id>')"]
-        if p.suffix.lower() not in (".jsonl", ".json", ".csv"):
-            return [f"{key}={value!r}: unsupported file type {p.suffix!r}; use .jsonl, .json or .csv"]
+    if p.suffix.lower() not in (".jsonl", ".json", ".csv"):
+        return [f"{key}={value!r}: unsupported file type {p.suffix or '(none)'!r}; use a .jsonl, .json or .csv "
+                "file, 'builtin', or 'hf:<hub id>' for a datasets hub id"]
+    if not p.is_file():
+        return [f"{key}={value!r}: file not found (use 'builtin', a .jsonl/.json/.csv file, or 'hf:<hub id>')"]
     return []
 
 
@@ -249,14 +250,16 @@ def _coerce(value: Any, typ: Any, key: str) -> Any:
     return value
 
 
-def unknown_key_message(key: str, valid: list[str]) -> str:
+def unknown_key_message(key: str, valid: list[str], stage: str = "") -> str:
+    where = f" for stage {stage!r}" if stage else ""
     if key in RENAMED_KEYS:
         new, why = RENAMED_KEYS[key]
-        if new in valid or new is None:
+        if new in valid:
             return f"unknown key {key!r}: renamed — {why}"
+        return f"unknown key {key!r}{where} ({why}; it does not apply to this stage)"
     close = difflib.get_close_matches(key, valid, n=1, cutoff=0.6)
     hint = f"; did you mean {close[0]!r}?" if close else ""
-    return f"unknown key {key!r}{hint}"
+    return f"unknown key {key!r}{where}{hint}"
 
 
 def parse_overrides(items: list[str]) -> dict[str, Any]:
@@ -303,18 +306,23 @@ def load_config(cls: type[BaseConfig], path: str | Path | None = None, overrides
 def from_dict(cls: type[BaseConfig], raw: dict, source: str = "config") -> BaseConfig:
     types_ = _field_types(cls)
     errs, kwargs = [], {}
+    raw = dict(raw)
+    stage = raw.pop("stage", cls.stage)  # a dumped config.yaml carries its stage
+    if stage != cls.stage:
+        errs.append(f"this config is for stage {stage!r}, not {cls.stage!r}")
     for k, v in raw.items():
         if k not in types_:
-            errs.append(unknown_key_message(k, sorted(types_)))
+            errs.append(unknown_key_message(k, sorted(types_), cls.stage))
             continue
         try:
             kwargs[k] = _coerce(v, types_[k], k)
         except ValueError as e:
             errs.append(str(e))
-    if errs:  # type errors first: value rules can't run on wrongly-typed fields
-        raise ConfigError(errs, source)
-    cfg = cls(**kwargs)
-    errs = cfg.check()
+    try:
+        cfg = cls(**kwargs)
+    except TypeError as e:  # pragma: no cover - every field has a default
+        raise ConfigError(errs + [str(e)], source) from None
+    errs += cfg.check()  # value rules run on the keys that parsed, so every problem shows at once
     if errs:
         raise ConfigError(errs, source)
     return cfg

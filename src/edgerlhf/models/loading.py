@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import torch
@@ -47,21 +45,15 @@ def _gguf_path() -> Path:
     return path
 
 
-def _atomic_dir(final: Path, fill) -> Path:
-    """Create ``final`` by filling a temporary sibling folder and renaming it (never half-written)."""
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
+def _cache_dir_once(final: Path, fill) -> Path:
+    from edgerlhf.tracking.run import atomic_write_dir
+
     try:
-        fill(tmp)
-        try:
-            os.replace(tmp, final)
-        except OSError:  # another process won the race: keep theirs
-            if not (final / "config.json").exists():
-                raise
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-    return final
+        return atomic_write_dir(final, fill)
+    except OSError:  # another process finished the same cache first: keep theirs
+        if (final / "config.json").exists():
+            return final
+        raise
 
 
 def _default_tokenizer_dir() -> Path:
@@ -75,9 +67,9 @@ def _default_tokenizer_dir() -> Path:
 
     def fill(tmp: Path):
         AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name).save_pretrained(tmp)
-        (tmp / "config.json").write_text("{}")  # marker for _atomic_dir's race check
+        (tmp / "config.json").write_text("{}")  # marks the folder complete
 
-    return _atomic_dir(out, fill)
+    return _cache_dir_once(out, fill)
 
 
 def _default_model_dir() -> Path:
@@ -99,7 +91,7 @@ def _default_model_dir() -> Path:
         model.save_pretrained(tmp, safe_serialization=True)
         AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name).save_pretrained(tmp)
 
-    return _atomic_dir(out, fill)
+    return _cache_dir_once(out, fill)
 
 
 def resolve_model_path(model: str) -> str:

@@ -1,0 +1,94 @@
+"""LoRA adapters (PEFT) shared by every trainable stage, and reading a stage's artifact back."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+ARTIFACT_META = "edgerlhf.json"
+
+
+def lora_config(cfg, task_type: str):
+    from peft import LoraConfig
+
+    targets = cfg.target_modules
+    target = "all-linear" if targets == ["all-linear"] else list(targets)
+    return LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
+                      target_modules=target, task_type=task_type, bias="none")
+
+
+def apply_lora(model, cfg, task_type: str = "CAUSAL_LM"):
+    """Wrap ``model`` with a fresh LoRA adapter; only adapter weights (and, for SEQ_CLS, the score head)
+    stay trainable."""
+    from peft import get_peft_model
+
+    return get_peft_model(model, lora_config(cfg, task_type))
+
+
+def enable_gradient_checkpointing(model) -> None:
+    """Checkpointing that works with frozen base weights.
+
+    The classic failure: reentrant checkpointing over a frozen embedding output has no input that
+    requires grad, so the LoRA weights inside get no gradient and are saved untrained. Non-reentrant
+    checkpointing does not have this problem; ``enable_input_require_grads`` makes the reentrant
+    variant safe too, should a model force it.
+    """
+    if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5 (the old name warns)
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    if hasattr(model, "enable_input_require_grads"):
+        model.enable_input_require_grads()
+    if hasattr(model, "config"):
+        model.config.use_cache = False
+
+
+def count_params(model) -> tuple[int, int]:
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return trainable, sum(p.numel() for p in model.parameters())
+
+
+def write_artifact_meta(path: Path, **meta) -> None:
+    (Path(path) / ARTIFACT_META).write_text(json.dumps(meta, indent=2) + "\n")
+
+
+def read_artifact_meta(path: Path) -> dict:
+    f = Path(path) / ARTIFACT_META
+    if not f.is_file():
+        raise FileNotFoundError(f"{path} is not an EdgeRLHF artifact (no {ARTIFACT_META}); pass a run folder's "
+                                "adapter/ or model/ folder, or the run folder itself")
+    return json.loads(f.read_text())
+
+
+def find_artifact(path: str | Path) -> Path:
+    """Accept a run folder or its artifact folder."""
+    p = Path(path).expanduser()
+    for cand in (p, p / "adapter", p / "model"):
+        if (cand / ARTIFACT_META).is_file():
+            return cand
+    raise FileNotFoundError(f"no EdgeRLHF artifact in {p}: expected {ARTIFACT_META} in it or in its adapter/ "
+                            "or model/ folder (did the stage finish? see its status file)")
+
+
+def load_policy(path: str | Path, *, dtype: torch.dtype = torch.float32, device="cpu", merge: bool = True):
+    """A trained SFT/PPO policy: base model + adapter (merged by default: faster, and it becomes the new
+    base that later stages add their own adapter to). Returns (model, tokenizer, meta)."""
+    from peft import PeftModel
+
+    from edgerlhf.models.loading import load_causal_lm, load_tokenizer
+
+    art = find_artifact(path)
+    meta = read_artifact_meta(art)
+    tok = load_tokenizer(meta["base_model"])
+    if meta.get("kind") == "full":
+        from transformers import AutoModelForCausalLM
+
+        model = AutoModelForCausalLM.from_pretrained(art, dtype=dtype)
+    else:
+        base = load_causal_lm(meta["base_model"], dtype=dtype, seed=meta.get("seed", 0))
+        model = PeftModel.from_pretrained(base, art)
+        if merge:
+            model = model.merge_and_unload()
+    return model.to(device), tok, meta

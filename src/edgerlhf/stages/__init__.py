@@ -1,0 +1,1 @@
+"""Pipeline stages; each exposes run(cfg) -> run folder."""

@@ -1,0 +1,268 @@
+"""Supervised fine-tuning (stage 1): teach the base model the task's format, loss on completion tokens only.
+
+Why a loop of our own rather than TRL's SFTTrainer: SFT, the reward model and the PPO update share one
+small training loop (same namespaced metrics, NaN guard, progress bar, memory probe and artifact layout),
+and on CPU we need full control of dtypes (TRL configs default to bf16, 7-20x slower on CPUs without bf16
+units). LoRA, schedulers and saving come from peft/transformers.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from pathlib import Path
+from typing import NamedTuple
+
+import torch
+
+from edgerlhf.config import SFTConfig
+from edgerlhf.data.formatting import encode_pair, response_str
+from edgerlhf.models.adapters import (apply_lora, count_params, enable_gradient_checkpointing,
+                                      write_artifact_meta)
+from edgerlhf.models.generation import generate
+from edgerlhf.models.loading import load_causal_lm, load_tokenizer, resolve_device, resolve_dtype
+from edgerlhf.tracking import PeakMemory, RunDir
+from edgerlhf.tracking.run import atomic_write_dir
+
+
+class StepStats(NamedTuple):
+    loss: float
+    grad_norm: float
+    tokens: int
+    step_s: float
+    skipped: bool
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    torch.manual_seed(seed)
+    try:
+        import numpy as np
+
+        np.random.seed(seed)
+    except ImportError:
+        pass
+
+
+# -- data ------------------------------------------------------------------------------------------------
+
+def load_rows(cfg: SFTConfig, tok) -> tuple[list[dict], list[dict], int]:
+    """Training and held-out rows (validated before any run folder exists)."""
+    from edgerlhf.data.loaders import load_sft_rows
+
+    if cfg.dataset == "builtin":
+        from edgerlhf.data.task import build_task
+
+        task = build_task()  # the task is fixed; cfg.seed only shuffles the training order
+        train, held_out, skipped = task["train"], task["eval"], 0
+    else:
+        train, skipped = load_sft_rows(cfg.dataset, tokenizer=tok, max_length=cfg.max_length)
+        held_out = []
+    if cfg.eval_dataset:
+        held_out, _ = load_sft_rows(cfg.eval_dataset, tokenizer=tok, max_length=cfg.max_length)
+    elif not held_out:  # hold out 5% (at least 1 row) of a user file, by row
+        rng = random.Random(cfg.seed)
+        train = list(train)
+        rng.shuffle(train)
+        n = max(1, len(train) // 20) if len(train) > 1 else 0
+        held_out, train = train[:n], train[n:]
+    if cfg.max_train_samples:
+        train = train[: cfg.max_train_samples]
+    if cfg.max_eval_samples:
+        held_out = held_out[: cfg.max_eval_samples]
+    return list(train), list(held_out), skipped
+
+
+def collate(batch: list[tuple[list[int], list[int]]], pad_id: int) -> dict[str, torch.Tensor]:
+    n = max(len(ids) for ids, _ in batch)
+    ids = torch.full((len(batch), n), pad_id, dtype=torch.long)
+    labels = torch.full((len(batch), n), -100, dtype=torch.long)
+    mask = torch.zeros((len(batch), n), dtype=torch.long)
+    for i, (x, y) in enumerate(batch):
+        ids[i, : len(x)] = torch.tensor(x)
+        labels[i, : len(y)] = torch.tensor(y)
+        mask[i, : len(x)] = 1
+    return {"input_ids": ids, "attention_mask": mask, "labels": labels}
+
+
+# -- training --------------------------------------------------------------------------------------------
+
+@torch.no_grad()
+def eval_loss(model, encoded, batch_size: int, pad_id: int, device) -> float:
+    """Token-weighted mean cross-entropy over completion tokens."""
+    model.eval()
+    total, count = 0.0, 0
+    for i in range(0, len(encoded), batch_size):
+        b = {k: v.to(device) for k, v in collate(encoded[i:i + batch_size], pad_id).items()}
+        logits = model(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).logits[:, :-1].float()
+        labels = b["labels"][:, 1:]
+        loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.size(-1)), labels.reshape(-1),
+                                                 ignore_index=-100, reduction="sum")
+        total += loss.item()
+        count += int((labels != -100).sum())
+    model.train()
+    return total / max(count, 1)
+
+
+def train_step(model, optimizer, scheduler, micro_batches, cfg: SFTConfig, device) -> StepStats:
+    """One optimizer step over ``gradient_accumulation_steps`` micro-batches."""
+    t0 = time.perf_counter()
+    optimizer.zero_grad(set_to_none=True)
+    losses, tokens = [], 0
+    for b in micro_batches:
+        b = {k: v.to(device) for k, v in b.items()}
+        loss = model(**b).loss
+        losses.append(loss.detach())
+        tokens += int(b["attention_mask"].sum())
+        (loss / len(micro_batches)).backward()
+    loss = torch.stack(losses).mean().item()
+    params = [p for p in model.parameters() if p.requires_grad]
+    grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm if cfg.max_grad_norm > 0 else float("inf"))
+    skipped = not (math.isfinite(loss) and math.isfinite(float(grad_norm)))
+    if skipped:  # never let NaN/inf reach the weights
+        optimizer.zero_grad(set_to_none=True)
+    else:
+        optimizer.step()
+        scheduler.step()
+    return StepStats(loss, float(grad_norm), tokens, time.perf_counter() - t0, skipped)
+
+
+def _samples(model, tok, prompts, cfg: SFTConfig) -> list[str]:
+    texts, _ = generate(model, tok, prompts, max_new_tokens=cfg.sample_max_new_tokens, temperature=0.0)
+    return texts
+
+
+def run(cfg: SFTConfig) -> Path:
+    """Train, save the adapter, and return the run folder."""
+    from transformers import get_scheduler
+
+    # 0 set-up: everything that can fail on bad input happens before the run folder exists
+    seed_everything(cfg.seed)
+    device = resolve_device(cfg.device)
+    dtype = resolve_dtype(cfg.dtype, device)
+    tok = load_tokenizer(cfg.model)
+    train_rows, held_rows, skipped = load_rows(cfg, tok)
+    encoded = [encode_pair(tok, r["prompt"], r["completion"], cfg.max_length) for r in train_rows]
+    held_enc = [encode_pair(tok, r["prompt"], r["completion"], cfg.max_length) for r in held_rows]
+    per_step = cfg.per_device_train_batch_size * cfg.gradient_accumulation_steps
+    steps_per_epoch = max(1, len(encoded) // per_step)
+    total_steps = cfg.max_steps if cfg.max_steps > 0 else max(1, int(steps_per_epoch * cfg.num_train_epochs))
+
+    run_dir = RunDir(cfg)
+    mem = PeakMemory().start()
+    try:
+        model = load_causal_lm(cfg.model, dtype=dtype, device=device, seed=cfg.seed)
+        model.config.use_cache = False
+        if cfg.lora:
+            model = apply_lora(model, cfg, "CAUSAL_LM")
+        if cfg.gradient_checkpointing:
+            enable_gradient_checkpointing(model)
+        trainable, total = count_params(model)
+        print(f"[sft] {cfg.model} on {device} ({str(dtype).removeprefix('torch.')}), "
+              f"{trainable:,} trainable / {total:,} parameters, {len(encoded)} train rows, {total_steps} steps")
+        sample_prompts = [r["prompt"] for r in held_rows[: cfg.sample_prompts]]
+        before = _samples(model, tok, sample_prompts, cfg)
+        loss_before = eval_loss(model, held_enc, cfg.per_device_train_batch_size, tok.pad_token_id, device) if held_enc else float("nan")
+        run_dir.log({"eval/loss": loss_before}, step=0)
+        for p, s in zip(sample_prompts, before):
+            run_dir.log_text("sample/before", s, 0)
+
+        optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.learning_rate,
+                                      weight_decay=cfg.weight_decay)
+        scheduler = get_scheduler(cfg.lr_scheduler_type, optimizer, num_warmup_steps=int(cfg.warmup_ratio * total_steps),
+                                  num_training_steps=total_steps)
+        history = _train_loop(model, optimizer, scheduler, encoded, held_enc, tok, cfg, device, total_steps,
+                              run_dir, mem, sample_prompts)
+
+        loss_after = eval_loss(model, held_enc, cfg.per_device_train_batch_size, tok.pad_token_id, device) if held_enc else float("nan")
+        after = _samples(model, tok, sample_prompts, cfg)
+        run_dir.log({"eval/loss": loss_after, **mem.as_metrics()}, step=total_steps)
+        for s in after:
+            run_dir.log_text("sample/after", s, total_steps)
+
+        # save: PEFT's standard layout (adapter_config.json + adapter_model.safetensors), written atomically
+        kind = "lora" if cfg.lora else "full"
+
+        def fill(tmp: Path):
+            model.save_pretrained(tmp, safe_serialization=True)
+            tok.save_pretrained(tmp)
+            write_artifact_meta(tmp, stage="sft", kind=kind, base_model=cfg.model, seed=cfg.seed,
+                                use_chat_template=True)
+
+        artifact = atomic_write_dir(run_dir.path / ("adapter" if cfg.lora else "model"), fill)
+        stats = {
+            "artifact": str(artifact), "device": str(device), "compute_dtype": str(dtype).removeprefix("torch."),
+            "trainable_params": trainable, "total_params": total, "train_rows": len(encoded),
+            "eval_rows": len(held_enc), "skipped_rows": skipped, "steps": total_steps,
+            "skipped_steps": history["skipped_steps"],
+            "eval/loss_before": loss_before, "eval/loss_after": loss_after,
+            "train/loss_first": history["losses"][0] if history["losses"] else None,
+            "train/loss_last": history["losses"][-1] if history["losses"] else None,
+            "train/tokens_per_s": history["tokens"] / max(history["train_s"], 1e-9),
+            "timing/train_s": history["train_s"], **mem.stop().as_metrics(),
+            "samples": [{"prompt": response_str(p[-1:]) if isinstance(p, list) else p, "before": b, "after": a}
+                        for p, b, a in zip(sample_prompts, before, after)],
+        }
+        for p, b, a in zip(sample_prompts, before, after):
+            print(f"\n[sft] prompt: {response_str(p[-1:]) if isinstance(p, list) else p}\n  before: {b}\n  after:  {a}")
+        print(f"\n[sft] eval loss {loss_before:.3f} -> {loss_after:.3f}; {total_steps} steps in "
+              f"{history['train_s']:.0f}s; peak memory {stats['memory/peak_mb']:.0f} MB; adapter: {artifact}")
+        return run_dir.finish(stats)
+    except BaseException as e:
+        mem.stop()
+        run_dir.finish({"error": f"{type(e).__name__}: {e}"}, status="interrupted" if isinstance(e, KeyboardInterrupt) else "failed")
+        raise
+
+
+def _train_loop(model, optimizer, scheduler, encoded, held_enc, tok, cfg: SFTConfig, device, total_steps,
+                run_dir, mem, sample_prompts) -> dict:
+    from tqdm.auto import tqdm
+
+    rng = random.Random(cfg.seed)
+    order: list[int] = []
+    bs, accum = cfg.per_device_train_batch_size, cfg.gradient_accumulation_steps
+    window: list[StepStats] = []
+    losses, skipped_steps, bad_in_row, tokens, train_s = [], 0, 0, 0, 0.0
+    model.train()
+    bar = tqdm(range(1, total_steps + 1), desc="sft", disable=not cfg.progress, unit="step", dynamic_ncols=True)
+    for step in bar:
+        micro = []
+        for _ in range(accum):  # 1 draw micro-batches (reshuffle at each epoch boundary)
+            if len(order) < bs:
+                fresh = list(range(len(encoded)))
+                rng.shuffle(fresh)
+                order += fresh
+            idx, order = order[:bs], order[bs:]
+            micro.append(collate([encoded[i] for i in idx], tok.pad_token_id))
+        st = train_step(model, optimizer, scheduler, micro, cfg, device)  # 2 forward, backward, update
+        window.append(st)
+        tokens += st.tokens
+        train_s += st.step_s
+        if st.skipped:
+            skipped_steps += 1
+            bad_in_row += 1
+            if bad_in_row >= 3:
+                raise FloatingPointError(f"loss or gradients were NaN/inf for {bad_in_row} steps in a row (step {step}); "
+                                         "lower learning_rate or check the data. The weights were never updated with them.")
+        else:
+            bad_in_row = 0
+            losses.append(st.loss)
+        if step % cfg.logging_steps == 0 or step == total_steps:  # 3 log
+            good = [s for s in window if not s.skipped]
+            loss = sum(s.loss for s in good) / max(len(good), 1)
+            step_time = sum(s.step_s for s in window) / len(window)
+            run_dir.log({"train/loss": loss, "train/lr": scheduler.get_last_lr()[0],
+                         "train/grad_norm": sum(s.grad_norm for s in good) / max(len(good), 1),
+                         "train/tokens_per_s": sum(s.tokens for s in window) / sum(s.step_s for s in window),
+                         "train/epoch": step * bs * accum / len(encoded), "timing/step_s": step_time,
+                         "train/skipped_steps": skipped_steps, **mem.as_metrics()}, step=step)
+            bar.set_postfix(loss=f"{loss:.3f}", lr=f"{scheduler.get_last_lr()[0]:.1e}")
+            window = []
+        if cfg.eval_steps and step % cfg.eval_steps == 0 and step != total_steps:  # 4 evaluate
+            run_dir.log({"eval/loss": eval_loss(model, held_enc, bs, tok.pad_token_id, device)}, step=step)
+            if sample_prompts:
+                run_dir.log_text("sample/eval", _samples(model, tok, sample_prompts[:1], cfg)[0], step)
+            model.train()
+    bar.close()
+    return {"losses": losses, "skipped_steps": skipped_steps, "tokens": tokens, "train_s": train_s}

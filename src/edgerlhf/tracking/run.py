@@ -1,0 +1,208 @@
+"""A run folder: the only thing that passes between stages.
+
+    runs/<stage>-<timestamp>/
+      config.yaml     the resolved config (every field, defaults included)
+      metrics.jsonl   one JSON object per log step, namespaced keys (train/loss, timing/step_s, ...)
+      summary.json    final numbers of the stage, written atomically at the end
+      status          running | finished | failed
+      tb/             TensorBoard event files (report_to: tensorboard)
+      <artifact>/     e.g. adapter/ (PEFT layout)
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import tempfile
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from edgerlhf.config import BaseConfig, to_dict
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_dir(final: Path, fill) -> Path:
+    """Create folder ``final`` by filling a temporary sibling and renaming it, so a reader never sees a
+    half-written artifact. An existing ``final`` is replaced only after the new one is complete."""
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
+    old = None
+    try:
+        fill(tmp)
+        for f in tmp.rglob("*"):
+            if f.is_file():
+                with open(f, "rb") as fh:
+                    os.fsync(fh.fileno())
+        if final.exists():
+            old = final.with_name(f".{final.name}.old-{os.getpid()}")
+            os.replace(final, old)
+        os.replace(tmp, final)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+        if old is not None and old.exists():
+            shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def _jsonable(v: Any) -> Any:
+    if isinstance(v, float) and not math.isfinite(v):
+        return str(v)  # JSON has no NaN/inf; keep them visible instead of crashing or lying
+    if hasattr(v, "item") and callable(v.item):
+        return _jsonable(v.item())
+    if isinstance(v, dict):
+        return {k: _jsonable(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_jsonable(x) for x in v]
+    return v
+
+
+def atomic_write_json(path: Path, data: dict) -> None:
+    atomic_write_text(path, json.dumps(_jsonable(data), indent=2, ensure_ascii=False) + "\n")
+
+
+class RunDir:
+    """Create only after the config validated: nothing is written for a bad config."""
+
+    def __init__(self, cfg: BaseConfig, root: Path | None = None):
+        self.cfg = cfg
+        name = cfg.run_name or f"{cfg.stage}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
+        base = Path(root or cfg.output_dir)
+        path = base / name
+        n = 1
+        while path.exists() and not cfg.run_name:  # two runs in the same second
+            n += 1
+            path = base / f"{name}-{n}"
+        if path.exists() and any(path.iterdir()):
+            raise FileExistsError(f"run folder {path} already exists and is not empty; choose another run_name "
+                                  "or remove it (nothing was overwritten)")
+        path.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self.t0 = time.time()
+        atomic_write_text(path / "config.yaml", yaml.safe_dump(to_dict(cfg), sort_keys=False))
+        self.set_status("running")
+        self._metrics = open(path / "metrics.jsonl", "a", buffering=1)
+        self._sinks = _make_sinks(cfg.report_to, path, cfg)
+
+    def set_status(self, status: str) -> None:
+        atomic_write_text(self.path / "status", status + "\n")
+
+    def log(self, metrics: dict[str, Any], step: int) -> None:
+        row = {"step": step, "time_s": round(time.time() - self.t0, 3), **_jsonable(metrics)}
+        self._metrics.write(json.dumps(row, ensure_ascii=False) + "\n")
+        for sink in self._sinks:
+            sink.log(metrics, step)
+
+    def log_text(self, tag: str, text: str, step: int) -> None:
+        with open(self.path / "samples.jsonl", "a") as f:
+            f.write(json.dumps({"step": step, "tag": tag, "text": text}, ensure_ascii=False) + "\n")
+        for sink in self._sinks:
+            sink.text(tag, text, step)
+
+    def finish(self, summary: dict[str, Any], status: str = "finished") -> Path:
+        summary = {"stage": self.cfg.stage, "status": status, "run_dir": str(self.path),
+                   "wall_time_s": round(time.time() - self.t0, 2), **summary}
+        atomic_write_json(self.path / "summary.json", summary)
+        self.close()
+        self.set_status(status)
+        return self.path
+
+    def close(self) -> None:
+        if not self._metrics.closed:
+            self._metrics.close()
+        for sink in self._sinks:
+            sink.close()
+        self._sinks = []
+
+
+class _TensorBoard:
+    def __init__(self, path: Path):
+        from torch.utils.tensorboard import SummaryWriter
+
+        self.w = SummaryWriter(log_dir=str(path / "tb"))
+
+    def log(self, metrics, step):
+        for k, v in metrics.items():
+            if isinstance(v, (int, float)) and not isinstance(v, bool):
+                self.w.add_scalar(k, v, step)
+        self.w.flush()
+
+    def text(self, tag, text, step):
+        self.w.add_text(tag, text, step)
+
+    def close(self):
+        self.w.close()
+
+
+class _MLflow:
+    def __init__(self, path: Path, cfg):
+        try:
+            import mlflow
+        except ImportError:
+            raise RuntimeError("report_to includes 'mlflow' but mlflow is not installed: pip install 'edgerlhf[mlflow]'") from None
+        self.m = mlflow
+        mlflow.set_tracking_uri(os.environ.get("MLFLOW_TRACKING_URI", (path.parent / "mlruns").resolve().as_uri()))
+        mlflow.start_run(run_name=path.name)
+        mlflow.log_params({k: str(v) for k, v in to_dict(cfg).items()})
+
+    def log(self, metrics, step):
+        self.m.log_metrics({k.replace("/", "."): float(v) for k, v in metrics.items()
+                            if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)}, step=step)
+
+    def text(self, tag, text, step):
+        self.m.log_text(text, f"{tag.replace('/', '_')}_{step}.txt")
+
+    def close(self):
+        self.m.end_run()
+
+
+class _Wandb:
+    def __init__(self, path: Path, cfg):
+        try:
+            import wandb
+        except ImportError:
+            raise RuntimeError("report_to includes 'wandb' but wandb is not installed: pip install 'edgerlhf[wandb]'") from None
+        self.run = wandb.init(name=path.name, dir=str(path), config=to_dict(cfg))
+
+    def log(self, metrics, step):
+        self.run.log(dict(metrics), step=step)
+
+    def text(self, tag, text, step):
+        self.run.log({tag: text}, step=step)
+
+    def close(self):
+        self.run.finish()
+
+
+def _make_sinks(report_to: list[str], path: Path, cfg) -> list:
+    sinks = []
+    for name in report_to:
+        if name == "tensorboard":
+            sinks.append(_TensorBoard(path))
+        elif name == "mlflow":
+            sinks.append(_MLflow(path, cfg))
+        elif name == "wandb":
+            sinks.append(_Wandb(path, cfg))
+    return sinks
