@@ -45,6 +45,7 @@ RENAMED_KEYS: dict[str, tuple[str | None, str]] = {
     "forward_batch_size": ("rollout_batch_size", "old TRL's `forward_batch_size` is `rollout_batch_size` here (prompts per generate/score forward)"),
     "batch_size": ("per_device_train_batch_size", "use `per_device_train_batch_size` (sequences per optimizer micro-step); for PPO, `rollout_batch_size`/`num_rollouts_per_step`"),
     "max_seq_length": ("max_length", "TRL renamed `max_seq_length` to `max_length`"),
+    "center_rewards_coefficient": ("center_rewards_coef", "TRL's `center_rewards_coefficient` is `center_rewards_coef` here"),
     "lora_rank": ("lora_r", "the LoRA rank is `lora_r`"),
     "r": ("lora_r", "the LoRA rank is `lora_r`"),
     "lora_target_modules": ("target_modules", "LoRA target modules are `target_modules` (a list, or 'all-linear')"),
@@ -202,7 +203,91 @@ class SFTConfig(LoraMixin, TrainMixin, BaseConfig):
         return errs
 
 
-STAGE_CONFIGS: dict[str, type[BaseConfig]] = {"sft": SFTConfig}
+@dataclass
+class PrefsConfig(BaseConfig):
+    """Preference pairs: sampled from a policy and labelled by the gold scorer, or read from a file."""
+
+    stage: ClassVar[str] = "prefs"
+
+    policy: str = opt("", "SFT run folder (or its adapter/) to sample from; empty: sample from `model` itself")
+    dataset: str = opt("generate", "'generate' (sample k responses per built-in prompt, label with the gold scorer) or a preference file (.jsonl/.json/.csv: prompt/chosen/rejected or HH-RLHF transcripts) or 'hf:<hub id>'")
+    num_prompts: int = opt(300, "built-in training prompts to sample (generate only)")
+    samples_per_prompt: int = opt(4, "k responses per prompt; every pair of them is a candidate (k=4 gives 6)")
+    temperature: float = opt(1.0, "sampling temperature")
+    top_k: int = opt(0, "top-k sampling (0: off)")
+    top_p: float = opt(1.0, "nucleus sampling threshold")
+    max_new_tokens: int = opt(48, "tokens per sampled response")
+    rollout_batch_size: int = opt(64, "prompts per generate call (bigger is faster on CPU until memory runs out)")
+    label_noise: float = opt(0.15, "fraction of kept pairs whose label is flipped (synthetic-labeller noise, Gao et al. 2022)")
+    tie_threshold: float = opt(0.1, "pairs whose gold scores differ by at most this are near-ties: dropped from training, kept in eval as 'all pairs'")
+    eval_fraction: float = opt(0.1, "fraction of prompts held out (split by prompt: no prompt in both splits)")
+    max_pairs_per_prompt: int = opt(0, "keep at most this many pairs per prompt (0: all)")
+    max_length: int = opt(256, "rows whose prompt+response exceed this many tokens are bad rows (files only)")
+    skip_bad_rows: bool = opt(False, "drop and count bad rows in files instead of stopping at the first")
+
+    def check(self) -> list[str]:
+        errs = super().check()
+        if self.dataset != "generate":
+            errs += _check_dataset(self.dataset, "dataset")
+        if self.policy and not Path(self.policy).expanduser().exists():
+            errs.append(f"policy={self.policy!r}: no such run folder (pass the SFT run folder or leave empty)")
+        for k in ("num_prompts", "max_new_tokens", "rollout_batch_size", "max_length"):
+            if getattr(self, k) <= 0:
+                errs.append(f"{k}={getattr(self, k)} must be a positive integer")
+        if self.samples_per_prompt < 2:
+            errs.append(f"samples_per_prompt={self.samples_per_prompt} must be at least 2 to form a pair")
+        if not 0 <= self.label_noise < 0.5:
+            errs.append(f"label_noise={self.label_noise} must be in [0, 0.5): at 0.5 labels carry no signal")
+        if self.tie_threshold < 0:
+            errs.append(f"tie_threshold={self.tie_threshold} must be >= 0")
+        if not 0 < self.eval_fraction < 1:
+            errs.append(f"eval_fraction={self.eval_fraction} must be in (0, 1)")
+        if self.temperature < 0:
+            errs.append(f"temperature={self.temperature} must be >= 0")
+        if not 0 < self.top_p <= 1:
+            errs.append(f"top_p={self.top_p} must be in (0, 1]")
+        if self.max_pairs_per_prompt < 0:
+            errs.append(f"max_pairs_per_prompt={self.max_pairs_per_prompt} must be >= 0")
+        return errs
+
+
+@dataclass
+class RewardConfig(LoraMixin, TrainMixin, BaseConfig):
+    """Reward model: a one-output score head on the base model, LoRA on the body, Bradley-Terry loss."""
+
+    stage: ClassVar[str] = "reward"
+
+    prefs: str = opt("", "a prefs run folder, or a preference file (.jsonl/.json/.csv) or 'hf:<hub id>'")
+    eval_prefs: str = opt("", "held-out preference file; empty: the prefs run's eval split, or 10% of `prefs` split by prompt")
+    learning_rate: float = opt(2e-4, "peak learning rate (AdamW) for the LoRA body and the score head")
+    per_device_train_batch_size: int = opt(8, "preference pairs per micro-batch (2x sequences)")
+    max_length: int = opt(192, "tokens of prompt+response per sequence (longer rows are bad rows)")
+    margin: float = opt(0.0, "Bradley-Terry margin m: loss = -log sigmoid(r_chosen - r_rejected - m)")
+    center_rewards_coef: float = opt(0.01, "weight of the reward-centering term coef * mean((r_c + r_r)^2), keeps rewards near zero mean (Eisenstein et al. 2023)")
+    skip_bad_rows: bool = opt(False, "drop and count bad rows instead of stopping at the first")
+    max_train_pairs: int = opt(0, "use at most this many training pairs (0: all)")
+    eval_batch_size: int = opt(32, "sequences per forward when scoring held-out pairs")
+
+    def check(self) -> list[str]:
+        errs = super().check() + self.check_train() + self.check_lora()
+        if not self.prefs:
+            errs.append("prefs is required: a prefs run folder (edgerlhf prefs ...) or a preference file")
+        elif not Path(self.prefs).expanduser().is_dir():
+            errs += _check_dataset(self.prefs, "prefs")
+        if self.eval_prefs:
+            errs += _check_dataset(self.eval_prefs, "eval_prefs")
+        if self.max_length < 8:
+            errs.append(f"max_length={self.max_length} must be at least 8 tokens")
+        if self.center_rewards_coef < 0:
+            errs.append(f"center_rewards_coef={self.center_rewards_coef} must be >= 0")
+        if self.max_train_pairs < 0:
+            errs.append(f"max_train_pairs={self.max_train_pairs} must be >= 0")
+        if self.eval_batch_size <= 0:
+            errs.append(f"eval_batch_size={self.eval_batch_size} must be a positive integer")
+        return errs
+
+
+STAGE_CONFIGS: dict[str, type[BaseConfig]] = {"sft": SFTConfig, "prefs": PrefsConfig, "reward": RewardConfig}
 
 
 # -- loading -------------------------------------------------------------------------------------------

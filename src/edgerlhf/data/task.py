@@ -46,12 +46,13 @@ __all__ = [
 ]
 
 SYSTEM_PROMPT = "You write short, honest reviews."
-INSTRUCTION = "Continue this review in one or two sentences:"
+INSTRUCTION = "Continue in one or two sentences:"
 
 N_TRAIN = 4000
 N_EVAL = 400
 _ITEMS_PER_CATEGORY = 40
 _EVAL_ITEM_FRACTION = 0.2
+_MIN_WORDS = 10  # demonstrations are 10-35 words
 
 POLARITIES = ("negative", "mixed", "neutral", "positive")
 # Openers lean negative on purpose: a base/SFT model continuing them must not already be saturated.
@@ -114,7 +115,7 @@ _CATEGORIES = (
          ("baristas", True), ("croissants", True), ("tea selection", False)),
         ("the flat white was smooth and perfectly balanced", "the almond croissant was flaky, warm and delicious",
          "the baristas were friendly and remembered my order", "it is a cozy, pleasant spot to read for an hour"),
-        ("my latte was lukewarm and tasted awful", "the muffins were dry, stale and honestly bad",
+        ("my latte was lukewarm and tasted awful", "the muffins were dry, stale and frankly bad",
          "the music was so loud it was annoying to even talk", "every table was dirty and nobody wiped them"),
         ("It is my new favorite morning spot.", "Go early and enjoy the window seat.",
          "Great coffee, great people."),
@@ -124,7 +125,7 @@ _CATEGORIES = (
         "hotel", "a hotel", "hotels", "the {name}", "at", "past", "stayed at", "staying at",
         (("Linden", "Alder", "Marigold", "Eastgate", "Riverside", "Kestrel", "Stonebridge", "Bayside",
           "Westmoor", "Larkfield", "Halcyon", "Ashgrove"),
-         ("Hotel", "Inn", "Lodge", "Suites", "House", "Hotel and Spa")),
+         ("Hotel", "Inn", "Lodge", "Suites", "House", "Resort")),
         (("rooms", True), ("beds", True), ("front desk", False), ("breakfast", False), ("pool", False),
          ("location", False), ("showers", True), ("Wi-Fi", False)),
         ("the room was spotless and the bed was wonderfully comfortable",
@@ -243,8 +244,8 @@ _CATEGORIES = (
     _Category(
         "product", "a product", "products", "the {name}", "of", "present", "bought", "buying",
         (("Vantor", "Kelso", "Arlo", "Nimbus", "Orla", "Tessel", "Quorra", "Halden", "Pico", "Strand"),
-         ("K3 kettle", "S2 blender", "X2 phone", "Lite vacuum", "One desk lamp", "Max air fryer",
-          "Pro 5 toaster", "Go speaker")),
+         ("K3 kettle", "S2 blender", "X2 phone", "V8 vacuum", "L1 lamp", "F4 air fryer",
+          "T5 toaster", "Go speaker")),
         (("build quality", False), ("design", False), ("price", False), ("instructions", True),
          ("packaging", False), ("warranty", False), ("battery", False), ("buttons", True)),
         ("it does exactly what it promises and looks great doing it", "it feels sturdy, solid and well made",
@@ -264,9 +265,9 @@ _NADJ = ("awful", "terrible", "dreadful", "disappointing", "poor", "boring", "ug
          "bad", "frustrating", "dull")
 
 # Adjective phrases used inside openers ("The plot of X is <adj> and").
-_OPEN_NEG = ("a letdown", "disappointing", "a mess", "weak", "a real problem", "frustrating", "sloppy", "awful",
+_OPEN_NEG = ("a letdown", "disappointing", "a mess", "weak", "a problem", "frustrating", "sloppy", "awful",
              "bland", "a chore")
-_OPEN_POS = ("a delight", "wonderful", "excellent", "a real highlight", "superb", "a pleasant surprise",
+_OPEN_POS = ("a delight", "wonderful", "excellent", "a highlight", "superb", "a surprise",
              "lovely", "great")
 
 # Continuation clauses (lower-case, no final punctuation). {a}: an aspect other than the opener's,
@@ -320,8 +321,8 @@ _OPENERS = (
     ("{Ref} is {a_noun} I cannot recommend:", "negative", -1),
     ("Do not believe the hype around {ref}:", "negative", -1),
     ("My problems with {ref} started early:", "negative", -1),
-    ("Of all the {plural} I know, {ref} is the weakest:", "negative", -1),
-    ("I {verb} {ref} and it was a letdown:", "negative", -1),
+    ("{Ref} let me down:", "negative", -1),
+    ("I {verb} {ref} and regret it:", "negative", -1),
     ("{Ref} is a hidden gem:", "positive", 1),
     ("The {a} {prep} {ref} {be} {popen}, and", "positive", 1),
     ("I loved {verbing} {ref}:", "positive", 1),
@@ -329,11 +330,11 @@ _OPENERS = (
     ("{Ref} is {a_noun} I keep recommending, because", "positive", 1),
     ("Few {plural} impress me like {ref} did:", "positive", 1),
     ("I {verb} {ref} last weekend, and", "neutral", 0),
-    ("A friend recommended {ref}, so I gave it a try:", "neutral", 0),
-    ("{Ref} is {a_noun} people talk about a lot, and", "neutral", 0),
+    ("A friend recommended {ref}:", "neutral", 0),
+    ("Everyone talks about {ref}, and", "neutral", 0),
     ("I {verb} {ref} on a whim, and", "neutral", 0),
     ("Here is my honest take on {ref}:", "neutral", 0),
-    ("The {a} {prep} {ref} {be} about what I expected, and", "neutral", 0),
+    ("The {a} {prep} {ref} {be} as expected, and", "neutral", 0),
     ("I had mixed expectations for {ref}, and", "neutral", 0),
     ("I expected little from {ref}, but", "mixed", 1),
     ("The {a} {prep} {ref} {be} {nopen}, but", "mixed", 1),
@@ -410,8 +411,12 @@ def _completion(cat: _Category, opener: str, polarity: str, lean: int, aspect: s
         else:
             text = f"{first}, but {second}."
         close_prob = 0.4
-    if rng.random() < close_prob:
+    if rng.random() < close_prob or len(text.split()) < _MIN_WORDS:
         text = f"{text} {_closer(cat, final, rng)}"
+    while len(text.split()) < _MIN_WORDS:  # a short clause and a short closer: one more closing sentence
+        closer = _closer(cat, final, rng)
+        if closer not in text:
+            text = f"{text} {closer}"
     return text
 
 

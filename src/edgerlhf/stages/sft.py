@@ -1,18 +1,14 @@
 """Supervised fine-tuning (stage 1): teach the base model the task's format, loss on completion tokens only.
 
-Why a loop of our own rather than TRL's SFTTrainer: SFT, the reward model and the PPO update share one
-small training loop (same namespaced metrics, NaN guard, progress bar, memory probe and artifact layout),
-and on CPU we need full control of dtypes (TRL configs default to bf16, 7-20x slower on CPUs without bf16
-units). LoRA, schedulers and saving come from peft/transformers.
+Why not TRL's SFTTrainer: see ``stages/loop.py`` (one loop shared with the reward model, same metrics,
+NaN guard and memory probe, and our own dtype choice). LoRA, schedules and saving come from
+peft/transformers.
 """
 
 from __future__ import annotations
 
-import math
 import random
-import time
 from pathlib import Path
-from typing import NamedTuple
 
 import torch
 
@@ -22,27 +18,9 @@ from edgerlhf.models.adapters import (apply_lora, count_params, enable_gradient_
                                       write_artifact_meta)
 from edgerlhf.models.generation import generate
 from edgerlhf.models.loading import load_causal_lm, load_tokenizer, resolve_device, resolve_dtype
+from edgerlhf.stages.loop import fit, make_optimizer, seed_everything, total_steps_for
 from edgerlhf.tracking import PeakMemory, RunDir
 from edgerlhf.tracking.run import atomic_write_dir
-
-
-class StepStats(NamedTuple):
-    loss: float
-    grad_norm: float
-    tokens: int
-    step_s: float
-    skipped: bool
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    torch.manual_seed(seed)
-    try:
-        import numpy as np
-
-        np.random.seed(seed)
-    except ImportError:
-        pass
 
 
 # -- data ------------------------------------------------------------------------------------------------
@@ -105,29 +83,6 @@ def eval_loss(model, encoded, batch_size: int, pad_id: int, device) -> float:
     return total / max(count, 1)
 
 
-def train_step(model, optimizer, scheduler, micro_batches, cfg: SFTConfig, device) -> StepStats:
-    """One optimizer step over ``gradient_accumulation_steps`` micro-batches."""
-    t0 = time.perf_counter()
-    optimizer.zero_grad(set_to_none=True)
-    losses, tokens = [], 0
-    for b in micro_batches:
-        b = {k: v.to(device) for k, v in b.items()}
-        loss = model(**b).loss
-        losses.append(loss.detach())
-        tokens += int(b["attention_mask"].sum())
-        (loss / len(micro_batches)).backward()
-    loss = torch.stack(losses).mean().item()
-    params = [p for p in model.parameters() if p.requires_grad]
-    grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm if cfg.max_grad_norm > 0 else float("inf"))
-    skipped = not (math.isfinite(loss) and math.isfinite(float(grad_norm)))
-    if skipped:  # never let NaN/inf reach the weights
-        optimizer.zero_grad(set_to_none=True)
-    else:
-        optimizer.step()
-        scheduler.step()
-    return StepStats(loss, float(grad_norm), tokens, time.perf_counter() - t0, skipped)
-
-
 def _samples(model, tok, prompts, cfg: SFTConfig) -> list[str]:
     texts, _ = generate(model, tok, prompts, max_new_tokens=cfg.sample_max_new_tokens, temperature=0.0)
     return texts
@@ -135,8 +90,6 @@ def _samples(model, tok, prompts, cfg: SFTConfig) -> list[str]:
 
 def run(cfg: SFTConfig) -> Path:
     """Train, save the adapter, and return the run folder."""
-    from transformers import get_scheduler
-
     # 0 set-up: everything that can fail on bad input happens before the run folder exists
     seed_everything(cfg.seed)
     device = resolve_device(cfg.device)
@@ -145,9 +98,7 @@ def run(cfg: SFTConfig) -> Path:
     train_rows, held_rows, skipped = load_rows(cfg, tok)
     encoded = [encode_pair(tok, r["prompt"], r["completion"], cfg.max_length) for r in train_rows]
     held_enc = [encode_pair(tok, r["prompt"], r["completion"], cfg.max_length) for r in held_rows]
-    per_step = cfg.per_device_train_batch_size * cfg.gradient_accumulation_steps
-    steps_per_epoch = max(1, len(encoded) // per_step)
-    total_steps = cfg.max_steps if cfg.max_steps > 0 else max(1, int(steps_per_epoch * cfg.num_train_epochs))
+    total_steps = total_steps_for(cfg, len(encoded))
 
     run_dir = RunDir(cfg)
     mem = PeakMemory().start()
@@ -168,12 +119,18 @@ def run(cfg: SFTConfig) -> Path:
         for p, s in zip(sample_prompts, before):
             run_dir.log_text("sample/before", s, 0)
 
-        optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.learning_rate,
-                                      weight_decay=cfg.weight_decay)
-        scheduler = get_scheduler(cfg.lr_scheduler_type, optimizer, num_warmup_steps=int(cfg.warmup_ratio * total_steps),
-                                  num_training_steps=total_steps)
-        history = _train_loop(model, optimizer, scheduler, encoded, held_enc, tok, cfg, device, total_steps,
-                              run_dir, mem, sample_prompts)
+        def loss_fn(m, b):
+            b = {k: v.to(device) for k, v in b.items()}
+            return m(**b).loss, int(b["attention_mask"].sum()), {}
+
+        def on_eval(step):
+            run_dir.log({"eval/loss": eval_loss(model, held_enc, cfg.per_device_train_batch_size, tok.pad_token_id, device)}, step=step)
+            if sample_prompts:
+                run_dir.log_text("sample/eval", _samples(model, tok, sample_prompts[:1], cfg)[0], step)
+
+        optimizer, scheduler = make_optimizer(model, cfg, total_steps)
+        history = fit(model, optimizer, scheduler, encoded, lambda b: collate(b, tok.pad_token_id), loss_fn, cfg,
+                      total_steps, run_dir, mem, "sft", on_eval)
 
         loss_after = eval_loss(model, held_enc, cfg.per_device_train_batch_size, tok.pad_token_id, device) if held_enc else float("nan")
         after = _samples(model, tok, sample_prompts, cfg)
@@ -214,55 +171,3 @@ def run(cfg: SFTConfig) -> Path:
         run_dir.finish({"error": f"{type(e).__name__}: {e}"}, status="interrupted" if isinstance(e, KeyboardInterrupt) else "failed")
         raise
 
-
-def _train_loop(model, optimizer, scheduler, encoded, held_enc, tok, cfg: SFTConfig, device, total_steps,
-                run_dir, mem, sample_prompts) -> dict:
-    from tqdm.auto import tqdm
-
-    rng = random.Random(cfg.seed)
-    order: list[int] = []
-    bs, accum = cfg.per_device_train_batch_size, cfg.gradient_accumulation_steps
-    window: list[StepStats] = []
-    losses, skipped_steps, bad_in_row, tokens, train_s = [], 0, 0, 0, 0.0
-    model.train()
-    bar = tqdm(range(1, total_steps + 1), desc="sft", disable=not cfg.progress, unit="step", dynamic_ncols=True)
-    for step in bar:
-        micro = []
-        for _ in range(accum):  # 1 draw micro-batches (reshuffle at each epoch boundary)
-            if len(order) < bs:
-                fresh = list(range(len(encoded)))
-                rng.shuffle(fresh)
-                order += fresh
-            idx, order = order[:bs], order[bs:]
-            micro.append(collate([encoded[i] for i in idx], tok.pad_token_id))
-        st = train_step(model, optimizer, scheduler, micro, cfg, device)  # 2 forward, backward, update
-        window.append(st)
-        tokens += st.tokens
-        train_s += st.step_s
-        if st.skipped:
-            skipped_steps += 1
-            bad_in_row += 1
-            if bad_in_row >= 3:
-                raise FloatingPointError(f"loss or gradients were NaN/inf for {bad_in_row} steps in a row (step {step}); "
-                                         "lower learning_rate or check the data. The weights were never updated with them.")
-        else:
-            bad_in_row = 0
-            losses.append(st.loss)
-        if step % cfg.logging_steps == 0 or step == total_steps:  # 3 log
-            good = [s for s in window if not s.skipped]
-            loss = sum(s.loss for s in good) / max(len(good), 1)
-            step_time = sum(s.step_s for s in window) / len(window)
-            run_dir.log({"train/loss": loss, "train/lr": scheduler.get_last_lr()[0],
-                         "train/grad_norm": sum(s.grad_norm for s in good) / max(len(good), 1),
-                         "train/tokens_per_s": sum(s.tokens for s in window) / sum(s.step_s for s in window),
-                         "train/epoch": step * bs * accum / len(encoded), "timing/step_s": step_time,
-                         "train/skipped_steps": skipped_steps, **mem.as_metrics()}, step=step)
-            bar.set_postfix(loss=f"{loss:.3f}", lr=f"{scheduler.get_last_lr()[0]:.1e}")
-            window = []
-        if cfg.eval_steps and step % cfg.eval_steps == 0 and step != total_steps:  # 4 evaluate
-            run_dir.log({"eval/loss": eval_loss(model, held_enc, bs, tok.pad_token_id, device)}, step=step)
-            if sample_prompts:
-                run_dir.log_text("sample/eval", _samples(model, tok, sample_prompts[:1], cfg)[0], step)
-            model.train()
-    bar.close()
-    return {"losses": losses, "skipped_steps": skipped_steps, "tokens": tokens, "train_s": train_s}
