@@ -39,6 +39,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="edgerlhf", description="RLHF (SFT -> reward model -> PPO) on one small machine.")
     sub = parser.add_subparsers(dest="command", required=True)
     _stage_parser(sub, "sft", "supervised fine-tuning with LoRA (stage 1)")
+    _stage_parser(sub, "prefs", "preference pairs: sample k responses per prompt and label them with the gold scorer, or read a file (stage 2)")
+    _stage_parser(sub, "reward", "reward model: Bradley-Terry training of a score head with LoRA (stage 3)")
     sub.add_parser("demo", help="the main job on the embedded default model and built-in task")
     args = parser.parse_args(argv)
 
@@ -54,10 +56,9 @@ def main(argv: list[str] | None = None) -> int:
             print(config_help(STAGE_CONFIGS[args.command]))
             return 0
         cfg = _load(args.command, args)
-        if args.command == "sft":
-            from edgerlhf.stages import sft
+        import importlib
 
-            sft.run(cfg)
+        importlib.import_module(f"edgerlhf.stages.{args.command}").run(cfg)
         return 0
     except ConfigError as e:
         print(f"edgerlhf {args.command}: {e}", file=sys.stderr)

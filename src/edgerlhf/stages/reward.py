@@ -1,0 +1,149 @@
+"""Reward model (stage 3): Bradley-Terry training of a one-output head with LoRA on the body.
+
+Why not TRL's RewardTrainer: same reasons as SFT (``stages/loop.py``); the loss itself is
+``edgerlhf.rl.bradley_terry_loss``. The score head is trained and saved with the adapter through PEFT's
+``modules_to_save`` (task type SEQ_CLS), and the saved artifact is checked for it.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from edgerlhf.config import RewardConfig
+from edgerlhf.models.adapters import apply_lora, count_params, enable_gradient_checkpointing, write_artifact_meta
+from edgerlhf.models.loading import load_tokenizer, resolve_device, resolve_dtype
+from edgerlhf.rewards.learned import RewardModel, encode_for_rm, load_seq_cls, rewards_of, right_pad
+from edgerlhf.rewards.metrics import agreement_with_labels, mean_std, pairwise_accuracy, spearman
+from edgerlhf.rl.losses import bradley_terry_loss
+from edgerlhf.stages.loop import fit, make_optimizer, seed_everything, total_steps_for
+from edgerlhf.tracking import PeakMemory, RunDir
+from edgerlhf.tracking.run import atomic_write_dir
+
+
+def load_pairs(cfg: RewardConfig, tok) -> tuple[list[dict], list[dict], int]:
+    """(train pairs, held-out pairs, bad rows skipped): validated before any run folder exists."""
+    from edgerlhf.data.loaders import load_preference_rows
+    from edgerlhf.stages.prefs import split_by_prompt
+
+    kw = dict(tokenizer=tok, max_length=cfg.max_length, skip_bad_rows=cfg.skip_bad_rows)
+    src = Path(cfg.prefs).expanduser()
+    if src.is_dir():
+        files = [src / "pairs" / "train.jsonl", src / "pairs" / "eval.jsonl"]
+        missing = [str(f) for f in files if not f.is_file()]
+        if missing:
+            raise FileNotFoundError(f"prefs={cfg.prefs!r} is not a finished prefs run: missing {', '.join(missing)}")
+        train, s1 = load_preference_rows(str(files[0]), **kw)
+        held, s2 = load_preference_rows(str(files[1]), **kw)
+        skipped = s1 + s2
+    else:
+        rows, skipped = load_preference_rows(cfg.prefs, **kw)
+        train, held = split_by_prompt(rows, 0.1, cfg.seed)
+    if cfg.eval_prefs:
+        held, s3 = load_preference_rows(cfg.eval_prefs, **kw)
+        skipped += s3
+    if cfg.max_train_pairs:
+        train = train[: cfg.max_train_pairs]
+    return train, held, skipped
+
+
+def evaluate(rm: RewardModel, pairs: list[dict]) -> dict[str, float]:
+    """Held-out numbers: accuracy vs the (noisy) labels on kept pairs, vs gold on kept pairs and on all
+    pairs (near-ties included), reward mean/std, Spearman with gold on the distinct responses."""
+    seqs = encode_for_rm(rm.tokenizer, [p["prompt"] for p in pairs] * 2,
+                         [p["chosen"] for p in pairs] + [p["rejected"] for p in pairs], rm.max_length)
+    scores = rm.score_ids(seqs)
+    rc, rr = scores[: len(pairs)], scores[len(pairs):]
+    kept = [i for i, p in enumerate(pairs) if not p.get("near_tie", False)]
+    out = {"eval/accuracy": pairwise_accuracy([rc[i] for i in kept], [rr[i] for i in kept]),
+           "eval/pairs": len(kept)}
+    by_text = {}
+    for p, c, r in zip(pairs, rc, rr):
+        by_text[json.dumps([p["prompt"], p["chosen"]])] = (c, p.get("gold_chosen"))
+        by_text[json.dumps([p["prompt"], p["rejected"]])] = (r, p.get("gold_rejected"))
+    out["eval/reward_mean"], out["eval/reward_std"] = mean_std([v[0] for v in by_text.values()])
+    if all("gold_chosen" in p and "gold_rejected" in p for p in pairs):
+        gc, gr = [p["gold_chosen"] for p in pairs], [p["gold_rejected"] for p in pairs]
+        out["eval/accuracy_gold"] = agreement_with_labels([rc[i] for i in kept], [rr[i] for i in kept],
+                                                          [gc[i] for i in kept], [gr[i] for i in kept])
+        out["eval/accuracy_gold_all"] = agreement_with_labels(rc, rr, gc, gr)
+        out["eval/pairs_all"] = len(pairs)
+        out["eval/spearman_gold"] = spearman([v[0] for v in by_text.values()], [v[1] for v in by_text.values()])
+    return out
+
+
+def run(cfg: RewardConfig) -> Path:
+    # 0 set-up and validation (nothing written yet)
+    seed_everything(cfg.seed)
+    device = resolve_device(cfg.device)
+    dtype = resolve_dtype(cfg.dtype, device)
+    tok = load_tokenizer(cfg.model)
+    train, held, skipped = load_pairs(cfg, tok)
+    enc = [(c, r) for c, r in zip(encode_for_rm(tok, [p["prompt"] for p in train], [p["chosen"] for p in train], cfg.max_length),
+                                  encode_for_rm(tok, [p["prompt"] for p in train], [p["rejected"] for p in train], cfg.max_length))]
+    total_steps = total_steps_for(cfg, len(enc))
+
+    run_dir = RunDir(cfg)
+    mem = PeakMemory().start()
+    try:
+        model, _ = load_seq_cls(cfg.model, dtype=dtype, seed=cfg.seed)
+        model.config.use_cache = False
+        if cfg.lora:
+            model = apply_lora(model, cfg, "SEQ_CLS")  # PEFT keeps the score head trainable and saves it
+        if cfg.gradient_checkpointing:
+            enable_gradient_checkpointing(model)
+        model.to(device)
+        trainable, total = count_params(model)
+        rm = RewardModel(model, tok, {"max_length": cfg.max_length}, device, cfg.eval_batch_size)
+        print(f"[reward] {cfg.model} on {device} ({str(dtype).removeprefix('torch.')}), {trainable:,} trainable / "
+              f"{total:,} parameters, {len(train)} train pairs, {len(held)} held-out pairs, {total_steps} steps")
+        before = evaluate(rm, held) if held else {}
+        run_dir.log(before, step=0)
+
+        def collate(batch):
+            ids, mask = right_pad([c for c, _ in batch] + [r for _, r in batch], tok.pad_token_id)
+            return ids, mask
+
+        def loss_fn(m, b):
+            ids, mask = (t.to(device) for t in b)
+            r = rewards_of(m, ids, mask)
+            rc, rr = r.chunk(2)
+            loss = bradley_terry_loss(rc, rr, cfg.margin, cfg.center_rewards_coef)
+            return loss, int(mask.sum()), {"train/accuracy": (rc > rr).float().mean().item(),
+                                           "train/reward_margin": (rc - rr).mean().item()}
+
+        optimizer, scheduler = make_optimizer(model, cfg, total_steps)
+        history = fit(model, optimizer, scheduler, enc, collate, loss_fn, cfg, total_steps, run_dir, mem, "reward",
+                      on_eval=(lambda step: run_dir.log(evaluate(rm, held), step=step)) if held else None)
+
+        after = evaluate(rm, held) if held else {}
+        run_dir.log({**after, **mem.as_metrics()}, step=total_steps)
+
+        def fill(tmp: Path):
+            model.save_pretrained(tmp, safe_serialization=True)
+            tok.save_pretrained(tmp)
+            write_artifact_meta(tmp, stage="reward", kind="lora" if cfg.lora else "full", base_model=cfg.model,
+                                seed=cfg.seed, max_length=cfg.max_length, precision="fp32",
+                                high_precision_modules=["score"])
+
+        artifact = atomic_write_dir(run_dir.path / "adapter", fill)
+        stats = {"artifact": str(artifact), "device": str(device), "compute_dtype": str(dtype).removeprefix("torch."),
+                 "trainable_params": trainable, "total_params": total, "pairs_train": len(train),
+                 "pairs_eval": len(held), "skipped_rows": skipped, "steps": total_steps,
+                 "skipped_steps": history["skipped_steps"],
+                 "train/loss_first": history["losses"][0] if history["losses"] else None,
+                 "train/loss_last": history["losses"][-1] if history["losses"] else None,
+                 "train/tokens_per_s": history["tokens"] / max(history["train_s"], 1e-9),
+                 "timing/train_s": history["train_s"], **{f"before/{k}": v for k, v in before.items()}, **after,
+                 **mem.stop().as_metrics()}
+        line = ", ".join(f"{k.split('/')[-1]} {before.get(k, float('nan')):.3f} -> {v:.3f}" for k, v in after.items()
+                         if k in ("eval/accuracy", "eval/accuracy_gold", "eval/spearman_gold", "eval/reward_std"))
+        print(f"[reward] held out: {line}; {total_steps} steps in {history['train_s']:.0f}s; "
+              f"peak memory {stats['memory/peak_mb']:.0f} MB; adapter: {artifact}")
+        return run_dir.finish(stats)
+    except BaseException as e:
+        mem.stop()
+        run_dir.finish({"error": f"{type(e).__name__}: {e}"}, status="interrupted" if isinstance(e, KeyboardInterrupt) else "failed")
+        raise
