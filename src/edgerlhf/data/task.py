@@ -52,7 +52,7 @@ N_TRAIN = 4000
 N_EVAL = 400
 _ITEMS_PER_CATEGORY = 40
 _EVAL_ITEM_FRACTION = 0.2
-_MIN_WORDS = 10  # demonstrations are 10-35 words
+_MIN_WORDS, _MAX_WORDS = 10, 35  # demonstrations' length in words
 
 POLARITIES = ("negative", "mixed", "neutral", "positive")
 # Openers lean negative on purpose: a base/SFT model continuing them must not already be saturated.
@@ -127,7 +127,7 @@ _CATEGORIES = (
           "Westmoor", "Larkfield", "Halcyon", "Ashgrove"),
          ("Hotel", "Inn", "Lodge", "Suites", "House", "Resort")),
         (("rooms", True), ("beds", True), ("front desk", False), ("breakfast", False), ("pool", False),
-         ("location", False), ("showers", True), ("Wi-Fi", False)),
+         ("location", False), ("showers", True), ("bar", False)),
         ("the room was spotless and the bed was wonderfully comfortable",
          "the staff upgraded us to a suite with a beautiful view", "breakfast had fresh fruit and excellent coffee",
          "it was quiet and peaceful enough to sleep in every day"),
@@ -302,7 +302,7 @@ _MILD_POS = (
 )
 _MILD_NEG = (
     "the {a} {be} forgettable and a bit tired",
-    "the {a} {be} a little weak",
+    "the {a} {be} a little disappointing",
     "it was a bit of a letdown, sadly",
 )
 _GEN_POS_CLOSE = ("Highly recommended.", "I loved it.", "A real treat.", "I am glad I gave it a chance.")
@@ -371,8 +371,13 @@ def _item_names(cat: _Category, rng: random.Random) -> list[str]:
     return combos[:_ITEMS_PER_CATEGORY]
 
 
-def _clause(cat: _Category, direction: int, avoid_aspect: str | None, rng: random.Random) -> str:
-    """One continuation clause in ``direction`` (+1 positive, -1 negative)."""
+def _clause(cat: _Category, direction: int, avoid_aspects: set, rng: random.Random,
+            specific: bool = False) -> tuple[str, str | None]:
+    """One continuation clause in ``direction`` (+1 positive, -1 negative) and the aspect it names.
+
+    ``specific``: only clauses about one aspect or detail (for the second half of a turn, where a
+    sweeping verdict like "the whole thing felt lazy" would contradict the first half).
+    """
     r = rng.random()
     if r < 0.35:
         bank = cat.pos if direction > 0 else cat.neg
@@ -380,12 +385,14 @@ def _clause(cat: _Category, direction: int, avoid_aspect: str | None, rng: rando
         bank = _GEN_POS if direction > 0 else _GEN_NEG
     else:
         bank = _MILD_POS if direction > 0 else _MILD_NEG
+    if specific and bank is not (cat.pos if direction > 0 else cat.neg):
+        bank = tuple(t for t in bank if "{a}" in t)
     tpl = rng.choice(bank)
     if "{a}" not in tpl:
-        return tpl
-    aspects = [a for a in cat.aspects if a[0] != avoid_aspect]
-    noun, plural = rng.choice(aspects)
-    return tpl.format(a=noun, be=_be(cat, plural), padj=rng.choice(_PADJ), nadj=rng.choice(_NADJ))
+        return tpl, None
+    noun, plural = rng.choice([a for a in cat.aspects if a[0] not in avoid_aspects])
+    text = tpl.format(a=noun, be=_be(cat, plural), padj=rng.choice(_PADJ), nadj=rng.choice(_NADJ))
+    return text, noun
 
 
 def _closer(cat: _Category, direction: int, rng: random.Random) -> str:
@@ -394,30 +401,37 @@ def _closer(cat: _Category, direction: int, rng: random.Random) -> str:
     return rng.choice(_GEN_POS_CLOSE if direction > 0 else _GEN_NEG_CLOSE)
 
 
+def _trigrams(text: str) -> set:
+    words = text.lower().replace(",", "").replace(".", "").split()
+    return {tuple(words[i:i + 3]) for i in range(len(words) - 2)}
+
+
 def _completion(cat: _Category, opener: str, polarity: str, lean: int, aspect: str | None,
                 rng: random.Random) -> str:
-    d1 = lean if lean != 0 else rng.choice((-1, 1))
-    turn = rng.random() < _TURN_PROB[polarity]
-    first = _clause(cat, d1, aspect, rng)
-    if not turn:
-        text = first + "."
-        final = d1
-        close_prob = 0.6
-    else:
-        final = -d1
-        second = _clause(cat, final, aspect, rng)
-        if opener.endswith("but"):
-            text = f"{first}. {rng.choice(_TURN_JOIN_AFTER_BUT)}{second}."
+    """The demonstration: 1-2 sentences, 10-35 words, following the opener's lean unless it turns."""
+    for _ in range(100):
+        d1 = lean if lean != 0 else rng.choice((-1, 1))
+        turn = rng.random() < _TURN_PROB[polarity]
+        first, first_aspect = _clause(cat, d1, {aspect}, rng)
+        final = -d1 if turn else d1
+        can_close, close_prob = True, 0.6
+        if not turn:
+            text = first + "."
         else:
-            text = f"{first}, but {second}."
-        close_prob = 0.4
-    if rng.random() < close_prob or len(text.split()) < _MIN_WORDS:
-        text = f"{text} {_closer(cat, final, rng)}"
-    while len(text.split()) < _MIN_WORDS:  # a short clause and a short closer: one more closing sentence
-        closer = _closer(cat, final, rng)
-        if closer not in text:
-            text = f"{text} {closer}"
-    return text
+            second, _ = _clause(cat, final, {aspect, first_aspect}, rng, specific=True)
+            if _trigrams(first) & _trigrams(second):  # "... from start to finish, but ... from start to finish"
+                continue
+            if opener.endswith("but"):  # already "X, but <first>": turn in a second sentence, no closer
+                text = f"{first}. {rng.choice(_TURN_JOIN_AFTER_BUT)}{second}."
+                can_close = False
+            else:
+                text = f"{first}, but {second}."
+                close_prob = 0.4
+        if can_close and (rng.random() < close_prob or len(text.split()) < _MIN_WORDS):
+            text = f"{text} {_closer(cat, final, rng)}"
+        if _MIN_WORDS <= len(text.split()) <= _MAX_WORDS:
+            return text
+    raise RuntimeError(f"could not write a demonstration for {opener!r}")  # pragma: no cover
 
 
 def _opener(cat: _Category, item: str, polarity: str, rng: random.Random) -> tuple[str, str | None, int]:

@@ -1,0 +1,28 @@
+import math
+
+import pytest
+
+from edgerlhf.rewards.metrics import agreement_with_labels, mean_std, pairwise_accuracy, spearman
+
+
+def test_pairwise_accuracy_counts_ties_as_wrong():
+    assert pairwise_accuracy([1, 2, 3, 0], [0, 2, 1, 5]) == 0.5
+    assert math.isnan(pairwise_accuracy([], []))
+
+
+def test_agreement_with_labels_skips_label_ties():
+    # pair 2 has equal gold labels and is skipped; of the other 3, pairs 1 and 4 agree
+    assert agreement_with_labels([1, 0, 0, 2], [0, 1, 1, 1], [0.9, 0.2, 0.4, 0.5], [0.1, 0.2, 0.1, 0.4]) == pytest.approx(2 / 3)
+
+
+def test_spearman_hand_values():
+    assert spearman([1, 2, 3, 4], [10, 20, 30, 40]) == pytest.approx(1.0)
+    assert spearman([1, 2, 3, 4], [4, 3, 2, 1]) == pytest.approx(-1.0)
+    # ranks a=[1,2,3], b=[1,3,2]: d^2 = 0+1+1 = 2 -> 1 - 6*2/(3*8) = 0.5
+    assert spearman([1, 2, 3], [5, 9, 7]) == pytest.approx(0.5)
+    assert math.isnan(spearman([1, 1, 1], [1, 2, 3]))
+
+
+def test_mean_std_sample():
+    m, s = mean_std([1.0, 2.0, 3.0, 4.0])
+    assert m == 2.5 and s == pytest.approx(math.sqrt(5 / 3))
