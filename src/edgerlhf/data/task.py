@@ -8,7 +8,7 @@ continuation, so PPO's job is to make continuations more positive.
 For PPO to show a real gain the starting (SFT) policy needs headroom, so:
 
 * the openers have mixed polarity and lean negative (negative, mixed, neutral and positive openers,
-  e.g. "The service at Blue Lantern was slow and", "I expected little from the Vantor K3 kettle, but");
+  e.g. "The service at Blue Lantern was a letdown and", "I expected little from the Vantor K3 kettle, but");
 * the SFT demonstrations (``completion``) follow where the opener points, with a realistic share of
   turns (some negative openers end up positive, some positive ones turn sour), and their mean VADER
   compound is slightly below zero with a wide spread.
@@ -21,7 +21,7 @@ and needs no files or downloads. Rows are in TRL's conversational prompt-complet
 metadata::
 
     {"id": "train-00001", "category": "restaurant", "item": "Blue Lantern",
-     "opener": "The service at Blue Lantern was slow and", "polarity": "negative",
+     "opener": "The service at Blue Lantern was a letdown and", "polarity": "negative",
      "prompt": [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": "..."}],
      "completion": [{"role": "assistant", "content": "..."}]}
 """
