@@ -15,7 +15,7 @@ PRESETS: dict[str, dict[str, dict]] = {
         "demo": {"model": "default", "max_steps": 40, "per_device_train_batch_size": 8, "learning_rate": 3e-4,
                  "logging_steps": 5, "max_eval_samples": 64},
         "smoke": {"model": "tiny", "max_steps": 4, "per_device_train_batch_size": 4, "max_eval_samples": 8,
-                  "logging_steps": 1, "report_to": ["none"], "sample_max_new_tokens": 8},
+                  "logging_steps": 1, "report_to": ["none"], "sample_max_new_tokens": 8, "gold_eval_prompts": 8},
     },
 }
 

@@ -187,10 +187,13 @@ class SFTConfig(LoraMixin, TrainMixin, BaseConfig):
     learning_rate: float = opt(2e-4, "peak learning rate (AdamW); LoRA wants ~1e-4..5e-4, full fine-tuning ~1e-5")
     sample_prompts: int = opt(2, "prompts decoded before and after training (and at each evaluation)")
     sample_max_new_tokens: int = opt(48, "new tokens per decoded sample")
+    gold_eval_prompts: int = opt(128, "built-in task only: held-out prompts sampled once after training (temperature 0.7, 48 tokens) and scored by the gold scorer, reported with a 95% CI; 0 disables")
 
     def check(self) -> list[str]:
         errs = super().check() + self.check_train() + self.check_lora()
         errs += _check_dataset(self.dataset, "dataset")
+        if self.gold_eval_prompts < 0:
+            errs.append(f"gold_eval_prompts={self.gold_eval_prompts} must be >= 0")
         if self.eval_dataset:
             errs += _check_dataset(self.eval_dataset, "eval_dataset")
         if self.max_length < 8:

@@ -134,7 +134,16 @@ def run(cfg: SFTConfig) -> Path:
 
         loss_after = eval_loss(model, held_enc, cfg.per_device_train_batch_size, tok.pad_token_id, device) if held_enc else float("nan")
         after = _samples(model, tok, sample_prompts, cfg)
-        run_dir.log({"eval/loss": loss_after, **mem.as_metrics()}, step=total_steps)
+        gold = {}
+        if cfg.dataset == "builtin" and cfg.gold_eval_prompts:
+            from edgerlhf.data.task import eval_prompts
+            from edgerlhf.stages.evaluate import gold_eval
+
+            gold = gold_eval(model, tok, [r["prompt"] for r in eval_prompts(cfg.gold_eval_prompts)], seed=cfg.seed,
+                             progress=cfg.progress)
+            for text, g in list(zip(gold.pop("responses"), gold.pop("gold")))[:8]:
+                run_dir.log_text("sample/gold_eval", f"[gold {g:+.2f}] {text}", total_steps)
+        run_dir.log({"eval/loss": loss_after, **gold, **mem.as_metrics()}, step=total_steps)
         for s in after:
             run_dir.log_text("sample/after", s, total_steps)
 
@@ -157,12 +166,15 @@ def run(cfg: SFTConfig) -> Path:
             "train/loss_first": history["losses"][0] if history["losses"] else None,
             "train/loss_last": history["losses"][-1] if history["losses"] else None,
             "train/tokens_per_s": history["tokens"] / max(history["train_s"], 1e-9),
-            "timing/train_s": history["train_s"], **mem.stop().as_metrics(),
+            "timing/train_s": history["train_s"], **gold, **mem.stop().as_metrics(),
             "samples": [{"prompt": response_str(p[-1:]) if isinstance(p, list) else p, "before": b, "after": a}
                         for p, b, a in zip(sample_prompts, before, after)],
         }
         for p, b, a in zip(sample_prompts, before, after):
             print(f"\n[sft] prompt: {response_str(p[-1:]) if isinstance(p, list) else p}\n  before: {b}\n  after:  {a}")
+        if gold:
+            print(f"\n[sft] gold (VADER) on {gold['eval/gold_n']} held-out prompts: {gold['eval/gold_mean']:+.3f} "
+                  f"(95% CI {gold['eval/gold_ci95_low']:+.3f} .. {gold['eval/gold_ci95_high']:+.3f})")
         print(f"\n[sft] eval loss {loss_before:.3f} -> {loss_after:.3f}; {total_steps} steps in "
               f"{history['train_s']:.0f}s; peak memory {stats['memory/peak_mb']:.0f} MB; adapter: {artifact}")
         return run_dir.finish(stats)
