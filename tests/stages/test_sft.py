@@ -90,3 +90,10 @@ def test_existing_run_folder_is_not_overwritten(tmp_path, sft_file):
     with pytest.raises(FileExistsError, match="already exists"):
         sft.run(cfg)
     assert (run / "summary.json").read_text() == before
+
+
+def test_lora_layers_limits_the_adapter_to_the_top_blocks(tmp_path, sft_file):
+    run = sft.run(_cfg(tmp_path, sft_file, max_steps=2, lora_layers=1))
+    weights = load_file(run / "adapter" / "adapter_model.safetensors")
+    assert weights and all(".layers.1." in k for k in weights)  # tiny has blocks 0 and 1
+    assert any(k.endswith("mlp.down_proj.lora_A.weight") for k in weights)

@@ -10,13 +10,28 @@ import torch
 ARTIFACT_META = "edgerlhf.json"
 
 
-def lora_config(cfg, task_type: str):
+def _block_linear_names(model) -> list[str]:
+    """Names of the linear layers inside the transformer blocks ('all-linear' spelled out)."""
+    names = set()
+    for name, mod in model.named_modules():
+        if isinstance(mod, torch.nn.Linear) and ".layers." in name:
+            names.add(name.rsplit(".", 1)[-1])
+    return sorted(names)
+
+
+def lora_config(cfg, task_type: str, model=None):
     from peft import LoraConfig
 
-    targets = cfg.target_modules
-    target = "all-linear" if targets == ["all-linear"] else list(targets)
+    target = "all-linear" if list(cfg.target_modules) == ["all-linear"] else list(cfg.target_modules)
+    extra = {}
+    n_layers = getattr(getattr(model, "config", None), "num_hidden_layers", None)
+    if getattr(cfg, "lora_layers", 0) and n_layers:
+        k = min(cfg.lora_layers, n_layers)
+        extra = {"layers_to_transform": list(range(n_layers - k, n_layers)), "layers_pattern": "layers"}
+        if target == "all-linear":  # peft wants explicit names with layers_to_transform
+            target = _block_linear_names(model)
     return LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
-                      target_modules=target, task_type=task_type, bias="none")
+                      target_modules=target, task_type=task_type, bias="none", **extra)
 
 
 def apply_lora(model, cfg, task_type: str = "CAUSAL_LM"):
@@ -24,7 +39,7 @@ def apply_lora(model, cfg, task_type: str = "CAUSAL_LM"):
     stay trainable."""
     from peft import get_peft_model
 
-    return get_peft_model(model, lora_config(cfg, task_type))
+    return get_peft_model(model, lora_config(cfg, task_type, model))
 
 
 def enable_gradient_checkpointing(model) -> None:
