@@ -41,6 +41,14 @@ def main(argv: list[str] | None = None) -> int:
     _stage_parser(sub, "sft", "supervised fine-tuning with LoRA (stage 1)")
     _stage_parser(sub, "prefs", "preference pairs: sample k responses per prompt and label them with the gold scorer, or read a file (stage 2)")
     _stage_parser(sub, "reward", "reward model: Bradley-Terry training of a score head with LoRA (stage 3)")
+    p = _stage_parser(sub, "rm-eval", "reward-model precision table: size, memory, latency, agreement with fp32")
+    p.add_argument("rm_dir", nargs="?", help="reward run folder (same as rm=...)")
+    p.add_argument("--precisions", help="comma-separated, e.g. fp32,bf16,int8,int4 (default: device-aware)")
+    p = sub.add_parser("quantize", help="write a reward model quantized to a precision, that reloads as stored")
+    p.add_argument("rm_dir", help="reward run folder")
+    p.add_argument("--precision", required=True, help="fp32 | bf16 | fp16 | int8 | int4")
+    p.add_argument("--out", help="output folder (default: <rm run>/rm-<precision>)")
+    p.add_argument("--device", default="cpu")
     sub.add_parser("demo", help="the main job on the embedded default model and built-in task")
     args = parser.parse_args(argv)
 
@@ -52,18 +60,30 @@ def main(argv: list[str] | None = None) -> int:
             cfg = load_config(STAGE_CONFIGS["sft"], None, [], base=PRESETS["sft"]["demo"])
             sft.run(cfg)
             return 0
+        if args.command == "quantize":
+            from edgerlhf.models.precision import check_precision
+            from edgerlhf.stages.rm_eval import quantize
+
+            check_precision(args.precision)
+            quantize(args.rm_dir, args.precision, args.out, args.device)
+            return 0
+        if args.command == "rm-eval" and not args.help_config:
+            if args.rm_dir:
+                args.overrides.append(f"rm={args.rm_dir}")
+            if args.precisions:
+                args.overrides.append(f"precisions={args.precisions}")
         if getattr(args, "help_config", False):
             print(config_help(STAGE_CONFIGS[args.command]))
             return 0
         cfg = _load(args.command, args)
         import importlib
 
-        importlib.import_module(f"edgerlhf.stages.{args.command}").run(cfg)
+        importlib.import_module(f"edgerlhf.stages.{args.command.replace('-', '_')}").run(cfg)
         return 0
     except ConfigError as e:
         print(f"edgerlhf {args.command}: {e}", file=sys.stderr)
         return 2
-    except (FileNotFoundError, FileExistsError) as e:
+    except (FileNotFoundError, FileExistsError, ValueError) as e:
         print(f"edgerlhf {args.command}: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

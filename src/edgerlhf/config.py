@@ -273,9 +273,14 @@ class RewardConfig(LoraMixin, TrainMixin, BaseConfig):
     skip_bad_rows: bool = opt(False, "drop and count bad rows instead of stopping at the first")
     max_train_pairs: int = opt(0, "use at most this many training pairs (0: all)")
     eval_batch_size: int = opt(32, "sequences per forward when scoring held-out pairs")
+    base_precision: str = opt("fp32", "precision of the frozen body during training: fp32, or int8 / int4 through bitsandbytes (QLoRA-style: the adapter and score head stay in floating point)")
 
     def check(self) -> list[str]:
         errs = super().check() + self.check_train() + self.check_lora()
+        if self.base_precision not in ("fp32", "int8", "int4"):
+            errs.append(f"base_precision={self.base_precision!r}: use fp32, int8 or int4")
+        if self.base_precision != "fp32" and not self.lora:
+            errs.append("base_precision int8/int4 needs lora=true: a quantised body cannot be fully fine-tuned")
         if not self.prefs:
             errs.append("prefs is required: a prefs run folder (edgerlhf prefs ...) or a preference file")
         elif not Path(self.prefs).expanduser().is_dir():
@@ -293,7 +298,41 @@ class RewardConfig(LoraMixin, TrainMixin, BaseConfig):
         return errs
 
 
-STAGE_CONFIGS: dict[str, type[BaseConfig]] = {"sft": SFTConfig, "prefs": PrefsConfig, "reward": RewardConfig}
+@dataclass
+class RMEvalConfig(BaseConfig):
+    """Reward-model precision table: size, memory, latency and agreement with the fp32 RM."""
+
+    stage: ClassVar[str] = "rm-eval"
+
+    rm: str = opt("", "reward run folder (or its adapter/)")
+    precisions: list = opt([], "precisions to measure (fp32, bf16, fp16, int8, int4); empty: fp32/int8/int4 on CPU, bf16/int8/int4 on a GPU")
+    pairs: str = opt("", "held-out preference file; empty: the held-out split of the prefs run the RM was trained on")
+    max_pairs: int = opt(0, "measure on at most this many held-out pairs (0: all)")
+    batch_size: int = opt(16, "sequences per forward (latency is reported per batch)")
+    isolate: bool = opt(True, "measure each precision in its own process, so each peak memory is its own")
+
+    def check(self) -> list[str]:
+        from edgerlhf.models.precision import PRECISIONS
+
+        errs = super().check()
+        if not self.rm:
+            errs.append("rm is required: a reward run folder")
+        elif not Path(self.rm).expanduser().exists():
+            errs.append(f"rm={self.rm!r}: no such folder")
+        bad = [p for p in self.precisions if p not in PRECISIONS]
+        if bad:
+            errs.append(f"precisions has unknown {bad}; valid precisions are {', '.join(PRECISIONS)}")
+        if self.pairs:
+            errs += _check_dataset(self.pairs, "pairs")
+        if self.max_pairs < 0:
+            errs.append(f"max_pairs={self.max_pairs} must be >= 0")
+        if self.batch_size <= 0:
+            errs.append(f"batch_size={self.batch_size} must be a positive integer")
+        return errs
+
+
+STAGE_CONFIGS: dict[str, type[BaseConfig]] = {"sft": SFTConfig, "prefs": PrefsConfig, "reward": RewardConfig,
+                                              "rm-eval": RMEvalConfig}
 
 
 # -- loading -------------------------------------------------------------------------------------------

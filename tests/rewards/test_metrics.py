@@ -26,3 +26,18 @@ def test_spearman_hand_values():
 def test_mean_std_sample():
     m, s = mean_std([1.0, 2.0, 3.0, 4.0])
     assert m == 2.5 and s == pytest.approx(math.sqrt(5 / 3))
+
+
+def test_agreement_with_reference_hand_values():
+    from edgerlhf.rewards.metrics import agreement_with_reference
+
+    ref_c, ref_r = [1.0, 2.0], [0.0, 3.0]
+    # identical scores: no deviation, no flips
+    same = agreement_with_reference(ref_c, ref_r, ref_c, ref_r)
+    assert same["flip_rate"] == 0 and same["mean_abs_dev_over_std"] == 0 and same["spearman_vs_ref"] == pytest.approx(1)
+    # reference scores [1, 2, 0, 3]: mean 1.5, sample std sqrt(5/3); new scores shift pair 2's chosen by +2 (a flip)
+    out = agreement_with_reference(ref_c, ref_r, [1.0, 4.0], [0.0, 3.0])
+    std = math.sqrt(5 / 3)
+    assert out["flip_rate"] == 0.5 and out["accuracy_vs_ref"] == 0.5
+    assert out["max_abs_dev_over_std"] == pytest.approx(2 / std)
+    assert out["mean_abs_dev_over_std"] == pytest.approx((2 / 4) / std)

@@ -14,22 +14,35 @@ import torch
 from edgerlhf.data.formatting import encode_pair
 
 
-def load_seq_cls(model: str, dtype: torch.dtype = torch.float32, seed: int = 0):
-    """The base model with a fresh one-output score head (``tiny`` is built from ``seed``)."""
+def load_seq_cls(model: str, dtype: torch.dtype = torch.float32, seed: int = 0, base_precision: str = "fp32",
+                 device="cpu"):
+    """The base model with a fresh one-output score head (``tiny`` is built from ``seed``).
+
+    ``base_precision`` int8 / int4 loads the body quantised through bitsandbytes (QLoRA-style training:
+    the LoRA adapter and the score head stay in floating point)."""
     from transformers import AutoModelForSequenceClassification
+    from transformers.utils import logging as hf_logging
 
     from edgerlhf.models.loading import load_tokenizer, resolve_model_path, tiny_config
 
     tok = load_tokenizer(model)
-    if model == "tiny":
-        torch.manual_seed(seed)
-        cfg = tiny_config(len(tok), num_labels=1)
-        m = AutoModelForSequenceClassification.from_config(cfg, dtype=dtype)
-    else:
-        torch.manual_seed(seed)  # the fresh score head's init
-        m = AutoModelForSequenceClassification.from_pretrained(resolve_model_path(model), num_labels=1, dtype=dtype)
+    torch.manual_seed(seed)  # the fresh score head's init
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # the load report lists score.weight as "newly initialized": by design
+    try:
+        if model == "tiny":
+            m = AutoModelForSequenceClassification.from_config(tiny_config(len(tok), num_labels=1), dtype=dtype)
+        else:
+            m = AutoModelForSequenceClassification.from_pretrained(resolve_model_path(model), num_labels=1, dtype=dtype)
+    finally:
+        hf_logging.set_verbosity(verbosity)
     # the head pools the last non-pad token; the pad id must be known to find it
     m.config.pad_token_id = tok.pad_token_id
+    if base_precision != "fp32":
+        score = m.score.weight.detach().clone()
+        m, _ = to_precision(m, tok, base_precision, device)
+        with torch.no_grad():  # keep the seeded head exactly (it stays in high precision)
+            m.score.weight.copy_(score.to(m.score.weight.dtype))
     return m, tok
 
 
@@ -64,12 +77,15 @@ class RewardModel:
 
     @torch.no_grad()
     def score_ids(self, seqs: list[list[int]]) -> list[float]:
+        from edgerlhf.models.precision import quiet_bnb
+
         was_training = self.model.training
         self.model.eval()  # no dropout while scoring, also when called mid-training
         out = []
-        for i in range(0, len(seqs), self.batch_size):
-            ids, mask = right_pad(seqs[i:i + self.batch_size], self.tokenizer.pad_token_id)
-            out += rewards_of(self.model, ids.to(self.device), mask.to(self.device)).tolist()
+        with quiet_bnb():
+            for i in range(0, len(seqs), self.batch_size):
+                ids, mask = right_pad(seqs[i:i + self.batch_size], self.tokenizer.pad_token_id)
+                out += rewards_of(self.model, ids.to(self.device), mask.to(self.device)).tolist()
         self.model.train(was_training)
         return out
 
@@ -79,25 +95,96 @@ class RewardModel:
         return self.score_ids(encode_for_rm(self.tokenizer, prompts, responses, self.max_length))
 
 
+def _merged_fp32(art: Path, meta: dict):
+    from peft import PeftModel
+
+    base, tok = load_seq_cls(meta["base_model"], seed=meta.get("seed", 0))
+    return PeftModel.from_pretrained(base, art).merge_and_unload(), tok
+
+
+def _qlora(art: Path, meta: dict, device):
+    """An RM whose LoRA was trained on a quantised body: the same body, adapter kept unmerged."""
+    from peft import PeftModel
+
+    base, tok = load_seq_cls(meta["base_model"], seed=meta.get("seed", 0), base_precision=meta["base_precision"],
+                             device=device)
+    return PeftModel.from_pretrained(base, art).eval(), tok
+
+
+def to_precision(model, tok, precision: str, device="cpu"):
+    """A merged fp32 RM at ``precision``, re-loaded from a temporary copy exactly as a saved quantized RM
+    reloads (so a live and a reloaded RM score identically; ``model.to(bf16)`` would also cast the rotary
+    ``inv_freq`` buffer, which ``from_pretrained`` keeps in fp32). int8/int4 go through bitsandbytes, which
+    quantises at load time. Returns (model, info)."""
+    import tempfile
+
+    from transformers import AutoModelForSequenceClassification
+
+    from edgerlhf.models import precision as P
+
+    P.check_precision(precision)
+    info = {"precision": precision, "compute_dtype": str(P.compute_dtype(precision, device)).removeprefix("torch."),
+            "high_precision_modules": list(P.HIGH_PRECISION_MODULES) + ["embed_tokens"]}
+    if precision == "fp32":
+        return model.to(device), {**info, "backend": "torch"}
+    quant = None if precision in P.FLOAT_DTYPES else P.bnb_config(precision, device)
+    with tempfile.TemporaryDirectory(prefix="edgerlhf-rm-") as tmp, P.quiet_bnb():
+        model.save_pretrained(tmp, safe_serialization=True)
+        q = AutoModelForSequenceClassification.from_pretrained(
+            tmp, quantization_config=quant, dtype=P.compute_dtype(precision, device), device_map={"": str(device)})
+    q.config.pad_token_id = tok.pad_token_id
+    if precision in P.FLOAT_DTYPES:
+        return q, {**info, "backend": "torch", "high_precision_modules": []}
+    backend = "bitsandbytes LLM.int8()" if precision == "int8" else "bitsandbytes NF4 (double quant)"
+    if precision == "int8" and torch.device(device).type == "cpu":
+        backend += ", inputs cast to fp16 on CPU"
+    return q, {**info, "backend": backend}
+
+
 def load_reward_model(path: str | Path, precision: str | None = None, *, device: str = "cpu",
                       batch_size: int = 32) -> RewardModel:
-    """Load a trained RM (a reward run folder or its ``adapter/``) as a scorer. ``precision`` is reserved
-    for the precision study (fp32 is what is trained)."""
-    from peft import PeftModel
+    """Load a trained RM (a reward run folder, its ``adapter/``, or a quantized RM folder) as a scorer.
+
+    ``precision`` (fp32 | bf16 | fp16 | int8 | int4) converts a trained fp32 RM after merging its LoRA;
+    a quantized artifact already has one and loads as stored."""
     from safetensors import safe_open
 
+    from edgerlhf.models import precision as P
     from edgerlhf.models.adapters import find_artifact, read_artifact_meta
 
-    if precision not in (None, "fp32"):
-        raise ValueError(f"precision={precision!r}: only fp32 is available in this version")
+    if precision is not None:
+        P.check_precision(precision)
     art = find_artifact(path)
     meta = read_artifact_meta(art)
     if meta.get("stage") != "reward":
         raise ValueError(f"{art} is a {meta.get('stage')!r} artifact, not a reward model")
+    if meta.get("kind") == "quantized":
+        if precision not in (None, meta["precision"]):
+            raise ValueError(f"{art} is stored at {meta['precision']}; load it without precision, or quantize the "
+                             f"original RM at {precision}")
+        from transformers import AutoModelForSequenceClassification
+
+        from edgerlhf.models.loading import load_tokenizer
+
+        with P.quiet_bnb():
+            model = AutoModelForSequenceClassification.from_pretrained(
+                art, dtype=P.compute_dtype(meta["precision"], device), device_map={"": str(device)})
+        return RewardModel(model, load_tokenizer(meta["base_model"]), meta, device, batch_size)
     with safe_open(str(art / "adapter_model.safetensors"), "pt") as f:
         if not any(".score." in k or k.endswith("score.weight") for k in f.keys()):
             raise ValueError(f"{art} holds no trained score head (it would reload with a random head and score "
                              "noise); retrain the reward model with this version of EdgeRLHF")
-    base, tok = load_seq_cls(meta["base_model"], seed=meta.get("seed", 0))
-    model = PeftModel.from_pretrained(base, art).merge_and_unload()
-    return RewardModel(model.to(device), tok, meta, device, batch_size)
+    if meta.get("base_precision", "fp32") != "fp32":  # way (b): trained through a quantised body
+        if precision not in (None, meta["base_precision"]):
+            raise ValueError(f"{art} was trained on a {meta['base_precision']} body (QLoRA); load it at that "
+                             f"precision (or without precision), not {precision}")
+        from edgerlhf.models import precision as P
+
+        model, tok = _qlora(art, meta, device)
+        info = {"precision": meta["base_precision"], "backend": "QLoRA: " + ("bitsandbytes LLM.int8()" if meta["base_precision"] == "int8" else "bitsandbytes NF4 (double quant)"),
+                "compute_dtype": str(P.compute_dtype(meta["base_precision"], device)).removeprefix("torch."),
+                "high_precision_modules": list(P.HIGH_PRECISION_MODULES) + ["embed_tokens", "lora"]}
+        return RewardModel(model, tok, {**meta, **info}, device, batch_size)
+    model, tok = _merged_fp32(art, meta)
+    model, info = to_precision(model, tok, precision or "fp32", device)
+    return RewardModel(model, tok, {**meta, **info}, device, batch_size)

@@ -36,3 +36,23 @@ def mean_std(xs: Sequence[float]) -> tuple[float, float]:
         return math.nan, math.nan
     m = sum(xs) / len(xs)
     return m, math.sqrt(sum((x - m) ** 2 for x in xs) / max(len(xs) - 1, 1))
+
+
+def agreement_with_reference(ref_chosen: Sequence[float], ref_rejected: Sequence[float],
+                             chosen: Sequence[float], rejected: Sequence[float]) -> dict[str, float]:
+    """How far a (quantised) RM strays from a reference RM on the same pairs.
+
+    Deviations are divided by the reference reward's standard deviation, so that they read in units of
+    the reward's own spread; the flip rate is the fraction of pairs whose preferred side changes, and
+    ``accuracy_vs_ref`` = 1 - flip rate."""
+    ref = list(ref_chosen) + list(ref_rejected)
+    new = list(chosen) + list(rejected)
+    if len(ref) != len(new) or not ref:
+        raise ValueError(f"agreement: {len(ref)} reference scores vs {len(new)} scores")
+    _, std = mean_std(ref)
+    dev = [abs(a - b) for a, b in zip(new, ref)]
+    flips = [(c > r) != (rc > rr) for c, r, rc, rr in zip(chosen, rejected, ref_chosen, ref_rejected)]
+    scale = std if std > 0 else math.nan
+    return {"spearman_vs_ref": spearman(ref, new), "mean_abs_dev_over_std": (sum(dev) / len(dev)) / scale,
+            "max_abs_dev_over_std": max(dev) / scale, "flip_rate": sum(flips) / len(flips),
+            "accuracy_vs_ref": 1 - sum(flips) / len(flips)}

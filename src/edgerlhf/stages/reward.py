@@ -88,13 +88,18 @@ def run(cfg: RewardConfig) -> Path:
     run_dir = RunDir(cfg)
     mem = PeakMemory().start()
     try:
-        model, _ = load_seq_cls(cfg.model, dtype=dtype, seed=cfg.seed)
+        model, _ = load_seq_cls(cfg.model, dtype=dtype, seed=cfg.seed, base_precision=cfg.base_precision, device=device)
         model.config.use_cache = False
+        if cfg.base_precision != "fp32":
+            from peft import prepare_model_for_kbit_training
+
+            model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=cfg.gradient_checkpointing)
         if cfg.lora:
             model = apply_lora(model, cfg, "SEQ_CLS")  # PEFT keeps the score head trainable and saves it
         if cfg.gradient_checkpointing:
             enable_gradient_checkpointing(model)
-        model.to(device)
+        if cfg.base_precision == "fp32":
+            model.to(device)  # bitsandbytes models are placed at load time
         trainable, total = count_params(model)
         rm = RewardModel(model, tok, {"max_length": cfg.max_length}, device, cfg.eval_batch_size)
         print(f"[reward] {cfg.model} on {device} ({str(dtype).removeprefix('torch.')}), {trainable:,} trainable / "
@@ -125,7 +130,9 @@ def run(cfg: RewardConfig) -> Path:
             model.save_pretrained(tmp, safe_serialization=True)
             tok.save_pretrained(tmp)
             write_artifact_meta(tmp, stage="reward", kind="lora" if cfg.lora else "full", base_model=cfg.model,
-                                seed=cfg.seed, max_length=cfg.max_length, precision="fp32",
+                                seed=cfg.seed, max_length=cfg.max_length, base_precision=cfg.base_precision,
+                                precision=cfg.base_precision,
+                                prefs=str(Path(cfg.prefs).resolve()) if Path(cfg.prefs).is_dir() else cfg.prefs,
                                 high_precision_modules=["score"])
 
         artifact = atomic_write_dir(run_dir.path / "adapter", fill)

@@ -1,0 +1,128 @@
+"""Reward-model precision that is real in memory: fp32 / bf16 / fp16 / int8 / int4.
+
+Floating precisions cast the merged model. Integer precisions go through bitsandbytes, the field's
+standard on CUDA (LLM.int8() and NF4 with double quantisation), which runs on CPU as well; the linear
+layers of the transformer blocks are stored as int8 / packed 4-bit, while the modules listed in
+``HIGH_PRECISION_MODULES`` (the score head) and the token embeddings stay in floating point. Which
+modules stayed high-precision is recorded with every artifact and result.
+
+Sizes are measured from the stored tensors (:func:`stored_bytes`), not ``get_memory_footprint()``,
+which is wrong for some quantisation backends.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import warnings
+
+import torch
+
+PRECISIONS = ("fp32", "bf16", "fp16", "int8", "int4")
+FLOAT_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+# modules never quantised: the one-output score head (tiny, and the reward's last word)
+HIGH_PRECISION_MODULES = ["score"]
+
+
+def check_precision(name: str) -> str:
+    if name not in PRECISIONS:
+        raise ValueError(f"unknown precision {name!r}; valid precisions are {', '.join(PRECISIONS)}")
+    return name
+
+
+def parse_precisions(text: str | list[str]) -> list[str]:
+    items = [p.strip() for p in (text.split(",") if isinstance(text, str) else text) if p.strip()]
+    bad = [p for p in items if p not in PRECISIONS]
+    if bad or not items:
+        raise ValueError(f"unknown precision(s) {bad or text!r}; valid precisions are {', '.join(PRECISIONS)}")
+    return items
+
+
+def default_precisions(device: torch.device | str) -> list[str]:
+    """The user's three on a GPU (bf16 / int8 / int4); on a CPU fp32 replaces bf16, which is 7-20x slower
+    on CPUs without bf16 units. bf16 is always available when asked for."""
+    return ["bf16", "int8", "int4"] if torch.device(device).type == "cuda" else ["fp32", "int8", "int4"]
+
+
+def compute_dtype(precision: str, device: torch.device | str) -> torch.dtype:
+    """The dtype activations are computed in. Integer weights compute in fp32 on CPU (fast there) and in
+    bf16 on a GPU."""
+    if precision in FLOAT_DTYPES:
+        return FLOAT_DTYPES[precision]
+    return torch.bfloat16 if torch.device(device).type == "cuda" else torch.float32
+
+
+def bnb_config(precision: str, device: torch.device | str):
+    from transformers import BitsAndBytesConfig
+
+    if precision == "int8":
+        return BitsAndBytesConfig(load_in_8bit=True, llm_int8_skip_modules=list(HIGH_PRECISION_MODULES))
+    if precision == "int4":
+        return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                                  bnb_4bit_compute_dtype=compute_dtype(precision, device),
+                                  llm_int8_skip_modules=list(HIGH_PRECISION_MODULES))
+    raise ValueError(f"{precision} is not an integer precision")
+
+
+@contextlib.contextmanager
+def quiet_bnb():
+    """bitsandbytes' int8 path on CPU warns on *every* matmul that inputs are cast to fp16; a user should
+    never see that scroll by. We record the cast once in the results instead."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*inputs will be cast from.*")
+        warnings.filterwarnings("ignore", message=".*MatMul8bitLt.*")
+        level = logging.getLogger("bitsandbytes").level
+        logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
+        try:
+            yield
+        finally:
+            logging.getLogger("bitsandbytes").setLevel(level)
+
+
+def _tensor_bytes(t: torch.Tensor) -> int:
+    # tensor subclasses (torchao, quanto) hold their real storage in inner tensors
+    if hasattr(t, "__tensor_flatten__") and type(t) is not torch.Tensor and type(t) is not torch.nn.Parameter:
+        names, _ = t.__tensor_flatten__()
+        return sum(_tensor_bytes(getattr(t, n)) for n in names)
+    return t.numel() * t.element_size()
+
+
+def stored_bytes(model) -> dict:
+    """Bytes of every stored tensor (parameters, buffers, and bitsandbytes' quantisation states), by dtype."""
+    seen, by_dtype = set(), {}
+
+    def add(t):
+        if t is None or id(t) in seen:
+            return
+        seen.add(id(t))
+        key = str(t.dtype).removeprefix("torch.")
+        by_dtype[key] = by_dtype.get(key, 0) + _tensor_bytes(t)
+
+    for p in model.parameters():
+        add(p)
+        qs = getattr(p, "quant_state", None)  # bnb 4-bit: absmax (+ nested absmax/code with double quant)
+        if qs is not None:
+            for t in (qs.absmax, getattr(qs, "code", None)):
+                add(t)
+            if getattr(qs, "state2", None) is not None:
+                add(qs.state2.absmax)
+                add(qs.state2.code)
+        add(getattr(p, "SCB", None))  # bnb int8 row scales
+    for b in model.buffers():
+        add(b)
+    for m in model.modules():  # bnb int8 keeps its scales on the module state as well
+        st = getattr(m, "state", None)
+        add(getattr(st, "SCB", None) if st is not None else None)
+    return {"total": sum(by_dtype.values()), "by_dtype": by_dtype}
+
+
+def linear_weight_dtypes(model) -> dict[str, int]:
+    """How many block linear weights are stored in each dtype (int8 / uint8 = packed 4-bit / float)."""
+    out: dict[str, int] = {}
+    for name, m in model.named_modules():
+        w = getattr(m, "weight", None)
+        if ".layers." in name and isinstance(w, torch.Tensor) and w.dim() == 2 and not any(
+                hp in name for hp in HIGH_PRECISION_MODULES):
+            k = str(w.dtype).removeprefix("torch.")
+            out[k] = out.get(k, 0) + 1
+    return out

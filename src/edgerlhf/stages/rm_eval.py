@@ -1,0 +1,168 @@
+"""Reward-model precision study: size, memory, speed and agreement with the fp32 RM, per precision.
+
+Each precision is measured in its own process, so its peak memory is its own (``ru_maxrss`` and the
+allocator's cached pages never go down inside one process). The fp32 RM is always scored too: it is the
+reference every agreement number is measured against.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import time
+from pathlib import Path
+
+from edgerlhf.config import RMEvalConfig
+from edgerlhf.tracking import RunDir
+
+TABLE_COLUMNS = [
+    ("precision", "precision", "{}"), ("weights MB", "weight_mb", "{:.1f}"), ("peak MB", "memory/peak_mb", "{:.0f}"),
+    ("s/batch", "latency_s_per_batch", "{:.2f}"), ("pairs/s", "pairs_per_s", "{:.1f}"),
+    ("acc gold", "accuracy_gold", "{:.3f}"), ("acc vs fp32", "accuracy_vs_ref", "{:.3f}"),
+    ("spearman fp32", "spearman_vs_ref", "{:.3f}"), ("mean|d|/std", "mean_abs_dev_over_std", "{:.3f}"),
+    ("max|d|/std", "max_abs_dev_over_std", "{:.3f}"), ("flip rate", "flip_rate", "{:.3f}"),
+]
+
+
+def held_out_pairs(cfg: RMEvalConfig) -> list[dict]:
+    """The pairs to measure on: ``cfg.pairs`` or the held-out split of the prefs run the RM trained on."""
+    from edgerlhf.data.loaders import load_preference_rows
+    from edgerlhf.models.adapters import find_artifact, read_artifact_meta
+
+    src = cfg.pairs
+    if not src:
+        meta = read_artifact_meta(find_artifact(cfg.rm))
+        prefs = meta.get("prefs", "")
+        cand = Path(prefs) / "pairs" / "eval.jsonl"
+        if not cand.is_file():
+            raise FileNotFoundError(f"the RM at {cfg.rm} does not name a prefs run with pairs/eval.jsonl "
+                                    f"(found {prefs!r}); pass pairs=<held-out preference file>")
+        src = str(cand)
+    rows, _ = load_preference_rows(src)
+    rows = [r for r in rows if not r.get("near_tie", False)]
+    return rows[: cfg.max_pairs] if cfg.max_pairs else rows
+
+
+def _measure(rm_path: str, precision: str, device: str, batch_size: int, pairs: list[dict], out) -> None:
+    """Child process: load at ``precision``, score the pairs, report size/latency/memory and scores."""
+    import torch
+
+    from edgerlhf.models.precision import linear_weight_dtypes, stored_bytes
+    from edgerlhf.rewards.learned import encode_for_rm, load_reward_model
+    from edgerlhf.tracking import PeakMemory
+
+    torch.manual_seed(0)
+    with PeakMemory() as pm:
+        t0 = time.perf_counter()
+        rm = load_reward_model(rm_path, precision, device=device, batch_size=batch_size)
+        load_s = time.perf_counter() - t0
+        seqs = encode_for_rm(rm.tokenizer, [p["prompt"] for p in pairs] * 2,
+                             [p["chosen"] for p in pairs] + [p["rejected"] for p in pairs], rm.max_length)
+        rm.score_ids(seqs[:batch_size])  # warm-up (first call pays one-off kernel set-up)
+        t0 = time.perf_counter()
+        scores = rm.score_ids(seqs)
+        score_s = time.perf_counter() - t0
+    n_batches = -(-len(seqs) // batch_size)
+    size = stored_bytes(rm.model)
+    out.put({"precision": precision, "backend": rm.meta.get("backend", "torch"),
+             "compute_dtype": rm.meta.get("compute_dtype"), "high_precision_modules": rm.meta.get("high_precision_modules"),
+             "weight_bytes": size["total"], "weight_mb": size["total"] / 2**20, "bytes_by_dtype": size["by_dtype"],
+             "linear_weight_dtypes": linear_weight_dtypes(rm.model), "load_s": load_s,
+             "latency_s_per_batch": score_s / n_batches, "pairs_per_s": len(pairs) / score_s,
+             **pm.as_metrics(), "scores": scores})
+
+
+def measure(rm_path: str, precision: str, device: str, batch_size: int, pairs: list[dict], isolate: bool = True) -> dict:
+    if not isolate:
+        import queue
+
+        q = queue.Queue()
+        _measure(rm_path, precision, device, batch_size, pairs, q)
+        return q.get()
+    ctx = mp.get_context("spawn")
+    q = ctx.Queue()
+    p = ctx.Process(target=_measure, args=(rm_path, precision, device, batch_size, pairs, q))
+    p.start()
+    result = q.get()  # read before join: a full pipe would block the child
+    p.join()
+    if p.exitcode:
+        raise RuntimeError(f"measuring precision {precision} failed (exit code {p.exitcode})")
+    return result
+
+
+def format_table(rows: list[dict]) -> str:
+    head = "| " + " | ".join(c for c, _, _ in TABLE_COLUMNS) + " |"
+    sep = "|" + "|".join("---" for _ in TABLE_COLUMNS) + "|"
+    lines = [head, sep]
+    for r in rows:
+        cells = []
+        for _, key, fmt in TABLE_COLUMNS:
+            v = r.get(key)
+            cells.append(fmt.format(v) if v is not None else "")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def run(cfg: RMEvalConfig) -> Path:
+    from edgerlhf.models.loading import resolve_device
+    from edgerlhf.models.precision import default_precisions, parse_precisions
+    from edgerlhf.rewards.metrics import agreement_with_labels, agreement_with_reference
+
+    device = resolve_device(cfg.device)
+    precisions = parse_precisions(cfg.precisions) if cfg.precisions else default_precisions(device)
+    pairs = held_out_pairs(cfg)  # 0 everything validated before the run folder exists
+    run_dir = RunDir(cfg)
+    try:
+        n = len(pairs)
+        ref = measure(cfg.rm, "fp32", str(device), cfg.batch_size, pairs, cfg.isolate)  # 1 the reference
+        results = []
+        for i, prec in enumerate(precisions):  # 2 each precision in its own process
+            r = ref if prec == "fp32" else measure(cfg.rm, prec, str(device), cfg.batch_size, pairs, cfg.isolate)
+            c, rj = r["scores"][:n], r["scores"][n:]
+            r.update(agreement_with_reference(ref["scores"][:n], ref["scores"][n:], c, rj))
+            if all("gold_chosen" in p for p in pairs):
+                r["accuracy_gold"] = agreement_with_labels(c, rj, [p["gold_chosen"] for p in pairs],
+                                                           [p["gold_rejected"] for p in pairs])
+            r["accuracy_labels"] = sum(a > b for a, b in zip(c, rj)) / n
+            run_dir.log({f"{prec}/{k}": v for k, v in r.items() if isinstance(v, (int, float))}, step=i)
+            results.append(r)
+        table = format_table(results)
+        (run_dir.path / "table.md").write_text(table + "\n")
+        print(f"\n[rm-eval] {cfg.rm} on {device}, {n} held-out pairs, batch {cfg.batch_size}\n{table}")
+        for r in results:
+            print(f"  {r['precision']}: {r['backend']}; block linears stored as {r['linear_weight_dtypes']}; "
+                  f"high precision: {r['high_precision_modules']}")
+        return run_dir.finish({"rm": cfg.rm, "device": str(device), "pairs": n, "batch_size": cfg.batch_size,
+                               "precisions": {r["precision"]: {k: v for k, v in r.items() if k != "scores"}
+                                              for r in results}})
+    except BaseException as e:
+        run_dir.finish({"error": f"{type(e).__name__}: {e}"}, status="failed")
+        raise
+
+
+def quantize(rm: str, precision: str, out: str | None = None, device: str = "cpu") -> Path:
+    """Write a quantized RM folder that reloads with :func:`load_reward_model` (precision as stored)."""
+    from edgerlhf.models.adapters import find_artifact, read_artifact_meta, write_artifact_meta
+    from edgerlhf.models.precision import check_precision, stored_bytes
+    from edgerlhf.rewards.learned import _merged_fp32, to_precision
+    from edgerlhf.tracking.run import atomic_write_dir
+
+    check_precision(precision)
+    art = find_artifact(rm)
+    meta = read_artifact_meta(art)
+    if meta.get("kind") == "quantized":
+        raise ValueError(f"{art} is already quantized ({meta['precision']}); quantize the original RM")
+    dest = Path(out) if out else art.parent / f"rm-{precision}"
+    model, tok = _merged_fp32(art, meta)
+    model, info = to_precision(model, tok, precision, device)
+    size = stored_bytes(model)
+
+    def fill(tmp: Path):
+        model.save_pretrained(tmp, safe_serialization=True)
+        tok.save_pretrained(tmp)
+        write_artifact_meta(tmp, **{**meta, **info, "kind": "quantized", "source": str(art),
+                                    "weight_bytes": size["total"], "bytes_by_dtype": size["by_dtype"]})
+
+    atomic_write_dir(dest, fill)
+    print(f"[quantize] {art} -> {dest} at {precision} ({info['backend']}): {size['total'] / 2**20:.1f} MB of weights")
+    return dest
+
