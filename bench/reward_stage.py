@@ -23,8 +23,7 @@ def main():
     ap.add_argument("--out", default="runs/bench-reward")
     ap.add_argument("--prefs", nargs="*", default=["num_prompts=260", "eval_fraction=0.15"],
                     help="prefs overrides")
-    ap.add_argument("--reward", nargs="*", default=["lora_layers=10", "learning_rate=3e-4", "num_train_epochs=1"],
-                    help="reward overrides")
+    ap.add_argument("--reward", nargs="*", default=[], help="reward overrides (defaults: RewardConfig's)")
     args = ap.parse_args()
     out = Path(args.out)
     if args.sft:

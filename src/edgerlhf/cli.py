@@ -20,8 +20,10 @@ PRESETS: dict[str, dict[str, dict]] = {
 }
 
 
-def _stage_parser(sub, stage: str, help_text: str):
+def _stage_parser(sub, stage: str, help_text: str, positional: tuple[str, str] | None = None):
     p = sub.add_parser(stage, help=help_text, description=help_text)
+    if positional:  # before the key=value list, which takes every remaining word
+        p.add_argument(positional[0], nargs="?", help=positional[1])
     p.add_argument("--config", "-c", help="YAML file of config keys")
     p.add_argument("--preset", choices=sorted(PRESETS.get(stage, {})), help="named settings applied before --config")
     p.add_argument("--help-config", action="store_true", help="list every config key with its default and help")
@@ -41,8 +43,8 @@ def main(argv: list[str] | None = None) -> int:
     _stage_parser(sub, "sft", "supervised fine-tuning with LoRA (stage 1)")
     _stage_parser(sub, "prefs", "preference pairs: sample k responses per prompt and label them with the gold scorer, or read a file (stage 2)")
     _stage_parser(sub, "reward", "reward model: Bradley-Terry training of a score head with LoRA (stage 3)")
-    p = _stage_parser(sub, "rm-eval", "reward-model precision table: size, memory, latency, agreement with fp32")
-    p.add_argument("rm_dir", nargs="?", help="reward run folder (same as rm=...)")
+    p = _stage_parser(sub, "rm-eval", "reward-model precision table: size, memory, latency, agreement with fp32",
+                      positional=("rm_dir", "reward run folder (same as rm=...)"))
     p.add_argument("--precisions", help="comma-separated, e.g. fp32,bf16,int8,int4 (default: device-aware)")
     p = sub.add_parser("quantize", help="write a reward model quantized to a precision, that reloads as stored")
     p.add_argument("rm_dir", help="reward run folder")

@@ -265,7 +265,8 @@ class RewardConfig(LoraMixin, TrainMixin, BaseConfig):
 
     prefs: str = opt("", "a prefs run folder, or a preference file (.jsonl/.json/.csv) or 'hf:<hub id>'")
     eval_prefs: str = opt("", "held-out preference file; empty: the prefs run's eval split, or 10% of `prefs` split by prompt")
-    learning_rate: float = opt(2e-4, "peak learning rate (AdamW) for the LoRA body and the score head")
+    learning_rate: float = opt(1e-3, "peak learning rate (AdamW) for the LoRA body and the score head; measured on the built-in task: 1e-3 reaches 0.80 held-out gold accuracy in one epoch where 3e-4 reaches 0.66")
+    lora_layers: int = opt(10, "LoRA only in the last N transformer blocks (0: all); measured on SmolLM2-135M (30 blocks), a 16x64-token step: 2.3 s and 2.4 GB with 10 vs 4.1 s and 4.8 GB with all")
     per_device_train_batch_size: int = opt(8, "preference pairs per micro-batch (2x sequences)")
     max_length: int = opt(192, "tokens of prompt+response per sequence (longer rows are bad rows)")
     margin: float = opt(0.0, "Bradley-Terry margin m: loss = -log sigmoid(r_chosen - r_rejected - m)")

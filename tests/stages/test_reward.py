@@ -100,3 +100,20 @@ def test_bad_rows_error_or_skip(tmp_path):
 def test_reward_config_requires_prefs():
     with pytest.raises(ConfigError, match="prefs is required"):
         load_config(RewardConfig)
+
+
+@pytest.mark.parametrize("base_precision", ["int8", "int4"])
+def test_qlora_style_rm_trains_adapters_through_a_quantized_body(tmp_path, base_precision):
+    from edgerlhf.models.precision import linear_weight_dtypes
+
+    run = reward.run(_cfg(tmp_path, base_precision=base_precision, max_steps=6))
+    weights = load_file(run / "adapter" / "adapter_model.safetensors")
+    lora_b = [v for k, v in weights.items() if "lora_B" in k]
+    assert lora_b and all(v.abs().max() > 0 for v in lora_b)  # the adapters received gradients
+    assert any("score" in k for k in weights)
+    rm = load_reward_model(run)
+    assert rm.meta["precision"] == base_precision and rm.meta["backend"].startswith("QLoRA")
+    stored = set(linear_weight_dtypes(rm.model.get_base_model()))
+    assert stored == ({"int8"} if base_precision == "int8" else {"uint8"})
+    with pytest.raises(ValueError, match="trained on a"):
+        load_reward_model(run, "fp32")

@@ -121,7 +121,7 @@ def linear_weight_dtypes(model) -> dict[str, int]:
     out: dict[str, int] = {}
     for name, m in model.named_modules():
         w = getattr(m, "weight", None)
-        if ".layers." in name and isinstance(w, torch.Tensor) and w.dim() == 2 and not any(
+        if ".layers." in name and "lora_" not in name and isinstance(w, torch.Tensor) and w.dim() == 2 and not any(
                 hp in name for hp in HIGH_PRECISION_MODULES):
             k = str(w.dtype).removeprefix("torch.")
             out[k] = out.get(k, 0) + 1
