@@ -20,3 +20,10 @@ def test_sft_smoke_preset_runs(tmp_path, sft_file):
     assert main(["sft", "--preset", "smoke", f"dataset={sft_file}", f"output_dir={tmp_path}", "run_name=s",
                  "progress=false"]) == 0
     assert json.loads((tmp_path / "s" / "summary.json").read_text())["status"] == "finished"
+
+
+def test_overrides_may_follow_options(capsys, tmp_path):
+    # argparse alone rejects key=value words after an option; they must still reach the config
+    assert main(["rm-eval", str(tmp_path / "nope"), "--precisions", "int8", "batch_size=0"]) == 2
+    err = capsys.readouterr().err
+    assert "batch_size=0 must be a positive integer" in err and "no such folder" in err

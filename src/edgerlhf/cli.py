@@ -52,7 +52,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", help="output folder (default: <rm run>/rm-<precision>)")
     p.add_argument("--device", default="cpu")
     sub.add_parser("demo", help="the main job on the embedded default model and built-in task")
-    args = parser.parse_args(argv)
+    # key=value words may come after options (e.g. `rm-eval RUN --precisions int8 batch_size=8`), which
+    # argparse cannot match to a positional list once an option intervened: collect them here
+    args, extra = parser.parse_known_args(argv)
+    stray = [w for w in extra if "=" not in w or w.startswith("-")]
+    if stray or (extra and not hasattr(args, "overrides")):
+        parser.error(f"unrecognized arguments: {' '.join(stray or extra)}")
+    if extra:
+        args.overrides = list(args.overrides or []) + extra
 
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     try:
