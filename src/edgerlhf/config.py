@@ -306,6 +306,7 @@ class RMEvalConfig(BaseConfig):
     stage: ClassVar[str] = "rm-eval"
 
     rm: str = opt("", "reward run folder (or its adapter/)")
+    reference: str = opt("", "RM whose fp32 scores every agreement is measured against; empty: `rm` itself (set it to the fp32-trained RM when `rm` was trained QLoRA-style)")
     precisions: list = opt([], "precisions to measure (fp32, bf16, fp16, int8, int4); empty: fp32/int8/int4 on CPU, bf16/int8/int4 on a GPU")
     pairs: str = opt("", "held-out preference file; empty: the held-out split of the prefs run the RM was trained on")
     max_pairs: int = opt(0, "measure on at most this many held-out pairs (0: all)")
@@ -325,6 +326,8 @@ class RMEvalConfig(BaseConfig):
             errs.append(f"precisions has unknown {bad}; valid precisions are {', '.join(PRECISIONS)}")
         if self.pairs:
             errs += _check_dataset(self.pairs, "pairs")
+        if self.reference and not Path(self.reference).expanduser().exists():
+            errs.append(f"reference={self.reference!r}: no such folder")
         if self.max_pairs < 0:
             errs.append(f"max_pairs={self.max_pairs} must be >= 0")
         if self.batch_size <= 0:

@@ -16,6 +16,7 @@ from edgerlhf.tracking import RunDir
 
 TABLE_COLUMNS = [
     ("precision", "precision", "{}"), ("weights MB", "weight_mb", "{:.1f}"), ("peak MB", "memory/peak_mb", "{:.0f}"),
+    ("load peak MB", "memory/load_peak_mb", "{:.0f}"),
     ("s/batch", "latency_s_per_batch", "{:.2f}"), ("pairs/s", "pairs_per_s", "{:.1f}"),
     ("acc gold", "accuracy_gold", "{:.3f}"), ("acc vs fp32", "accuracy_vs_ref", "{:.3f}"),
     ("spearman fp32", "spearman_vs_ref", "{:.3f}"), ("mean|d|/std", "mean_abs_dev_over_std", "{:.3f}"),
@@ -51,10 +52,12 @@ def _measure(rm_path: str, precision: str, device: str, batch_size: int, pairs: 
     from edgerlhf.tracking import PeakMemory
 
     torch.manual_seed(0)
-    with PeakMemory() as pm:
+    with PeakMemory() as load_pm:  # loading merges the LoRA in fp32 first, then converts: a one-off peak
         t0 = time.perf_counter()
         rm = load_reward_model(rm_path, precision, device=device, batch_size=batch_size)
         load_s = time.perf_counter() - t0
+    _release_freed_memory()
+    with PeakMemory() as pm:  # what holding and using the RM at this precision costs
         seqs = encode_for_rm(rm.tokenizer, [p["prompt"] for p in pairs] * 2,
                              [p["chosen"] for p in pairs] + [p["rejected"] for p in pairs], rm.max_length)
         rm.score_ids(seqs[:batch_size])  # warm-up (first call pays one-off kernel set-up)
@@ -68,7 +71,19 @@ def _measure(rm_path: str, precision: str, device: str, batch_size: int, pairs: 
              "weight_bytes": size["total"], "weight_mb": size["total"] / 2**20, "bytes_by_dtype": size["by_dtype"],
              "linear_weight_dtypes": linear_weight_dtypes(rm.model), "load_s": load_s,
              "latency_s_per_batch": score_s / n_batches, "pairs_per_s": len(pairs) / score_s,
-             **pm.as_metrics(), "scores": scores})
+             **pm.as_metrics(), "memory/load_peak_mb": load_pm.as_metrics()["memory/peak_mb"], "scores": scores})
+
+
+def _release_freed_memory() -> None:
+    """Hand memory freed after loading back to the OS, so the serving peak is not the loading peak."""
+    import ctypes
+    import gc
+
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: the serving peak then includes loading leftovers
+        pass
 
 
 def measure(rm_path: str, precision: str, device: str, batch_size: int, pairs: list[dict], isolate: bool = True) -> dict:
@@ -113,10 +128,12 @@ def run(cfg: RMEvalConfig) -> Path:
     run_dir = RunDir(cfg)
     try:
         n = len(pairs)
-        ref = measure(cfg.rm, "fp32", str(device), cfg.batch_size, pairs, cfg.isolate)  # 1 the reference
+        ref_rm = cfg.reference or cfg.rm
+        ref = measure(ref_rm, "fp32", str(device), cfg.batch_size, pairs, cfg.isolate)  # 1 the reference
         results = []
         for i, prec in enumerate(precisions):  # 2 each precision in its own process
-            r = ref if prec == "fp32" else measure(cfg.rm, prec, str(device), cfg.batch_size, pairs, cfg.isolate)
+            same = prec == "fp32" and ref_rm == cfg.rm
+            r = ref if same else measure(cfg.rm, prec, str(device), cfg.batch_size, pairs, cfg.isolate)
             c, rj = r["scores"][:n], r["scores"][n:]
             r.update(agreement_with_reference(ref["scores"][:n], ref["scores"][n:], c, rj))
             if all("gold_chosen" in p for p in pairs):
@@ -131,7 +148,7 @@ def run(cfg: RMEvalConfig) -> Path:
         for r in results:
             print(f"  {r['precision']}: {r['backend']}; block linears stored as {r['linear_weight_dtypes']}; "
                   f"high precision: {r['high_precision_modules']}")
-        return run_dir.finish({"rm": cfg.rm, "device": str(device), "pairs": n, "batch_size": cfg.batch_size,
+        return run_dir.finish({"rm": cfg.rm, "reference": ref_rm, "device": str(device), "pairs": n, "batch_size": cfg.batch_size,
                                "precisions": {r["precision"]: {k: v for k, v in r.items() if k != "scores"}
                                               for r in results}})
     except BaseException as e:
