@@ -106,7 +106,13 @@ def test_reward_config_requires_prefs():
 def test_qlora_style_rm_trains_adapters_through_a_quantized_body(tmp_path, base_precision):
     from edgerlhf.models.precision import linear_weight_dtypes
 
-    run = reward.run(_cfg(tmp_path, base_precision=base_precision, max_steps=6))
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        run = reward.run(_cfg(tmp_path, base_precision=base_precision, max_steps=6, eval_steps=3))
+    # the held-out evaluation in between must not switch the body to a kernel without a backward
+    assert not [w for w in caught if "autograd kernel was not registered" in str(w.message)]
     weights = load_file(run / "adapter" / "adapter_model.safetensors")
     lora_b = [v for k, v in weights.items() if "lora_B" in k]
     assert lora_b and all(v.abs().max() > 0 for v in lora_b)  # the adapters received gradients
