@@ -307,23 +307,25 @@ class RMEvalConfig(BaseConfig):
 
     rm: str = opt("", "reward run folder (or its adapter/)")
     reference: str = opt("", "RM whose fp32 scores every agreement is measured against; empty: `rm` itself (set it to the fp32-trained RM when `rm` was trained QLoRA-style)")
-    precisions: list = opt([], "precisions to measure (fp32, bf16, fp16, int8, int4); empty: fp32/int8/int4 on CPU, bf16/int8/int4 on a GPU")
+    precisions: list = opt([], "precisions to measure (fp32, bf16, fp16, int8, int4; a backend may be named: int8:bnb, int8:torchao, int4:bnb); empty: fp32/int8/int4 on CPU, bf16/int8/int4 on a GPU")
     pairs: str = opt("", "held-out preference file; empty: the held-out split of the prefs run the RM was trained on")
     max_pairs: int = opt(0, "measure on at most this many held-out pairs (0: all)")
     batch_size: int = opt(16, "sequences per forward (latency is reported per batch)")
     isolate: bool = opt(True, "measure each precision in its own process, so each peak memory is its own")
 
     def check(self) -> list[str]:
-        from edgerlhf.models.precision import PRECISIONS
+        from edgerlhf.models.precision import check_precision
 
         errs = super().check()
         if not self.rm:
             errs.append("rm is required: a reward run folder")
         elif not Path(self.rm).expanduser().exists():
             errs.append(f"rm={self.rm!r}: no such folder")
-        bad = [p for p in self.precisions if p not in PRECISIONS]
-        if bad:
-            errs.append(f"precisions has unknown {bad}; valid precisions are {', '.join(PRECISIONS)}")
+        for p in self.precisions:
+            try:
+                check_precision(p)
+            except ValueError as e:
+                errs.append(f"precisions: {e}")
         if self.pairs:
             errs += _check_dataset(self.pairs, "pairs")
         if self.reference and not Path(self.reference).expanduser().exists():

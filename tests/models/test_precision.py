@@ -32,20 +32,21 @@ def test_each_precision_loads_and_scores_the_same_batch(rm_run):
     ref = load_reward_model(run, "fp32")
     ref_scores = ref(prompts, responses)
     sizes = {}
-    for prec in PRECISIONS:
+    for prec in list(PRECISIONS) + ["int8:torchao"]:
         rm = load_reward_model(run, prec)
         scores = rm(prompts, responses)
         assert len(scores) == 4 and all(torch.isfinite(torch.tensor(scores)))
         assert max(abs(a - b) for a, b in zip(scores, ref_scores)) < 0.5, prec
         sizes[prec] = stored_bytes(rm.model)["total"]
         dtypes = linear_weight_dtypes(rm.model)
-        if prec == "int8":
+        if prec.startswith("int8"):
             assert set(dtypes) == {"int8"}
         elif prec == "int4":
             assert set(dtypes) == {"uint8"}  # packed 4-bit
         else:
             assert set(dtypes) == {"fp32": {"float32"}, "bf16": {"bfloat16"}, "fp16": {"float16"}}[prec]
     assert sizes["int4"] < sizes["int8"] < sizes["fp32"]
+    assert sizes["int8:torchao"] < sizes["fp32"]
     assert sizes["bf16"] < sizes["fp32"] and sizes["fp16"] == sizes["bf16"]
 
 
@@ -61,10 +62,10 @@ def test_stored_bytes_counts_quantisation_state_and_not_footprint(rm_run):
     assert size["by_dtype"]["int8"] == n_linear
 
 
-@pytest.mark.parametrize("precision", ["int8", "int4", "bf16"])
+@pytest.mark.parametrize("precision", ["int8", "int4", "bf16", "int8:torchao"])
 def test_quantized_artifact_reloads_with_identical_scores(rm_run, tmp_path, precision):
     run, _ = rm_run
-    out = rm_eval.quantize(str(run), precision, str(tmp_path / f"rm-{precision}"))
+    out = rm_eval.quantize(str(run), precision, str(tmp_path / f"rm-{precision.replace(':', '-')}"))
     prompts, responses = [p["prompt"] for p in PAIRS[:4]], [p["rejected"] for p in PAIRS[:4]]
     live = load_reward_model(run, precision)(prompts, responses)
     reloaded = load_reward_model(out)
@@ -80,7 +81,7 @@ def test_quantized_artifact_reloads_with_identical_scores(rm_run, tmp_path, prec
 
 def test_bad_precision_lists_valid_ones(rm_run):
     run, _ = rm_run
-    with pytest.raises(ValueError, match="valid precisions are fp32, bf16, fp16, int8, int4"):
+    with pytest.raises(ValueError, match="valid precisions are fp32, bf16, fp16, int8, int4, int8:bnb, int8:torchao"):
         load_reward_model(run, "int3")
     with pytest.raises(ValueError, match="valid precisions"):
         parse_precisions("fp32,int2")

@@ -19,22 +19,46 @@ import warnings
 import torch
 
 PRECISIONS = ("fp32", "bf16", "fp16", "int8", "int4")
+# integer backends: bitsandbytes everywhere; torchao's int8 weight-only as a CPU alternative.
+# A precision may name its backend: "int8:torchao", "int4:bnb"; plain "int8" takes the device default.
+BACKENDS = {"int8": ("bnb", "torchao"), "int4": ("bnb",)}
 FLOAT_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 # modules never quantised: the one-output score head (tiny, and the reward's last word)
 HIGH_PRECISION_MODULES = ["score"]
 
 
+def _valid_names() -> str:
+    return ", ".join(list(PRECISIONS) + [f"{p}:{b}" for p, bs in BACKENDS.items() for b in bs])
+
+
 def check_precision(name: str) -> str:
-    if name not in PRECISIONS:
-        raise ValueError(f"unknown precision {name!r}; valid precisions are {', '.join(PRECISIONS)}")
+    base, _, backend = name.partition(":")
+    if base not in PRECISIONS or (backend and backend not in BACKENDS.get(base, ())):
+        raise ValueError(f"unknown precision {name!r}; valid precisions are {_valid_names()}")
     return name
+
+
+def split_precision(name: str, device) -> tuple[str, str]:
+    """``"int8:torchao"`` -> ("int8", "torchao"); a plain integer precision takes the device's default
+    backend; floating precisions have backend "torch"."""
+    check_precision(name)
+    base, _, backend = name.partition(":")
+    if base in FLOAT_DTYPES:
+        return base, "torch"
+    return base, backend or default_backend(base, device)
+
+
+def default_backend(precision: str, device) -> str:
+    """bitsandbytes, the field's standard, unless measured otherwise (see README: precision table)."""
+    return "bnb"
 
 
 def parse_precisions(text: str | list[str]) -> list[str]:
     items = [p.strip() for p in (text.split(",") if isinstance(text, str) else text) if p.strip()]
-    bad = [p for p in items if p not in PRECISIONS]
-    if bad or not items:
-        raise ValueError(f"unknown precision(s) {bad or text!r}; valid precisions are {', '.join(PRECISIONS)}")
+    if not items:
+        raise ValueError(f"no precision given; valid precisions are {_valid_names()}")
+    for p in items:
+        check_precision(p)
     return items
 
 
@@ -50,6 +74,18 @@ def compute_dtype(precision: str, device: torch.device | str) -> torch.dtype:
     if precision in FLOAT_DTYPES:
         return FLOAT_DTYPES[precision]
     return torch.bfloat16 if torch.device(device).type == "cuda" else torch.float32
+
+
+def quant_config(precision: str, backend: str, device: torch.device | str):
+    if backend == "torchao":
+        try:
+            from torchao.quantization import Int8WeightOnlyConfig
+        except ImportError:
+            raise ValueError(f"precision {precision}:torchao needs torchao: pip install 'edgerlhf[torchao]'") from None
+        from transformers import TorchAoConfig
+
+        return TorchAoConfig(Int8WeightOnlyConfig(), modules_to_not_convert=list(HIGH_PRECISION_MODULES))
+    return bnb_config(precision, device)
 
 
 def bnb_config(precision: str, device: torch.device | str):
@@ -79,12 +115,15 @@ def quiet_bnb():
             logging.getLogger("bitsandbytes").setLevel(level)
 
 
-def _tensor_bytes(t: torch.Tensor) -> int:
-    # tensor subclasses (torchao, quanto) hold their real storage in inner tensors
-    if hasattr(t, "__tensor_flatten__") and type(t) is not torch.Tensor and type(t) is not torch.nn.Parameter:
+def _storage(t: torch.Tensor) -> list[torch.Tensor]:
+    """The plain tensors that really hold ``t``'s bytes: tensor subclasses (torchao, quanto) keep them in
+    inner tensors and report the logical dtype and size of the full-precision tensor they stand for."""
+    if isinstance(t, torch.nn.Parameter):
+        t = t.data
+    if type(t) is not torch.Tensor and hasattr(t, "__tensor_flatten__"):
         names, _ = t.__tensor_flatten__()
-        return sum(_tensor_bytes(getattr(t, n)) for n in names)
-    return t.numel() * t.element_size()
+        return [x for n in names for x in _storage(getattr(t, n))]
+    return [t]
 
 
 def stored_bytes(model) -> dict:
@@ -95,8 +134,9 @@ def stored_bytes(model) -> dict:
         if t is None or id(t) in seen:
             return
         seen.add(id(t))
-        key = str(t.dtype).removeprefix("torch.")
-        by_dtype[key] = by_dtype.get(key, 0) + _tensor_bytes(t)
+        for x in _storage(t):
+            key = str(x.dtype).removeprefix("torch.")
+            by_dtype[key] = by_dtype.get(key, 0) + x.numel() * x.element_size()
 
     for p in model.parameters():
         add(p)
@@ -123,6 +163,6 @@ def linear_weight_dtypes(model) -> dict[str, int]:
         w = getattr(m, "weight", None)
         if ".layers." in name and "lora_" not in name and isinstance(w, torch.Tensor) and w.dim() == 2 and not any(
                 hp in name for hp in HIGH_PRECISION_MODULES):
-            k = str(w.dtype).removeprefix("torch.")
+            k = str(_storage(w)[0].dtype).removeprefix("torch.")
             out[k] = out.get(k, 0) + 1
     return out

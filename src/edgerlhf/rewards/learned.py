@@ -122,23 +122,25 @@ def to_precision(model, tok, precision: str, device="cpu"):
 
     from edgerlhf.models import precision as P
 
-    P.check_precision(precision)
-    info = {"precision": precision, "compute_dtype": str(P.compute_dtype(precision, device)).removeprefix("torch."),
+    base, backend = P.split_precision(precision, device)
+    info = {"precision": precision, "compute_dtype": str(P.compute_dtype(base, device)).removeprefix("torch."),
             "high_precision_modules": list(P.HIGH_PRECISION_MODULES) + ["embed_tokens"]}
-    if precision == "fp32":
+    if base == "fp32":
         return model.to(device), {**info, "backend": "torch"}
-    quant = None if precision in P.FLOAT_DTYPES else P.bnb_config(precision, device)
+    quant = None if base in P.FLOAT_DTYPES else P.quant_config(base, backend, device)
     with tempfile.TemporaryDirectory(prefix="edgerlhf-rm-") as tmp, P.quiet_bnb():
         model.save_pretrained(tmp, safe_serialization=True)
         q = AutoModelForSequenceClassification.from_pretrained(
-            tmp, quantization_config=quant, dtype=P.compute_dtype(precision, device), device_map={"": str(device)})
+            tmp, quantization_config=quant, dtype=P.compute_dtype(base, device), device_map={"": str(device)})
     q.config.pad_token_id = tok.pad_token_id
-    if precision in P.FLOAT_DTYPES:
+    if base in P.FLOAT_DTYPES:
         return q, {**info, "backend": "torch", "high_precision_modules": []}
-    backend = "bitsandbytes LLM.int8()" if precision == "int8" else "bitsandbytes NF4 (double quant)"
-    if precision == "int8" and torch.device(device).type == "cpu":
-        backend += ", inputs cast to fp16 on CPU"
-    return q, {**info, "backend": backend}
+    names = {"bnb": "bitsandbytes LLM.int8()" if base == "int8" else "bitsandbytes NF4 (double quant)",
+             "torchao": "torchao int8 weight-only"}
+    label = names[backend]
+    if base == "int8" and backend == "bnb" and torch.device(device).type == "cpu":
+        label += ", inputs cast to fp16 on CPU"
+    return q, {**info, "backend": label}
 
 
 def load_reward_model(path: str | Path, precision: str | None = None, *, device: str = "cpu",
@@ -168,7 +170,7 @@ def load_reward_model(path: str | Path, precision: str | None = None, *, device:
 
         with P.quiet_bnb():
             model = AutoModelForSequenceClassification.from_pretrained(
-                art, dtype=P.compute_dtype(meta["precision"], device), device_map={"": str(device)})
+                art, dtype=P.compute_dtype(meta["precision"].partition(":")[0], device), device_map={"": str(device)})
         return RewardModel(model, load_tokenizer(meta["base_model"]), meta, device, batch_size)
     with safe_open(str(art / "adapter_model.safetensors"), "pt") as f:
         if not any(".score." in k or k.endswith("score.weight") for k in f.keys()):
