@@ -13,6 +13,9 @@ import warnings as _warnings
 # bitsandbytes tries to fetch an optional CPU kernel from the hub at import and logs its absence;
 # peft still reads transformers' deprecated `is_gradient_checkpointing`.
 _logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(_logging.ERROR)
+# torchao logs that its CUDA-only kernels do not load on a CPU machine, and registers enums torch warns about
+_logging.getLogger("torchao").setLevel(_logging.ERROR)
+_logging.getLogger("torch.utils._pytree").setLevel(_logging.ERROR)
 _warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*is deprecated", category=FutureWarning)
 
 from edgerlhf.config import ConfigError, SFTConfig, load_config  # noqa: E402

@@ -52,7 +52,7 @@ def test_each_precision_loads_and_scores_the_same_batch(rm_run):
 
 def test_stored_bytes_counts_quantisation_state_and_not_footprint(rm_run):
     run, _ = rm_run
-    rm8 = load_reward_model(run, "int8")
+    rm8 = load_reward_model(run, "int8:bnb")
     size = stored_bytes(rm8.model)
     # int8 weights plus float scales: the int8 share must be there, and float tensors (embeddings, norms,
     # scales, score head) too
@@ -108,3 +108,10 @@ def test_rm_eval_table(rm_run, tmp_path):
     for r in p.values():
         assert r["latency_s_per_batch"] > 0 and r["memory/peak_mb"] > 0 and 0 <= r["flip_rate"] <= 1
     assert "| int4 |" in (out / "table.md").read_text()
+
+
+def test_int8_default_backend_is_recorded(rm_run):
+    run, _ = rm_run
+    rm = load_reward_model(run, "int8")
+    assert rm.meta["backend"].startswith("torchao")  # the measured CPU default
+    assert load_reward_model(run, "int8:bnb").meta["backend"].startswith("bitsandbytes")

@@ -49,7 +49,15 @@ def split_precision(name: str, device) -> tuple[str, str]:
 
 
 def default_backend(precision: str, device) -> str:
-    """bitsandbytes, the field's standard, unless measured otherwise (see README: precision table)."""
+    """bitsandbytes (the field's standard) on a GPU and for int4. For int8 on a CPU, torchao's weight-only
+    int8, because it measured better on every agreement metric against the fp32 RM (README precision
+    table: flip rate 0.015 vs 0.030, max |d|/std 0.11 vs 0.41) with less serving memory."""
+    if precision == "int8" and torch.device(device).type == "cpu":
+        try:
+            import torchao  # noqa: F401
+        except ImportError:
+            return "bnb"
+        return "torchao"
     return "bnb"
 
 
@@ -81,7 +89,7 @@ def quant_config(precision: str, backend: str, device: torch.device | str):
         try:
             from torchao.quantization import Int8WeightOnlyConfig
         except ImportError:
-            raise ValueError(f"precision {precision}:torchao needs torchao: pip install 'edgerlhf[torchao]'") from None
+            raise ValueError(f"precision {precision}:torchao needs torchao: pip install torchao") from None
         from transformers import TorchAoConfig
 
         return TorchAoConfig(Int8WeightOnlyConfig(), modules_to_not_convert=list(HIGH_PRECISION_MODULES))

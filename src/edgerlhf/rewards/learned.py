@@ -40,7 +40,7 @@ def load_seq_cls(model: str, dtype: torch.dtype = torch.float32, seed: int = 0, 
     m.config.pad_token_id = tok.pad_token_id
     if base_precision != "fp32":
         score = m.score.weight.detach().clone()
-        m, _ = to_precision(m, tok, base_precision, device)
+        m, _ = to_precision(m, tok, f"{base_precision}:bnb", device)  # QLoRA: bitsandbytes has the backward
         with torch.no_grad():  # keep the seeded head exactly (it stays in high precision)
             m.score.weight.copy_(score.to(m.score.weight.dtype))
     return m, tok
