@@ -95,7 +95,7 @@ class RewardModel:
         return self.score_ids(encode_for_rm(self.tokenizer, prompts, responses, self.max_length))
 
 
-def _merged_fp32(art: Path, meta: dict):
+def merged_fp32(art: Path, meta: dict):
     from peft import PeftModel
 
     base, tok = load_seq_cls(meta["base_model"], seed=meta.get("seed", 0))
@@ -187,6 +187,6 @@ def load_reward_model(path: str | Path, precision: str | None = None, *, device:
                 "compute_dtype": str(P.compute_dtype(meta["base_precision"], device)).removeprefix("torch."),
                 "high_precision_modules": list(P.HIGH_PRECISION_MODULES) + ["embed_tokens", "lora"]}
         return RewardModel(model, tok, {**meta, **info}, device, batch_size)
-    model, tok = _merged_fp32(art, meta)
+    model, tok = merged_fp32(art, meta)
     model, info = to_precision(model, tok, precision or "fp32", device)
     return RewardModel(model, tok, {**meta, **info}, device, batch_size)

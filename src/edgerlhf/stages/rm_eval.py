@@ -160,7 +160,7 @@ def quantize(rm: str, precision: str, out: str | None = None, device: str = "cpu
     """Write a quantized RM folder that reloads with :func:`load_reward_model` (precision as stored)."""
     from edgerlhf.models.adapters import find_artifact, read_artifact_meta, write_artifact_meta
     from edgerlhf.models.precision import check_precision, stored_bytes
-    from edgerlhf.rewards.learned import _merged_fp32, to_precision
+    from edgerlhf.rewards.learned import merged_fp32, to_precision
     from edgerlhf.tracking.run import atomic_write_dir
 
     check_precision(precision)
@@ -169,7 +169,7 @@ def quantize(rm: str, precision: str, out: str | None = None, device: str = "cpu
     if meta.get("kind") == "quantized":
         raise ValueError(f"{art} is already quantized ({meta['precision']}); quantize the original RM")
     dest = Path(out) if out else art.parent / f"rm-{precision}"
-    model, tok = _merged_fp32(art, meta)
+    model, tok = merged_fp32(art, meta)
     model, info = to_precision(model, tok, precision, device)
     size = stored_bytes(model)
 

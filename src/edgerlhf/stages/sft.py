@@ -116,8 +116,8 @@ def run(cfg: SFTConfig) -> Path:
         before = _samples(model, tok, sample_prompts, cfg)
         loss_before = eval_loss(model, held_enc, cfg.per_device_train_batch_size, tok.pad_token_id, device) if held_enc else float("nan")
         run_dir.log({"eval/loss": loss_before}, step=0)
-        for p, s in zip(sample_prompts, before):
-            run_dir.log_text("sample/before", s, 0)
+        for text in before:
+            run_dir.log_text("sample/before", text, 0)
 
         def loss_fn(m, b):
             b = {k: v.to(device) for k, v in b.items()}
