@@ -97,3 +97,15 @@ def test_lora_layers_limits_the_adapter_to_the_top_blocks(tmp_path, sft_file):
     weights = load_file(run / "adapter" / "adapter_model.safetensors")
     assert weights and all(".layers.1." in k for k in weights)  # tiny has blocks 0 and 1
     assert any(k.endswith("mlp.down_proj.lora_A.weight") for k in weights)
+
+
+def test_prompt_too_long_for_the_template_names_the_row(tmp_path):
+    from edgerlhf.data.loaders import DataError
+
+    f = tmp_path / "long.jsonl"
+    rows = [{"prompt": "short one", "completion": "ok"}] * 3 + [{"prompt": "overlong " * 8, "completion": "ok"}]
+    f.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    # the loader's length check (no template) passes at 40 tokens; the template pushes the prompt over
+    with pytest.raises(DataError, match=r"long.jsonl, the row whose prompt starts 'overlong overlong.*max_length"):
+        sft.run(_cfg(tmp_path, f, max_length=36))
+    assert not (tmp_path / "runs").exists()

@@ -52,6 +52,22 @@ def load_rows(cfg: SFTConfig, tok) -> tuple[list[dict], list[dict], int]:
     return list(train), list(held_out), skipped
 
 
+def _encode(tok, rows: list[dict], max_length: int, source: str) -> list[tuple[list[int], list[int]]]:
+    """Token ids with completion-only labels; a prompt that leaves no room for its completion under the
+    chat template is a data error naming the row (the loader's length check does not see the template)."""
+    from edgerlhf.data.loaders import DataError
+
+    out = []
+    for r in rows:
+        try:
+            out.append(encode_pair(tok, r["prompt"], r["completion"], max_length))
+        except ValueError as e:
+            start = response_str(r["prompt"][-1:]) if isinstance(r["prompt"], list) else r["prompt"]
+            raise DataError(f"{source}, the row whose prompt starts {start[:40]!r}",
+                            f"{e} with the chat template; shorten the prompt or raise max_length") from None
+    return out
+
+
 def collate(batch: list[tuple[list[int], list[int]]], pad_id: int) -> dict[str, torch.Tensor]:
     n = max(len(ids) for ids, _ in batch)
     ids = torch.full((len(batch), n), pad_id, dtype=torch.long)
@@ -96,8 +112,8 @@ def run(cfg: SFTConfig) -> Path:
     dtype = resolve_dtype(cfg.dtype, device)
     tok = load_tokenizer(cfg.model)
     train_rows, held_rows, skipped = load_rows(cfg, tok)
-    encoded = [encode_pair(tok, r["prompt"], r["completion"], cfg.max_length) for r in train_rows]
-    held_enc = [encode_pair(tok, r["prompt"], r["completion"], cfg.max_length) for r in held_rows]
+    encoded = _encode(tok, train_rows, cfg.max_length, cfg.dataset)
+    held_enc = _encode(tok, held_rows, cfg.max_length, cfg.eval_dataset or cfg.dataset)
     total_steps = total_steps_for(cfg, len(encoded))
 
     run_dir = RunDir(cfg)
