@@ -45,3 +45,15 @@ def test_peak_memory_sees_a_short_spike():
         del x
     assert pm.rss_mb - base > 150
     assert pm.as_metrics()["memory/peak_mb"] == pm.as_metrics()["memory/peak_rss_mb"]
+
+
+def test_fail_records_the_error_and_ctrl_c_reads_as_interrupted(tmp_path):
+    cfg = SFTConfig(output_dir=str(tmp_path), report_to=["none"])
+    rd = RunDir(cfg)
+    rd.log({"train/loss": 1.0}, step=1)
+    out = rd.fail(KeyboardInterrupt())
+    assert (out / "status").read_text().strip() == "interrupted"
+    assert json.loads((out / "summary.json").read_text())["error"].startswith("KeyboardInterrupt")
+    assert json.loads((out / "metrics.jsonl").read_text())["train/loss"] == 1.0  # nothing lost
+    rd2 = RunDir(cfg)
+    assert (rd2.fail(ValueError("bad")) / "status").read_text().strip() == "failed"

@@ -173,5 +173,5 @@ def run(cfg: PrefsConfig) -> Path:
         return run_dir.finish(stats)
     except BaseException as e:
         mem.stop()
-        run_dir.finish({"error": f"{type(e).__name__}: {e}"}, status="interrupted" if isinstance(e, KeyboardInterrupt) else "failed")
+        run_dir.fail(e)
         raise

@@ -81,8 +81,9 @@ def run(cfg: RewardConfig) -> Path:
     dtype = resolve_dtype(cfg.dtype, device)
     tok = load_tokenizer(cfg.model)
     train, held, skipped = load_pairs(cfg, tok)
-    enc = [(c, r) for c, r in zip(encode_for_rm(tok, [p["prompt"] for p in train], [p["chosen"] for p in train], cfg.max_length),
-                                  encode_for_rm(tok, [p["prompt"] for p in train], [p["rejected"] for p in train], cfg.max_length))]
+    prompts = [p["prompt"] for p in train]
+    enc = list(zip(encode_for_rm(tok, prompts, [p["chosen"] for p in train], cfg.max_length),
+                   encode_for_rm(tok, prompts, [p["rejected"] for p in train], cfg.max_length)))
     total_steps = total_steps_for(cfg, len(enc))
 
     run_dir = RunDir(cfg)
@@ -158,5 +159,5 @@ def run(cfg: RewardConfig) -> Path:
         return run_dir.finish(stats)
     except BaseException as e:
         mem.stop()
-        run_dir.finish({"error": f"{type(e).__name__}: {e}"}, status="interrupted" if isinstance(e, KeyboardInterrupt) else "failed")
+        run_dir.fail(e)
         raise

@@ -152,7 +152,7 @@ def run(cfg: RMEvalConfig) -> Path:
                                "precisions": {r["precision"]: {k: v for k, v in r.items() if k != "scores"}
                                               for r in results}})
     except BaseException as e:
-        run_dir.finish({"error": f"{type(e).__name__}: {e}"}, status="failed")
+        run_dir.fail(e)
         raise
 
 

@@ -196,6 +196,6 @@ def run(cfg: SFTConfig) -> Path:
         return run_dir.finish(stats)
     except BaseException as e:
         mem.stop()
-        run_dir.finish({"error": f"{type(e).__name__}: {e}"}, status="interrupted" if isinstance(e, KeyboardInterrupt) else "failed")
+        run_dir.fail(e)
         raise
 

@@ -129,6 +129,11 @@ class RunDir:
         self.set_status(status)
         return self.path
 
+    def fail(self, exc: BaseException) -> Path:
+        """Record why the stage stopped (Ctrl-C reads as interrupted); what was written stays intact."""
+        status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
+        return self.finish({"error": f"{type(exc).__name__}: {exc}"}, status=status)
+
     def close(self) -> None:
         if not self._metrics.closed:
             self._metrics.close()
