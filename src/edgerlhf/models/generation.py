@@ -1,4 +1,5 @@
-"""Batched sampling with left padding (decoder-only models must be padded on the left to generate)."""
+"""Padding, and batched sampling with left padding (decoder-only models must be padded on the left to
+generate; training and scoring pad on the right)."""
 
 from __future__ import annotations
 
@@ -7,14 +8,25 @@ import torch
 from edgerlhf.data.formatting import Prompt, encode_prompt
 
 
-def left_pad(seqs: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+def _pad(seqs: list[list[int]], pad_id: int, left: bool) -> tuple[torch.Tensor, torch.Tensor]:
     n = max(len(s) for s in seqs)
     ids = torch.full((len(seqs), n), pad_id, dtype=torch.long)
     mask = torch.zeros((len(seqs), n), dtype=torch.long)
     for i, s in enumerate(seqs):
-        ids[i, n - len(s):] = torch.tensor(s, dtype=torch.long)
-        mask[i, n - len(s):] = 1
+        at = slice(n - len(s), n) if left else slice(0, len(s))
+        ids[i, at] = torch.tensor(s, dtype=torch.long)
+        mask[i, at] = 1
     return ids, mask
+
+
+def left_pad(seqs: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(ids, attention mask), padded on the left."""
+    return _pad(seqs, pad_id, left=True)
+
+
+def right_pad(seqs: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(ids, attention mask), padded on the right."""
+    return _pad(seqs, pad_id, left=False)
 
 
 @torch.no_grad()

@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 
 from edgerlhf.data.formatting import encode_pair
+from edgerlhf.models.generation import right_pad
 
 
 def load_seq_cls(model: str, dtype: torch.dtype = torch.float32, seed: int = 0, base_precision: str = "fp32",
@@ -48,16 +49,6 @@ def load_seq_cls(model: str, dtype: torch.dtype = torch.float32, seed: int = 0, 
 
 def encode_for_rm(tok, prompts, responses, max_length: int, use_chat_template: bool = True) -> list[list[int]]:
     return [encode_pair(tok, p, r, max_length, use_chat_template)[0] for p, r in zip(prompts, responses)]
-
-
-def right_pad(seqs: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    n = max(len(s) for s in seqs)
-    ids = torch.full((len(seqs), n), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(seqs), n), dtype=torch.long)
-    for i, s in enumerate(seqs):
-        ids[i, : len(s)] = torch.tensor(s, dtype=torch.long)
-        mask[i, : len(s)] = 1
-    return ids, mask
 
 
 def rewards_of(model, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

@@ -15,7 +15,8 @@ import torch
 from edgerlhf.config import RewardConfig
 from edgerlhf.models.adapters import apply_lora, count_params, enable_gradient_checkpointing, write_artifact_meta
 from edgerlhf.models.loading import load_tokenizer, resolve_device, resolve_dtype
-from edgerlhf.rewards.learned import RewardModel, encode_for_rm, load_seq_cls, rewards_of, right_pad
+from edgerlhf.models.generation import right_pad
+from edgerlhf.rewards.learned import RewardModel, encode_for_rm, load_seq_cls, rewards_of
 from edgerlhf.rewards.metrics import agreement_with_labels, mean_std, pairwise_accuracy, spearman
 from edgerlhf.rl.losses import bradley_terry_loss
 from edgerlhf.stages.loop import fit, make_optimizer, seed_everything, total_steps_for

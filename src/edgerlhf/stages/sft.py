@@ -16,7 +16,7 @@ from edgerlhf.config import SFTConfig
 from edgerlhf.data.formatting import encode_pair, response_str
 from edgerlhf.models.adapters import (apply_lora, count_params, enable_gradient_checkpointing,
                                       write_artifact_meta)
-from edgerlhf.models.generation import generate
+from edgerlhf.models.generation import generate, right_pad
 from edgerlhf.models.loading import load_causal_lm, load_tokenizer, resolve_device, resolve_dtype
 from edgerlhf.stages.loop import fit, make_optimizer, seed_everything, total_steps_for
 from edgerlhf.tracking import PeakMemory, RunDir
@@ -69,14 +69,8 @@ def _encode(tok, rows: list[dict], max_length: int, source: str) -> list[tuple[l
 
 
 def collate(batch: list[tuple[list[int], list[int]]], pad_id: int) -> dict[str, torch.Tensor]:
-    n = max(len(ids) for ids, _ in batch)
-    ids = torch.full((len(batch), n), pad_id, dtype=torch.long)
-    labels = torch.full((len(batch), n), -100, dtype=torch.long)
-    mask = torch.zeros((len(batch), n), dtype=torch.long)
-    for i, (x, y) in enumerate(batch):
-        ids[i, : len(x)] = torch.tensor(x)
-        labels[i, : len(y)] = torch.tensor(y)
-        mask[i, : len(x)] = 1
+    ids, mask = right_pad([x for x, _ in batch], pad_id)
+    labels, _ = right_pad([y for _, y in batch], -100)  # padding is never a target
     return {"input_ids": ids, "attention_mask": mask, "labels": labels}
 
 
