@@ -16,6 +16,8 @@ _logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(_logging.ERROR)
 # torchao logs that its CUDA-only kernels do not load on a CPU machine, and registers enums torch warns about
 _logging.getLogger("torchao").setLevel(_logging.ERROR)
 _logging.getLogger("torch.utils._pytree").setLevel(_logging.ERROR)
+# bitsandbytes int8 on CPU warns on every matmul that inputs are cast to fp16 (recorded in results instead)
+_logging.getLogger("bitsandbytes.autograd._functions").setLevel(_logging.ERROR)
 _warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*is deprecated", category=FutureWarning)
 
 from edgerlhf.config import ConfigError, SFTConfig, load_config  # noqa: E402

@@ -43,7 +43,7 @@ RENAMED_KEYS: dict[str, tuple[str | None, str]] = {
     "init_kl_coef": ("kl_coef", "old TRL's `init_kl_coef` is `kl_coef` here; set kl_adaptive=true for an adaptive coefficient"),
     "adap_kl_ctrl": ("kl_adaptive", "old TRL's `adap_kl_ctrl` is `kl_adaptive` here"),
     "forward_batch_size": ("rollout_batch_size", "old TRL's `forward_batch_size` is `rollout_batch_size` here (prompts per generate/score forward)"),
-    "batch_size": ("per_device_train_batch_size", "use `per_device_train_batch_size` (sequences per optimizer micro-step); for PPO, `rollout_batch_size`/`num_rollouts_per_step`"),
+    "batch_size": ("per_device_train_batch_size", "use `per_device_train_batch_size` (sequences per optimizer micro-step); for PPO, `num_rollouts_per_step` (episodes per PPO step)"),
     "max_seq_length": ("max_length", "TRL renamed `max_seq_length` to `max_length`"),
     "center_rewards_coefficient": ("center_rewards_coef", "TRL's `center_rewards_coefficient` is `center_rewards_coef` here"),
     "lora_rank": ("lora_r", "the LoRA rank is `lora_r`"),
@@ -56,6 +56,18 @@ RENAMED_KEYS: dict[str, tuple[str | None, str]] = {
     "fp16": ("dtype", "choose the compute dtype with `dtype` (auto | fp32 | bf16 | fp16)"),
     "model_name": ("model", "use `model` (default | tiny | hub id | local folder)"),
     "model_name_or_path": ("model", "use `model` (default | tiny | hub id | local folder)"),
+    "steps": ("max_steps", "old TRL's `steps` counted episodes; here `max_steps` counts PPO steps (or set total_episodes)"),
+    "kl_penalty": ("kl_estimator", "TRL's `kl_penalty` ('kl' | 'full' | ...) is `kl_estimator` here: k1 (TRL's 'kl') or k3"),
+    "target": ("kl_target", "old TRL's adaptive-KL `target` is `kl_target` here (with kl_adaptive=true)"),
+    "horizon": ("kl_horizon", "old TRL's adaptive-KL `horizon` is `kl_horizon` here"),
+    "target_kl": ("target_approx_kl", "old TRL's early-stopping `target_kl` is `target_approx_kl` here (0 disables)"),
+    "early_stopping": ("target_approx_kl", "early stopping on approximate KL is on whenever `target_approx_kl` > 0"),
+    "max_new_tokens": ("response_length", "PPO's response budget is `response_length` (new tokens per rollout)"),
+    "local_rollout_forward_batch_size": ("rollout_batch_size", "TRL's `local_rollout_forward_batch_size` is `rollout_batch_size` here"),
+    "num_mini_batches": ("mini_batch_size", "set the micro-batch with `mini_batch_size` and the optimizer step with `gradient_accumulation_steps`"),
+    "sft_model_path": ("policy", "the starting policy is `policy` (an SFT run folder)"),
+    "reward_model_path": ("reward", "the reward model is `reward` (a reward run folder or a quantized RM folder)"),
+    "entropy_coef": ("ent_coef", "the entropy bonus weight is `ent_coef`"),
 }
 
 _REPORT_TO = {"none", "tensorboard", "mlflow", "wandb"}
@@ -337,8 +349,154 @@ class RMEvalConfig(BaseConfig):
         return errs
 
 
+@dataclass
+class PPOConfig(LoraMixin, BaseConfig):
+    """PPO with one base model in memory: policy = base + PPO LoRA, reference = the same weights with the
+    adapter disabled (the SFT change is merged into them), value = a head on the shared trunk or a second
+    adapter. The reward model is separate, at the precision chosen."""
+
+    stage: ClassVar[str] = "ppo"
+
+    policy: str = opt("", "SFT run folder (or its adapter/): merged into the base, so the reference includes it; empty: `model` itself")
+    reward: str = opt("", "reward run folder (trained fp32 or QLoRA-style) or a quantized RM folder (edgerlhf quantize)")
+    reward_precision: str = opt("fp32", "precision of the reward model: fp32 | bf16 | fp16 | int8 | int4 (a backend may be named, e.g. int8:bnb); ignored for a quantized RM folder, which loads as stored")
+    prompts: str = opt("builtin", "'builtin' (the task's training prompts) or a .jsonl/.json/.csv file with a `prompt` column (string or messages)")
+    max_prompts: int = opt(0, "use at most this many prompts (0: all)")
+    layout: str = opt("shared", "shared: one base model serves policy, reference and value | separate: a copy per role (the classic layout, to measure the saving)")
+    value_model: str = opt("head", "head: a linear value head on the policy's trunk (one forward gives log-probs and values) | adapter: a second LoRA adapter plus head (a value trunk of its own, one more forward)")
+    base_precision: str = opt("fp32", "precision of the frozen base under the LoRA adapters: fp32, or int8 / int4 through bitsandbytes (QLoRA-style)")
+    num_rollouts_per_step: int = opt(32, "episodes (prompt + sampled response) per PPO step")
+    rollout_batch_size: int = opt(8, "prompts per generate / log-prob / scoring forward during rollouts")
+    mini_batch_size: int = opt(2, "episodes per forward/backward micro-batch in the update")
+    gradient_accumulation_steps: int = opt(4, "micro-batches per optimizer step (an optimizer step sees mini_batch_size x this episodes)")
+    num_ppo_epochs: int = opt(2, "passes over each step's episodes")
+    max_steps: int = opt(20, "PPO steps (ignored when total_episodes > 0)")
+    total_episodes: int = opt(0, "episodes in all; 0: max_steps x num_rollouts_per_step")
+    learning_rate: float = opt(1e-4, "AdamW learning rate for the PPO adapter and the value head/adapter")
+    lr_scheduler_type: str = opt("constant", "linear | cosine | constant | constant_with_warmup (over optimizer steps)")
+    warmup_ratio: float = opt(0.0, "fraction of optimizer steps spent warming up")
+    weight_decay: float = opt(0.0, "AdamW weight decay")
+    max_grad_norm: float = opt(0.5, "gradient clipping norm (0 disables)")
+    cliprange: float = opt(0.2, "policy ratio clip epsilon")
+    cliprange_value: float = opt(0.2, "value clip around the rollout values")
+    vf_coef: float = opt(0.1, "weight of the value loss")
+    ent_coef: float = opt(0.0, "weight of the entropy bonus (loss -= ent_coef * entropy)")
+    gamma: float = opt(1.0, "discount")
+    lam: float = opt(0.95, "GAE lambda")
+    kl_coef: float = opt(0.05, "coefficient of the per-token KL penalty against the reference (initial value when adaptive)")
+    kl_estimator: str = opt("k1", "per-token KL estimator in the penalty: k1 (log p - log q) | k3 ((r-1) - log r, never negative)")
+    kl_adaptive: bool = opt(False, "adapt kl_coef so the per-sequence KL tracks kl_target (Ziegler et al. 2019)")
+    kl_target: float = opt(6.0, "target per-sequence KL (nats) for the adaptive coefficient")
+    kl_horizon: int = opt(10000, "horizon (episodes) of the adaptive coefficient")
+    whiten_rewards: bool = opt(False, "whiten the per-token rewards (keeping their mean) before GAE")
+    target_approx_kl: float = opt(0.0, "stop a step's remaining epochs once an optimizer step's approximate KL (0.5 mean (log ratio)^2) exceeds this; 0 disables")
+    response_length: int = opt(48, "new tokens per rollout response (generation stops earlier at EOS)")
+    temperature: float = opt(0.7, "sampling temperature of the rollouts (log-probs use the same temperature)")
+    top_k: int = opt(0, "top-k sampling (0: off)")
+    top_p: float = opt(1.0, "nucleus sampling threshold")
+    missing_eos_penalty: float = opt(0.0, "subtracted from the score of a response that never emits EOS within response_length (0: off)")
+    gradient_checkpointing: bool = opt(False, "recompute activations in the update's backward (less memory, slower)")
+    save_steps: int = opt(0, "write a checkpoint every N steps (0: only on Ctrl-C); always atomic")
+    save_total_limit: int = opt(2, "keep this many newest checkpoints")
+    resume: str = opt("", "continue a run: its run folder (latest checkpoint) or one checkpoint folder; the run continues in that folder")
+    max_bad_steps: int = opt(3, "stop after this many consecutive steps with NaN/inf in rewards, loss or gradients (each is skipped)")
+    gold_eval_prompts: int = opt(128, "built-in task only: held-out prompts sampled after training and scored by the gold scorer (95% CI); 0 disables")
+    sample_every: int = opt(1, "log one decoded rollout with its rewards every N steps")
+
+    def check(self) -> list[str]:
+        from edgerlhf.models.precision import check_precision
+
+        errs = super().check() + self.check_lora()
+        if not self.lora:
+            errs.append("lora=false: PPO here trains a LoRA adapter on a shared base (the reference is that base); set lora=true")
+        if self.reward and not Path(self.reward).expanduser().exists():
+            errs.append(f"reward={self.reward!r}: no such folder")
+        if self.policy and not Path(self.policy).expanduser().exists():
+            errs.append(f"policy={self.policy!r}: no such run folder (pass the SFT run folder or leave empty)")
+        try:
+            check_precision(self.reward_precision)
+        except ValueError as e:
+            errs.append(f"reward_precision: {e}")
+        if self.prompts != "builtin":
+            errs += _check_dataset(self.prompts, "prompts")
+        for k, choices in (("layout", ("shared", "separate")), ("value_model", ("head", "adapter")),
+                           ("base_precision", ("fp32", "int8", "int4")), ("kl_estimator", ("k1", "k3")),
+                           ("lr_scheduler_type", ("linear", "cosine", "constant", "constant_with_warmup"))):
+            if getattr(self, k) not in choices:
+                errs.append(f"{k}={getattr(self, k)!r}: use one of {', '.join(choices)}")
+        for k in ("num_rollouts_per_step", "rollout_batch_size", "mini_batch_size", "gradient_accumulation_steps",
+                  "num_ppo_epochs", "response_length", "max_bad_steps", "save_total_limit", "sample_every"):
+            if getattr(self, k) <= 0:
+                errs.append(f"{k}={getattr(self, k)} must be a positive integer")
+        for k in ("max_prompts", "total_episodes", "save_steps", "top_k", "gold_eval_prompts"):
+            if getattr(self, k) < 0:
+                errs.append(f"{k}={getattr(self, k)} must be >= 0")
+        if self.total_episodes == 0 and self.max_steps <= 0:
+            errs.append(f"max_steps={self.max_steps} must be positive (or set total_episodes)")
+        if self.total_episodes and self.total_episodes < self.num_rollouts_per_step:
+            errs.append(f"total_episodes={self.total_episodes} is less than one step (num_rollouts_per_step={self.num_rollouts_per_step})")
+        if self.num_rollouts_per_step % (self.mini_batch_size * self.gradient_accumulation_steps) and self.mini_batch_size > 0 and self.gradient_accumulation_steps > 0:
+            errs.append(f"num_rollouts_per_step={self.num_rollouts_per_step} must be a multiple of mini_batch_size x "
+                        f"gradient_accumulation_steps = {self.mini_batch_size * self.gradient_accumulation_steps} (episodes per optimizer step)")
+        for k in ("learning_rate", "cliprange", "cliprange_value", "temperature", "kl_target"):
+            if not getattr(self, k) > 0:
+                errs.append(f"{k}={getattr(self, k)} must be > 0")
+        for k in ("max_grad_norm", "vf_coef", "ent_coef", "kl_coef", "weight_decay", "target_approx_kl", "missing_eos_penalty"):
+            if getattr(self, k) < 0:
+                errs.append(f"{k}={getattr(self, k)} must be >= 0")
+        if not 0 <= self.gamma <= 1 or not 0 <= self.lam <= 1:
+            errs.append(f"gamma={self.gamma} and lam={self.lam} must be in [0, 1]")
+        if not 0 < self.top_p <= 1:
+            errs.append(f"top_p={self.top_p} must be in (0, 1]")
+        if not 0 <= self.warmup_ratio < 1:
+            errs.append(f"warmup_ratio={self.warmup_ratio} must be in [0, 1)")
+        if self.kl_horizon <= 0:
+            errs.append(f"kl_horizon={self.kl_horizon} must be a positive integer")
+        if self.resume and not Path(self.resume).expanduser().exists():
+            errs.append(f"resume={self.resume!r}: no such run or checkpoint folder")
+        return errs
+
+    @property
+    def steps(self) -> int:
+        return self.total_episodes // self.num_rollouts_per_step if self.total_episodes else self.max_steps
+
+
+@dataclass
+class EvalConfig(BaseConfig):
+    """Evaluate a policy on held-out prompts against a baseline (by default its own SFT policy)."""
+
+    stage: ClassVar[str] = "eval"
+
+    policy: str = opt("", "the policy to evaluate: a PPO or SFT run folder (or its adapter/)")
+    baseline: str = opt("auto", "policy compared against (win rate, paired gold gain, KL): 'auto' (the SFT policy a PPO policy started from), a run folder, 'base' (the bare model), or 'none'")
+    reward: str = opt("auto", "reward model for the learned-RM mean: 'auto' (the one PPO used, at its precision), a reward run folder, or 'none'")
+    reward_precision: str = opt("", "precision of `reward` (empty: the one PPO used, else fp32)")
+    num_prompts: int = opt(128, "held-out prompts of the built-in task")
+    temperature: float = opt(0.7, "sampling temperature")
+    max_new_tokens: int = opt(48, "new tokens per response")
+    batch_size: int = opt(64, "prompts per generate call")
+    num_samples: int = opt(6, "prompt/response examples kept in the summary")
+
+    def check(self) -> list[str]:
+        errs = super().check()
+        if not self.policy:
+            errs.append("policy is required: a PPO or SFT run folder")
+        elif not Path(self.policy).expanduser().exists():
+            errs.append(f"policy={self.policy!r}: no such folder")
+        for k in ("baseline", "reward"):
+            v = getattr(self, k)
+            if v not in ("auto", "none", "base", "") and not Path(v).expanduser().exists():
+                errs.append(f"{k}={v!r}: no such folder (or use auto / none{' / base' if k == 'baseline' else ''})")
+        for k in ("num_prompts", "max_new_tokens", "batch_size"):
+            if getattr(self, k) <= 0:
+                errs.append(f"{k}={getattr(self, k)} must be a positive integer")
+        if self.temperature < 0:
+            errs.append(f"temperature={self.temperature} must be >= 0")
+        return errs
+
+
 STAGE_CONFIGS: dict[str, type[BaseConfig]] = {"sft": SFTConfig, "prefs": PrefsConfig, "reward": RewardConfig,
-                                              "rm-eval": RMEvalConfig}
+                                              "rm-eval": RMEvalConfig, "ppo": PPOConfig, "eval": EvalConfig}
 
 
 # -- loading -------------------------------------------------------------------------------------------
@@ -392,6 +550,8 @@ def unknown_key_message(key: str, valid: list[str], stage: str = "") -> str:
         new, why = RENAMED_KEYS[key]
         if new in valid:
             return f"unknown key {key!r}: renamed — {why}"
+        if key == "batch_size" and "num_rollouts_per_step" in valid:
+            return f"unknown key 'batch_size': renamed — PPO's batch (episodes per step) is `num_rollouts_per_step`"
         return f"unknown key {key!r}{where} ({why}; it does not apply to this stage)"
     close = difflib.get_close_matches(key, valid, n=1, cutoff=0.6)
     hint = f"; did you mean {close[0]!r}?" if close else ""

@@ -101,6 +101,11 @@ def load_policy(path: str | Path, *, dtype: torch.dtype = torch.float32, device=
         from transformers import AutoModelForCausalLM
 
         model = AutoModelForCausalLM.from_pretrained(art, dtype=dtype)
+    elif meta.get("sft"):  # a PPO adapter on top of the SFT policy it started from (merged first)
+        base, _, _ = load_policy(art / meta["sft"], dtype=dtype)
+        model = PeftModel.from_pretrained(base, art)
+        if merge:
+            model = model.merge_and_unload()
     else:
         base = load_causal_lm(meta["base_model"], dtype=dtype, seed=meta.get("seed", 0))
         model = PeftModel.from_pretrained(base, art)

@@ -46,7 +46,7 @@ def generate(model, tok, prompts: list[Prompt], *, max_new_tokens: int = 48, tem
         chunk = [encode_prompt(tok, p, use_chat_template) for p in prompts[i:i + batch_size]]
         ids, mask = left_pad(chunk, tok.pad_token_id)
         kw = dict(do_sample=temperature > 0, max_new_tokens=max_new_tokens, pad_token_id=tok.pad_token_id,
-                  eos_token_id=eos)
+                  eos_token_id=eos, use_cache=True)  # also when training turned the cache off
         if temperature > 0:
             kw.update(temperature=temperature, top_k=top_k or None, top_p=top_p)
         out = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), **kw)

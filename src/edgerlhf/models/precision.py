@@ -96,15 +96,18 @@ def quant_config(precision: str, backend: str, device: torch.device | str):
     return bnb_config(precision, device)
 
 
-def bnb_config(precision: str, device: torch.device | str):
+def bnb_config(precision: str, device: torch.device | str, skip: tuple[str, ...] = ()):
+    """``skip``: more modules kept in floating point (a causal LM's ``lm_head``, which small models tie
+    to the token embedding: quantising it would break the tie)."""
     from transformers import BitsAndBytesConfig
 
+    keep = list(HIGH_PRECISION_MODULES) + list(skip)
     if precision == "int8":
-        return BitsAndBytesConfig(load_in_8bit=True, llm_int8_skip_modules=list(HIGH_PRECISION_MODULES))
+        return BitsAndBytesConfig(load_in_8bit=True, llm_int8_skip_modules=keep)
     if precision == "int4":
         return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
                                   bnb_4bit_compute_dtype=compute_dtype(precision, device),
-                                  llm_int8_skip_modules=list(HIGH_PRECISION_MODULES))
+                                  llm_int8_skip_modules=keep)
     raise ValueError(f"{precision} is not an integer precision")
 
 

@@ -56,3 +56,26 @@ def agreement_with_reference(ref_chosen: Sequence[float], ref_rejected: Sequence
     return {"spearman_vs_ref": spearman(ref, new), "mean_abs_dev_over_std": (sum(dev) / len(dev)) / scale,
             "max_abs_dev_over_std": max(dev) / scale, "flip_rate": sum(flips) / len(flips),
             "accuracy_vs_ref": 1 - sum(flips) / len(flips)}
+
+
+# -- text diversity (to see degenerate reward hacking: repeated words, collapsed vocabulary) ------------
+
+def _ngrams(words: list[str], n: int) -> list[tuple]:
+    return [tuple(words[i:i + n]) for i in range(len(words) - n + 1)]
+
+
+def distinct_n(texts: Sequence[str], n: int = 2) -> float:
+    """Distinct word n-grams over all n-grams in ``texts`` (Li et al. 2016); nan when there are none."""
+    grams = [g for t in texts for g in _ngrams(t.lower().split(), n)]
+    return len(set(grams)) / len(grams) if grams else math.nan
+
+
+def repetition_rate(texts: Sequence[str], n: int = 3) -> float:
+    """Fraction of responses that repeat some word n-gram within themselves."""
+    if not texts:
+        return math.nan
+    rep = 0
+    for t in texts:
+        g = _ngrams(t.lower().split(), n)
+        rep += len(set(g)) < len(g)
+    return rep / len(texts)

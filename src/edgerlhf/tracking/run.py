@@ -86,8 +86,14 @@ def atomic_write_json(path: Path, data: dict) -> None:
 class RunDir:
     """Create only after the config validated: nothing is written for a bad config."""
 
-    def __init__(self, cfg: BaseConfig, root: Path | None = None):
+    def __init__(self, cfg: BaseConfig, root: Path | None = None, reopen: Path | None = None):
         self.cfg = cfg
+        if reopen is not None:  # resume: continue the same folder, appending to its metrics
+            self.path, self.t0 = Path(reopen), time.time()
+            self.set_status("running")
+            self._metrics = open(self.path / "metrics.jsonl", "a", buffering=1)
+            self._sinks = _make_sinks(cfg.report_to, self.path, cfg)
+            return
         name = cfg.run_name or f"{cfg.stage}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
         base = Path(root or cfg.output_dir)
         path = base / name

@@ -1,0 +1,252 @@
+"""PPO's three model roles — policy, reference, value — over one base model in memory.
+
+    base weights (SFT merged in) ──┬── + PPO LoRA adapter "default" ........ policy
+                                   ├── adapters disabled ................... reference (still includes SFT)
+                                   └── value head on the policy trunk, or
+                                       + LoRA adapter "value" + head ....... value
+
+The SFT adapter is *merged* into the base before the PPO adapter is added. That is what keeps the
+reference right: PEFT's ``disable_adapter()`` switches off every adapter it knows of, so a setup that
+stacks a live SFT adapter under the PPO one measures KL against the bare base model instead of the SFT
+policy (a known failure in this field). Merged weights cannot be switched off.
+
+``layout="separate"`` holds a copy of the base per role (the classic layout), with the same trainable
+parameters, optimizer, dtypes and batches, so the memory saving is measured rather than claimed.
+
+Why not TRL: its PPOTrainer (and ``AutoModelForCausalLMWithValueHead``) left the library in 2026, and it
+kept four full models in memory. The forward passes here run the decoder once and apply the LM head only
+to the response positions, which also keeps the vocabulary-sized logits small.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import tempfile
+from pathlib import Path
+from typing import NamedTuple
+
+import torch
+from torch import nn
+
+from edgerlhf.models.adapters import enable_gradient_checkpointing, lora_config
+
+
+class ValueHead(nn.Module):
+    """A scalar per position from the trunk's last hidden state; starts at exactly 0 for every state."""
+
+    def __init__(self, hidden: int):
+        super().__init__()
+        self.summary = nn.Linear(hidden, 1)
+        nn.init.zeros_(self.summary.weight)
+        nn.init.zeros_(self.summary.bias)
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        return self.summary(h.to(self.summary.weight.dtype)).squeeze(-1).float()
+
+
+class Forward(NamedTuple):
+    logprobs: torch.Tensor        # (B, R) log-prob of each response token (at the sampling temperature)
+    values: torch.Tensor | None   # (B, R)
+    entropy: torch.Tensor | None  # (B, R)
+
+
+def position_ids(mask: torch.Tensor) -> torch.Tensor:
+    """Positions that ignore left padding, exactly as ``generate`` counts them."""
+    return (mask.long().cumsum(-1) - 1).clamp(min=0)
+
+
+def _parts(model):
+    """(decoder stack, LM head) under any PEFT wrapping."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return base.model, base.lm_head
+
+
+def _hidden(model, ids, mask, n_prompt: int) -> torch.Tensor:
+    """Last hidden states at the positions that predict each response token."""
+    body, _ = _parts(model)
+    h = body(input_ids=ids, attention_mask=mask, position_ids=position_ids(mask), use_cache=False).last_hidden_state
+    return h[:, n_prompt - 1:-1]
+
+
+def _token_logprobs(model, h, targets, temperature: float, entropy: bool):
+    _, head = _parts(model)
+    logits = head(h).float() / temperature
+    lse = torch.logsumexp(logits, -1)
+    lp = logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1) - lse
+    ent = None
+    if entropy:
+        p = torch.softmax(logits, -1)
+        ent = lse - (p * logits).sum(-1)
+    return lp, ent
+
+
+def load_base(policy: str, model: str, *, dtype: torch.dtype, device, seed: int, base_precision: str = "fp32"):
+    """The frozen base every role shares: the SFT policy merged (or ``model`` itself), optionally
+    re-loaded through bitsandbytes in int8 / int4. Returns (model, tokenizer, sft_meta or {})."""
+    from edgerlhf.models.adapters import load_policy
+    from edgerlhf.models.loading import load_causal_lm, load_tokenizer
+
+    if policy:
+        m, tok, meta = load_policy(policy, dtype=torch.float32 if base_precision != "fp32" else dtype, device="cpu")
+    else:
+        m, tok, meta = load_causal_lm(model, dtype=dtype, seed=seed), load_tokenizer(model), {}
+    if base_precision != "fp32":
+        from transformers import AutoModelForCausalLM
+
+        from edgerlhf.models import precision as P
+
+        with tempfile.TemporaryDirectory(prefix="edgerlhf-base-") as tmp, P.quiet_bnb(), _quiet_io():
+            m.save_pretrained(tmp, safe_serialization=True)
+            m = AutoModelForCausalLM.from_pretrained(tmp, quantization_config=P.bnb_config(base_precision, device, skip=("lm_head",)),
+                                                     dtype=P.compute_dtype(base_precision, device),
+                                                     device_map={"": str(device)})
+        # bitsandbytes repacks 4-bit weights for an AVX512-BF16 inference kernel the first time a layer runs
+        # without grad (every rollout), and that kernel has no backward: keep the trainable path
+        for mod in m.modules():
+            if hasattr(mod, "support_avx512bf16_for_cpu"):
+                mod.support_avx512bf16_for_cpu = False
+    else:
+        m = m.to(device)
+    m.config.pad_token_id = tok.pad_token_id
+    for p in m.parameters():
+        p.requires_grad_(False)
+    return m, tok, meta
+
+
+@contextlib.contextmanager
+def _quiet_io():
+    """No save/load progress bars for the temporary round trip through disk."""
+    from transformers.utils import logging as hf_logging
+
+    was = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was:
+            hf_logging.enable_progress_bar()
+
+
+def _no_dropout(model) -> None:
+    """PPO's first update must see ratio 1: dropout (LoRA's included) off, as TRL does."""
+    for mod in model.modules():
+        if isinstance(mod, nn.Dropout):
+            mod.p = 0.0
+
+
+class Roles:
+    """Policy, reference and value over shared (or, for comparison, separate) weights.
+
+    ``forward(ids, mask, n_prompt, ...)`` gives the policy's token log-probs and the values; ``ref_logprobs``
+    the reference's. ``trainable`` lists every parameter the optimizer owns (PPO adapter, value head, and
+    the value adapter when there is one)."""
+
+    def __init__(self, cfg, *, dtype: torch.dtype, device):
+        from peft import get_peft_model
+
+        self.cfg, self.device = cfg, torch.device(device)
+        self.layout, self.value_mode = cfg.layout, cfg.value_model
+        load = lambda: load_base(cfg.policy, cfg.model, dtype=dtype, device=self.device, seed=cfg.seed,  # noqa: E731
+                                 base_precision=cfg.base_precision)
+        base, self.tokenizer, self.sft_meta = load()
+        self.policy = get_peft_model(base, lora_config(cfg, "CAUSAL_LM", base))  # adapter "default"
+        self.ref = self.value_trunk = None
+        if self.layout == "separate":
+            self.ref = load()[0].eval()
+            vbase = load()[0]
+            self.value_trunk = get_peft_model(vbase, lora_config(cfg, "CAUSAL_LM", vbase)) \
+                if self.value_mode == "adapter" else vbase
+        elif self.value_mode == "adapter":
+            self.policy.add_adapter("value", lora_config(cfg, "CAUSAL_LM", base))
+            self.policy.set_adapter("default")
+        hidden = base.config.hidden_size
+        self.value_head = ValueHead(hidden).to(self.device)
+        for m in (self.policy, self.ref, self.value_trunk):
+            if m is not None:
+                _no_dropout(m)
+        self.trainable = [p for n, p in self.policy.named_parameters() if "lora_" in n]
+        if self.value_trunk is not None and self.value_mode == "adapter":
+            self.trainable += [p for n, p in self.value_trunk.named_parameters() if "lora_" in n]
+        self.trainable += list(self.value_head.parameters())
+        for p in self.trainable:
+            p.requires_grad_(True)
+        if cfg.gradient_checkpointing:
+            for m in (self.policy, self.value_trunk):
+                if m is not None and m is not self.ref:
+                    enable_gradient_checkpointing(m)
+
+    # -- modes ---------------------------------------------------------------------------------------
+    def train(self, mode: bool = True) -> None:
+        for m in (self.policy, self.value_trunk, self.value_head):
+            if m is not None:
+                m.train(mode)
+
+    def _keep_trainable(self) -> None:
+        """PEFT's set_adapter (also run when disable_adapter() ends) freezes every inactive adapter; the
+        optimizer owns both adapters, so both stay trainable."""
+        for p in self.trainable:
+            p.requires_grad_(True)
+
+    @contextlib.contextmanager
+    def _adapter(self, name: str):
+        """Switch the shared model's active adapter, and back to the policy's."""
+        self.policy.set_adapter(name)
+        try:
+            yield
+        finally:
+            self.policy.set_adapter("default")
+            self._keep_trainable()
+
+    # -- forwards ------------------------------------------------------------------------------------
+    def forward(self, ids, mask, n_prompt: int, temperature: float, *, values: bool = True,
+                entropy: bool = False) -> Forward:
+        targets = ids[:, n_prompt:]
+        h = _hidden(self.policy, ids, mask, n_prompt)
+        lp, ent = _token_logprobs(self.policy, h, targets, temperature, entropy)
+        v = None
+        if values:
+            if self.layout == "shared" and self.value_mode == "head":
+                v = self.value_head(h)  # one trunk pass for both
+            elif self.layout == "shared":
+                with self._adapter("value"):
+                    v = self.value_head(_hidden(self.policy, ids, mask, n_prompt))
+            else:
+                v = self.value_head(_hidden(self.value_trunk, ids, mask, n_prompt))
+        return Forward(lp, v, ent)
+
+    @torch.no_grad()
+    def ref_logprobs(self, ids, mask, n_prompt: int, temperature: float) -> torch.Tensor:
+        model = self.ref if self.ref is not None else self.policy
+        ctx = self.policy.disable_adapter() if self.ref is None else contextlib.nullcontext()
+        with ctx:
+            h = _hidden(model, ids, mask, n_prompt)
+            lp = _token_logprobs(model, h, ids[:, n_prompt:], temperature, False)[0]
+        self._keep_trainable()
+        return lp
+
+    @torch.no_grad()
+    def generate(self, ids, mask, **kw) -> torch.Tensor:
+        return self.policy.generate(input_ids=ids, attention_mask=mask, use_cache=True, **kw)
+
+    # -- state ---------------------------------------------------------------------------------------
+    def trainable_state(self) -> dict[str, torch.Tensor]:
+        """Every trainable tensor by a stable name (checkpoints)."""
+        out = {f"policy.{n}": p for n, p in self.policy.named_parameters() if p in set(self.trainable)}
+        if self.value_trunk is not None and self.value_mode == "adapter":
+            out.update({f"value_trunk.{n}": p for n, p in self.value_trunk.named_parameters() if "lora_" in n})
+        out.update({f"value_head.{n}": p for n, p in self.value_head.named_parameters()})
+        return out
+
+    def load_trainable_state(self, state: dict[str, torch.Tensor]) -> None:
+        own = self.trainable_state()
+        missing = sorted(set(own) - set(state))
+        if missing:
+            raise ValueError(f"checkpoint lacks {len(missing)} trainable tensors (e.g. {missing[0]}); was it written "
+                             "with another layout / value_model / LoRA setting?")
+        with torch.no_grad():
+            for k, p in own.items():
+                p.copy_(state[k].to(p.device, p.dtype))
+
+    def save_policy(self, path: Path) -> None:
+        """The PPO adapter alone, in PEFT's layout (adapter "default" saves at the folder's root)."""
+        self.policy.save_pretrained(path, selected_adapters=["default"], safe_serialization=True)

@@ -1,0 +1,516 @@
+"""PPO alignment (stage 4), written for small memory: one base model serves policy, reference and value
+(see ``models/roles.py``); the reward model is separate, at the precision chosen, or any callable.
+
+Why our own loop: TRL's PPOTrainer moved to ``experimental`` in 0.26 and was deleted in 2026 with
+``AutoModelForCausalLMWithValueHead``; TRL 1.16 has GRPO/RLOO but no PPO. The math is in ``rl/ppo_math.py``
+(free functions, unit-tested); this file only orchestrates. One PPO step:
+
+    # 1 rollout   sample responses with the policy (stop at EOS), pad to one rectangle
+    # 2 score     learned RM (or callable) and gold scorer on the decoded responses
+    # 3 forward   old log-probs, values, reference log-probs (no grad)
+    # 4 advantage per-token KL penalty + score at the last token, GAE, whitening
+    # 5 update    num_ppo_epochs over shuffled micro-batches, clipped losses, grad accumulation
+    # 6 log       namespaced metrics, one decoded sample, checkpoint every save_steps
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import shutil
+import signal
+import threading
+import time
+from pathlib import Path
+from typing import Callable, NamedTuple
+
+import torch
+
+from edgerlhf.config import ConfigError, PPOConfig
+from edgerlhf.data.formatting import encode_prompt, response_str
+from edgerlhf.models.generation import left_pad
+from edgerlhf.models.loading import resolve_device, resolve_dtype
+from edgerlhf.rl.ppo_math import (AdaptiveKLController, gae, kl_k1, kl_k3, masked_mean, per_token_rewards,
+                                  policy_loss, value_loss, whiten)
+from edgerlhf.stages.loop import seed_everything
+from edgerlhf.tracking import PeakMemory, RunDir
+from edgerlhf.tracking.run import atomic_write_dir
+
+RewardFn = Callable[[list, list[str]], list[float]]
+# config keys that may change when a run is resumed (everything else must match the stored config)
+RESUMABLE = {"resume", "max_steps", "total_episodes", "progress", "save_steps", "save_total_limit", "report_to",
+             "gold_eval_prompts", "sample_every", "run_name", "output_dir", "max_bad_steps"}
+
+
+class Batch(NamedTuple):
+    """One step's episodes as rectangles: prompt (left-padded to P) + response (right-padded to R)."""
+    prompts: list
+    ids: torch.Tensor         # (N, P + R)
+    mask: torch.Tensor        # (N, P + R) attention mask
+    n_prompt: int             # P
+    resp_mask: torch.Tensor   # (N, R) 1 on response tokens up to and including EOS
+    texts: list[str]
+    ended: torch.Tensor       # (N,) bool: emitted EOS
+
+
+class UpdateStats(NamedTuple):
+    loss_policy: float
+    loss_value: float
+    clipfrac: float
+    vf_clipfrac: float
+    approxkl: float
+    ratio: float
+    entropy: float
+    grad_norm: float
+    skipped: int
+    optimizer_steps: int
+    early_stopped: bool
+
+
+# -- data -----------------------------------------------------------------------------------------------
+
+def load_prompts(cfg: PPOConfig) -> list:
+    if cfg.prompts == "builtin":
+        from edgerlhf.data.task import build_task
+
+        prompts = [r["prompt"] for r in build_task()["train"]]
+    else:
+        from edgerlhf.data.loaders import DataError, read_rows
+
+        prompts = []
+        for loc, row in read_rows(cfg.prompts):
+            p = row.get("prompt")
+            if not (isinstance(p, str) and p.strip()) and not (isinstance(p, list) and p):
+                raise DataError(loc, "needs a non-empty `prompt` (a string or a list of chat messages)")
+            prompts.append(p)
+    if cfg.max_prompts:
+        prompts = prompts[: cfg.max_prompts]
+    if not prompts:
+        raise ValueError(f"prompts={cfg.prompts!r} holds no prompt")
+    return prompts
+
+
+def prompts_for_step(prompts: list, step: int, n: int, seed: int) -> list:
+    """Episodes [step*n, (step+1)*n) of an endless stream of reshuffled epochs: the data position is a
+    function of the step alone, so a resumed run draws exactly the prompts the uninterrupted one would."""
+    out, start = [], step * n
+    for pos in range(start, start + n):
+        epoch, i = divmod(pos, len(prompts))
+        order = list(range(len(prompts)))
+        random.Random(seed * 100_003 + epoch).shuffle(order)
+        out.append(prompts[order[i]])
+    return out
+
+
+# -- 1 rollout ------------------------------------------------------------------------------------------
+
+def _oom_retry(fn: Callable[[int], object], size: int, what: str, on_shrink: Callable[[int], None]):
+    """Run ``fn(size)``; on a CUDA out-of-memory error halve ``size`` and retry, down to 1."""
+    while True:
+        try:
+            return fn(size)
+        except torch.cuda.OutOfMemoryError:
+            if size <= 1:
+                raise
+            size = max(1, size // 2)
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+            print(f"[ppo] CUDA out of memory in {what}: retrying with {what} batch {size}")
+            on_shrink(size)
+
+
+def rollout(roles, tok, prompts: list, cfg: PPOConfig, batch_size: int) -> Batch:
+    R, eos, pad = cfg.response_length, tok.eos_token_id, tok.pad_token_id
+    prompt_ids, prompt_mask = left_pad([encode_prompt(tok, p) for p in prompts], pad)  # one P for the whole step
+    P = prompt_ids.shape[1]
+    kw = dict(do_sample=True, temperature=cfg.temperature, top_k=cfg.top_k or None, top_p=cfg.top_p,
+              max_new_tokens=R, pad_token_id=pad, eos_token_id=eos)
+    chunks = []
+    for i in range(0, len(prompts), batch_size):
+        ids, mask = prompt_ids[i:i + batch_size].to(roles.device), prompt_mask[i:i + batch_size].to(roles.device)
+        out = roles.generate(ids, mask, **kw)[:, P:].cpu()
+        chunks.append(torch.nn.functional.pad(out, (0, R - out.shape[1]), value=pad))
+    resp = torch.cat(chunks)
+    is_eos = resp == eos
+    ended = is_eos.any(1)
+    first = torch.where(ended, is_eos.float().argmax(1), torch.full_like(ended, R - 1, dtype=torch.long))
+    resp_mask = (torch.arange(R)[None, :] <= first[:, None]).long()
+    resp = torch.where(resp_mask.bool(), resp, torch.full_like(resp, pad))
+    texts = [tok.decode(r[: int(m.sum()) - int(e)].tolist(), skip_special_tokens=True).strip()
+             for r, m, e in zip(resp, resp_mask, ended)]
+    return Batch(prompts, torch.cat([prompt_ids, resp], 1), torch.cat([prompt_mask, resp_mask], 1), P, resp_mask,
+                 texts, ended)
+
+
+@torch.no_grad()
+def rollout_forwards(roles, b: Batch, temperature: float, batch_size: int) -> dict[str, torch.Tensor]:
+    """Old log-probs, values, entropy and reference log-probs for every episode, in chunks."""
+    out = {"logprobs": [], "values": [], "entropy": [], "ref_logprobs": []}
+    for i in range(0, len(b.ids), batch_size):
+        ids, mask = b.ids[i:i + batch_size].to(roles.device), b.mask[i:i + batch_size].to(roles.device)
+        fw = roles.forward(ids, mask, b.n_prompt, temperature, values=True, entropy=True)
+        out["logprobs"].append(fw.logprobs.cpu())
+        out["values"].append(fw.values.cpu())
+        out["entropy"].append(fw.entropy.cpu())
+        out["ref_logprobs"].append(roles.ref_logprobs(ids, mask, b.n_prompt, temperature).cpu())
+    return {k: torch.cat(v) for k, v in out.items()}
+
+
+# -- 5 update -------------------------------------------------------------------------------------------
+
+def ppo_update(roles, optimizer, scheduler, b: Batch, old: dict, adv: torch.Tensor, returns: torch.Tensor,
+               cfg: PPOConfig, sizes: dict, on_shrink: Callable[[int], None]) -> UpdateStats:
+    n = len(b.ids)
+    per_opt = cfg.mini_batch_size * cfg.gradient_accumulation_steps
+    acc = {k: [] for k in ("pg", "vf", "clip", "vclip", "akl", "ratio", "ent", "gn")}
+    skipped = steps = 0
+    early = False
+    roles.train()
+
+    def opt_step(idx: torch.Tensor, micro: int):
+        optimizer.zero_grad(set_to_none=True)
+        rows = []
+        for j in range(0, len(idx), micro):
+            sel = idx[j:j + micro]
+            ids, mask = b.ids[sel].to(roles.device), b.mask[sel].to(roles.device)
+            rm = b.resp_mask[sel].to(roles.device).float()
+            fw = roles.forward(ids, mask, b.n_prompt, cfg.temperature, values=True, entropy=cfg.ent_coef > 0)
+            pg, clip, akl = policy_loss(fw.logprobs, old["logprobs"][sel].to(roles.device), adv[sel].to(roles.device),
+                                        rm, cfg.cliprange)
+            vf, vclip = value_loss(fw.values, old["values"][sel].to(roles.device), returns[sel].to(roles.device), rm,
+                                   cfg.cliprange_value)
+            ent = masked_mean(fw.entropy, rm) if fw.entropy is not None else torch.zeros(())
+            loss = pg + cfg.vf_coef * vf - cfg.ent_coef * ent
+            (loss * len(sel) / len(idx)).backward()
+            ratio = masked_mean(torch.exp(fw.logprobs.detach() - old["logprobs"][sel].to(roles.device)), rm)
+            rows.append([x.item() for x in (pg, vf, clip, vclip, akl, ratio, ent)] + [len(sel)])
+        return rows
+
+    for _ in range(cfg.num_ppo_epochs):
+        perm = torch.randperm(n)
+        for s in range(0, n, per_opt):
+            idx = perm[s:s + per_opt]
+            rows = _oom_retry(lambda m: opt_step(idx, m), sizes["mini_batch_size"], "update", on_shrink)
+            w = sum(r[-1] for r in rows)
+            mean = [sum(r[k] * r[-1] for r in rows) / w for k in range(7)]
+            gn = float(torch.nn.utils.clip_grad_norm_(roles.trainable, cfg.max_grad_norm or float("inf")))
+            if not (all(math.isfinite(x) for x in mean[:2]) and math.isfinite(gn)):
+                optimizer.zero_grad(set_to_none=True)  # NaN/inf never reaches the weights
+                skipped += 1
+                continue
+            optimizer.step()
+            scheduler.step()
+            steps += 1
+            for k, v in zip(acc, mean + [gn]):
+                acc[k].append(v)
+            if cfg.target_approx_kl and mean[4] > cfg.target_approx_kl:
+                early = True
+                break
+        if early:
+            break
+    optimizer.zero_grad(set_to_none=True)
+    avg = {k: (sum(v) / len(v) if v else math.nan) for k, v in acc.items()}
+    return UpdateStats(avg["pg"], avg["vf"], avg["clip"], avg["vclip"], avg["akl"], avg["ratio"], avg["ent"],
+                       avg["gn"], skipped, steps, early)
+
+
+# -- the run --------------------------------------------------------------------------------------------
+
+class _Interrupt:
+    """First Ctrl-C: finish the current step, write a checkpoint, stop. Second Ctrl-C: stop at once."""
+
+    def __init__(self):
+        self.requested = False
+        self._old = None
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            self._old = signal.getsignal(signal.SIGINT)
+
+            def handler(signum, frame):
+                if self.requested:
+                    raise KeyboardInterrupt
+                self.requested = True
+                print("\n[ppo] Ctrl-C: finishing this step, then writing a checkpoint (Ctrl-C again to stop now)")
+
+            signal.signal(signal.SIGINT, handler)
+        return self
+
+    def __exit__(self, *exc):
+        if self._old is not None:
+            signal.signal(signal.SIGINT, self._old)
+
+
+def _resume_config(cfg: PPOConfig) -> tuple[PPOConfig, Path, Path]:
+    """(config to run, run folder to continue, checkpoint) for ``resume=``; the stored config must agree."""
+    import yaml
+
+    from edgerlhf.tracking.checkpoint import latest_checkpoint
+
+    ckpt = latest_checkpoint(cfg.resume)
+    run_path = ckpt.parent.parent
+    stored = yaml.safe_load((run_path / "config.yaml").read_text())
+    ours = {k: v for k, v in vars(cfg).items()}
+    diff = [k for k in stored if k != "stage" and k not in RESUMABLE and stored[k] != ours.get(k)]
+    if diff:
+        raise ConfigError([f"{k}={ours.get(k)!r} differs from the resumed run's {stored[k]!r} (only "
+                           f"{', '.join(sorted(RESUMABLE - {'resume'}))} may change on resume)" for k in diff],
+                          str(run_path / "config.yaml"))
+    return cfg, run_path, ckpt
+
+
+def resume_base(resume: str) -> dict:
+    """The stored config of the run ``resume`` points at (the CLI's base for ``edgerlhf ppo resume=...``)."""
+    import yaml
+
+    from edgerlhf.tracking.checkpoint import latest_checkpoint
+
+    stored = yaml.safe_load((latest_checkpoint(resume).parent.parent / "config.yaml").read_text())
+    stored.pop("stage", None)
+    return stored
+
+
+def _make_reward(cfg: PPOConfig, reward_fn: RewardFn | None, device) -> tuple[RewardFn, dict]:
+    if reward_fn is not None:
+        return reward_fn, {"reward": getattr(reward_fn, "__name__", type(reward_fn).__name__), "reward_precision": "callable"}
+    if not cfg.reward:
+        raise ConfigError(["reward is required: a reward run folder (edgerlhf reward ...), a quantized RM folder, "
+                           "or (Python API) reward_fn=callable"])
+    from edgerlhf.models.adapters import find_artifact, read_artifact_meta
+    from edgerlhf.rewards.learned import load_reward_model
+
+    meta = read_artifact_meta(find_artifact(cfg.reward))
+    precision = None if meta.get("kind") == "quantized" or meta.get("base_precision", "fp32") != "fp32" else cfg.reward_precision
+    rm = load_reward_model(cfg.reward, precision, device=str(device), batch_size=cfg.rollout_batch_size)
+    return rm, {"reward": str(cfg.reward), "reward_precision": rm.meta.get("precision", cfg.reward_precision),
+                "reward_backend": rm.meta.get("backend", "")}
+
+
+def run(cfg: PPOConfig, reward_fn: RewardFn | None = None) -> Path:
+    """Align the policy with PPO; returns the run folder (``adapter/`` is the aligned policy).
+
+    ``reward_fn(prompts, responses) -> rewards`` replaces the learned RM (Python API)."""
+    from edgerlhf.models.roles import Roles
+    from edgerlhf.rewards import GoldScorer
+    from edgerlhf.stages.loop import make_optimizer
+    from edgerlhf.tracking.checkpoint import load_checkpoint, save_checkpoint, set_rng_state
+
+    # 0 set-up: bad input fails before any folder is written
+    ckpt = run_path = None
+    if cfg.resume:
+        cfg, run_path, ckpt = _resume_config(cfg)
+    seed_everything(cfg.seed)
+    device = resolve_device(cfg.device)
+    dtype = resolve_dtype(cfg.dtype, device)
+    prompts = load_prompts(cfg)
+    total_steps = cfg.steps
+    reward, reward_info = _make_reward(cfg, reward_fn, device)
+    gold = GoldScorer()
+
+    run_dir = RunDir(cfg, reopen=run_path)
+    mem = PeakMemory().start()
+    try:
+        t_load = time.perf_counter()
+        roles = Roles(cfg, dtype=dtype, device=device)
+        tok = roles.tokenizer
+        t_load = time.perf_counter() - t_load
+        n_trainable = sum(p.numel() for p in roles.trainable)
+        per_opt = cfg.mini_batch_size * cfg.gradient_accumulation_steps
+        opt_steps_total = total_steps * cfg.num_ppo_epochs * (cfg.num_rollouts_per_step // per_opt)
+        holder = torch.nn.Module()
+        holder.params = torch.nn.ParameterList(roles.trainable)
+        optimizer, scheduler = make_optimizer(holder, cfg, opt_steps_total)
+        kl_ctl = AdaptiveKLController(cfg.kl_coef, cfg.kl_target, cfg.kl_horizon)
+        sizes = {"rollout_batch_size": cfg.rollout_batch_size, "mini_batch_size": cfg.mini_batch_size}
+        state = {"bad_in_row": 0, "bad_steps": 0, "skipped_updates": 0, "episodes": 0}
+        start = 0
+        if ckpt is not None:
+            c = load_checkpoint(ckpt)
+            roles.load_trainable_state(c["tensors"])
+            optimizer.load_state_dict(c["optimizer"])
+            scheduler.load_state_dict(c["scheduler"])
+            set_rng_state(c["rng"])
+            start = c["state"]["step"]
+            kl_ctl.value = c["state"]["kl_coef"]
+            sizes.update(c["state"]["sizes"])
+            state.update(c["state"]["counters"])
+            print(f"[ppo] resumed from {ckpt} at step {start}")
+        print(f"[ppo] {cfg.policy or cfg.model} on {device} ({str(dtype).removeprefix('torch.')}), layout={cfg.layout}, "
+              f"value={cfg.value_model}, base={cfg.base_precision}; {n_trainable:,} trainable parameters; reward: "
+              f"{reward_info['reward']} ({reward_info['reward_precision']}); {total_steps} steps x "
+              f"{cfg.num_rollouts_per_step} episodes")
+
+        def checkpoint(step):
+            return save_checkpoint(run_dir.path, step, roles.trainable_state(), optimizer, scheduler,
+                                   {"kl_coef": kl_ctl.value, "sizes": dict(sizes), "counters": dict(state)},
+                                   cfg.save_total_limit)
+
+        from tqdm.auto import tqdm
+
+        bar = tqdm(range(start, total_steps), desc="ppo", disable=not cfg.progress, unit="step", dynamic_ncols=True,
+                   initial=start, total=total_steps)
+        history = []
+        with _Interrupt() as interrupt:
+            for step in bar:
+                t0 = time.perf_counter()
+                batch_prompts = prompts_for_step(prompts, step, cfg.num_rollouts_per_step, cfg.seed)
+                # 1 rollout
+                roles.train(False)
+                b = _oom_retry(lambda bs: rollout(roles, tok, batch_prompts, cfg, bs), sizes["rollout_batch_size"],
+                               "rollout", lambda s: sizes.__setitem__("rollout_batch_size", s))
+                t_gen = time.perf_counter() - t0
+                # 2 score
+                t1 = time.perf_counter()
+                scores = torch.tensor(reward(b.prompts, b.texts), dtype=torch.float32)
+                gold_scores = torch.tensor(gold(b.prompts, b.texts), dtype=torch.float32)
+                if cfg.missing_eos_penalty:
+                    scores = scores - cfg.missing_eos_penalty * (~b.ended).float()
+                t_score = time.perf_counter() - t1
+                # 3 forward: old log-probs, values, reference
+                t2 = time.perf_counter()
+                old = _oom_retry(lambda bs: rollout_forwards(roles, b, cfg.temperature, bs), sizes["rollout_batch_size"],
+                                 "rollout", lambda s: sizes.__setitem__("rollout_batch_size", s))
+                t_fwd = time.perf_counter() - t2
+                # 4 advantages
+                rm = b.resp_mask.float()
+                kl = (kl_k1 if cfg.kl_estimator == "k1" else kl_k3)(old["logprobs"], old["ref_logprobs"]) * rm
+                rewards = per_token_rewards(scores, kl, rm, kl_ctl.value)
+                if cfg.whiten_rewards:
+                    rewards = whiten(rewards, rm, shift_mean=False)
+                adv, returns = gae(rewards, old["values"], rm, cfg.gamma, cfg.lam)
+                adv = whiten(adv, rm)
+                # 5 update (skipped whole when rewards are not finite)
+                t3 = time.perf_counter()
+                finite = bool(torch.isfinite(scores).all() and torch.isfinite(adv).all() and torch.isfinite(old["values"]).all())
+                if finite:
+                    up = ppo_update(roles, optimizer, scheduler, b, old, adv, returns, cfg, sizes,
+                                    lambda s: sizes.__setitem__("mini_batch_size", s))
+                else:
+                    up = UpdateStats(*([math.nan] * 8), skipped=1, optimizer_steps=0, early_stopped=False)
+                t_upd = time.perf_counter() - t3
+                bad = (not finite) or up.optimizer_steps == 0 or up.skipped > 0
+                state["bad_in_row"] = state["bad_in_row"] + 1 if bad else 0
+                state["bad_steps"] += int(bad)
+                state["skipped_updates"] += up.skipped
+                state["episodes"] += len(b.ids)
+                kl_seq = kl.sum(1)
+                if cfg.kl_adaptive:
+                    kl_ctl.update(kl_seq.mean().item(), len(b.ids))
+                # 6 log
+                step_s = time.perf_counter() - t0
+                n_tok = int(rm.sum())
+                from edgerlhf.rewards.metrics import distinct_n
+
+                metrics = {
+                    "objective/scores": scores.mean().item(), "objective/gold": gold_scores.mean().item(),
+                    "objective/kl": kl_seq.mean().item(), "objective/kl_per_token": (kl.sum() / rm.sum()).item(),
+                    "objective/entropy": masked_mean(old["entropy"], rm).item(),
+                    "objective/rlhf_reward": (scores - kl_ctl.value * kl_seq).mean().item(),
+                    "objective/kl_coef": kl_ctl.value,
+                    "policy/clipfrac": up.clipfrac, "policy/approxkl": up.approxkl, "policy/entropy": up.entropy,
+                    "loss/policy": up.loss_policy, "loss/value": up.loss_value, "val/clipfrac": up.vf_clipfrac,
+                    "val/ratio": up.ratio, "val/mean_length": rm.sum(1).mean().item(),
+                    "val/distinct_2": distinct_n(b.texts, 2), "val/eos_rate": b.ended.float().mean().item(),
+                    "train/grad_norm": up.grad_norm, "train/lr": scheduler.get_last_lr()[0],
+                    "train/optimizer_steps": up.optimizer_steps, "train/early_stopped": int(up.early_stopped),
+                    "train/skipped_updates": state["skipped_updates"], "train/episodes": state["episodes"],
+                    "timing/generate": t_gen, "timing/score": t_score, "timing/forward": t_fwd, "timing/update": t_upd,
+                    "timing/step_s": step_s, "timing/tokens_per_s": n_tok / step_s,
+                    "timing/generate_tokens_per_s": n_tok / max(t_gen, 1e-9),
+                    "batch/rollout_batch_size": sizes["rollout_batch_size"], "batch/mini_batch_size": sizes["mini_batch_size"],
+                    **mem.as_metrics(),
+                }
+                run_dir.log(metrics, step=step + 1)
+                history.append(metrics)
+                if (step % cfg.sample_every) == 0:
+                    p = b.prompts[0]
+                    run_dir.log_text("sample/rollout", f"[prompt] {response_str(p[-1:]) if isinstance(p, list) else p}\n"
+                                     f"[response] {b.texts[0]}\n[score {scores[0]:+.3f} | gold {gold_scores[0]:+.3f} | "
+                                     f"kl {kl_seq[0]:+.3f}]", step + 1)
+                bar.set_postfix(score=f"{metrics['objective/scores']:+.3f}", gold=f"{metrics['objective/gold']:+.3f}",
+                                kl=f"{metrics['objective/kl']:.2f}")
+                if state["bad_in_row"] >= cfg.max_bad_steps:
+                    raise FloatingPointError(
+                        f"NaN/inf in rewards, loss or gradients for {state['bad_in_row']} steps in a row (step {step + 1}); "
+                        "each update was skipped, so no weight was ever updated with them and the last checkpoint is "
+                        "intact. Lower learning_rate, or check the reward model / reward_fn outputs.")
+                if cfg.save_steps and (step + 1) % cfg.save_steps == 0 and not bad:
+                    checkpoint(step + 1)
+                if interrupt.requested:
+                    path = checkpoint(step + 1)
+                    print(f"[ppo] checkpoint written: {path}; continue with: edgerlhf ppo resume={run_dir.path}")
+                    raise KeyboardInterrupt
+        bar.close()
+        return _finish(cfg, run_dir, roles, tok, history, state, reward, reward_info, mem, t_load, n_trainable, device,
+                       dtype)
+    except BaseException as e:
+        mem.stop()
+        run_dir.fail(e)
+        raise
+
+
+def _finish(cfg, run_dir, roles, tok, history, state, reward, reward_info, mem, t_load, n_trainable, device, dtype):
+    from edgerlhf.models.adapters import read_artifact_meta, write_artifact_meta
+
+    gold_eval = {}
+    if cfg.prompts == "builtin" and cfg.gold_eval_prompts:
+        from edgerlhf.data.task import eval_prompts
+        from edgerlhf.stages.evaluate import gold_eval as run_gold_eval
+
+        roles.train(False)
+        gold_eval = run_gold_eval(roles.policy, tok, [r["prompt"] for r in eval_prompts(cfg.gold_eval_prompts)],
+                                  seed=cfg.seed, progress=cfg.progress)
+        for text, g in list(zip(gold_eval.pop("responses"), gold_eval.pop("gold")))[:8]:
+            run_dir.log_text("sample/gold_eval", f"[gold {g:+.2f}] {text}", len(history))
+        run_dir.log(gold_eval, step=cfg.steps)
+
+    def fill(tmp: Path):
+        from safetensors.torch import save_file
+
+        roles.save_policy(tmp)
+        tok.save_pretrained(tmp)
+        save_file({k: v.detach().cpu().contiguous() for k, v in roles.value_head.state_dict().items()},
+                  str(tmp / "value_head.safetensors"))
+        sft = None
+        if cfg.policy:  # the SFT adapter travels with the PPO adapter: the artifact is self-contained
+            from edgerlhf.models.adapters import find_artifact
+
+            src = find_artifact(cfg.policy)
+            shutil.copytree(src, tmp / "sft")
+            sft = read_artifact_meta(src)
+        base_model = (sft or {}).get("base_model", cfg.model)
+        write_artifact_meta(tmp, stage="ppo", kind="lora", base_model=base_model, seed=cfg.seed,
+                            sft="sft" if cfg.policy else None, base_precision=cfg.base_precision,
+                            use_chat_template=True, **reward_info)
+
+    artifact = atomic_write_dir(run_dir.path / "adapter", fill)
+    first, last = (history[0], history[-1]) if history else ({}, {})
+    k = max(1, len(history) // 5)  # first / last fifth of the run, for a less noisy before/after
+    head, tail = history[:k], history[-k:]
+    avg = lambda rows, key: sum(r[key] for r in rows) / len(rows) if rows else math.nan  # noqa: E731
+    step_times = sorted(r["timing/step_s"] for r in history)
+    stats = {
+        "artifact": str(artifact), "device": str(device), "compute_dtype": str(dtype).removeprefix("torch."),
+        "layout": cfg.layout, "value_model": cfg.value_model, "base_precision": cfg.base_precision, **reward_info,
+        "trainable_params": n_trainable, "steps": cfg.steps, "episodes": state["episodes"],
+        "bad_steps": state["bad_steps"], "skipped_updates": state["skipped_updates"],
+        "objective/scores_first": avg(head, "objective/scores"), "objective/scores_last": avg(tail, "objective/scores"),
+        "objective/gold_first": avg(head, "objective/gold"), "objective/gold_last": avg(tail, "objective/gold"),
+        "objective/kl_last": avg(tail, "objective/kl"), "val/mean_length_last": avg(tail, "val/mean_length"),
+        "val/distinct_2_last": avg(tail, "val/distinct_2"),
+        "timing/step_s_median": step_times[len(step_times) // 2] if step_times else math.nan,
+        "timing/train_s": sum(r["timing/step_s"] for r in history), "timing/load_s": t_load,
+        "timing/generate_s": sum(r["timing/generate"] for r in history),
+        "timing/update_s": sum(r["timing/update"] for r in history),
+        "batch/final_rollout_batch_size": last.get("batch/rollout_batch_size"),
+        "batch/final_mini_batch_size": last.get("batch/mini_batch_size"),
+        **gold_eval, **mem.stop().as_metrics(),
+    }
+    print(f"\n[ppo] {len(history)} steps: learned-RM score {stats['objective/scores_first']:+.3f} -> "
+          f"{stats['objective/scores_last']:+.3f}, gold {stats['objective/gold_first']:+.3f} -> "
+          f"{stats['objective/gold_last']:+.3f}, KL {stats['objective/kl_last']:.2f} nats; median step "
+          f"{stats['timing/step_s_median']:.1f}s; peak memory {stats['memory/peak_mb']:.0f} MB; adapter: {artifact}")
+    if gold_eval:
+        print(f"[ppo] gold (VADER) on {gold_eval['eval/gold_n']} held-out prompts: {gold_eval['eval/gold_mean']:+.3f} "
+              f"(95% CI {gold_eval['eval/gold_ci95_low']:+.3f} .. {gold_eval['eval/gold_ci95_high']:+.3f})")
+    return run_dir.finish(stats)

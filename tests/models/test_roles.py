@@ -1,0 +1,89 @@
+"""PPO's roles over one base: log-probs match sampling, and the reference is the SFT policy, not the base."""
+
+import torch
+
+from edgerlhf.config import PPOConfig, load_config
+from edgerlhf.models.adapters import apply_lora, write_artifact_meta
+from edgerlhf.models.generation import left_pad
+from edgerlhf.models.loading import load_causal_lm, load_tokenizer
+from edgerlhf.models.roles import Roles, _hidden, _token_logprobs
+
+
+def _sft_artifact(tmp_path):
+    """A tiny 'SFT' adapter whose lora_B is non-zero, so it really changes the model."""
+    cfg = load_config(PPOConfig, overrides={"model": "tiny"})
+    model = apply_lora(load_causal_lm("tiny", seed=42), cfg)
+    torch.manual_seed(1)
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            if "lora_B" in n:
+                p.normal_(0, 0.5)
+    out = tmp_path / "sft" / "adapter"
+    model.save_pretrained(out)
+    load_tokenizer("tiny").save_pretrained(out)
+    write_artifact_meta(out, stage="sft", kind="lora", base_model="tiny", seed=42)
+    return tmp_path / "sft"
+
+
+def _seq_logprobs(model, ids, mask, P):
+    with torch.no_grad():
+        return _token_logprobs(model, _hidden(model, ids, mask, P), ids[:, P:], 1.0, False)[0]
+
+
+def _batch(tok):
+    ids, mask = left_pad([tok.encode("Rate the blender."), tok.encode("A much longer prompt about a film we saw.")],
+                         tok.pad_token_id)
+    return torch.cat([ids, torch.tensor([[5, 6, 7], [8, 9, 10]])], 1), torch.cat([mask, torch.ones(2, 3, dtype=torch.long)], 1), ids.shape[1]
+
+
+def test_reference_includes_the_sft_change(tmp_path):
+    sft = _sft_artifact(tmp_path)
+    cfg = load_config(PPOConfig, overrides={"model": "tiny", "policy": str(sft)})
+    roles = Roles(cfg, dtype=torch.float32, device="cpu")
+    tok = roles.tokenizer
+    ids, mask, P = _batch(tok)
+    # make the PPO adapter non-zero too, so "adapter disabled" is a real switch
+    with torch.no_grad():
+        for n, p in roles.policy.named_parameters():
+            if "lora_B" in n:
+                p.normal_(0, 0.5)
+    ref = roles.ref_logprobs(ids, mask, P, 1.0)
+    from edgerlhf.models.adapters import load_policy
+
+    sft_model, _, _ = load_policy(sft)
+    base = load_causal_lm("tiny", seed=42)
+    torch.testing.assert_close(ref, _seq_logprobs(sft_model, ids, mask, P), atol=1e-5, rtol=1e-5)
+    assert (ref - _seq_logprobs(base, ids, mask, P)).abs().max() > 1e-3
+    pol = roles.forward(ids, mask, P, 1.0, values=False).logprobs.detach()
+    assert (pol - ref).abs().max() > 1e-3  # the policy is not the reference once its adapter moved
+
+
+def test_forward_logprobs_match_sampling_distribution_with_left_padding():
+    cfg = load_config(PPOConfig, overrides={"model": "tiny"})
+    roles = Roles(cfg, dtype=torch.float32, device="cpu")
+    tok = roles.tokenizer
+    ids, mask = left_pad([tok.encode("Short."), tok.encode("A rather longer prompt, padded less.")], tok.pad_token_id)
+    torch.manual_seed(0)
+    out = roles.policy.generate(input_ids=ids, attention_mask=mask, do_sample=True, temperature=0.7, top_k=None,
+                                max_new_tokens=5, min_new_tokens=5, output_scores=True, return_dict_in_generate=True,
+                                pad_token_id=tok.pad_token_id, use_cache=True)
+    seq, P = out.sequences, ids.shape[1]
+    want = torch.stack([torch.log_softmax(s.float(), -1).gather(-1, seq[:, P + t, None]).squeeze(-1)
+                        for t, s in enumerate(out.scores)], 1)
+    full_mask = torch.cat([mask, torch.ones(2, 5, dtype=torch.long)], 1)
+    got = roles.forward(seq, full_mask, P, 0.7, values=False).logprobs.detach()
+    torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-4)
+
+
+def test_value_adapter_and_separate_layout_have_the_same_trainable_set():
+    counts = {}
+    for layout, value in (("shared", "head"), ("shared", "adapter"), ("separate", "head"), ("separate", "adapter")):
+        cfg = load_config(PPOConfig, overrides={"model": "tiny", "layout": layout, "value_model": value})
+        roles = Roles(cfg, dtype=torch.float32, device="cpu")
+        counts[layout, value] = sum(p.numel() for p in roles.trainable)
+        ids, mask, P = _batch(roles.tokenizer)
+        fw = roles.forward(ids, mask, P, 1.0)
+        assert fw.values.shape == fw.logprobs.shape == (2, 3)
+        assert torch.all(fw.values == 0)  # the value head starts at exactly zero
+    assert counts["shared", "head"] == counts["separate", "head"]
+    assert counts["shared", "adapter"] == counts["separate", "adapter"] > counts["shared", "head"]
