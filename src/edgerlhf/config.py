@@ -476,6 +476,7 @@ class EvalConfig(BaseConfig):
     max_new_tokens: int = opt(48, "new tokens per response")
     batch_size: int = opt(64, "prompts per generate call")
     num_samples: int = opt(6, "prompt/response examples kept in the summary")
+    baseline_eval: str = opt("", "an eval run folder of the baseline policy itself (same prompts, seed, temperature, length): its responses are reused instead of sampled again")
 
     def check(self) -> list[str]:
         errs = super().check()
@@ -483,6 +484,8 @@ class EvalConfig(BaseConfig):
             errs.append("policy is required: a PPO or SFT run folder")
         elif not Path(self.policy).expanduser().exists():
             errs.append(f"policy={self.policy!r}: no such folder")
+        if self.baseline_eval and not (Path(self.baseline_eval).expanduser() / "responses.jsonl").is_file():
+            errs.append(f"baseline_eval={self.baseline_eval!r}: not an eval run folder (no responses.jsonl)")
         for k in ("baseline", "reward"):
             v = getattr(self, k)
             if v not in ("auto", "none", "base", "") and not Path(v).expanduser().exists():

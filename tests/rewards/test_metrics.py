@@ -41,3 +41,15 @@ def test_agreement_with_reference_hand_values():
     assert out["flip_rate"] == 0.5 and out["accuracy_vs_ref"] == 0.5
     assert out["max_abs_dev_over_std"] == pytest.approx(2 / std)
     assert out["mean_abs_dev_over_std"] == pytest.approx((2 / 4) / std)
+
+
+def test_distinct_n_and_repetition_rate_by_hand():
+    from edgerlhf.rewards.metrics import distinct_n, repetition_rate
+
+    texts = ["a b a b", "a b c"]
+    # bigrams: (a b) (b a) (a b) | (a b) (b c) -> 3 distinct of 5
+    assert distinct_n(texts, 2) == pytest.approx(3 / 5)
+    assert distinct_n(texts, 1) == pytest.approx(3 / 7)
+    # trigrams of "a b a b": (a b a) (b a b) no repeat; "a b a b a b" repeats
+    assert repetition_rate(["a b a b", "a b a b a b", "x"], 3) == pytest.approx(1 / 3)
+    assert math.isnan(distinct_n(["one"], 2))

@@ -68,16 +68,19 @@ def _hidden(model, ids, mask, n_prompt: int) -> torch.Tensor:
     return h[:, n_prompt - 1:-1]
 
 
-def _token_logprobs(model, h, targets, temperature: float, entropy: bool):
+def _token_logprobs(model, h, targets, temperature: float, entropy: bool, chunk: int = 4):
+    """Log-prob of each target token (and the entropy) from hidden states, a few sequences at a time:
+    the vocabulary-sized logits (49k wide for SmolLM2) are the largest tensors in PPO, so they only ever
+    exist for ``chunk`` sequences at once."""
     _, head = _parts(model)
-    logits = head(h).float() / temperature
-    lse = torch.logsumexp(logits, -1)
-    lp = logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1) - lse
-    ent = None
-    if entropy:
-        p = torch.softmax(logits, -1)
-        ent = lse - (p * logits).sum(-1)
-    return lp, ent
+    lps, ents = [], []
+    for i in range(0, h.shape[0], chunk):
+        logits = head(h[i:i + chunk]).float() / temperature
+        lse = torch.logsumexp(logits, -1)
+        lps.append(logits.gather(-1, targets[i:i + chunk].unsqueeze(-1)).squeeze(-1) - lse)
+        if entropy:
+            ents.append(lse - (torch.softmax(logits, -1) * logits).sum(-1))
+    return torch.cat(lps), (torch.cat(ents) if entropy else None)
 
 
 def load_base(policy: str, model: str, *, dtype: torch.dtype, device, seed: int, base_precision: str = "fp32"):
@@ -95,11 +98,13 @@ def load_base(policy: str, model: str, *, dtype: torch.dtype, device, seed: int,
 
         from edgerlhf.models import precision as P
 
+        name = m.name_or_path
         with tempfile.TemporaryDirectory(prefix="edgerlhf-base-") as tmp, P.quiet_bnb(), _quiet_io():
             m.save_pretrained(tmp, safe_serialization=True)
             m = AutoModelForCausalLM.from_pretrained(tmp, quantization_config=P.bnb_config(base_precision, device, skip=("lm_head",)),
                                                      dtype=P.compute_dtype(base_precision, device),
                                                      device_map={"": str(device)})
+        m.name_or_path = m.config._name_or_path = name  # not the temporary folder
         # bitsandbytes repacks 4-bit weights for an AVX512-BF16 inference kernel the first time a layer runs
         # without grad (every rollout), and that kernel has no backward: keep the trainable path
         for mod in m.modules():

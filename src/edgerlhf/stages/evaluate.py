@@ -1,12 +1,17 @@
-"""Policy evaluation on held-out prompts: gold (and later learned-RM) scores with confidence intervals."""
+"""Policy evaluation on held-out prompts (``edgerlhf eval``): gold and learned-RM scores with confidence
+intervals, KL to the baseline, win rate against it with a paired interval, and text diversity (distinct-n,
+length, repetition) to see degenerate reward hacking."""
 
 from __future__ import annotations
 
+import json
+import math
 import time
+from pathlib import Path
 
 import torch
 
-from edgerlhf.models.generation import generate
+from edgerlhf.models.generation import generate, right_pad
 from edgerlhf.rewards import GoldScorer, mean_ci95
 
 
@@ -26,3 +31,179 @@ def gold_eval(model, tok, prompts: list, *, temperature: float = 0.7, max_new_to
     return {"eval/gold_mean": mean, "eval/gold_ci95_low": lo, "eval/gold_ci95_high": hi, "eval/gold_n": len(gold),
             "eval/mean_tokens": n_tokens / max(len(texts), 1), "timing/gold_eval_s": dt,
             "eval/gen_tokens_per_s": n_tokens / dt, "responses": texts, "gold": gold}
+
+
+@torch.no_grad()
+def response_logprobs(model, tok, prompts: list, responses: list[str], *, temperature: float = 1.0,
+                      max_length: int = 256, batch_size: int = 16) -> list[float]:
+    """Sum of the log-probs of each response (its tokens after the prompt, end-of-turn included), under
+    ``model`` at the sampling temperature: ``policy - reference`` of these is the k1 estimate of the KL
+    between them on the policy's own samples."""
+    from edgerlhf.data.formatting import encode_pair
+
+    device = next(model.parameters()).device
+    model.eval()
+    out = []
+    for i in range(0, len(prompts), batch_size):
+        pairs = [encode_pair(tok, p, r, max_length) for p, r in zip(prompts[i:i + batch_size], responses[i:i + batch_size])]
+        ids, mask = right_pad([x for x, _ in pairs], tok.pad_token_id)
+        labels, _ = right_pad([y for _, y in pairs], -100)
+        logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits[:, :-1].float() / temperature
+        tgt = labels[:, 1:].to(device)
+        lp = torch.log_softmax(logits, -1).gather(-1, tgt.clamp(min=0).unsqueeze(-1)).squeeze(-1)
+        out += (lp * (tgt != -100)).sum(1).tolist()
+    return out
+
+
+def _text_stats(texts: list[str], tok) -> dict:
+    from edgerlhf.rewards.metrics import distinct_n, repetition_rate
+
+    lengths = [len(tok(t, add_special_tokens=False)["input_ids"]) for t in texts]
+    return {"distinct_1": distinct_n(texts, 1), "distinct_2": distinct_n(texts, 2),
+            "mean_tokens": sum(lengths) / max(len(lengths), 1), "repetition_rate": repetition_rate(texts, 3)}
+
+
+def _baseline_of(cfg, art: Path, meta: dict) -> tuple[str | Path | None, str]:
+    if cfg.baseline == "none":
+        return None, "none"
+    if cfg.baseline not in ("auto", ""):
+        return cfg.baseline, ("base model" if cfg.baseline == "base" else str(cfg.baseline))
+    if meta.get("stage") == "ppo" and meta.get("sft"):
+        return art / meta["sft"], "SFT policy (the PPO run's starting point)"
+    return "base", f"base model ({meta.get('base_model')})"
+
+
+def _reward_of(cfg, meta: dict):
+    from edgerlhf.rewards.learned import load_reward_model
+
+    auto = cfg.reward in ("auto", "")
+    if cfg.reward == "none" or (auto and (not meta.get("reward") or meta.get("reward_precision") == "callable")):
+        return None, ""
+    path = meta["reward"] if auto else cfg.reward
+    precision = cfg.reward_precision or (meta.get("reward_precision") if auto else None) or None
+    from edgerlhf.models.adapters import find_artifact, read_artifact_meta
+
+    rmeta = read_artifact_meta(find_artifact(path))
+    if rmeta.get("kind") == "quantized" or rmeta.get("base_precision", "fp32") != "fp32":
+        precision = None  # stored at its own precision
+    rm = load_reward_model(path, precision)
+    return rm, f"{path} ({rm.meta.get('precision', precision or 'fp32')})"
+
+
+def _reuse(cfg, prompts) -> tuple[list[str], list[float], dict]:
+    """The baseline's responses from its own eval run, after checking it sampled the same way."""
+    import yaml
+
+    from edgerlhf.data.formatting import response_str
+
+    src = Path(cfg.baseline_eval)
+    theirs = yaml.safe_load((src / "config.yaml").read_text())
+    diff = [k for k in ("num_prompts", "temperature", "max_new_tokens", "seed") if theirs.get(k) != getattr(cfg, k)]
+    rows = [json.loads(x) for x in (src / "responses.jsonl").read_text().splitlines() if x.strip()]
+    want = [response_str(p[-1:]) if isinstance(p, list) else p for p in prompts]
+    if diff or [r["prompt"] for r in rows] != want:
+        raise ValueError(f"baseline_eval={src} sampled differently ({', '.join(diff) or 'other prompts'}); rerun it with "
+                         "this evaluation's settings or leave baseline_eval empty")
+    summary = json.loads((src / "summary.json").read_text())
+    keep = {k: v for k, v in summary.items() if k.startswith(("eval/gold", "eval/mean_tokens", "eval/gen_tokens"))}
+    return [r["response"] for r in rows], [r["gold"] for r in rows], keep
+
+
+def run(cfg) -> Path:
+    """Evaluate ``cfg.policy`` against its baseline; returns the run folder (summary.json, responses.jsonl)."""
+    from edgerlhf.data.task import eval_prompts
+    from edgerlhf.models.adapters import find_artifact, load_policy, read_artifact_meta
+    from edgerlhf.models.loading import load_causal_lm, load_tokenizer
+    from edgerlhf.stages.loop import seed_everything
+    from edgerlhf.tracking import PeakMemory, RunDir
+
+    seed_everything(cfg.seed)
+    art = find_artifact(cfg.policy)
+    meta = read_artifact_meta(art)
+    base_path, base_label = _baseline_of(cfg, art, meta)
+    prompts = [r["prompt"] for r in eval_prompts(cfg.num_prompts)]
+    run_dir = RunDir(cfg)
+    mem = PeakMemory().start()
+    try:
+        gold = GoldScorer()
+        sample = dict(temperature=cfg.temperature, max_new_tokens=cfg.max_new_tokens, seed=cfg.seed,
+                      batch_size=cfg.batch_size, progress=cfg.progress)
+        policy, tok, _ = load_policy(art)
+        res = gold_eval(policy, tok, prompts, **sample)
+        texts, g = res.pop("responses"), res.pop("gold")
+        out = {**res, **{f"eval/{k}": v for k, v in _text_stats(texts, tok).items()}, "policy": str(art),
+               "baseline": base_label, "prompts": len(prompts)}
+        base_texts = base_g = None
+        if base_path is not None:
+            if base_path == "base":
+                bmodel, btok = load_causal_lm(meta["base_model"], seed=meta.get("seed", 0)), load_tokenizer(meta["base_model"])
+            else:
+                bmodel, btok, _ = load_policy(base_path)
+            if cfg.baseline_eval:
+                base_texts, base_g, bres = _reuse(cfg, prompts)
+            else:
+                bres = gold_eval(bmodel, btok, prompts, **sample)
+                base_texts, base_g = bres.pop("responses"), bres.pop("gold")
+            out.update({k.replace("eval/", "baseline/"): v for k, v in bres.items()})
+            out.update({f"baseline/{k}": v for k, v in _text_stats(base_texts, btok).items()})
+            diff = [a - b for a, b in zip(g, base_g)]
+            win = [1.0 if a > b else 0.5 if a == b else 0.0 for a, b in zip(g, base_g)]
+            for name, vals in (("gold_gain", diff), ("win_rate", win)):
+                m, lo, hi = mean_ci95(vals)
+                out.update({f"eval/{name}": m, f"eval/{name}_ci95_low": lo, f"eval/{name}_ci95_high": hi})
+            bm = out["baseline/gold_mean"]
+            out["eval/gold_gain_pct"] = 100 * out["eval/gold_gain"] / abs(bm) if bm else math.nan
+            t0 = time.perf_counter()
+            kl = [a - b for a, b in zip(response_logprobs(policy, tok, prompts, texts, temperature=cfg.temperature),
+                                        response_logprobs(bmodel, btok, prompts, texts, temperature=cfg.temperature))]
+            m, lo, hi = mean_ci95(kl)
+            out.update({"eval/kl": m, "eval/kl_ci95_low": lo, "eval/kl_ci95_high": hi,
+                        "timing/kl_s": time.perf_counter() - t0})
+            del bmodel
+        rm, rm_label = _reward_of(cfg, meta)
+        rm_scores = base_rm = None
+        if rm is not None:
+            rm_scores = rm(prompts, texts)
+            m, lo, hi = mean_ci95(rm_scores)
+            out.update({"eval/rm_mean": m, "eval/rm_ci95_low": lo, "eval/rm_ci95_high": hi, "reward": rm_label})
+            if base_texts is not None:
+                base_rm = rm(prompts, base_texts)
+                out["baseline/rm_mean"] = mean_ci95(base_rm)[0]
+        from edgerlhf.data.formatting import response_str
+
+        records = []
+        for i, p in enumerate(prompts):
+            rec = {"prompt": response_str(p[-1:]) if isinstance(p, list) else p, "response": texts[i], "gold": g[i]}
+            if base_texts is not None:
+                rec.update(baseline_response=base_texts[i], baseline_gold=base_g[i])
+            if rm_scores is not None:
+                rec["rm"] = rm_scores[i]
+                if base_rm is not None:
+                    rec["baseline_rm"] = base_rm[i]
+            records.append(rec)
+        (run_dir.path / "responses.jsonl").write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
+        out["samples"] = records[: cfg.num_samples]
+        run_dir.log({k: v for k, v in out.items() if isinstance(v, (int, float))}, step=0)
+        out.update(mem.stop().as_metrics())
+        _print(out)
+        return run_dir.finish(out)
+    except BaseException as e:
+        mem.stop()
+        run_dir.fail(e)
+        raise
+
+
+def _print(o: dict) -> None:
+    print(f"\n[eval] {o['policy']} on {o['prompts']} held-out prompts")
+    print(f"  gold mean      {o['eval/gold_mean']:+.3f}  (95% CI {o['eval/gold_ci95_low']:+.3f} .. {o['eval/gold_ci95_high']:+.3f})")
+    if "eval/rm_mean" in o:
+        print(f"  learned RM     {o['eval/rm_mean']:+.3f}  ({o['reward']})")
+    if "eval/gold_gain" in o:
+        print(f"  baseline       {o['baseline']}: gold {o['baseline/gold_mean']:+.3f}")
+        print(f"  gold gain      {o['eval/gold_gain']:+.3f}  (paired 95% CI {o['eval/gold_gain_ci95_low']:+.3f} .. "
+              f"{o['eval/gold_gain_ci95_high']:+.3f}; {o['eval/gold_gain_pct']:+.0f}%)")
+        print(f"  win rate       {o['eval/win_rate']:.3f}  (95% CI {o['eval/win_rate_ci95_low']:.3f} .. {o['eval/win_rate_ci95_high']:.3f})")
+        print(f"  KL to baseline {o['eval/kl']:.2f} nats per response")
+    print(f"  distinct-2 {o['eval/distinct_2']:.3f}, mean length {o['eval/mean_tokens']:.1f} tokens, repetition "
+          f"{o['eval/repetition_rate']:.3f}" + (f" (baseline {o['baseline/distinct_2']:.3f}, {o['baseline/mean_tokens']:.1f}, "
+                                                  f"{o['baseline/repetition_rate']:.3f})" if "baseline/distinct_2" in o else ""))

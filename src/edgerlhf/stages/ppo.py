@@ -136,6 +136,8 @@ def rollout(roles, tok, prompts: list, cfg: PPOConfig, batch_size: int) -> Batch
     first = torch.where(ended, is_eos.float().argmax(1), torch.full_like(ended, R - 1, dtype=torch.long))
     resp_mask = (torch.arange(R)[None, :] <= first[:, None]).long()
     resp = torch.where(resp_mask.bool(), resp, torch.full_like(resp, pad))
+    n = int(resp_mask.sum(1).max())  # drop columns that are padding in every episode (less forward work)
+    resp, resp_mask = resp[:, :n], resp_mask[:, :n]
     texts = [tok.decode(r[: int(m.sum()) - int(e)].tolist(), skip_special_tokens=True).strip()
              for r, m, e in zip(resp, resp_mask, ended)]
     return Batch(prompts, torch.cat([prompt_ids, resp], 1), torch.cat([prompt_mask, resp_mask], 1), P, resp_mask,

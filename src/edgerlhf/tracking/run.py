@@ -88,6 +88,10 @@ class RunDir:
 
     def __init__(self, cfg: BaseConfig, root: Path | None = None, reopen: Path | None = None):
         self.cfg = cfg
+        if not cfg.progress:  # no weight-loading bars either
+            from transformers.utils import logging as hf_logging
+
+            hf_logging.disable_progress_bar()
         if reopen is not None:  # resume: continue the same folder, appending to its metrics
             self.path, self.t0 = Path(reopen), time.time()
             self.set_status("running")
