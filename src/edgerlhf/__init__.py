@@ -20,7 +20,7 @@ _logging.getLogger("torch.utils._pytree").setLevel(_logging.ERROR)
 _logging.getLogger("bitsandbytes.autograd._functions").setLevel(_logging.ERROR)
 _warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*is deprecated", category=FutureWarning)
 
-from edgerlhf.config import ConfigError, SFTConfig, load_config  # noqa: E402
+from edgerlhf.config import ConfigError, PPOConfig, SFTConfig, load_config  # noqa: E402
 
 __version__ = "0.1.0"
 
@@ -32,4 +32,11 @@ def run_sft(cfg: SFTConfig):
     return run(cfg)
 
 
-__all__ = ["ConfigError", "SFTConfig", "load_config", "run_sft", "__version__"]
+def run_ppo(cfg: PPOConfig, reward_fn=None):
+    """PPO; ``reward_fn(prompts, responses) -> rewards`` replaces the learned RM. Returns the run folder."""
+    from edgerlhf.stages.ppo import run
+
+    return run(cfg, reward_fn)
+
+
+__all__ = ["ConfigError", "PPOConfig", "SFTConfig", "load_config", "run_ppo", "run_sft", "__version__"]

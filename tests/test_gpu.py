@@ -1,0 +1,41 @@
+"""GPU checks (opt in: EDGERLHF_GPU_TESTS=1 on a CUDA machine). CI has no GPU; these run by hand."""
+
+import json
+
+import pytest
+import torch
+
+pytestmark = pytest.mark.gpu
+
+
+def _reward(prompts, responses):
+    return [sum(c in "aeiou" for c in r) / 10 for r in responses]
+
+
+@pytest.mark.parametrize("base_precision", ["fp32", "int8", "int4"])
+def test_ppo_on_cuda_with_a_quantized_base(tmp_path, base_precision):
+    from edgerlhf.config import PPOConfig, load_config
+    from edgerlhf.stages import ppo
+
+    cfg = load_config(PPOConfig, overrides={
+        "model": "tiny", "device": "cuda", "output_dir": str(tmp_path), "max_steps": 3, "num_rollouts_per_step": 8,
+        "rollout_batch_size": 8, "mini_batch_size": 4, "gradient_accumulation_steps": 1, "response_length": 8,
+        "gold_eval_prompts": 4, "report_to": ["none"], "progress": False, "base_precision": base_precision,
+        "gradient_checkpointing": True})
+    run = ppo.run(cfg, reward_fn=_reward)
+    s = json.loads((run / "summary.json").read_text())
+    assert s["status"] == "finished" and s["device"].startswith("cuda")
+    assert s["memory/cuda_max_allocated_mb"] > 0 and s["memory/peak_mb"] == s["memory/cuda_max_allocated_mb"]
+    assert s["skipped_updates"] == 0
+
+
+def test_smoke_study_on_cuda_uses_the_gpu_precisions(tmp_path):
+    from edgerlhf.study.pipeline import run_study
+
+    out = run_study("smoke", out=tmp_path / "s", device="cuda", progress=False, report_to=["none"])
+    index = json.loads((out / "study.json").read_text())
+    assert index["precisions"] == ["bf16", "int8", "int4"]
+    rm = json.loads((out / next(s["path"] for s in index["stages"] if s["stage"] == "rm-eval") / "summary.json").read_text())
+    assert rm["precisions"]["int4"]["weight_mb"] < rm["precisions"]["bf16"]["weight_mb"]
+    assert (out / "report.html").is_file()
+    assert torch.cuda.max_memory_allocated() > 0
