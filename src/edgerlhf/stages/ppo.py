@@ -326,6 +326,7 @@ def run(cfg: PPOConfig, reward_fn: RewardFn | None = None) -> Path:
         sizes = {"rollout_batch_size": cfg.rollout_batch_size, "mini_batch_size": cfg.mini_batch_size}
         state = {"bad_in_row": 0, "bad_steps": 0, "skipped_updates": 0, "episodes": 0}
         start = 0
+        seed_everything(cfg.seed)  # rollouts start from the seed whatever loading drew (layouts compare 1:1)
         if ckpt is not None:
             c = load_checkpoint(ckpt)
             roles.load_trainable_state(c["tensors"])
