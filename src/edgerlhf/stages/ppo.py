@@ -216,6 +216,81 @@ def ppo_update(roles, optimizer, scheduler, b: Batch, old: dict, adv: torch.Tens
                        avg["gn"], skipped, steps, early)
 
 
+class StepResult(NamedTuple):
+    metrics: dict
+    bad: bool       # NaN/inf somewhere: (part of) the update was skipped
+    skipped: int    # optimizer steps skipped
+    sample: str     # one decoded rollout with its rewards
+
+
+def ppo_step(roles, tok, reward: RewardFn, gold: RewardFn, prompts: list, cfg: PPOConfig, kl_ctl, optimizer,
+             scheduler, sizes: dict) -> StepResult:
+    """One PPO step on ``prompts``; ``sizes`` holds the (OOM-adjusted) rollout and micro-batch sizes."""
+    from edgerlhf.rewards.metrics import distinct_n
+
+    t0 = time.perf_counter()
+    # 1 rollout
+    roles.train(False)
+    b = _oom_retry(lambda bs: rollout(roles, tok, prompts, cfg, bs), sizes["rollout_batch_size"], "rollout",
+                   lambda n: sizes.__setitem__("rollout_batch_size", n))
+    t_gen = time.perf_counter() - t0
+    # 2 score
+    t1 = time.perf_counter()
+    scores = torch.tensor(reward(b.prompts, b.texts), dtype=torch.float32)
+    gold_scores = torch.tensor(gold(b.prompts, b.texts), dtype=torch.float32)
+    if cfg.missing_eos_penalty:
+        scores = scores - cfg.missing_eos_penalty * (~b.ended).float()
+    t_score = time.perf_counter() - t1
+    # 3 forward: old log-probs, values, reference log-probs
+    t2 = time.perf_counter()
+    old = _oom_retry(lambda bs: rollout_forwards(roles, b, cfg.temperature, bs), sizes["rollout_batch_size"], "rollout",
+                     lambda n: sizes.__setitem__("rollout_batch_size", n))
+    t_fwd = time.perf_counter() - t2
+    # 4 advantages
+    rm = b.resp_mask.float()
+    kl = (kl_k1 if cfg.kl_estimator == "k1" else kl_k3)(old["logprobs"], old["ref_logprobs"]) * rm
+    rewards = per_token_rewards(scores, kl, rm, kl_ctl.value)
+    if cfg.whiten_rewards:
+        rewards = whiten(rewards, rm, shift_mean=False)
+    adv, returns = gae(rewards, old["values"], rm, cfg.gamma, cfg.lam)
+    adv = whiten(adv, rm)
+    # 5 update (skipped whole when rewards or values are not finite)
+    t3 = time.perf_counter()
+    finite = bool(torch.isfinite(scores).all() and torch.isfinite(adv).all() and torch.isfinite(old["values"]).all())
+    if finite:
+        up = ppo_update(roles, optimizer, scheduler, b, old, adv, returns, cfg, sizes,
+                        lambda n: sizes.__setitem__("mini_batch_size", n))
+    else:
+        up = UpdateStats(*([math.nan] * 8), skipped=1, optimizer_steps=0, early_stopped=False)
+    t_upd = time.perf_counter() - t3
+    kl_seq = kl.sum(1)
+    kl_coef = kl_ctl.value  # the coefficient this step's rewards used
+    if cfg.kl_adaptive:
+        kl_ctl.update(kl_seq.mean().item(), len(b.ids))
+    # 6 stats
+    step_s, n_tok = time.perf_counter() - t0, int(rm.sum())
+    metrics = {
+        "objective/scores": scores.mean().item(), "objective/gold": gold_scores.mean().item(),
+        "objective/kl": kl_seq.mean().item(), "objective/kl_per_token": (kl.sum() / rm.sum()).item(),
+        "objective/entropy": masked_mean(old["entropy"], rm).item(),
+        "objective/rlhf_reward": (scores - kl_coef * kl_seq).mean().item(), "objective/kl_coef": kl_coef,
+        "policy/clipfrac": up.clipfrac, "policy/approxkl": up.approxkl, "policy/entropy": up.entropy,
+        "loss/policy": up.loss_policy, "loss/value": up.loss_value, "val/clipfrac": up.vf_clipfrac,
+        "val/ratio": up.ratio, "val/mean_length": rm.sum(1).mean().item(), "val/distinct_2": distinct_n(b.texts, 2),
+        "val/eos_rate": b.ended.float().mean().item(), "train/grad_norm": up.grad_norm,
+        "train/lr": scheduler.get_last_lr()[0], "train/optimizer_steps": up.optimizer_steps,
+        "train/early_stopped": int(up.early_stopped), "timing/generate": t_gen, "timing/score": t_score,
+        "timing/forward": t_fwd, "timing/update": t_upd, "timing/step_s": step_s, "timing/tokens_per_s": n_tok / step_s,
+        "timing/generate_tokens_per_s": n_tok / max(t_gen, 1e-9),
+        "batch/rollout_batch_size": sizes["rollout_batch_size"], "batch/mini_batch_size": sizes["mini_batch_size"],
+    }
+    p = b.prompts[0]
+    sample = (f"[prompt] {response_str(p[-1:]) if isinstance(p, list) else p}\n[response] {b.texts[0]}\n"
+              f"[score {scores[0]:+.3f} | gold {gold_scores[0]:+.3f} | kl {kl_seq[0]:+.3f}]")
+    bad = (not finite) or up.optimizer_steps == 0 or up.skipped > 0
+    return StepResult(metrics, bad, up.skipped, sample)
+
+
 # -- the run --------------------------------------------------------------------------------------------
 
 class _Interrupt:
@@ -355,81 +430,18 @@ def run(cfg: PPOConfig, reward_fn: RewardFn | None = None) -> Path:
         history = []
         with _Interrupt() as interrupt:
             for step in bar:
-                t0 = time.perf_counter()
                 batch_prompts = prompts_for_step(prompts, step, cfg.num_rollouts_per_step, cfg.seed)
-                # 1 rollout
-                roles.train(False)
-                b = _oom_retry(lambda bs: rollout(roles, tok, batch_prompts, cfg, bs), sizes["rollout_batch_size"],
-                               "rollout", lambda s: sizes.__setitem__("rollout_batch_size", s))
-                t_gen = time.perf_counter() - t0
-                # 2 score
-                t1 = time.perf_counter()
-                scores = torch.tensor(reward(b.prompts, b.texts), dtype=torch.float32)
-                gold_scores = torch.tensor(gold(b.prompts, b.texts), dtype=torch.float32)
-                if cfg.missing_eos_penalty:
-                    scores = scores - cfg.missing_eos_penalty * (~b.ended).float()
-                t_score = time.perf_counter() - t1
-                # 3 forward: old log-probs, values, reference
-                t2 = time.perf_counter()
-                old = _oom_retry(lambda bs: rollout_forwards(roles, b, cfg.temperature, bs), sizes["rollout_batch_size"],
-                                 "rollout", lambda s: sizes.__setitem__("rollout_batch_size", s))
-                t_fwd = time.perf_counter() - t2
-                # 4 advantages
-                rm = b.resp_mask.float()
-                kl = (kl_k1 if cfg.kl_estimator == "k1" else kl_k3)(old["logprobs"], old["ref_logprobs"]) * rm
-                rewards = per_token_rewards(scores, kl, rm, kl_ctl.value)
-                if cfg.whiten_rewards:
-                    rewards = whiten(rewards, rm, shift_mean=False)
-                adv, returns = gae(rewards, old["values"], rm, cfg.gamma, cfg.lam)
-                adv = whiten(adv, rm)
-                # 5 update (skipped whole when rewards are not finite)
-                t3 = time.perf_counter()
-                finite = bool(torch.isfinite(scores).all() and torch.isfinite(adv).all() and torch.isfinite(old["values"]).all())
-                if finite:
-                    up = ppo_update(roles, optimizer, scheduler, b, old, adv, returns, cfg, sizes,
-                                    lambda s: sizes.__setitem__("mini_batch_size", s))
-                else:
-                    up = UpdateStats(*([math.nan] * 8), skipped=1, optimizer_steps=0, early_stopped=False)
-                t_upd = time.perf_counter() - t3
-                bad = (not finite) or up.optimizer_steps == 0 or up.skipped > 0
-                state["bad_in_row"] = state["bad_in_row"] + 1 if bad else 0
-                state["bad_steps"] += int(bad)
-                state["skipped_updates"] += up.skipped
-                state["episodes"] += len(b.ids)
-                kl_seq = kl.sum(1)
-                if cfg.kl_adaptive:
-                    kl_ctl.update(kl_seq.mean().item(), len(b.ids))
-                # 6 log
-                step_s = time.perf_counter() - t0
-                n_tok = int(rm.sum())
-                from edgerlhf.rewards.metrics import distinct_n
-
-                metrics = {
-                    "objective/scores": scores.mean().item(), "objective/gold": gold_scores.mean().item(),
-                    "objective/kl": kl_seq.mean().item(), "objective/kl_per_token": (kl.sum() / rm.sum()).item(),
-                    "objective/entropy": masked_mean(old["entropy"], rm).item(),
-                    "objective/rlhf_reward": (scores - kl_ctl.value * kl_seq).mean().item(),
-                    "objective/kl_coef": kl_ctl.value,
-                    "policy/clipfrac": up.clipfrac, "policy/approxkl": up.approxkl, "policy/entropy": up.entropy,
-                    "loss/policy": up.loss_policy, "loss/value": up.loss_value, "val/clipfrac": up.vf_clipfrac,
-                    "val/ratio": up.ratio, "val/mean_length": rm.sum(1).mean().item(),
-                    "val/distinct_2": distinct_n(b.texts, 2), "val/eos_rate": b.ended.float().mean().item(),
-                    "train/grad_norm": up.grad_norm, "train/lr": scheduler.get_last_lr()[0],
-                    "train/optimizer_steps": up.optimizer_steps, "train/early_stopped": int(up.early_stopped),
-                    "train/skipped_updates": state["skipped_updates"], "train/episodes": state["episodes"],
-                    "timing/generate": t_gen, "timing/score": t_score, "timing/forward": t_fwd, "timing/update": t_upd,
-                    "timing/step_s": step_s, "timing/tokens_per_s": n_tok / step_s,
-                    "timing/generate_tokens_per_s": n_tok / max(t_gen, 1e-9),
-                    "batch/rollout_batch_size": sizes["rollout_batch_size"], "batch/mini_batch_size": sizes["mini_batch_size"],
-                    **mem.as_metrics(),
-                }
+                st = ppo_step(roles, tok, reward, gold, batch_prompts, cfg, kl_ctl, optimizer, scheduler, sizes)
+                state["bad_in_row"] = state["bad_in_row"] + 1 if st.bad else 0
+                state["bad_steps"] += int(st.bad)
+                state["skipped_updates"] += st.skipped
+                state["episodes"] += cfg.num_rollouts_per_step
+                metrics = {**st.metrics, "train/skipped_updates": state["skipped_updates"],
+                           "train/episodes": state["episodes"], **mem.as_metrics()}
                 run_dir.log(metrics, step=step + 1)
                 history.append(metrics)
                 if (step % cfg.sample_every) == 0:
-                    p = b.prompts[0]
-                    run_dir.log_text("sample/rollout", f"[prompt] {response_str(p[-1:]) if isinstance(p, list) else p}\n"
-                                     f"[response] {b.texts[0]}\n[score {scores[0]:+.3f} | gold {gold_scores[0]:+.3f} | "
-                                     f"kl {kl_seq[0]:+.3f}]", step + 1)
+                    run_dir.log_text("sample/rollout", st.sample, step + 1)
                 bar.set_postfix(score=f"{metrics['objective/scores']:+.3f}", gold=f"{metrics['objective/gold']:+.3f}",
                                 kl=f"{metrics['objective/kl']:.2f}")
                 if state["bad_in_row"] >= cfg.max_bad_steps:
@@ -437,7 +449,7 @@ def run(cfg: PPOConfig, reward_fn: RewardFn | None = None) -> Path:
                         f"NaN/inf in rewards, loss or gradients for {state['bad_in_row']} steps in a row (step {step + 1}); "
                         "each update was skipped, so no weight was ever updated with them and the last checkpoint is "
                         "intact. Lower learning_rate, or check the reward model / reward_fn outputs.")
-                if cfg.save_steps and (step + 1) % cfg.save_steps == 0 and not bad:
+                if cfg.save_steps and (step + 1) % cfg.save_steps == 0 and not st.bad:
                     checkpoint(step + 1)
                 if interrupt.requested:
                     path = checkpoint(step + 1)
