@@ -28,3 +28,30 @@ def sft_file(tmp_path):
     path = tmp_path / "sft.jsonl"
     path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
     return path
+
+
+def make_tiny_sft(root):
+    """A tiny 'SFT' adapter whose lora_B is non-zero, so it really changes the model."""
+    import torch
+
+    from edgerlhf.config import PPOConfig, load_config
+    from edgerlhf.models.adapters import apply_lora, write_artifact_meta
+    from edgerlhf.models.loading import load_causal_lm, load_tokenizer
+
+    cfg = load_config(PPOConfig, overrides={"model": "tiny"})
+    model = apply_lora(load_causal_lm("tiny", seed=42), cfg)
+    torch.manual_seed(1)
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            if "lora_B" in n:
+                p.normal_(0, 0.5)
+    out = root / "sft" / "adapter"
+    model.save_pretrained(out)
+    load_tokenizer("tiny").save_pretrained(out)
+    write_artifact_meta(out, stage="sft", kind="lora", base_model="tiny", seed=42)
+    return root / "sft"
+
+
+@pytest.fixture
+def tiny_sft(tmp_path):
+    return make_tiny_sft(tmp_path)

@@ -3,26 +3,9 @@
 import torch
 
 from edgerlhf.config import PPOConfig, load_config
-from edgerlhf.models.adapters import apply_lora, write_artifact_meta
 from edgerlhf.models.generation import left_pad
 from edgerlhf.models.loading import load_causal_lm, load_tokenizer
 from edgerlhf.models.roles import Roles, _hidden, _token_logprobs
-
-
-def _sft_artifact(tmp_path):
-    """A tiny 'SFT' adapter whose lora_B is non-zero, so it really changes the model."""
-    cfg = load_config(PPOConfig, overrides={"model": "tiny"})
-    model = apply_lora(load_causal_lm("tiny", seed=42), cfg)
-    torch.manual_seed(1)
-    with torch.no_grad():
-        for n, p in model.named_parameters():
-            if "lora_B" in n:
-                p.normal_(0, 0.5)
-    out = tmp_path / "sft" / "adapter"
-    model.save_pretrained(out)
-    load_tokenizer("tiny").save_pretrained(out)
-    write_artifact_meta(out, stage="sft", kind="lora", base_model="tiny", seed=42)
-    return tmp_path / "sft"
 
 
 def _seq_logprobs(model, ids, mask, P):
@@ -36,8 +19,8 @@ def _batch(tok):
     return torch.cat([ids, torch.tensor([[5, 6, 7], [8, 9, 10]])], 1), torch.cat([mask, torch.ones(2, 3, dtype=torch.long)], 1), ids.shape[1]
 
 
-def test_reference_includes_the_sft_change(tmp_path):
-    sft = _sft_artifact(tmp_path)
+def test_reference_includes_the_sft_change(tiny_sft):
+    sft = tiny_sft
     cfg = load_config(PPOConfig, overrides={"model": "tiny", "policy": str(sft)})
     roles = Roles(cfg, dtype=torch.float32, device="cpu")
     tok = roles.tokenizer

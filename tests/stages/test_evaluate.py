@@ -1,0 +1,54 @@
+"""`edgerlhf eval` on tiny policies: paired comparison with the SFT policy, reuse of a baseline's samples."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from edgerlhf.config import EvalConfig, PPOConfig, load_config
+from edgerlhf.stages import evaluate, ppo
+
+
+@pytest.fixture(scope="module")
+def ppo_run(tmp_path_factory):
+    from conftest import make_tiny_sft
+
+    root = tmp_path_factory.mktemp("ev")
+    sft = make_tiny_sft(root)
+    cfg = load_config(PPOConfig, overrides={
+        "model": "tiny", "policy": str(sft), "output_dir": str(root / "runs"), "max_steps": 2, "num_rollouts_per_step": 8,
+        "rollout_batch_size": 8, "mini_batch_size": 4, "gradient_accumulation_steps": 1, "response_length": 8,
+        "gold_eval_prompts": 0, "report_to": ["none"], "progress": False, "learning_rate": 5e-3})
+    return ppo.run(cfg, reward_fn=lambda p, r: [len(x) / 20 for x in r]), sft, root
+
+
+def _eval(root, **kw):
+    base = {"output_dir": str(root / "runs"), "num_prompts": 12, "max_new_tokens": 8, "report_to": ["none"],
+            "progress": False}
+    return json.loads((evaluate.run(load_config(EvalConfig, overrides={**base, **kw})) / "summary.json").read_text())
+
+
+def test_eval_against_the_sft_policy_it_started_from(ppo_run):
+    run, sft, root = ppo_run
+    s = _eval(root, policy=str(run))
+    assert s["baseline"].startswith("SFT policy")
+    for k in ("eval/gold_mean", "eval/gold_ci95_low", "eval/win_rate", "eval/win_rate_ci95_high", "eval/gold_gain",
+              "eval/gold_gain_ci95_low", "eval/kl", "eval/distinct_2", "eval/mean_tokens", "eval/repetition_rate",
+              "baseline/gold_mean", "baseline/distinct_2"):
+        assert k in s, k
+    assert 0 <= s["eval/win_rate"] <= 1
+    assert s["eval/gold_gain"] == pytest.approx(s["eval/gold_mean"] - s["baseline/gold_mean"], abs=1e-9)
+    rows = [json.loads(x) for x in (Path(s["run_dir"]) / "responses.jsonl").read_text().splitlines()]
+    assert len(rows) == 12 and {"prompt", "response", "gold", "baseline_response", "baseline_gold"} <= set(rows[0])
+    assert "eval/rm_mean" not in s  # a callable reward is not reloadable: no learned-RM column
+
+
+def test_baseline_samples_are_reused_only_when_sampled_the_same_way(ppo_run):
+    run, sft, root = ppo_run
+    direct = _eval(root, policy=str(run))
+    base = _eval(root, policy=str(sft), baseline="none")
+    reused = _eval(root, policy=str(run), baseline_eval=base["run_dir"])
+    for k in ("baseline/gold_mean", "eval/gold_gain", "eval/win_rate", "eval/kl"):
+        assert reused[k] == pytest.approx(direct[k]), k
+    with pytest.raises(ValueError, match="sampled differently"):
+        _eval(root, policy=str(run), baseline_eval=base["run_dir"], temperature=1.0)
