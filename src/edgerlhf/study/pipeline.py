@@ -37,10 +37,10 @@ STUDY_PRESETS: dict[str, dict[str, dict]] = {
                 "gradient_accumulation_steps": 1, "response_length": 8, "gold_eval_prompts": 0, "max_prompts": 64},
         "eval": {"num_prompts": 8, "max_new_tokens": 8},
     },
-    "quick": {  # the default model; `make demo` (about 40 minutes on 2 CPU cores)
+    "quick": {  # the default model; `make demo`
         "sft": {"max_steps": 40, "per_device_train_batch_size": 8, "learning_rate": 3e-4, "logging_steps": 5,
                 "max_eval_samples": 64, "gold_eval_prompts": 0},
-        "prefs": {"num_prompts": 200, "eval_fraction": 0.15},
+        "prefs": {"num_prompts": 260, "eval_fraction": 0.15},  # 200 measured: RM gold accuracy 0.61 (260: 0.80)
         "reward": {},
         "rm-eval": {"max_pairs": 200},
         "ppo": {"preset": "quick", "gold_eval_prompts": 0},
