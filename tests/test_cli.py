@@ -27,3 +27,28 @@ def test_overrides_may_follow_options(capsys, tmp_path):
     assert main(["rm-eval", str(tmp_path / "nope"), "--precisions", "int8", "batch_size=0"]) == 2
     err = capsys.readouterr().err
     assert "batch_size=0 must be a positive integer" in err and "no such folder" in err
+
+
+def test_ppo_without_reward_and_with_old_keys_exits_2(capsys, tmp_path):
+    assert main(["ppo", "model=tiny", f"output_dir={tmp_path}"]) == 2
+    assert "reward is required" in capsys.readouterr().err
+    assert main(["ppo", "--preset", "user", "ppo_epochs=4", "forward_batch_size=8", f"output_dir={tmp_path}"]) == 2
+    err = capsys.readouterr().err
+    assert "num_ppo_epochs" in err and "rollout_batch_size" in err
+    assert not any(tmp_path.iterdir())
+
+
+def test_user_preset_carries_the_reports_settings():
+    from edgerlhf.cli import PRESETS
+    from edgerlhf.config import PPOConfig, load_config
+
+    cfg = load_config(PPOConfig, base=PRESETS["ppo"]["user"])
+    assert (cfg.num_rollouts_per_step, cfg.mini_batch_size, cfg.gradient_accumulation_steps, cfg.learning_rate,
+            cfg.max_grad_norm, cfg.cliprange, cfg.cliprange_value, cfg.vf_coef, cfg.response_length,
+            cfg.rollout_batch_size, cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout) == \
+        (32, 2, 4, 1.41e-5, 0.5, 0.2, 0.2, 0.1, 64, 8, 16, 32, 0.05)
+
+
+def test_runs_on_a_missing_folder_exits_2(capsys, tmp_path):
+    assert main(["runs", str(tmp_path / "none")]) == 2
+    assert "no such folder" in capsys.readouterr().err

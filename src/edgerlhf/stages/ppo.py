@@ -347,6 +347,18 @@ def resume_base(resume: str) -> dict:
     return stored
 
 
+def _logged_steps(path: Path) -> list[dict]:
+    """The per-step metrics already in a run folder (last value per step, e.g. after an earlier resume)."""
+    import json
+
+    rows = {}
+    for line in (path / "metrics.jsonl").read_text().splitlines():
+        r = json.loads(line)
+        if "objective/scores" in r:
+            rows[r["step"]] = r
+    return [rows[k] for k in sorted(rows)]
+
+
 def _make_reward(cfg: PPOConfig, reward_fn: RewardFn | None, device) -> tuple[RewardFn, dict]:
     if reward_fn is not None:
         return reward_fn, {"reward": getattr(reward_fn, "__name__", type(reward_fn).__name__), "reward_precision": "callable"}
@@ -427,7 +439,8 @@ def run(cfg: PPOConfig, reward_fn: RewardFn | None = None) -> Path:
 
         bar = tqdm(range(start, total_steps), desc="ppo", disable=not cfg.progress, unit="step", dynamic_ncols=True,
                    initial=start, total=total_steps)
-        history = []
+        # a resumed run's summary covers the whole run: the steps logged before the checkpoint come back too
+        history = [r for r in _logged_steps(run_dir.path) if r["step"] <= start] if ckpt is not None else []
         with _Interrupt() as interrupt:
             for step in bar:
                 batch_prompts = prompts_for_step(prompts, step, cfg.num_rollouts_per_step, cfg.seed)

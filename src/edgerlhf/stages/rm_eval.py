@@ -7,7 +7,6 @@ reference every agreement number is measured against.
 
 from __future__ import annotations
 
-import multiprocessing as mp
 import time
 from pathlib import Path
 
@@ -93,15 +92,17 @@ def measure(rm_path: str, precision: str, device: str, batch_size: int, pairs: l
         q = queue.Queue()
         _measure(rm_path, precision, device, batch_size, pairs, q)
         return q.get()
-    ctx = mp.get_context("spawn")
-    q = ctx.Queue()
-    p = ctx.Process(target=_measure, args=(rm_path, precision, device, batch_size, pairs, q))
-    p.start()
-    result = q.get()  # read before join: a full pipe would block the child
-    p.join()
-    if p.exitcode:
-        raise RuntimeError(f"measuring precision {precision} failed (exit code {p.exitcode})")
-    return result
+    from edgerlhf.tracking.isolate import run_isolated
+
+    return run_isolated(_measure_result, rm_path, precision, device, batch_size, pairs, what=f"measuring {precision}")
+
+
+def _measure_result(*args) -> dict:
+    import queue
+
+    q = queue.Queue()
+    _measure(*args, q)
+    return q.get()
 
 
 def format_table(rows: list[dict]) -> str:

@@ -78,8 +78,17 @@ def _status(path: Path) -> str:
     return f.read_text().strip() if f.is_file() else ""
 
 
-def run_stage(study: Path, stage: str, label: str, overrides: dict, *, run=None, log=print) -> StageRecord:
-    """Run one stage in ``study`` unless a finished run with the same resolved config is there."""
+def _run_child(stage: str, cfg: dict) -> str:
+    from edgerlhf.stages import stage_module
+
+    cfg = dict(cfg)
+    cfg.pop("stage", None)
+    return str(stage_module(stage).run(from_dict(STAGE_CONFIGS[stage], cfg)))
+
+
+def run_stage(study: Path, stage: str, label: str, overrides: dict, *, isolate: bool = True, log=print) -> StageRecord:
+    """Run one stage in ``study`` unless a finished run with the same resolved config is there; by default
+    in its own process, so its peak memory is its own and nothing it held stays behind for the next."""
     from edgerlhf.cli import PRESETS
     from edgerlhf.stages import stage_module
 
@@ -106,14 +115,19 @@ def run_stage(study: Path, stage: str, label: str, overrides: dict, *, run=None,
     cfg = from_dict(STAGE_CONFIGS[stage], {**raw, "output_dir": str(study), **kw}, f"study stage {label}")
     log(f"[run] {label}: {path}")
     t0 = time.perf_counter()
-    out = (run or stage_module(stage).run)(cfg)
+    if isolate:
+        from edgerlhf.tracking.isolate import run_isolated
+
+        out = run_isolated(_run_child, stage, to_dict(cfg), what=f"stage {label}")
+    else:
+        out = stage_module(stage).run(cfg)
     return StageRecord(stage, label, Path(out), False, time.perf_counter() - t0,
                        json.loads((Path(out) / "summary.json").read_text()))
 
 
 def run_study(preset: str = "quick", *, precisions: list[str] | None = None, model: str | None = None,
               seed: int = 42, out: str | Path | None = None, device: str = "auto", progress: bool = True,
-              report_to: list[str] | None = None) -> Path:
+              report_to: list[str] | None = None, isolate: bool = True) -> Path:
     """The whole study; returns the study folder (``report.md``, ``report.html``, one folder per stage)."""
     from edgerlhf.models.loading import resolve_device
     from edgerlhf.models.precision import default_precisions, parse_precisions
@@ -133,7 +147,7 @@ def run_study(preset: str = "quick", *, precisions: list[str] | None = None, mod
     records: list[StageRecord] = []
 
     def stage(name, label, extra):
-        rec = run_stage(study, name, label, {**common, **p[name], **extra})
+        rec = run_stage(study, name, label, {**common, **p[name], **extra}, isolate=isolate)
         records.append(rec)
         _write_index(study, preset, precisions, seed, records, time.perf_counter() - t0)
         return rec

@@ -65,6 +65,14 @@ class _Table:
         return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
+def _peak(rec) -> float | None:
+    """A stage's peak memory; rm-eval measures each precision in its own process: the largest of those."""
+    if rec.summary.get("memory/peak_mb") is not None:
+        return rec.summary["memory/peak_mb"]
+    peaks = [v.get("memory/peak_mb") for v in rec.summary.get("precisions", {}).values() if v.get("memory/peak_mb")]
+    return max(peaks) if peaks else None
+
+
 def _cell(folder: Path, summary: dict, key: str, spec: str, *, sub: tuple[str, ...] = ()):
     v = summary
     for k in sub:
@@ -74,7 +82,7 @@ def _cell(folder: Path, summary: dict, key: str, spec: str, *, sub: tuple[str, .
 
 # -- charts ---------------------------------------------------------------------------------------------
 
-def _charts(study: Path, ppo: dict, stages: list, rm_eval_summary: dict) -> list[tuple[str, str]]:
+def _charts(study: Path, ppo: dict, evals: dict, stages: list, rm_eval_summary: dict) -> list[tuple[str, str]]:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -106,16 +114,21 @@ def _charts(study: Path, ppo: dict, stages: list, rm_eval_summary: dict) -> list
     made.append(_save(fig, out / "kl.png", "KL to the reference per PPO step"))
 
     fig, ax = plt.subplots(figsize=(6, 4))
-    for p, rows in curves.items():
-        ax.plot([math.sqrt(max(r["objective/kl"], 0.0)) for r in rows], [r["objective/gold"] for r in rows], marker="o",
-                label=p)
-    ax.set(title="Gold reward against sqrt(KL) (Gao et al. 2022)", xlabel="sqrt(KL to reference)", ylabel="mean gold")
-    ax.legend(title="RM precision")
+    for i, (p, rows) in enumerate(curves.items()):
+        color = f"C{i}"
+        ax.plot([math.sqrt(max(r["objective/kl"], 0.0)) for r in rows], [r["objective/gold"] for r in rows], "o",
+                color=color, alpha=0.45, label=f"{p}: PPO steps (rollouts)")
+        es = evals[p].summary if p in evals else {}
+        if es.get("eval/kl") is not None:
+            ax.plot([math.sqrt(max(es["eval/kl"], 0.0))], [es["eval/gold_mean"]], "*", color=color, markersize=16,
+                    markeredgecolor="black", label=f"{p}: final policy (held-out)")
+    ax.set(title="Gold reward against sqrt(KL) (Gao et al. 2022)", xlabel="sqrt(KL to reference, nats)", ylabel="mean gold")
+    ax.legend(fontsize=7)
     ax.grid(alpha=0.3)
     made.append(_save(fig, out / "gold_vs_sqrt_kl.png", "Gold reward against √KL: the over-optimisation frontier"))
 
     labels = [r.label for r in stages]
-    mem = [r.summary.get("memory/peak_mb") or 0 for r in stages]
+    mem = [_peak(r) or 0 for r in stages]
     wall = [(r.summary.get("wall_time_s") or 0) / 60 for r in stages]
     fig, axes = plt.subplots(1, 2, figsize=(12, 4))
     axes[0].barh(labels, mem, color="#4c72b0")
@@ -192,13 +205,11 @@ def write_report(study: Path, *, sft, rm_eval, ppo: dict, evals: dict) -> Path:
     # 3 stages: time, memory, 8 GB fit
     s = _Table(["stage", "run folder", "wall time s", "peak memory MB", "fits 8 GB", "reused"])
     for r in stages:
-        peak = r.summary.get("memory/peak_mb")
-        if peak is None and r.stage == "rm-eval":  # each precision measured in its own process
-            peak = max((v.get("memory/peak_mb") or 0 for v in r.summary.get("precisions", {}).values()), default=None)
+        peak = _peak(r)
         s.add([r.label, r.path.name, (r.path, "wall_time_s", "{:.0f}", r.summary.get("wall_time_s")),
-               (r.path, "memory/peak_mb", "{:.0f}", r.summary.get("memory/peak_mb")) if r.summary.get("memory/peak_mb") is not None
-               else _fmt(peak, "{:.0f}"), "yes" if peak is not None and peak < BUDGET_MB else ("–" if peak is None else "no"),
-               "yes" if r.reused else "no"])
+               (r.path, "memory/peak_mb", "{:.0f}", peak) if r.summary.get("memory/peak_mb") is not None
+               else _fmt(peak, "{:.0f}") + " (largest precision)",
+               "–" if peak is None else ("yes" if peak < BUDGET_MB else "no"), "yes" if r.reused else "no"])
 
     # 4 where PPO's time goes
     tt = _Table(["RM precision", "load s", "generate s", "update s", "median step s", "tokens/s (rollout)"])
@@ -210,7 +221,7 @@ def write_report(study: Path, *, sft, rm_eval, ppo: dict, evals: dict) -> Path:
                 _cell(ppo[p].path, ps, "timing/update_s", "{:.0f}"), _cell(ppo[p].path, ps, "timing/step_s_median", "{:.1f}"),
                 _fmt(tok_s, "{:.0f}")])
 
-    charts = _charts(study, ppo, stages, rme)
+    charts = _charts(study, ppo, evals, stages, rme)
     samples = _samples(evals, n=3)
     meta = {"preset": index.get("preset"), "seed": index.get("seed"), "device": ppo[ref_prec].summary.get("device"),
             "wall_min": index.get("wall_time_s", 0) / 60, "model": sft.summary.get("artifact", "")}

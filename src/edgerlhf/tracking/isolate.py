@@ -1,0 +1,58 @@
+"""Run a function in a fresh (spawned) process, so its peak memory is its own and everything it held is
+returned to the system when it ends (``ru_maxrss`` and the allocator's cached pages never go down inside
+one process, so a stage run after a bigger one would otherwise inherit its footprint)."""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import queue
+import traceback
+
+
+def _child(fn, args, q):
+    try:
+        q.put(("ok", fn(*args)))
+    except BaseException as e:  # noqa: BLE001 - reported to the parent, which re-raises
+        q.put(("error", (type(e).__name__, str(e), traceback.format_exc())))
+
+
+class ChildError(RuntimeError):
+    pass
+
+
+def run_isolated(fn, *args, what: str = "child"):
+    """``fn(*args)`` in a spawned process; returns its (picklable) result. An exception in the child is
+    raised here as the same type where it is a builtin one (so ValueError/FileNotFoundError keep their
+    meaning for the command line), else as :class:`ChildError`; a child that dies without a word (killed,
+    out of memory) is a ChildError naming its exit code."""
+    ctx = mp.get_context("spawn")
+    q = ctx.Queue()
+    p = ctx.Process(target=_child, args=(fn, args, q))
+    p.start()
+    try:
+        while True:
+            try:
+                status, payload = q.get(timeout=0.5)  # read before join: a full pipe would block the child
+                break
+            except queue.Empty:
+                if not p.is_alive():
+                    p.join()
+                    raise ChildError(f"{what} died with exit code {p.exitcode} before reporting (killed, or out of "
+                                     "memory?)") from None
+    except KeyboardInterrupt:  # the child got the same Ctrl-C: let it finish its checkpoint
+        p.join()
+        raise
+    p.join()
+    if status == "ok":
+        return payload
+    name, msg, tb = payload
+    import builtins
+
+    exc = getattr(builtins, name, None)
+    if isinstance(exc, type) and issubclass(exc, Exception) and name not in ("KeyboardInterrupt",):
+        raise exc(msg)
+    if name == "KeyboardInterrupt":
+        raise KeyboardInterrupt
+    if name == "ConfigError":  # a ValueError: the command line reports it the same way
+        raise ValueError(msg)
+    raise ChildError(f"{what} failed: {name}: {msg}\n{tb}")
