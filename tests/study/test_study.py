@@ -110,3 +110,19 @@ def test_runs_and_compare_read_the_study(study):
     ppos = [out / s["path"] for s in index["stages"] if s["stage"] == "ppo"][:2]
     cmp = compare_table(ppos)
     assert "config: reward_precision" in cmp and "objective/kl_last" in cmp
+
+
+def test_generate_and_chat_commands(study, tmp_path, capsys, monkeypatch):
+    from edgerlhf.cli import main
+
+    out, _ = study
+    index = json.loads((out / "study.json").read_text())
+    ppo_dir = out / next(s["path"] for s in index["stages"] if s["stage"] == "ppo")
+    assert main(["generate", str(ppo_dir), "Review the kettle.", "--max-new-tokens", "6", "--temperature", "0"]) == 0
+    first = capsys.readouterr().out
+    assert main(["generate", str(ppo_dir), "Review the kettle.", "--max-new-tokens", "6", "--temperature", "0"]) == 0
+    assert capsys.readouterr().out == first  # greedy is deterministic
+    said = iter(["Hello there.", "And the toaster?", ""])
+    monkeypatch.setattr("builtins.input", lambda prompt="": next(said))
+    assert main(["chat", str(ppo_dir), "--max-new-tokens", "6"]) == 0
+    assert capsys.readouterr().out.count("bot> ") == 2
