@@ -47,6 +47,11 @@ def response_str(completion: Prompt) -> str:
     return completion if isinstance(completion, str) else "".join(m["content"] for m in completion)
 
 
+def last_message(prompt: Prompt) -> str:
+    """A prompt as one line for logs and reports: the string itself, or its last message's text."""
+    return prompt if isinstance(prompt, str) else response_str(prompt[-1:])
+
+
 def encode_prompt(tok, prompt: Prompt, use_chat_template: bool = True) -> list[int]:
     return tok(prompt_text(tok, prompt, use_chat_template), add_special_tokens=False)["input_ids"]
 

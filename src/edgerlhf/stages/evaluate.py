@@ -94,13 +94,13 @@ def _reuse(cfg, prompts) -> tuple[list[str], list[float], dict]:
     """The baseline's responses from its own eval run, after checking it sampled the same way."""
     import yaml
 
-    from edgerlhf.data.formatting import response_str
+    from edgerlhf.data.formatting import last_message
 
     src = Path(cfg.baseline_eval)
     theirs = yaml.safe_load((src / "config.yaml").read_text())
     diff = [k for k in ("num_prompts", "temperature", "max_new_tokens", "seed") if theirs.get(k) != getattr(cfg, k)]
     rows = [json.loads(x) for x in (src / "responses.jsonl").read_text().splitlines() if x.strip()]
-    want = [response_str(p[-1:]) if isinstance(p, list) else p for p in prompts]
+    want = [last_message(p) for p in prompts]
     if diff or [r["prompt"] for r in rows] != want:
         raise ValueError(f"baseline_eval={src} sampled differently ({', '.join(diff) or 'other prompts'}); rerun it with "
                          "this evaluation's settings or leave baseline_eval empty")
@@ -169,11 +169,11 @@ def run(cfg) -> Path:
             if base_texts is not None:
                 base_rm = rm(prompts, base_texts)
                 out["baseline/rm_mean"] = mean_ci95(base_rm)[0]
-        from edgerlhf.data.formatting import response_str
+        from edgerlhf.data.formatting import last_message
 
         records = []
         for i, p in enumerate(prompts):
-            rec = {"prompt": response_str(p[-1:]) if isinstance(p, list) else p, "response": texts[i], "gold": g[i]}
+            rec = {"prompt": last_message(p), "response": texts[i], "gold": g[i]}
             if base_texts is not None:
                 rec.update(baseline_response=base_texts[i], baseline_gold=base_g[i])
             if rm_scores is not None:

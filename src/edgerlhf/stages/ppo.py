@@ -27,7 +27,7 @@ from typing import Callable, NamedTuple
 import torch
 
 from edgerlhf.config import ConfigError, PPOConfig
-from edgerlhf.data.formatting import encode_prompt, response_str
+from edgerlhf.data.formatting import encode_prompt, last_message
 from edgerlhf.models.generation import left_pad
 from edgerlhf.models.loading import resolve_device, resolve_dtype
 from edgerlhf.rl.ppo_math import (AdaptiveKLController, gae, kl_k1, kl_k3, masked_mean, per_token_rewards,
@@ -285,7 +285,7 @@ def ppo_step(roles, tok, reward: RewardFn, gold: RewardFn, prompts: list, cfg: P
         "batch/rollout_batch_size": sizes["rollout_batch_size"], "batch/mini_batch_size": sizes["mini_batch_size"],
     }
     p = b.prompts[0]
-    sample = (f"[prompt] {response_str(p[-1:]) if isinstance(p, list) else p}\n[response] {b.texts[0]}\n"
+    sample = (f"[prompt] {last_message(p)}\n[response] {b.texts[0]}\n"
               f"[score {scores[0]:+.3f} | gold {gold_scores[0]:+.3f} | kl {kl_seq[0]:+.3f}]")
     bad = (not finite) or up.optimizer_steps == 0 or up.skipped > 0
     return StepResult(metrics, bad, up.skipped, sample)

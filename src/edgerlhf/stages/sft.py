@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 
 from edgerlhf.config import SFTConfig
-from edgerlhf.data.formatting import encode_pair, response_str
+from edgerlhf.data.formatting import encode_pair, last_message
 from edgerlhf.models.adapters import (apply_lora, count_params, enable_gradient_checkpointing,
                                       write_artifact_meta)
 from edgerlhf.models.generation import generate, right_pad
@@ -62,7 +62,7 @@ def _encode(tok, rows: list[dict], max_length: int, source: str) -> list[tuple[l
         try:
             out.append(encode_pair(tok, r["prompt"], r["completion"], max_length))
         except ValueError as e:
-            start = response_str(r["prompt"][-1:]) if isinstance(r["prompt"], list) else r["prompt"]
+            start = last_message(r["prompt"])
             raise DataError(f"{source}, the row whose prompt starts {start[:40]!r}",
                             f"{e} with the chat template; shorten the prompt or raise max_length") from None
     return out
@@ -177,11 +177,11 @@ def run(cfg: SFTConfig) -> Path:
             "train/loss_last": history["losses"][-1] if history["losses"] else None,
             "train/tokens_per_s": history["tokens"] / max(history["train_s"], 1e-9),
             "timing/train_s": history["train_s"], **gold, **mem.stop().as_metrics(),
-            "samples": [{"prompt": response_str(p[-1:]) if isinstance(p, list) else p, "before": b, "after": a}
+            "samples": [{"prompt": last_message(p), "before": b, "after": a}
                         for p, b, a in zip(sample_prompts, before, after)],
         }
         for p, b, a in zip(sample_prompts, before, after):
-            print(f"\n[sft] prompt: {response_str(p[-1:]) if isinstance(p, list) else p}\n  before: {b}\n  after:  {a}")
+            print(f"\n[sft] prompt: {last_message(p)}\n  before: {b}\n  after:  {a}")
         if gold:
             print(f"\n[sft] gold (VADER) on {gold['eval/gold_n']} held-out prompts: {gold['eval/gold_mean']:+.3f} "
                   f"(95% CI {gold['eval/gold_ci95_low']:+.3f} .. {gold['eval/gold_ci95_high']:+.3f})")
