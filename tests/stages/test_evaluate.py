@@ -50,5 +50,7 @@ def test_baseline_samples_are_reused_only_when_sampled_the_same_way(ppo_run):
     reused = _eval(root, policy=str(run), baseline_eval=base["run_dir"])
     for k in ("baseline/gold_mean", "eval/gold_gain", "eval/win_rate", "eval/kl"):
         assert reused[k] == pytest.approx(direct[k]), k
+    before = sorted(p.name for p in (root / "runs").iterdir())
     with pytest.raises(ValueError, match="sampled differently"):
         _eval(root, policy=str(run), baseline_eval=base["run_dir"], temperature=1.0)
+    assert sorted(p.name for p in (root / "runs").iterdir()) == before  # refused before any folder was written

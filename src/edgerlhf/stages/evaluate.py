@@ -122,6 +122,7 @@ def run(cfg) -> Path:
     meta = read_artifact_meta(art)
     base_path, base_label = _baseline_of(cfg, art, meta)
     prompts = [r["prompt"] for r in eval_prompts(cfg.num_prompts)]
+    reused = _reuse(cfg, prompts) if cfg.baseline_eval and base_path is not None else None  # checked before writing
     run_dir = RunDir(cfg)
     mem = PeakMemory().start()
     try:
@@ -139,8 +140,8 @@ def run(cfg) -> Path:
                 bmodel, btok = load_causal_lm(meta["base_model"], seed=meta.get("seed", 0)), load_tokenizer(meta["base_model"])
             else:
                 bmodel, btok, _ = load_policy(base_path)
-            if cfg.baseline_eval:
-                base_texts, base_g, bres = _reuse(cfg, prompts)
+            if reused is not None:
+                base_texts, base_g, bres = reused
             else:
                 bres = gold_eval(bmodel, btok, prompts, **sample)
                 base_texts, base_g = bres.pop("responses"), bres.pop("gold")
