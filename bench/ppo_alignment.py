@@ -14,7 +14,7 @@ import argparse
 import json
 from pathlib import Path
 
-from edgerlhf.cli import PRESETS
+from edgerlhf.presets import STAGE_PRESETS as PRESETS
 from edgerlhf.config import EvalConfig, PPOConfig, load_config
 from edgerlhf.stages import evaluate, ppo
 

@@ -29,7 +29,7 @@ def main():
     if args.sft:
         sft_dir = Path(args.sft)
     else:
-        from edgerlhf.cli import PRESETS
+        from edgerlhf.presets import STAGE_PRESETS as PRESETS
         from edgerlhf.stages import sft
 
         sft_dir = sft.run(load_config(SFTConfig, overrides={**PRESETS["sft"]["demo"], "output_dir": str(out)}))

@@ -39,7 +39,7 @@ def test_ppo_without_reward_and_with_old_keys_exits_2(capsys, tmp_path):
 
 
 def test_user_preset_carries_the_reports_settings():
-    from edgerlhf.cli import PRESETS
+    from edgerlhf.presets import STAGE_PRESETS as PRESETS
     from edgerlhf.config import PPOConfig, load_config
 
     cfg = load_config(PPOConfig, base=PRESETS["ppo"]["user"])

@@ -94,3 +94,28 @@ def test_dumped_config_round_trips(tmp_path):
     assert load_config(SFTConfig, p) == cfg
     with pytest.raises(ConfigError, match="for stage 'reward'"):
         from_dict(SFTConfig, {"stage": "reward"})
+
+
+@pytest.mark.parametrize("cls,override,match", [
+    ("PPOConfig", "cliprange=1.5", r"cliprange=1.5 must be in \(0, 1\): the probability ratio is clipped"),
+    ("PPOConfig", "cliprange=0", r"cliprange=0.0 must be in \(0, 1\)"),
+    ("PPOConfig", "cliprange_value=0", "cliprange_value=0.0 must be > 0"),
+    ("PPOConfig", "lam=1.2", r"lam=1.2 must be in \[0, 1\]: GAE lambda"),
+    ("PPOConfig", "gamma=0", r"gamma=0.0 must be in \(0, 1\]"),
+    ("PPOConfig", "gamma=1.01", r"gamma=1.01 must be in \(0, 1\]"),
+    ("PPOConfig", "top_p=0", r"top_p=0.0 must be in \(0, 1\]"),
+    ("PPOConfig", "top_p=1.5", r"top_p=1.5 must be in \(0, 1\]"),
+    ("PPOConfig", "kl_coef=-0.1", "kl_coef=-0.1 must be >= 0"),
+    ("PPOConfig", "temperature=0", "temperature=0.0 must be > 0"),
+    ("PPOConfig", "kl_coef=.nan", "kl_coef=nan must be a finite number"),
+    ("PPOConfig", "learning_rate=.inf", "learning_rate=inf must be a finite number"),
+    ("PrefsConfig", "label_noise=0.5", r"label_noise=0.5 must be in \[0, 0.5\)"),
+    ("PrefsConfig", "top_p=2", r"top_p=2.0 must be in \(0, 1\]"),
+    ("PrefsConfig", "temperature=0", "temperature=0.0 must be > 0"),
+    ("PrefsConfig", "eval_fraction=1", r"eval_fraction=1.0 must be in \(0, 1\)"),
+])
+def test_value_ranges_name_the_key_and_the_interval(cls, override, match):
+    import edgerlhf.config as C
+
+    with pytest.raises(ConfigError, match=match):
+        load_config(getattr(C, cls), overrides=[override])

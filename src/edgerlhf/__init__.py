@@ -1,9 +1,21 @@
 """EdgeRLHF: the whole RLHF pipeline (SFT -> reward model -> PPO) on one small machine.
 
-Python API (each stage returns its run folder)::
+Python API: one config class and one ``run_*`` function per stage; each stage returns its run folder, and
+the next stage reads only that folder::
 
-    from edgerlhf import SFTConfig, run_sft
-    run_dir = run_sft(SFTConfig(model="default", max_steps=40))
+    import edgerlhf as E
+
+    sft = E.run_sft(E.load_config(E.SFTConfig, overrides=["max_steps=40"]))
+    prefs = E.run_prefs(E.PrefsConfig(policy=str(sft)))
+    rm = E.run_reward(E.RewardConfig(prefs=str(prefs)))
+    E.run_rm_eval(E.RMEvalConfig(rm=str(rm), precisions=["fp32", "int4"]))
+    ppo = E.run_ppo(E.PPOConfig(policy=str(sft), reward=str(rm), reward_precision="int4"))
+    E.run_eval(E.EvalConfig(policy=str(ppo)))
+    model, tokenizer, meta = E.load_policy(ppo)          # the aligned policy, merged
+    rm_fn = E.load_reward_model(rm, "int4")             # rm_fn(prompts, responses) -> list[float]
+    E.run_study("quick")                                # all of it, with a report
+
+Importing ``edgerlhf`` is cheap: torch and transformers load on the first call that needs them.
 """
 
 import logging as _logging
@@ -20,23 +32,95 @@ _logging.getLogger("torch.utils._pytree").setLevel(_logging.ERROR)
 _logging.getLogger("bitsandbytes.autograd._functions").setLevel(_logging.ERROR)
 _warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*is deprecated", category=FutureWarning)
 
-from edgerlhf.config import ConfigError, PPOConfig, SFTConfig, load_config  # noqa: E402
+from edgerlhf.config import (ConfigError, EvalConfig, PPOConfig, PrefsConfig, RewardConfig,  # noqa: E402
+                             RMEvalConfig, SFTConfig, load_config)
 
 __version__ = "0.1.0"
 
 
 def run_sft(cfg: SFTConfig):
-    """Supervised fine-tuning; returns the run folder (its ``adapter/`` is the artifact)."""
+    """Supervised fine-tuning (LoRA by default) on the task's demonstrations.
+
+    Returns the run folder; its ``adapter/`` is the SFT policy that prefs, PPO and eval take as ``policy``."""
     from edgerlhf.stages.sft import run
 
     return run(cfg)
 
 
+def run_prefs(cfg: PrefsConfig):
+    """Preference pairs: k responses per prompt sampled from ``cfg.policy`` and labelled by the gold scorer,
+    or a user's preference file converted. Returns the run folder (``train.jsonl``, ``eval.jsonl``)."""
+    from edgerlhf.stages.prefs import run
+
+    return run(cfg)
+
+
+def run_reward(cfg: RewardConfig):
+    """A Bradley-Terry reward model (score head + LoRA) on ``cfg.prefs``. Returns the run folder; load the
+    RM with :func:`load_reward_model`."""
+    from edgerlhf.stages.reward import run
+
+    return run(cfg)
+
+
+def run_rm_eval(cfg: RMEvalConfig):
+    """The RM measured at each precision (size, peak memory, latency, agreement with its fp32 self).
+    Returns the run folder (``table.md``, ``summary.json``)."""
+    from edgerlhf.stages.rm_eval import run
+
+    return run(cfg)
+
+
 def run_ppo(cfg: PPOConfig, reward_fn=None):
-    """PPO; ``reward_fn(prompts, responses) -> rewards`` replaces the learned RM. Returns the run folder."""
+    """PPO on one shared base model. ``reward_fn(prompts, responses) -> list[float]`` replaces the learned
+    RM named by ``cfg.reward``. Returns the run folder; its ``adapter/`` is the aligned policy."""
     from edgerlhf.stages.ppo import run
 
     return run(cfg, reward_fn)
 
 
-__all__ = ["ConfigError", "PPOConfig", "SFTConfig", "load_config", "run_ppo", "run_sft", "__version__"]
+def run_eval(cfg: EvalConfig):
+    """A policy on held-out prompts against its baseline (by default the SFT policy it started from): gold
+    and learned-RM means with CIs, win rate, paired gain, KL, diversity. Returns the run folder."""
+    from edgerlhf.stages.evaluate import run
+
+    return run(cfg)
+
+
+def run_study(preset: str = "quick", *, precisions: list | None = None, model: str | None = None, seed: int = 42,
+              out=None, device: str = "auto", progress: bool = True, report_to: list | None = None,
+              isolate: bool = True):
+    """The whole precision study: SFT -> prefs -> RM -> rm-eval -> PPO per RM precision -> eval -> report.
+
+    ``preset`` is smoke | quick | full; ``precisions`` defaults to fp32/int8/int4 on a CPU and bf16/int8/int4
+    on a GPU; ``out`` defaults to ``studies/<preset>-<model>-seed<seed>``; ``isolate`` runs each stage in its
+    own process (its peak memory its own). Finished stages are reused. Returns the study folder
+    (``report.md``, ``report.html``, ``report.json``, one run folder per stage)."""
+    from edgerlhf.study.pipeline import run_study as run
+
+    return run(preset, precisions=precisions, model=model, seed=seed, out=out, device=device, progress=progress,
+               report_to=report_to, isolate=isolate)
+
+
+def load_policy(path, *, dtype=None, device="cpu", merge: bool = True):
+    """A trained policy (SFT or PPO run folder, its ``adapter/``) as ``(model, tokenizer, meta)``: the base
+    model with the adapter(s) merged in (``merge=False`` keeps the PEFT wrapper)."""
+    import torch
+
+    from edgerlhf.models.adapters import load_policy as load
+
+    return load(path, dtype=dtype or torch.float32, device=device, merge=merge)
+
+
+def load_reward_model(path, precision: str | None = None, *, device: str = "cpu", batch_size: int = 32):
+    """A trained reward model (reward run folder, its ``adapter/``, or a quantized RM folder) as a scorer:
+    ``rm(prompts, responses) -> list[float]``. ``precision`` is fp32 | bf16 | fp16 | int8 | int4 (a backend may
+    be named: int8:bnb, int8:torchao, int4:bnb); a quantized folder loads as stored."""
+    from edgerlhf.rewards.learned import load_reward_model as load
+
+    return load(path, precision, device=device, batch_size=batch_size)
+
+
+__all__ = ["ConfigError", "EvalConfig", "PPOConfig", "PrefsConfig", "RMEvalConfig", "RewardConfig", "SFTConfig",
+           "load_config", "load_policy", "load_reward_model", "run_eval", "run_ppo", "run_prefs", "run_reward",
+           "run_rm_eval", "run_sft", "run_study", "__version__"]

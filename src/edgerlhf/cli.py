@@ -8,35 +8,7 @@ import sys
 
 from edgerlhf.config import STAGE_CONFIGS, ConfigError, config_help, load_config
 
-# Presets: named sets of overrides, applied before the YAML file and the key=value overrides.
-PRESETS: dict[str, dict[str, dict]] = {
-    "sft": {
-        # the demo: SmolLM2-135M on the built-in review task, a few minutes on 2 CPU cores
-        "demo": {"model": "default", "max_steps": 40, "per_device_train_batch_size": 8, "learning_rate": 3e-4,
-                 "logging_steps": 5, "max_eval_samples": 64},
-        "smoke": {"model": "tiny", "max_steps": 4, "per_device_train_batch_size": 4, "max_eval_samples": 8,
-                  "logging_steps": 1, "report_to": ["none"], "sample_max_new_tokens": 8, "gold_eval_prompts": 8},
-    },
-    "ppo": {
-        # The user's original settings, in our key names. Their learning rate (1.41e-5) suits full
-        # fine-tuning; a LoRA adapter (B starts at 0) barely moves at it, which is why quick/full differ.
-        "user": {"num_rollouts_per_step": 32, "mini_batch_size": 2, "gradient_accumulation_steps": 4,
-                 "learning_rate": 1.41e-5, "max_grad_norm": 0.5, "cliprange": 0.2, "cliprange_value": 0.2,
-                 "vf_coef": 0.1, "response_length": 64, "rollout_batch_size": 8, "lora_r": 16, "lora_alpha": 32,
-                 "lora_dropout": 0.05},
-        # Tuned for LoRA on the built-in task on 2 CPU cores (bench/ppo_alignment.py): a LoRA learning rate
-        # (1e-4), big rollout and update batches (the CPU's throughput grows with batch), LoRA in the top 10
-        # blocks only (backward stops there: about half the update time), and a KL coefficient that keeps
-        # response length and diversity near the SFT policy's.
-        "quick": {"num_rollouts_per_step": 32, "rollout_batch_size": 32, "mini_batch_size": 8,
-                  "gradient_accumulation_steps": 1, "num_ppo_epochs": 2, "learning_rate": 2e-4, "kl_coef": 0.05,
-                  "lora_layers": 10, "max_steps": 8, "response_length": 48, "temperature": 0.7},
-        "full": {"num_rollouts_per_step": 32, "rollout_batch_size": 32, "mini_batch_size": 8,
-                 "gradient_accumulation_steps": 1, "num_ppo_epochs": 2, "learning_rate": 1e-4, "kl_coef": 0.1,
-                 "lora_layers": 10, "total_episodes": 2048, "response_length": 48, "temperature": 0.7,
-                 "save_steps": 8},
-    },
-}
+from edgerlhf.presets import STAGE_PRESETS as PRESETS
 
 
 def _stage_parser(sub, stage: str, help_text: str, positional: tuple[str, str] | None = None):

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -69,6 +70,23 @@ RENAMED_KEYS: dict[str, tuple[str | None, str]] = {
     "reward_model_path": ("reward", "the reward model is `reward` (a reward run folder or a quantized RM folder)"),
     "entropy_coef": ("ent_coef", "the entropy bonus weight is `ent_coef`"),
 }
+
+def check_range(cfg, key: str, lo: float | None = None, hi: float | None = None, *, lo_open: bool = False,
+                hi_open: bool = False, why: str = "") -> list[str]:
+    """``[]`` if ``cfg.<key>`` lies in the interval, else one message naming the key, its value and the
+    interval in interval notation (``cliprange=1.5 must be in (0, 1): ...``)."""
+    v = getattr(cfg, key)
+    ok = (lo is None or (v > lo if lo_open else v >= lo)) and (hi is None or (v < hi if hi_open else v <= hi))
+    if ok:
+        return []
+    if hi is None:
+        rule = f"must be {'>' if lo_open else '>='} {lo:g}"
+    elif lo is None:
+        rule = f"must be {'<' if hi_open else '<='} {hi:g}"
+    else:
+        rule = f"must be in {'(' if lo_open else '['}{lo:g}, {hi:g}{')' if hi_open else ']'}"
+    return [f"{key}={v} {rule}" + (f": {why}" if why else "")]
+
 
 _REPORT_TO = {"none", "tensorboard", "mlflow", "wandb"}
 _DTYPES = {"auto", "fp32", "bf16", "fp16"}
@@ -260,10 +278,8 @@ class PrefsConfig(BaseConfig):
             errs.append(f"tie_threshold={self.tie_threshold} must be >= 0")
         if not 0 < self.eval_fraction < 1:
             errs.append(f"eval_fraction={self.eval_fraction} must be in (0, 1)")
-        if self.temperature < 0:
-            errs.append(f"temperature={self.temperature} must be >= 0")
-        if not 0 < self.top_p <= 1:
-            errs.append(f"top_p={self.top_p} must be in (0, 1]")
+        errs += check_range(self, "temperature", 0, lo_open=True, why="pairs are sampled; a temperature of 0 would make every sample the same")
+        errs += check_range(self, "top_p", 0, 1, lo_open=True, why="1 turns nucleus sampling off")
         if self.max_pairs_per_prompt < 0:
             errs.append(f"max_pairs_per_prompt={self.max_pairs_per_prompt} must be >= 0")
         return errs
@@ -438,18 +454,18 @@ class PPOConfig(LoraMixin, BaseConfig):
         if self.num_rollouts_per_step % (self.mini_batch_size * self.gradient_accumulation_steps) and self.mini_batch_size > 0 and self.gradient_accumulation_steps > 0:
             errs.append(f"num_rollouts_per_step={self.num_rollouts_per_step} must be a multiple of mini_batch_size x "
                         f"gradient_accumulation_steps = {self.mini_batch_size * self.gradient_accumulation_steps} (episodes per optimizer step)")
-        for k in ("learning_rate", "cliprange", "cliprange_value", "temperature", "kl_target"):
+        for k in ("learning_rate", "cliprange_value", "temperature", "kl_target"):
             if not getattr(self, k) > 0:
                 errs.append(f"{k}={getattr(self, k)} must be > 0")
         for k in ("max_grad_norm", "vf_coef", "ent_coef", "kl_coef", "weight_decay", "target_approx_kl", "missing_eos_penalty"):
             if getattr(self, k) < 0:
                 errs.append(f"{k}={getattr(self, k)} must be >= 0")
-        if not 0 <= self.gamma <= 1 or not 0 <= self.lam <= 1:
-            errs.append(f"gamma={self.gamma} and lam={self.lam} must be in [0, 1]")
-        if not 0 < self.top_p <= 1:
-            errs.append(f"top_p={self.top_p} must be in (0, 1]")
-        if not 0 <= self.warmup_ratio < 1:
-            errs.append(f"warmup_ratio={self.warmup_ratio} must be in [0, 1)")
+        errs += check_range(self, "cliprange", 0, 1, lo_open=True, hi_open=True,
+                            why="the probability ratio is clipped to [1 - cliprange, 1 + cliprange]; 0.1-0.3 is usual")
+        errs += check_range(self, "gamma", 0, 1, lo_open=True, why="the discount per token; 1 (no discount) is usual")
+        errs += check_range(self, "lam", 0, 1, why="GAE lambda: 0 is one-step TD, 1 is Monte Carlo; 0.95 is usual")
+        errs += check_range(self, "top_p", 0, 1, lo_open=True, why="1 turns nucleus sampling off")
+        errs += check_range(self, "warmup_ratio", 0, 1, hi_open=True)
         if self.kl_horizon <= 0:
             errs.append(f"kl_horizon={self.kl_horizon} must be a positive integer")
         if self.resume and not Path(self.resume).expanduser().exists():
@@ -536,9 +552,11 @@ def _coerce(value: Any, typ: Any, key: str) -> Any:
     if typ is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             try:
-                return float(value)
+                value = float(value)
             except (TypeError, ValueError):
                 raise ValueError(f"{key}={value!r} must be a number") from None
+        if not math.isfinite(value):
+            raise ValueError(f"{key}={value!r} must be a finite number")
         return float(value)
     if typ is str:
         if isinstance(value, (dict, list)):
@@ -580,10 +598,19 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
 
 
 def load_config(cls: type[BaseConfig], path: str | Path | None = None, overrides: dict | list | None = None,
-                base: dict | None = None) -> BaseConfig:
-    """Build and validate a stage config. Every problem is reported in one :class:`ConfigError`."""
+                base: dict | None = None, preset: str | None = None) -> BaseConfig:
+    """Build and validate a stage config: defaults < ``base`` < ``preset`` < the YAML file at ``path`` <
+    ``overrides`` (a dict, or ``["key=value", ...]``). Every problem is reported in one :class:`ConfigError`."""
+    from edgerlhf.presets import STAGE_PRESETS
+
     raw: dict[str, Any] = dict(base or {})
     source = "config"
+    if preset:
+        known = STAGE_PRESETS.get(cls.stage, {})
+        if preset not in known:
+            raise ConfigError([f"unknown preset {preset!r} for stage {cls.stage!r}; use one of "
+                               f"{', '.join(sorted(known)) or '(none defined)'}"], "preset")
+        raw.update(known[preset])
     if path:
         p = Path(path)
         source = str(p)

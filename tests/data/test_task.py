@@ -2,7 +2,6 @@
 
 import random
 import statistics
-import time
 
 import pytest
 
@@ -39,11 +38,9 @@ def test_sizes(task):
     assert len({r["prompt"][1]["content"] for r in task["train"]}) >= 2000
 
 
-def test_build_is_fast_and_uncached_build_matches():
-    t0 = time.perf_counter()
+def test_uncached_build_matches_the_cached_one():
+    # (how long the build takes is a benchmark figure, not a test: bench/task_build.py)
     fresh = task_mod._build_cached.__wrapped__(0)
-    elapsed = time.perf_counter() - t0
-    assert elapsed < 1.0, f"building the task took {elapsed:.2f} s (budget 0.5 s, 1.0 s allowed in tests)"
     cached = task_mod._build_cached(0)
     assert fresh == cached
 

@@ -1,5 +1,6 @@
 """PPO's roles over one base: log-probs match sampling, and the reference is the SFT policy, not the base."""
 
+import pytest
 import torch
 
 from edgerlhf.config import PPOConfig, load_config
@@ -70,3 +71,27 @@ def test_value_adapter_and_separate_layout_have_the_same_trainable_set():
         assert torch.all(fw.values == 0)  # the value head starts at exactly zero
     assert counts["shared", "head"] == counts["separate", "head"]
     assert counts["shared", "adapter"] == counts["separate", "adapter"] > counts["shared", "head"]
+
+
+@pytest.mark.parametrize("avx512bf16", [True, False], ids=["avx512bf16-detected", "avx512bf16-absent"])
+def test_int4_base_stays_differentiable_whatever_the_cpu_detection(monkeypatch, avx512bf16):
+    """bitsandbytes' 4-bit layers take a backward-less CPU kernel after a no-grad forward where it detects
+    AVX512-BF16; the detection is forced either way, so both branches run on every machine."""
+    import bitsandbytes as bnb
+    import bitsandbytes.nn.modules as bnb_modules
+
+    monkeypatch.setattr(bnb_modules, "has_avx512bf16", lambda: avx512bf16)
+    cfg = load_config(PPOConfig, overrides={"model": "tiny", "base_precision": "int4"})
+    roles = Roles(cfg, dtype=torch.float32, device="cpu")
+    layers = [m for m in roles.policy.modules() if isinstance(m, bnb.nn.Linear4bit)]
+    assert layers and not any(m.support_avx512bf16_for_cpu for m in layers)
+    ids, mask, P = _batch(roles.tokenizer)
+    roles.train(False)
+    with torch.no_grad():  # a rollout-like pass: where the repacking would happen
+        roles.forward(ids, mask, P, 1.0)
+    assert not any(getattr(m.weight.quant_state, "packing_format_for_cpu", False) for m in layers)
+    roles.train(True)
+    fw = roles.forward(ids, mask, P, 1.0)
+    fw.logprobs.sum().backward()
+    lora_b = [p for n, p in roles.policy.named_parameters() if "lora_B" in n]
+    assert lora_b and all(p.grad is not None and p.grad.abs().sum() > 0 for p in lora_b)

@@ -102,11 +102,17 @@ def test_reward_config_requires_prefs():
         load_config(RewardConfig)
 
 
-@pytest.mark.parametrize("base_precision", ["int8", "int4"])
-def test_qlora_style_rm_trains_adapters_through_a_quantized_body(tmp_path, base_precision):
+@pytest.mark.parametrize("base_precision,avx512bf16", [("int8", False), ("int4", True), ("int4", False)],
+                         ids=["int8", "int4-avx512bf16-detected", "int4-avx512bf16-absent"])
+def test_qlora_style_rm_trains_adapters_through_a_quantized_body(tmp_path, monkeypatch, base_precision, avx512bf16):
+    import warnings
+
+    import bitsandbytes.nn.modules as bnb_modules
+
     from edgerlhf.models.precision import linear_weight_dtypes
 
-    import warnings
+    # bitsandbytes' CPU detection forced either way: the backward-less kernel branch is tested on every machine
+    monkeypatch.setattr(bnb_modules, "has_avx512bf16", lambda: avx512bf16)
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")

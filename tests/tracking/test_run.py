@@ -38,13 +38,46 @@ def test_atomic_dir_never_leaves_a_half_written_artifact(tmp_path):
 def test_peak_memory_sees_a_short_spike():
     import numpy as np
 
+    with PeakMemory() as pm:  # the default probe: the kernel's high-water mark where Linux has one
+        base = pm.rss_mb
+        # 200 MiB allocated, filled, summed and freed inside one expression: no sampler could be sure to see it
+        assert np.ones(200 * 2**20 // 8).sum() > 0
+    m = pm.as_metrics()
+    assert m["memory/rss_method"] == "vmhwm"  # Linux >= 4.0 (every machine this runs on) has the exact probe
+    assert pm.rss_mb - base > 150
+    assert m["memory/peak_mb"] == m["memory/peak_rss_mb"] and m["memory/peak_method"] == "vmhwm"
+
+
+def test_peak_is_this_probes_own_and_nested_probes_keep_theirs():
+    import numpy as np
+
+    x = np.ones(300 * 2**20 // 8)  # a bigger peak before the probe starts must not count
+    del x
+    with PeakMemory() as outer:
+        base = outer.rss_mb
+        assert np.ones(150 * 2**20 // 8).sum() > 0  # the outer probe's spike, before the inner one starts
+        with PeakMemory() as inner:  # starting it resets the kernel's mark: the outer must keep its spike
+            assert np.ones(50 * 2**20 // 8).sum() > 0
+    assert outer.method == inner.method == "vmhwm"
+    assert 130 < outer.rss_mb - base < 250
+    assert 40 < inner.rss_mb - base < 130
+
+
+def test_sampled_fallback_where_the_kernel_mark_cannot_be_reset(monkeypatch, tmp_path):
+    import numpy as np
+
+    from edgerlhf.tracking import memory
+
+    monkeypatch.setattr(memory, "_CLEAR_REFS", tmp_path / "missing" / "clear_refs")
     with PeakMemory(interval_s=0.005) as pm:
         base = pm.rss_mb
-        x = np.ones(200 * 2**20 // 8)  # 200 MiB
-        x[::4096] += 1
+        x = np.ones(200 * 2**20 // 8)  # held while the probe reads: the sampler's own final reading sees it
+        held = pm.rss_mb
         del x
-    assert pm.rss_mb - base > 150
-    assert pm.as_metrics()["memory/peak_mb"] == pm.as_metrics()["memory/peak_rss_mb"]
+    assert pm.method == "sampled" and pm.as_metrics()["memory/peak_method"] == "sampled"
+    assert held - base > 150 and pm.rss_mb >= held
+    with pytest.raises(OSError, match="clear_refs"):
+        PeakMemory(method="vmhwm").start()
 
 
 def test_fail_records_the_error_and_ctrl_c_reads_as_interrupted(tmp_path):

@@ -126,6 +126,22 @@ def quiet_bnb():
             logging.getLogger("bitsandbytes").setLevel(level)
 
 
+def keep_bnb_differentiable(model) -> int:
+    """Keep bitsandbytes 4-bit layers on their differentiable path; returns how many layers were switched.
+
+    On CPUs with AVX512-BF16, ``bnb.nn.Linear4bit`` repacks its weights for a fast inference kernel the first
+    time it runs in eval mode without grad (a rollout, a held-out evaluation), and that kernel has no
+    backward: training after it would silently lose the gradient through every quantised layer (torch only
+    warns "autograd kernel was not registered"). Every model that is trained over a 4-bit body goes
+    through here. The flag is what bitsandbytes' own CPU detection set at load time."""
+    n = 0
+    for m in model.modules():
+        if getattr(m, "support_avx512bf16_for_cpu", False):
+            m.support_avx512bf16_for_cpu = False
+            n += 1
+    return n
+
+
 def _storage(t: torch.Tensor) -> list[torch.Tensor]:
     """The plain tensors that really hold ``t``'s bytes: tensor subclasses (torchao, quanto) keep them in
     inner tensors and report the logical dtype and size of the full-precision tensor they stand for."""

@@ -105,11 +105,7 @@ def load_base(policy: str, model: str, *, dtype: torch.dtype, device, seed: int,
                                                      dtype=P.compute_dtype(base_precision, device),
                                                      device_map={"": str(device)})
         m.name_or_path = m.config._name_or_path = name  # not the temporary folder
-        # bitsandbytes repacks 4-bit weights for an AVX512-BF16 inference kernel the first time a layer runs
-        # without grad (every rollout), and that kernel has no backward: keep the trainable path
-        for mod in m.modules():
-            if hasattr(mod, "support_avx512bf16_for_cpu"):
-                mod.support_avx512bf16_for_cpu = False
+        P.keep_bnb_differentiable(m)  # rollouts run without grad; the update after them needs the backward
     else:
         m = m.to(device)
     m.config.pad_token_id = tok.pad_token_id

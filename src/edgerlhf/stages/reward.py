@@ -95,12 +95,9 @@ def run(cfg: RewardConfig) -> Path:
         if cfg.base_precision != "fp32":
             from peft import prepare_model_for_kbit_training
 
-            # bitsandbytes repacks 4-bit weights for a fast AVX512-BF16 inference kernel the first time a
-            # layer runs in eval mode without grad (our held-out evaluation), and that kernel has no
-            # backward: training after it would silently lose the gradient through every quantised layer.
-            for m in model.modules():
-                if hasattr(m, "support_avx512bf16_for_cpu"):
-                    m.support_avx512bf16_for_cpu = False
+            from edgerlhf.models.precision import keep_bnb_differentiable
+
+            keep_bnb_differentiable(model)  # the held-out evaluation runs without grad, training after it
             model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=cfg.gradient_checkpointing)
         if cfg.lora:
             model = apply_lora(model, cfg, "SEQ_CLS")  # PEFT keeps the score head trainable and saves it

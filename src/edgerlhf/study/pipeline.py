@@ -19,44 +19,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from edgerlhf.config import STAGE_CONFIGS, from_dict, to_dict
+from edgerlhf.presets import STAGE_PRESETS, STUDY_PRESETS  # noqa: F401  (STUDY_PRESETS re-exported)
 
 # keys that never change what a stage computes
 VOLATILE = {"output_dir", "run_name", "progress", "report_to", "resume", "stage"}
-
-# Settings per study preset: one dict of overrides per stage. ``quick`` is `make demo`.
-STUDY_PRESETS: dict[str, dict[str, dict]] = {
-    "smoke": {  # the tiny random model: every artifact in well under two minutes (tests)
-        "model": "tiny",
-        "sft": {"max_steps": 4, "per_device_train_batch_size": 4, "max_eval_samples": 8,
-                "logging_steps": 2, "sample_max_new_tokens": 8, "gold_eval_prompts": 0},
-        "prefs": {"num_prompts": 12, "samples_per_prompt": 4, "max_new_tokens": 8, "eval_fraction": 0.25,
-                  "tie_threshold": 0.0, "label_noise": 0.0},
-        "reward": {"max_steps": 4, "per_device_train_batch_size": 4, "logging_steps": 2, "lora_layers": 0},
-        "rm-eval": {"max_pairs": 16, "batch_size": 8},
-        "ppo": {"max_steps": 2, "num_rollouts_per_step": 8, "rollout_batch_size": 8, "mini_batch_size": 4,
-                "gradient_accumulation_steps": 1, "response_length": 8, "gold_eval_prompts": 0, "max_prompts": 64},
-        "eval": {"num_prompts": 8, "max_new_tokens": 8},
-    },
-    "quick": {  # the default model; `make demo`
-        "sft": {"max_steps": 40, "per_device_train_batch_size": 8, "learning_rate": 3e-4, "logging_steps": 5,
-                "max_eval_samples": 64, "gold_eval_prompts": 0},
-        "prefs": {"num_prompts": 260, "eval_fraction": 0.15},  # 200 measured: RM gold accuracy 0.61 (260: 0.80)
-        "reward": {},
-        "rm-eval": {"max_pairs": 200},
-        "ppo": {"preset": "quick", "gold_eval_prompts": 0},
-        "eval": {"num_prompts": 128},
-    },
-    "full": {  # the default model, the full PPO preset (about 2,000 episodes per precision)
-        "sft": {"max_steps": 80, "per_device_train_batch_size": 8, "learning_rate": 3e-4, "logging_steps": 10,
-                "max_eval_samples": 64, "gold_eval_prompts": 0},
-        "prefs": {"num_prompts": 300, "eval_fraction": 0.15},
-        "reward": {},
-        "rm-eval": {},
-        "ppo": {"preset": "full", "gold_eval_prompts": 0},
-        "eval": {"num_prompts": 256},
-    },
-}
-
 
 def config_key(cfg) -> str:
     d = {k: v for k, v in to_dict(cfg).items() if k not in VOLATILE}
@@ -89,12 +55,11 @@ def _run_child(stage: str, cfg: dict) -> str:
 def run_stage(study: Path, stage: str, label: str, overrides: dict, *, isolate: bool = True, log=print) -> StageRecord:
     """Run one stage in ``study`` unless a finished run with the same resolved config is there; by default
     in its own process, so its peak memory is its own and nothing it held stays behind for the next."""
-    from edgerlhf.cli import PRESETS
     from edgerlhf.stages import stage_module
 
     overrides = dict(overrides)
     preset = overrides.pop("preset", None)
-    raw = {**(PRESETS.get(stage, {}).get(preset, {}) if preset else {}), **overrides}
+    raw = {**(STAGE_PRESETS.get(stage, {}).get(preset, {}) if preset else {}), **overrides}
     cfg = from_dict(STAGE_CONFIGS[stage], {**raw, "output_dir": str(study)}, f"study stage {label}")
     name = f"{label}-{config_key(cfg)}"
     path = study / name

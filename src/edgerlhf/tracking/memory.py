@@ -1,46 +1,122 @@
 """Peak memory of *this* stage, not of the process's whole life.
 
 ``ru_maxrss`` never goes down, so a stage that runs after a bigger one would report the other's peak.
-:class:`PeakMemory` samples the resident set size in a background thread (psutil) from the moment it is
-started, and on CUDA it resets and reads ``torch.cuda.max_memory_allocated``.
+:class:`PeakMemory` measures the peak from the moment it is started:
+
+* ``vmhwm`` (Linux >= 4.0): the kernel's own high-water mark of the resident set. Writing ``5`` to
+  ``/proc/self/clear_refs`` resets ``VmHWM`` in ``/proc/self/status`` to the current RSS, and the kernel
+  raises it on every page the process touches, so a spike that lasts one C call is seen: no thread, no
+  sampling gap.
+* ``sampled`` (the fallback where that file cannot be written: other systems, some sandboxes): a
+  background thread samples the RSS (psutil) every ``interval_s``; a spike shorter than that can be missed.
+* on CUDA, ``torch.cuda.reset_peak_memory_stats`` + ``max_memory_allocated`` as well.
+
+``as_metrics()`` names the method under ``memory/peak_method`` so every summary says how its peak was had.
+Several probes may be live at once (a stage's, and one around loading inside it): resetting the kernel's mark
+for a new probe first folds the mark so far into every live probe, so no probe loses its peak.
 """
 
 from __future__ import annotations
 
+import re
 import threading
+from pathlib import Path
 
 import psutil
 import torch
 
+_CLEAR_REFS = Path("/proc/self/clear_refs")
+_STATUS = Path("/proc/self/status")
+_HWM = re.compile(r"^VmHWM:\s+(\d+)\s+kB", re.M)
+
+
+def read_hwm_bytes() -> int | None:
+    """The kernel's resident-set high-water mark of this process (bytes), or None where it is not exposed."""
+    try:
+        m = _HWM.search(_STATUS.read_text())
+    except OSError:
+        return None
+    return int(m.group(1)) * 1024 if m else None
+
+
+def reset_hwm() -> bool:
+    """Reset the kernel's high-water mark to the current RSS; False where that is not possible."""
+    try:
+        with open(_CLEAR_REFS, "w") as f:
+            f.write("5")
+    except OSError:
+        return False
+    return read_hwm_bytes() is not None
+
+
+_live: list["PeakMemory"] = []  # probes using the kernel's mark, to fold it into before a reset
+_live_lock = threading.Lock()
+
 
 class PeakMemory:
-    """``with PeakMemory() as pm: ...; pm.rss_mb, pm.cuda_mb`` (peak since start)."""
+    """``with PeakMemory() as pm: ...; pm.rss_mb, pm.cuda_mb, pm.method`` (peak since start)."""
 
-    def __init__(self, interval_s: float = 0.05):
+    def __init__(self, interval_s: float = 0.05, method: str = "auto"):
+        if method not in ("auto", "vmhwm", "sampled"):
+            raise ValueError(f"method={method!r}: use auto, vmhwm or sampled")
         self.interval_s = interval_s
+        self._want = method
+        self.method = ""  # decided at start: 'vmhwm' or 'sampled'
         self._proc = psutil.Process()
         self._stop = threading.Event()
         self._peak_rss = 0
         self._thread: threading.Thread | None = None
+        self._running = False
 
+    # -- the sampler (fallback) ---------------------------------------------------------------------
     def _sample(self):
         while not self._stop.is_set():
             self._peak_rss = max(self._peak_rss, self._proc.memory_info().rss)
             self._stop.wait(self.interval_s)
 
     def start(self) -> "PeakMemory":
-        self._peak_rss = self._proc.memory_info().rss
         if torch.cuda.is_available():
             torch.cuda.reset_peak_memory_stats()
+        if self._want in ("auto", "vmhwm"):
+            with _live_lock:
+                hwm = read_hwm_bytes()
+                for other in _live:  # their peak so far must survive this reset
+                    other._peak_rss = max(other._peak_rss, hwm or 0)
+                ok = reset_hwm()
+                if ok:
+                    self.method = "vmhwm"
+                    self._peak_rss = read_hwm_bytes() or 0
+                    _live.append(self)
+                    self._running = True
+                    return self
+            if self._want == "vmhwm":
+                raise OSError(f"cannot reset the kernel's memory high-water mark ({_CLEAR_REFS} not writable)")
+        self.method = "sampled"
+        self._peak_rss = self._proc.memory_info().rss
+        self._stop.clear()
         self._thread = threading.Thread(target=self._sample, daemon=True, name="edgerlhf-peak-memory")
         self._thread.start()
+        self._running = True
         return self
 
+    def _current_peak(self) -> int:
+        if self.method == "vmhwm":
+            return read_hwm_bytes() or 0
+        return self._proc.memory_info().rss
+
     def stop(self) -> "PeakMemory":
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join()
-        self._peak_rss = max(self._peak_rss, self._proc.memory_info().rss)
+        if not self._running:
+            return self
+        self._peak_rss = max(self._peak_rss, self._current_peak())
+        if self.method == "vmhwm":
+            with _live_lock:
+                if self in _live:
+                    _live.remove(self)
+        else:
+            self._stop.set()
+            if self._thread is not None:
+                self._thread.join()
+        self._running = False
         return self
 
     def __enter__(self):
@@ -51,19 +127,22 @@ class PeakMemory:
 
     @property
     def rss_mb(self) -> float:
-        self._peak_rss = max(self._peak_rss, self._proc.memory_info().rss)
+        if self._running:
+            self._peak_rss = max(self._peak_rss, self._current_peak())
         return self._peak_rss / 2**20
 
     @property
     def cuda_mb(self) -> float:
         return torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else 0.0
 
-    def as_metrics(self) -> dict[str, float]:
+    def as_metrics(self) -> dict:
         out = {"memory/peak_rss_mb": round(self.rss_mb, 1)}
         if torch.cuda.is_available():
             out["memory/cuda_max_allocated_mb"] = round(self.cuda_mb, 1)
         # the headline number: device memory on a GPU, resident memory on CPU
         out["memory/peak_mb"] = out.get("memory/cuda_max_allocated_mb", out["memory/peak_rss_mb"])
+        out["memory/peak_method"] = "cuda_max_allocated" if torch.cuda.is_available() else self.method
+        out["memory/rss_method"] = self.method
         return out
 
 
