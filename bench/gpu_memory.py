@@ -48,9 +48,9 @@ CHILD = """
 import json, sys
 from edgerlhf.config import PPOConfig, load_config
 from edgerlhf.rewards import GoldScorer
-from edgerlhf.stages import ppo
+from edgerlhf.stages import online
 cfg = load_config(PPOConfig, overrides=sys.argv[1:])
-run = ppo.run(cfg, reward_fn=GoldScorer())
+run = online.run(cfg, reward_fn=GoldScorer())
 print("RESULT", (run / "summary.json").read_text().replace(chr(10), " "))
 """
 

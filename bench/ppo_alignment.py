@@ -16,7 +16,7 @@ from pathlib import Path
 
 from edgerlhf.presets import STAGE_PRESETS as PRESETS
 from edgerlhf.config import EvalConfig, PPOConfig, load_config
-from edgerlhf.stages import evaluate, ppo
+from edgerlhf.stages import evaluate, online
 
 
 def main() -> None:
@@ -31,7 +31,7 @@ def main() -> None:
     cfg = load_config(PPOConfig, overrides=a.overrides, base={**PRESETS["ppo"][a.preset], "policy": a.sft,
                                                               "reward": a.rm, "output_dir": a.out,
                                                               "gold_eval_prompts": 0, "progress": False})
-    run = ppo.run(cfg)
+    run = online.run(cfg)
     s = json.loads((run / "summary.json").read_text())
     ev = evaluate.run(load_config(EvalConfig, overrides={"policy": str(run), "num_prompts": a.eval_prompts,
                                                          "output_dir": a.out, "progress": False}))

@@ -15,14 +15,14 @@ def _reward(prompts, responses):
 @pytest.mark.parametrize("base_precision", ["fp32", "int8", "int4"])
 def test_ppo_on_cuda_with_a_quantized_base(tmp_path, base_precision):
     from edgerlhf.config import PPOConfig, load_config
-    from edgerlhf.stages import ppo
+    from edgerlhf.stages import online
 
     cfg = load_config(PPOConfig, overrides={
         "model": "tiny", "device": "cuda", "output_dir": str(tmp_path), "max_steps": 3, "num_rollouts_per_step": 8,
         "rollout_batch_size": 8, "mini_batch_size": 4, "gradient_accumulation_steps": 1, "response_length": 8,
         "gold_eval_prompts": 4, "report_to": ["none"], "progress": False, "base_precision": base_precision,
         "gradient_checkpointing": True})
-    run = ppo.run(cfg, reward_fn=_reward)
+    run = online.run(cfg, reward_fn=_reward)
     s = json.loads((run / "summary.json").read_text())
     assert s["status"] == "finished" and s["device"].startswith("cuda")
     assert s["memory/cuda_max_allocated_mb"] > 0 and s["memory/peak_mb"] == s["memory/cuda_max_allocated_mb"]

@@ -1,4 +1,4 @@
-"""EdgeRLHF: the whole RLHF pipeline (SFT -> reward model -> PPO) on one small machine.
+"""EdgeRLHF: the whole RLHF pipeline (SFT -> reward model -> PPO / GRPO / RLOO) on one small machine.
 
 Python API: one config class and one ``run_*`` function per stage; each stage returns its run folder, and
 the next stage reads only that folder::
@@ -32,8 +32,8 @@ _logging.getLogger("torch.utils._pytree").setLevel(_logging.ERROR)
 _logging.getLogger("bitsandbytes.autograd._functions").setLevel(_logging.ERROR)
 _warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*is deprecated", category=FutureWarning)
 
-from edgerlhf.config import (ConfigError, EvalConfig, PPOConfig, PrefsConfig, RewardConfig,  # noqa: E402
-                             RMEvalConfig, SFTConfig, load_config)
+from edgerlhf.config import (ConfigError, EvalConfig, GRPOConfig, PPOConfig, PrefsConfig,  # noqa: E402
+                             RewardConfig, RLOOConfig, RMEvalConfig, SFTConfig, load_config)
 
 __version__ = "0.1.0"
 
@@ -72,9 +72,28 @@ def run_rm_eval(cfg: RMEvalConfig):
 
 
 def run_ppo(cfg: PPOConfig, reward_fn=None):
-    """PPO on one shared base model. ``reward_fn(prompts, responses) -> list[float]`` replaces the learned
-    RM named by ``cfg.reward``. Returns the run folder; its ``adapter/`` is the aligned policy."""
-    from edgerlhf.stages.ppo import run
+    """PPO on one shared base model (policy adapter, value head, reference = adapter off).
+    ``reward_fn(prompts, responses) -> list[float]`` replaces the learned RM named by ``cfg.reward``.
+    Returns the run folder; its ``adapter/`` is the aligned policy."""
+    from edgerlhf.stages.online import run
+
+    return run(cfg, reward_fn)
+
+
+def run_grpo(cfg: GRPOConfig, reward_fn=None):
+    """GRPO (value-free; group-normalised advantages over ``num_generations`` samples per prompt; KL in the
+    loss with weight ``beta``, 0 by default, which skips the reference entirely). ``reward_fn`` as in
+    :func:`run_ppo`. Returns the run folder; its ``adapter/`` is the aligned policy."""
+    from edgerlhf.stages.online import run
+
+    return run(cfg, reward_fn)
+
+
+def run_rloo(cfg: RLOOConfig, reward_fn=None):
+    """RLOO (value-free; leave-one-out baseline over ``num_generations`` samples per prompt; KL in the
+    reward with weight ``beta``). ``reward_fn`` as in :func:`run_ppo`. Returns the run folder; its
+    ``adapter/`` is the aligned policy."""
+    from edgerlhf.stages.online import run
 
     return run(cfg, reward_fn)
 
@@ -121,6 +140,6 @@ def load_reward_model(path, precision: str | None = None, *, device: str = "cpu"
     return load(path, precision, device=device, batch_size=batch_size)
 
 
-__all__ = ["ConfigError", "EvalConfig", "PPOConfig", "PrefsConfig", "RMEvalConfig", "RewardConfig", "SFTConfig",
-           "load_config", "load_policy", "load_reward_model", "run_eval", "run_ppo", "run_prefs", "run_reward",
-           "run_rm_eval", "run_sft", "run_study", "__version__"]
+__all__ = ["ConfigError", "EvalConfig", "GRPOConfig", "PPOConfig", "PrefsConfig", "RLOOConfig", "RMEvalConfig",
+           "RewardConfig", "SFTConfig", "load_config", "load_policy", "load_reward_model", "run_eval", "run_grpo",
+           "run_ppo", "run_prefs", "run_reward", "run_rloo", "run_rm_eval", "run_sft", "run_study", "__version__"]

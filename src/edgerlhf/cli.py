@@ -6,7 +6,7 @@ import argparse
 import os
 import sys
 
-from edgerlhf.config import STAGE_CONFIGS, ConfigError, config_help, load_config
+from edgerlhf.config import ONLINE_STAGES, STAGE_CONFIGS, ConfigError, config_help, load_config
 
 from edgerlhf.presets import STAGE_PRESETS as PRESETS
 
@@ -25,19 +25,19 @@ def _stage_parser(sub, stage: str, help_text: str, positional: tuple[str, str] |
 def _load(stage: str, args) -> object:
     cls = STAGE_CONFIGS[stage]
     base = dict(PRESETS.get(stage, {}).get(args.preset, {})) if args.preset else {}
-    if stage == "ppo":  # `edgerlhf ppo resume=RUN` continues RUN with its stored config
+    if stage in ONLINE_STAGES:  # `edgerlhf ppo resume=RUN` continues RUN with its stored config
         from edgerlhf.config import parse_overrides
 
         resume = parse_overrides(list(args.overrides)).get("resume")
         if resume:
-            from edgerlhf.stages.ppo import resume_base
+            from edgerlhf.stages.online import resume_base
 
             base = {**resume_base(str(resume)), **base}
     return load_config(cls, args.config, args.overrides, base=base)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="edgerlhf", description="RLHF (SFT -> reward model -> PPO) on one small machine.")
+    parser = argparse.ArgumentParser(prog="edgerlhf", description="RLHF (SFT -> reward model -> PPO / GRPO / RLOO) on one small machine.")
     sub = parser.add_subparsers(dest="command", required=True)
     _stage_parser(sub, "sft", "supervised fine-tuning with LoRA (stage 1)")
     _stage_parser(sub, "prefs", "preference pairs: sample k responses per prompt and label them with the gold scorer, or read a file (stage 2)")
@@ -46,6 +46,8 @@ def main(argv: list[str] | None = None) -> int:
                       positional=("rm_dir", "reward run folder (same as rm=...)"))
     p.add_argument("--precisions", help="comma-separated, e.g. fp32,bf16,int8,int4 (default: device-aware)")
     _stage_parser(sub, "ppo", "PPO alignment: one base model serves policy, reference and value; RM at a chosen precision (stage 4)")
+    _stage_parser(sub, "grpo", "GRPO alignment: groups of samples per prompt, no value function, no reference at beta=0 (stage 4)")
+    _stage_parser(sub, "rloo", "RLOO alignment: groups of samples per prompt, leave-one-out baseline, KL in the reward (stage 4)")
     _stage_parser(sub, "eval", "evaluate a policy on held-out prompts: gold mean with CI, RM mean, KL, win rate vs SFT, diversity",
                   positional=("policy_dir", "PPO or SFT run folder (same as policy=...)"))
     p = sub.add_parser("quantize", help="write a reward model quantized to a precision, that reloads as stored")
@@ -69,11 +71,11 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("compare", help="side-by-side table of runs: differing config keys and every summary number")
     p.add_argument("run_dirs", nargs="+")
     p = sub.add_parser("export", help="write a policy as a plain Hugging Face model folder (LoRA merged)")
-    p.add_argument("policy_dir", help="PPO or SFT run folder")
+    p.add_argument("policy_dir", help="PPO / GRPO / RLOO or SFT run folder")
     p.add_argument("--merge", required=True, metavar="OUT", help="output folder")
     for name, text in (("generate", "sample a response from a policy"), ("chat", "chat with a policy (empty line or Ctrl-D ends)")):
         p = sub.add_parser(name, help=text)
-        p.add_argument("policy_dir", help="PPO or SFT run folder, or an exported model folder")
+        p.add_argument("policy_dir", help="PPO / GRPO / RLOO or SFT run folder, or an exported model folder")
         if name == "generate":
             p.add_argument("prompt")
         p.add_argument("--max-new-tokens", type=int, default=96)

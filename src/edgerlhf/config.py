@@ -44,7 +44,7 @@ RENAMED_KEYS: dict[str, tuple[str | None, str]] = {
     "init_kl_coef": ("kl_coef", "old TRL's `init_kl_coef` is `kl_coef` here; set kl_adaptive=true for an adaptive coefficient"),
     "adap_kl_ctrl": ("kl_adaptive", "old TRL's `adap_kl_ctrl` is `kl_adaptive` here"),
     "forward_batch_size": ("rollout_batch_size", "old TRL's `forward_batch_size` is `rollout_batch_size` here (prompts per generate/score forward)"),
-    "batch_size": ("per_device_train_batch_size", "use `per_device_train_batch_size` (sequences per optimizer micro-step); for PPO, `num_rollouts_per_step` (episodes per PPO step)"),
+    "batch_size": ("per_device_train_batch_size", "use `per_device_train_batch_size` (sequences per optimizer micro-step); for online RL, `num_rollouts_per_step` (episodes per step)"),
     "max_seq_length": ("max_length", "TRL renamed `max_seq_length` to `max_length`"),
     "center_rewards_coefficient": ("center_rewards_coef", "TRL's `center_rewards_coefficient` is `center_rewards_coef` here"),
     "lora_rank": ("lora_r", "the LoRA rank is `lora_r`"),
@@ -57,13 +57,13 @@ RENAMED_KEYS: dict[str, tuple[str | None, str]] = {
     "fp16": ("dtype", "choose the compute dtype with `dtype` (auto | fp32 | bf16 | fp16)"),
     "model_name": ("model", "use `model` (default | tiny | hub id | local folder)"),
     "model_name_or_path": ("model", "use `model` (default | tiny | hub id | local folder)"),
-    "steps": ("max_steps", "old TRL's `steps` counted episodes; here `max_steps` counts PPO steps (or set total_episodes)"),
+    "steps": ("max_steps", "old TRL's `steps` counted episodes; here `max_steps` counts RL steps (or set total_episodes)"),
     "kl_penalty": ("kl_estimator", "TRL's `kl_penalty` ('kl' | 'full' | ...) is `kl_estimator` here: k1 (TRL's 'kl') or k3"),
     "target": ("kl_target", "old TRL's adaptive-KL `target` is `kl_target` here (with kl_adaptive=true)"),
     "horizon": ("kl_horizon", "old TRL's adaptive-KL `horizon` is `kl_horizon` here"),
     "target_kl": ("target_approx_kl", "old TRL's early-stopping `target_kl` is `target_approx_kl` here (0 disables)"),
     "early_stopping": ("target_approx_kl", "early stopping on approximate KL is on whenever `target_approx_kl` > 0"),
-    "max_new_tokens": ("response_length", "PPO's response budget is `response_length` (new tokens per rollout)"),
+    "max_new_tokens": ("response_length", "the online-RL response budget is `response_length` (new tokens per rollout)"),
     "local_rollout_forward_batch_size": ("rollout_batch_size", "TRL's `local_rollout_forward_batch_size` is `rollout_batch_size` here"),
     "num_mini_batches": ("mini_batch_size", "set the micro-batch with `mini_batch_size` and the optimizer step with `gradient_accumulation_steps`"),
     "sft_model_path": ("policy", "the starting policy is `policy` (an SFT run folder)"),
@@ -152,21 +152,18 @@ class LoraMixin:
 
 
 @dataclass
-class TrainMixin:
+class OptimMixin:
+    """The optimizer's fields, shared by every training stage (supervised and online RL)."""
+
     learning_rate: float = opt(2e-4, "peak learning rate (AdamW)")
     weight_decay: float = opt(0.0, "AdamW weight decay")
     lr_scheduler_type: str = opt("cosine", "learning-rate schedule: linear | cosine | constant | constant_with_warmup")
     warmup_ratio: float = opt(0.05, "fraction of optimizer steps spent warming up")
-    per_device_train_batch_size: int = opt(8, "sequences per micro-batch")
     gradient_accumulation_steps: int = opt(1, "micro-batches per optimizer step")
-    num_train_epochs: float = opt(1.0, "passes over the training data (ignored when max_steps > 0)")
-    max_steps: int = opt(-1, "optimizer steps; -1 means derive from num_train_epochs")
     max_grad_norm: float = opt(1.0, "gradient clipping norm (0 disables)")
     gradient_checkpointing: bool = opt(False, "recompute activations in backward to save memory (works with LoRA)")
-    logging_steps: int = opt(5, "log metrics every N optimizer steps")
-    eval_steps: int = opt(0, "evaluate (and log a decoded sample) every N steps; 0: only at the end")
 
-    def check_train(self) -> list[str]:
+    def check_optim(self) -> list[str]:
         errs = []
         if not self.learning_rate > 0:
             errs.append(f"learning_rate={self.learning_rate} must be > 0")
@@ -174,18 +171,32 @@ class TrainMixin:
             errs.append(f"weight_decay={self.weight_decay} must be >= 0")
         if self.lr_scheduler_type not in ("linear", "cosine", "constant", "constant_with_warmup"):
             errs.append(f"lr_scheduler_type={self.lr_scheduler_type!r}: use linear, cosine, constant or constant_with_warmup")
-        if not 0 <= self.warmup_ratio < 1:
-            errs.append(f"warmup_ratio={self.warmup_ratio} must be in [0, 1)")
-        if self.per_device_train_batch_size <= 0:
-            errs.append(f"per_device_train_batch_size={self.per_device_train_batch_size} must be a positive integer")
+        errs += check_range(self, "warmup_ratio", 0, 1, hi_open=True)
         if self.gradient_accumulation_steps <= 0:
             errs.append(f"gradient_accumulation_steps={self.gradient_accumulation_steps} must be a positive integer")
+        if self.max_grad_norm < 0:
+            errs.append(f"max_grad_norm={self.max_grad_norm} must be >= 0")
+        return errs
+
+
+@dataclass
+class TrainMixin(OptimMixin):
+    """Supervised training over a data set (SFT, reward model)."""
+
+    per_device_train_batch_size: int = opt(8, "sequences per micro-batch")
+    num_train_epochs: float = opt(1.0, "passes over the training data (ignored when max_steps > 0)")
+    max_steps: int = opt(-1, "optimizer steps; -1 means derive from num_train_epochs")
+    logging_steps: int = opt(5, "log metrics every N optimizer steps")
+    eval_steps: int = opt(0, "evaluate (and log a decoded sample) every N steps; 0: only at the end")
+
+    def check_train(self) -> list[str]:
+        errs = self.check_optim()
+        if self.per_device_train_batch_size <= 0:
+            errs.append(f"per_device_train_batch_size={self.per_device_train_batch_size} must be a positive integer")
         if self.max_steps <= 0 and self.max_steps != -1:
             errs.append(f"max_steps={self.max_steps}: use a positive number, or -1 to train num_train_epochs")
         if self.max_steps == -1 and not self.num_train_epochs > 0:
             errs.append(f"num_train_epochs={self.num_train_epochs} must be > 0 when max_steps=-1")
-        if self.max_grad_norm < 0:
-            errs.append(f"max_grad_norm={self.max_grad_norm} must be >= 0")
         if self.logging_steps <= 0:
             errs.append(f"logging_steps={self.logging_steps} must be a positive integer")
         if self.eval_steps < 0:
@@ -366,33 +377,140 @@ class RMEvalConfig(BaseConfig):
 
 
 @dataclass
-class PPOConfig(LoraMixin, BaseConfig):
-    """PPO with one base model in memory: policy = base + PPO LoRA, reference = the same weights with the
-    adapter disabled (the SFT change is merged into them), value = a head on the shared trunk or a second
-    adapter. The reward model is separate, at the precision chosen."""
+class OnlineRLConfig(LoraMixin, OptimMixin, BaseConfig):
+    """Fields every online-RL algorithm shares (PPO, GRPO, RLOO): one base model in memory, the policy a
+    LoRA adapter on it, the reference that base with the adapter disabled (the SFT change is merged in), the
+    reward model separate at the precision chosen (or any callable). Each algorithm's config adds only its own."""
 
-    stage: ClassVar[str] = "ppo"
+    stage: ClassVar[str] = "online"
+    # config keys that may change when a run is resumed (everything else must match the stored config)
+    RESUMABLE: ClassVar[frozenset] = frozenset({
+        "resume", "max_steps", "total_episodes", "progress", "save_steps", "save_total_limit", "report_to",
+        "gold_eval_prompts", "sample_every", "run_name", "output_dir", "max_bad_steps"})
+    # this stage's names for what other tools (or the other algorithms) call differently
+    RENAMED: ClassVar[dict] = {
+        "max_completion_length": ("response_length", "TRL's `max_completion_length` is `response_length` here"),
+        "generation_batch_size": ("num_rollouts_per_step", "TRL's `generation_batch_size` is `num_rollouts_per_step` here (episodes per step)"),
+        "per_device_train_batch_size": ("mini_batch_size", "the update's micro-batch (episodes per forward/backward) is `mini_batch_size`"),
+    }
 
     policy: str = opt("", "SFT run folder (or its adapter/): merged into the base, so the reference includes it; empty: `model` itself")
     reward: str = opt("", "reward run folder (trained fp32 or QLoRA-style) or a quantized RM folder (edgerlhf quantize)")
     reward_precision: str = opt("fp32", "precision of the reward model: fp32 | bf16 | fp16 | int8 | int4 (a backend may be named, e.g. int8:bnb); ignored for a quantized RM folder, which loads as stored")
     prompts: str = opt("builtin", "'builtin' (the task's training prompts) or a .jsonl/.json/.csv file with a `prompt` column (string or messages)")
     max_prompts: int = opt(0, "use at most this many prompts (0: all)")
-    layout: str = opt("shared", "shared: one base model serves policy, reference and value | separate: a copy per role (the classic layout, to measure the saving)")
-    value_model: str = opt("head", "head: a linear value head on the policy's trunk (one forward gives log-probs and values) | adapter: a second LoRA adapter plus head (a value trunk of its own, one more forward)")
+    layout: str = opt("shared", "shared: one base model serves every role | separate: a copy of the base per role (the classic layout, to measure the saving)")
     base_precision: str = opt("fp32", "precision of the frozen base under the LoRA adapters: fp32, or int8 / int4 through bitsandbytes (QLoRA-style)")
-    num_rollouts_per_step: int = opt(32, "episodes (prompt + sampled response) per PPO step")
-    rollout_batch_size: int = opt(8, "prompts per generate / log-prob / scoring forward during rollouts")
+    num_rollouts_per_step: int = opt(32, "episodes (prompt + sampled response) per step; with groups, prompts per step x samples per prompt")
+    rollout_batch_size: int = opt(8, "episodes per generate / log-prob / scoring forward during rollouts")
     mini_batch_size: int = opt(2, "episodes per forward/backward micro-batch in the update")
     gradient_accumulation_steps: int = opt(4, "micro-batches per optimizer step (an optimizer step sees mini_batch_size x this episodes)")
-    num_ppo_epochs: int = opt(2, "passes over each step's episodes")
-    max_steps: int = opt(20, "PPO steps (ignored when total_episodes > 0)")
+    max_steps: int = opt(20, "steps (ignored when total_episodes > 0)")
     total_episodes: int = opt(0, "episodes in all; 0: max_steps x num_rollouts_per_step")
-    learning_rate: float = opt(1e-4, "AdamW learning rate for the PPO adapter and the value head/adapter")
+    learning_rate: float = opt(1e-4, "AdamW learning rate for the adapter(s) (and PPO's value head)")
     lr_scheduler_type: str = opt("constant", "linear | cosine | constant | constant_with_warmup (over optimizer steps)")
     warmup_ratio: float = opt(0.0, "fraction of optimizer steps spent warming up")
-    weight_decay: float = opt(0.0, "AdamW weight decay")
     max_grad_norm: float = opt(0.5, "gradient clipping norm (0 disables)")
+    gradient_checkpointing: bool = opt(False, "recompute activations in the update's backward (less memory, slower)")
+    response_length: int = opt(48, "new tokens per rollout response (generation stops earlier at EOS)")
+    temperature: float = opt(0.7, "sampling temperature of the rollouts (log-probs use the same temperature)")
+    top_k: int = opt(0, "top-k sampling (0: off)")
+    top_p: float = opt(1.0, "nucleus sampling threshold")
+    missing_eos_penalty: float = opt(0.0, "subtracted from the score of a response that never emits EOS within response_length (0: off)")
+    save_steps: int = opt(0, "write a checkpoint every N steps (0: only on Ctrl-C / SIGTERM); always atomic")
+    save_total_limit: int = opt(2, "keep this many newest checkpoints")
+    resume: str = opt("", "continue a run: its run folder (latest checkpoint) or one checkpoint folder; the run continues in that folder")
+    max_bad_steps: int = opt(3, "stop after this many consecutive steps with NaN/inf in rewards, loss or gradients (each is skipped)")
+    gold_eval_prompts: int = opt(128, "built-in task only: held-out prompts sampled after training and scored by the gold scorer (95% CI); 0 disables")
+    sample_every: int = opt(1, "log one decoded rollout with its rewards every N steps")
+
+    # -- what the engine reads; each algorithm's config maps its own key names onto these --------------
+    @property
+    def samples_per_prompt(self) -> int:
+        return 1
+
+    @property
+    def update_epochs(self) -> int:
+        raise NotImplementedError
+
+    @property
+    def steps(self) -> int:
+        return self.total_episodes // self.num_rollouts_per_step if self.total_episodes else self.max_steps
+
+    def check(self) -> list[str]:
+        from edgerlhf.models.precision import check_precision
+
+        errs = super().check() + self.check_lora() + self.check_optim()
+        if not self.lora:
+            errs.append(f"lora=false: {self.stage} here trains a LoRA adapter on a shared base (the reference is that base); set lora=true")
+        if self.reward and not Path(self.reward).expanduser().exists():
+            errs.append(f"reward={self.reward!r}: no such folder")
+        if self.policy and not Path(self.policy).expanduser().exists():
+            errs.append(f"policy={self.policy!r}: no such run folder (pass the SFT run folder or leave empty)")
+        try:
+            check_precision(self.reward_precision)
+        except ValueError as e:
+            errs.append(f"reward_precision: {e}")
+        if self.prompts != "builtin":
+            errs += _check_dataset(self.prompts, "prompts")
+        for k, choices in (("layout", ("shared", "separate")), ("base_precision", ("fp32", "int8", "int4"))):
+            if getattr(self, k) not in choices:
+                errs.append(f"{k}={getattr(self, k)!r}: use one of {', '.join(choices)}")
+        for k in ("num_rollouts_per_step", "rollout_batch_size", "mini_batch_size", "response_length",
+                  "max_bad_steps", "save_total_limit", "sample_every"):
+            if getattr(self, k) <= 0:
+                errs.append(f"{k}={getattr(self, k)} must be a positive integer")
+        for k in ("max_prompts", "total_episodes", "save_steps", "top_k", "gold_eval_prompts"):
+            if getattr(self, k) < 0:
+                errs.append(f"{k}={getattr(self, k)} must be >= 0")
+        if self.total_episodes == 0 and self.max_steps <= 0:
+            errs.append(f"max_steps={self.max_steps} must be positive (or set total_episodes)")
+        if self.total_episodes and self.total_episodes < self.num_rollouts_per_step:
+            errs.append(f"total_episodes={self.total_episodes} is less than one step (num_rollouts_per_step={self.num_rollouts_per_step})")
+        per_opt = self.mini_batch_size * self.gradient_accumulation_steps
+        if per_opt > 0 and self.num_rollouts_per_step % per_opt:
+            errs.append(f"num_rollouts_per_step={self.num_rollouts_per_step} must be a multiple of mini_batch_size x "
+                        f"gradient_accumulation_steps = {per_opt} (episodes per optimizer step)")
+        errs += check_range(self, "temperature", 0, lo_open=True)
+        errs += check_range(self, "missing_eos_penalty", 0)
+        errs += check_range(self, "top_p", 0, 1, lo_open=True, why="1 turns nucleus sampling off")
+        if self.resume and not Path(self.resume).expanduser().exists():
+            errs.append(f"resume={self.resume!r}: no such run or checkpoint folder")
+        return errs
+
+    def check_groups(self, key: str) -> list[str]:
+        """A step's episodes must split into whole groups of ``key`` samples per prompt; the message says which
+        numbers would work (a frequent confusion with TRL's generation batch and num_generations)."""
+        k, n = getattr(self, key), self.num_rollouts_per_step
+        if k < 2:
+            return [f"{key}={k} must be at least 2: the baseline is the other samples of the same prompt"]
+        if n % k == 0:
+            return []
+        per_opt = max(1, self.mini_batch_size * self.gradient_accumulation_steps)
+        unit = math.lcm(k, per_opt)  # whole groups and whole optimizer steps
+        lo, hi = (n // unit) * unit, (n // unit + 1) * unit
+        sizes = " or ".join(f"{m} ({m // k} prompts x {k})" for m in (lo, hi) if m > 0)
+        divisors = [d for d in range(2, min(n, 16) + 1) if n % d == 0]
+        return [f"num_rollouts_per_step={n} is not a multiple of {key}={k}: a step is whole groups of {k} samples "
+                f"per prompt. Use num_rollouts_per_step={sizes}, or {key} in {divisors} (divisors of {n})"]
+
+
+@dataclass
+class PPOConfig(OnlineRLConfig):
+    """PPO: a value function (a head on the shared trunk, or a second adapter), per-token KL in the reward,
+    GAE, clipped policy and value losses (Schulman et al. 2017; Ziegler et al. 2019)."""
+
+    stage: ClassVar[str] = "ppo"
+    RENAMED: ClassVar[dict] = {
+        **OnlineRLConfig.RENAMED,
+        "beta": ("kl_coef", "PPO's KL coefficient is `kl_coef` (TRL's GRPO/RLOO call theirs `beta`)"),
+        "epsilon": ("cliprange", "PPO's ratio clip is `cliprange` (TRL's GRPO/RLOO call theirs `epsilon`)"),
+        "num_iterations": ("num_ppo_epochs", "PPO's passes over a step's episodes are `num_ppo_epochs`"),
+        "num_generations": (None, "PPO samples one response per prompt; for groups of samples use `edgerlhf grpo` or `edgerlhf rloo`"),
+    }
+
+    value_model: str = opt("head", "head: a linear value head on the policy's trunk (one forward gives log-probs and values) | adapter: a second LoRA adapter plus head (a value trunk of its own, one more forward)")
+    num_ppo_epochs: int = opt(2, "passes over each step's episodes")
     cliprange: float = opt(0.2, "policy ratio clip epsilon")
     cliprange_value: float = opt(0.2, "value clip around the rollout values")
     vf_coef: float = opt(0.1, "weight of the value loss")
@@ -406,75 +524,110 @@ class PPOConfig(LoraMixin, BaseConfig):
     kl_horizon: int = opt(10000, "horizon (episodes) of the adaptive coefficient")
     whiten_rewards: bool = opt(False, "whiten the per-token rewards (keeping their mean) before GAE")
     target_approx_kl: float = opt(0.0, "stop a step's remaining epochs once an optimizer step's approximate KL (0.5 mean (log ratio)^2) exceeds this; 0 disables")
-    response_length: int = opt(48, "new tokens per rollout response (generation stops earlier at EOS)")
-    temperature: float = opt(0.7, "sampling temperature of the rollouts (log-probs use the same temperature)")
-    top_k: int = opt(0, "top-k sampling (0: off)")
-    top_p: float = opt(1.0, "nucleus sampling threshold")
-    missing_eos_penalty: float = opt(0.0, "subtracted from the score of a response that never emits EOS within response_length (0: off)")
-    gradient_checkpointing: bool = opt(False, "recompute activations in the update's backward (less memory, slower)")
-    save_steps: int = opt(0, "write a checkpoint every N steps (0: only on Ctrl-C); always atomic")
-    save_total_limit: int = opt(2, "keep this many newest checkpoints")
-    resume: str = opt("", "continue a run: its run folder (latest checkpoint) or one checkpoint folder; the run continues in that folder")
-    max_bad_steps: int = opt(3, "stop after this many consecutive steps with NaN/inf in rewards, loss or gradients (each is skipped)")
-    gold_eval_prompts: int = opt(128, "built-in task only: held-out prompts sampled after training and scored by the gold scorer (95% CI); 0 disables")
-    sample_every: int = opt(1, "log one decoded rollout with its rewards every N steps")
+
+    @property
+    def update_epochs(self) -> int:
+        return self.num_ppo_epochs
 
     def check(self) -> list[str]:
-        from edgerlhf.models.precision import check_precision
-
-        errs = super().check() + self.check_lora()
-        if not self.lora:
-            errs.append("lora=false: PPO here trains a LoRA adapter on a shared base (the reference is that base); set lora=true")
-        if self.reward and not Path(self.reward).expanduser().exists():
-            errs.append(f"reward={self.reward!r}: no such folder")
-        if self.policy and not Path(self.policy).expanduser().exists():
-            errs.append(f"policy={self.policy!r}: no such run folder (pass the SFT run folder or leave empty)")
-        try:
-            check_precision(self.reward_precision)
-        except ValueError as e:
-            errs.append(f"reward_precision: {e}")
-        if self.prompts != "builtin":
-            errs += _check_dataset(self.prompts, "prompts")
-        for k, choices in (("layout", ("shared", "separate")), ("value_model", ("head", "adapter")),
-                           ("base_precision", ("fp32", "int8", "int4")), ("kl_estimator", ("k1", "k3")),
-                           ("lr_scheduler_type", ("linear", "cosine", "constant", "constant_with_warmup"))):
+        errs = super().check()
+        for k, choices in (("value_model", ("head", "adapter")), ("kl_estimator", ("k1", "k3"))):
             if getattr(self, k) not in choices:
                 errs.append(f"{k}={getattr(self, k)!r}: use one of {', '.join(choices)}")
-        for k in ("num_rollouts_per_step", "rollout_batch_size", "mini_batch_size", "gradient_accumulation_steps",
-                  "num_ppo_epochs", "response_length", "max_bad_steps", "save_total_limit", "sample_every"):
-            if getattr(self, k) <= 0:
-                errs.append(f"{k}={getattr(self, k)} must be a positive integer")
-        for k in ("max_prompts", "total_episodes", "save_steps", "top_k", "gold_eval_prompts"):
-            if getattr(self, k) < 0:
-                errs.append(f"{k}={getattr(self, k)} must be >= 0")
-        if self.total_episodes == 0 and self.max_steps <= 0:
-            errs.append(f"max_steps={self.max_steps} must be positive (or set total_episodes)")
-        if self.total_episodes and self.total_episodes < self.num_rollouts_per_step:
-            errs.append(f"total_episodes={self.total_episodes} is less than one step (num_rollouts_per_step={self.num_rollouts_per_step})")
-        if self.num_rollouts_per_step % (self.mini_batch_size * self.gradient_accumulation_steps) and self.mini_batch_size > 0 and self.gradient_accumulation_steps > 0:
-            errs.append(f"num_rollouts_per_step={self.num_rollouts_per_step} must be a multiple of mini_batch_size x "
-                        f"gradient_accumulation_steps = {self.mini_batch_size * self.gradient_accumulation_steps} (episodes per optimizer step)")
-        for k in ("learning_rate", "cliprange_value", "temperature", "kl_target"):
+        if self.num_ppo_epochs <= 0:
+            errs.append(f"num_ppo_epochs={self.num_ppo_epochs} must be a positive integer")
+        for k in ("learning_rate", "cliprange_value", "kl_target"):
             if not getattr(self, k) > 0:
                 errs.append(f"{k}={getattr(self, k)} must be > 0")
-        for k in ("max_grad_norm", "vf_coef", "ent_coef", "kl_coef", "weight_decay", "target_approx_kl", "missing_eos_penalty"):
+        for k in ("vf_coef", "ent_coef", "kl_coef", "target_approx_kl"):
             if getattr(self, k) < 0:
                 errs.append(f"{k}={getattr(self, k)} must be >= 0")
         errs += check_range(self, "cliprange", 0, 1, lo_open=True, hi_open=True,
                             why="the probability ratio is clipped to [1 - cliprange, 1 + cliprange]; 0.1-0.3 is usual")
         errs += check_range(self, "gamma", 0, 1, lo_open=True, why="the discount per token; 1 (no discount) is usual")
         errs += check_range(self, "lam", 0, 1, why="GAE lambda: 0 is one-step TD, 1 is Monte Carlo; 0.95 is usual")
-        errs += check_range(self, "top_p", 0, 1, lo_open=True, why="1 turns nucleus sampling off")
-        errs += check_range(self, "warmup_ratio", 0, 1, hi_open=True)
         if self.kl_horizon <= 0:
             errs.append(f"kl_horizon={self.kl_horizon} must be a positive integer")
-        if self.resume and not Path(self.resume).expanduser().exists():
-            errs.append(f"resume={self.resume!r}: no such run or checkpoint folder")
         return errs
 
+
+@dataclass
+class _GroupConfig(OnlineRLConfig):
+    """Fields of the value-free group methods, under TRL's names: k samples per prompt, a clipped ratio with
+    an optional asymmetric upper bound, the KL coefficient `beta`."""
+
+    RENAMED: ClassVar[dict] = {
+        **OnlineRLConfig.RENAMED,
+        "kl_coef": ("beta", "TRL's GRPO/RLOO (and this stage) call the KL coefficient `beta`"),
+        "init_kl_coef": ("beta", "the KL coefficient is `beta` here, as in TRL's GRPO/RLOO"),
+        "cliprange": ("epsilon", "TRL's GRPO/RLOO (and this stage) call the ratio clip `epsilon` (and `epsilon_high` for an asymmetric upper bound)"),
+        "eps_clip": ("epsilon", "OpenRLHF's `eps_clip` is `epsilon` here"),
+        "num_ppo_epochs": ("num_iterations", "TRL's GRPO/RLOO (and this stage) call the passes over a step's episodes `num_iterations`"),
+        "ppo_epochs": ("num_iterations", "the passes over a step's episodes are `num_iterations` here, as in TRL's GRPO/RLOO"),
+        "rloo_k": ("num_generations", "old TRL's `rloo_k` is `num_generations` (samples per prompt)"),
+        "n_samples_per_prompt": ("num_generations", "OpenRLHF's `n_samples_per_prompt` is `num_generations` here, as in TRL"),
+        "group_size": ("num_generations", "the group size (samples per prompt) is `num_generations`, as in TRL"),
+        "value_model": (None, "value-free methods have no value model; for one use `edgerlhf ppo`"),
+        "vf_coef": (None, "value-free methods have no value loss; for one use `edgerlhf ppo`"),
+    }
+
+    num_generations: int = opt(4, "samples per prompt (a group); the baseline of each sample is computed from its group")
+    num_iterations: int = opt(1, "passes over each step's episodes (TRL's num_iterations; 1 is fully on-policy)")
+    epsilon: float = opt(0.2, "ratio clip: the ratio is clipped to [1 - epsilon, 1 + epsilon_high]")
+    epsilon_high: float | None = opt(None, "upper ratio clip (DAPO's clip-higher, e.g. 0.28); empty: epsilon")
+    mask_truncated_completions: bool = opt(False, "drop responses that hit response_length without EOS from the loss (DAPO)")
+
     @property
-    def steps(self) -> int:
-        return self.total_episodes // self.num_rollouts_per_step if self.total_episodes else self.max_steps
+    def samples_per_prompt(self) -> int:
+        return self.num_generations
+
+    @property
+    def update_epochs(self) -> int:
+        return self.num_iterations
+
+    def check(self) -> list[str]:
+        errs = super().check() + self.check_groups("num_generations")
+        if self.num_iterations <= 0:
+            errs.append(f"num_iterations={self.num_iterations} must be a positive integer")
+        errs += check_range(self, "epsilon", 0, 1, lo_open=True, hi_open=True,
+                            why="the probability ratio is clipped to [1 - epsilon, 1 + epsilon_high]; 0.2 is usual")
+        if self.epsilon_high is not None:
+            errs += check_range(self, "epsilon_high", 0, lo_open=True, why="DAPO uses 0.28")
+        errs += check_range(self, "beta", 0, why="0 drops the reference model and its forward pass")
+        return errs
+
+
+@dataclass
+class GRPOConfig(_GroupConfig):
+    """GRPO (Shao et al. 2024, DeepSeekMath): no value function; each sample's advantage is its reward minus
+    its group's mean (scaled by the group's std, the batch's, or not at all); KL (k3) in the loss with
+    weight `beta`, which defaults to 0, so the reference forward is skipped. Loss aggregation as TRL's
+    `loss_type`: grpo, bnpo, dr_grpo, dapo."""
+
+    stage: ClassVar[str] = "grpo"
+
+    beta: float = opt(0.0, "weight of the per-token k3 KL to the reference in the loss (TRL's default 0: no reference forward at all)")
+    scale_rewards: str = opt("group", "advantage scale: group (divide by the group's std) | batch (the step's std) | none (Dr. GRPO)")
+    loss_type: str = opt("dapo", "token-loss aggregation: grpo (per-sequence mean, then mean) | bnpo (mean over the micro-batch's tokens) | dr_grpo (sum / (sequences x response_length)) | dapo (sum / tokens of the optimizer step)")
+
+    def check(self) -> list[str]:
+        errs = super().check()
+        for k, choices in (("scale_rewards", ("group", "batch", "none")), ("loss_type", ("grpo", "bnpo", "dr_grpo", "dapo"))):
+            if getattr(self, k) not in choices:
+                errs.append(f"{k}={getattr(self, k)!r}: use one of {', '.join(choices)}")
+        return errs
+
+
+@dataclass
+class RLOOConfig(_GroupConfig):
+    """RLOO (Ahmadian et al. 2024): no value function; each sample's baseline is the mean reward of the other
+    samples of its prompt; the KL (k1, summed over the response) is subtracted from the reward with weight
+    `beta`, as TRL does; the ratio is clipped per sequence."""
+
+    stage: ClassVar[str] = "rloo"
+
+    beta: float = opt(0.05, "weight of the sequence KL to the reference subtracted from the reward (0: no reference forward)")
+    normalize_advantages: bool = opt(False, "whiten the advantages over the step")
 
 
 @dataclass
@@ -483,10 +636,10 @@ class EvalConfig(BaseConfig):
 
     stage: ClassVar[str] = "eval"
 
-    policy: str = opt("", "the policy to evaluate: a PPO or SFT run folder (or its adapter/)")
-    baseline: str = opt("auto", "policy compared against (win rate, paired gold gain, KL): 'auto' (the SFT policy a PPO policy started from), a run folder, 'base' (the bare model), or 'none'")
-    reward: str = opt("auto", "reward model for the learned-RM mean: 'auto' (the one PPO used, at its precision), a reward run folder, or 'none'")
-    reward_precision: str = opt("", "precision of `reward` (empty: the one PPO used, else fp32)")
+    policy: str = opt("", "the policy to evaluate: a PPO / GRPO / RLOO or SFT run folder (or its adapter/)")
+    baseline: str = opt("auto", "policy compared against (win rate, paired gold gain, KL): 'auto' (the SFT policy an RL policy started from), a run folder, 'base' (the bare model), or 'none'")
+    reward: str = opt("auto", "reward model for the learned-RM mean: 'auto' (the one the RL run used, at its precision), a reward run folder, or 'none'")
+    reward_precision: str = opt("", "precision of `reward` (empty: the one the RL run used, else fp32)")
     num_prompts: int = opt(128, "held-out prompts of the built-in task")
     temperature: float = opt(0.7, "sampling temperature")
     max_new_tokens: int = opt(48, "new tokens per response")
@@ -515,7 +668,9 @@ class EvalConfig(BaseConfig):
 
 
 STAGE_CONFIGS: dict[str, type[BaseConfig]] = {"sft": SFTConfig, "prefs": PrefsConfig, "reward": RewardConfig,
-                                              "rm-eval": RMEvalConfig, "ppo": PPOConfig, "eval": EvalConfig}
+                                              "rm-eval": RMEvalConfig, "ppo": PPOConfig, "grpo": GRPOConfig,
+                                              "rloo": RLOOConfig, "eval": EvalConfig}
+ONLINE_STAGES = tuple(k for k, c in STAGE_CONFIGS.items() if issubclass(c, OnlineRLConfig))
 
 
 # -- loading -------------------------------------------------------------------------------------------
@@ -565,14 +720,17 @@ def _coerce(value: Any, typ: Any, key: str) -> Any:
     return value
 
 
-def unknown_key_message(key: str, valid: list[str], stage: str = "") -> str:
+def unknown_key_message(key: str, valid: list[str], stage: str = "", renamed: dict | None = None) -> str:
     where = f" for stage {stage!r}" if stage else ""
+    if renamed and key in renamed:  # the stage's own table first: the same old name may mean another key here
+        new, why = renamed[key]
+        return f"unknown key {key!r}: renamed — {why}" if new in valid else f"unknown key {key!r}{where}: {why}"
     if key in RENAMED_KEYS:
         new, why = RENAMED_KEYS[key]
         if new in valid:
             return f"unknown key {key!r}: renamed — {why}"
         if key == "batch_size" and "num_rollouts_per_step" in valid:
-            return f"unknown key 'batch_size': renamed — PPO's batch (episodes per step) is `num_rollouts_per_step`"
+            return "unknown key 'batch_size': renamed — an online-RL step's batch (episodes per step) is `num_rollouts_per_step`"
         return f"unknown key {key!r}{where} ({why}; it does not apply to this stage)"
     close = difflib.get_close_matches(key, valid, n=1, cutoff=0.6)
     hint = f"; did you mean {close[0]!r}?" if close else ""
@@ -638,7 +796,7 @@ def from_dict(cls: type[BaseConfig], raw: dict, source: str = "config") -> BaseC
         errs.append(f"this config is for stage {stage!r}, not {cls.stage!r}")
     for k, v in raw.items():
         if k not in types_:
-            errs.append(unknown_key_message(k, sorted(types_), cls.stage))
+            errs.append(unknown_key_message(k, sorted(types_), cls.stage, getattr(cls, "RENAMED", None)))
             continue
         try:
             kwargs[k] = _coerce(v, types_[k], k)

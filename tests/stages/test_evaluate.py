@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from edgerlhf.config import EvalConfig, PPOConfig, load_config
-from edgerlhf.stages import evaluate, ppo
+from edgerlhf.stages import evaluate, online
 
 
 @pytest.fixture(scope="module")
@@ -19,7 +19,7 @@ def ppo_run(tmp_path_factory):
         "model": "tiny", "policy": str(sft), "output_dir": str(root / "runs"), "max_steps": 2, "num_rollouts_per_step": 8,
         "rollout_batch_size": 8, "mini_batch_size": 4, "gradient_accumulation_steps": 1, "response_length": 8,
         "gold_eval_prompts": 0, "report_to": ["none"], "progress": False, "learning_rate": 5e-3})
-    return ppo.run(cfg, reward_fn=lambda p, r: [len(x) / 20 for x in r]), sft, root
+    return online.run(cfg, reward_fn=lambda p, r: [len(x) / 20 for x in r]), sft, root
 
 
 def _eval(root, **kw):

@@ -1,4 +1,4 @@
-"""PPO's three model roles — policy, reference, value — over one base model in memory.
+"""The model roles of online RL — policy, reference, value (PPO only) — over one base model in memory.
 
     base weights (SFT merged in) ──┬── + PPO LoRA adapter "default" ........ policy
                                    ├── adapters disabled ................... reference (still includes SFT)
@@ -139,36 +139,42 @@ class Roles:
     """Policy, reference and value over shared (or, for comparison, separate) weights.
 
     ``forward(ids, mask, n_prompt, ...)`` gives the policy's token log-probs and the values; ``ref_logprobs``
-    the reference's. ``trainable`` lists every parameter the optimizer owns (PPO adapter, value head, and
-    the value adapter when there is one)."""
+    the reference's. ``trainable`` lists every parameter the optimizer owns (policy adapter, and for an
+    algorithm with a value function the value head and the value adapter when there is one).
+    ``values=False`` builds no value head (GRPO, RLOO); ``reference=False`` (``beta=0``) loads no reference
+    copy in the separate layout, and ``ref_logprobs`` refuses to run."""
 
-    def __init__(self, cfg, *, dtype: torch.dtype, device):
+    def __init__(self, cfg, *, dtype: torch.dtype, device, values: bool = True, reference: bool = True):
         from peft import get_peft_model
 
         self.cfg, self.device = cfg, torch.device(device)
-        self.layout, self.value_mode = cfg.layout, cfg.value_model
+        self.layout, self.has_reference = cfg.layout, reference
+        self.value_mode = getattr(cfg, "value_model", "head") if values else None
         load = lambda: load_base(cfg.policy, cfg.model, dtype=dtype, device=self.device, seed=cfg.seed,  # noqa: E731
                                  base_precision=cfg.base_precision)
         base, self.tokenizer, self.sft_meta = load()
         self.policy = get_peft_model(base, lora_config(cfg, "CAUSAL_LM", base))  # adapter "default"
-        self.ref = self.value_trunk = None
+        self.ref = self.value_trunk = self.value_head = None
         if self.layout == "separate":
-            self.ref = load()[0].eval()
-            vbase = load()[0]
-            self.value_trunk = get_peft_model(vbase, lora_config(cfg, "CAUSAL_LM", vbase)) \
-                if self.value_mode == "adapter" else vbase
+            if reference:
+                self.ref = load()[0].eval()
+            if values:
+                vbase = load()[0]
+                self.value_trunk = get_peft_model(vbase, lora_config(cfg, "CAUSAL_LM", vbase)) \
+                    if self.value_mode == "adapter" else vbase
         elif self.value_mode == "adapter":
             self.policy.add_adapter("value", lora_config(cfg, "CAUSAL_LM", base))
             self.policy.set_adapter("default")
-        hidden = base.config.hidden_size
-        self.value_head = ValueHead(hidden).to(self.device)
+        if values:
+            self.value_head = ValueHead(base.config.hidden_size).to(self.device)
         for m in (self.policy, self.ref, self.value_trunk):
             if m is not None:
                 _no_dropout(m)
         self.trainable = [p for n, p in self.policy.named_parameters() if "lora_" in n]
         if self.value_trunk is not None and self.value_mode == "adapter":
             self.trainable += [p for n, p in self.value_trunk.named_parameters() if "lora_" in n]
-        self.trainable += list(self.value_head.parameters())
+        if self.value_head is not None:
+            self.trainable += list(self.value_head.parameters())
         for p in self.trainable:
             p.requires_grad_(True)
         if cfg.gradient_checkpointing:
@@ -206,6 +212,8 @@ class Roles:
         lp, ent = _token_logprobs(self.policy, h, targets, temperature, entropy)
         v = None
         if values:
+            if self.value_head is None:
+                raise RuntimeError("values were asked for, but these roles were built without a value function")
             if self.layout == "shared" and self.value_mode == "head":
                 v = self.value_head(h)  # one trunk pass for both
             elif self.layout == "shared":
@@ -217,6 +225,8 @@ class Roles:
 
     @torch.no_grad()
     def ref_logprobs(self, ids, mask, n_prompt: int, temperature: float) -> torch.Tensor:
+        if not self.has_reference:
+            raise RuntimeError("the reference was asked for, but these roles were built without one (beta=0)")
         model = self.ref if self.ref is not None else self.policy
         ctx = self.policy.disable_adapter() if self.ref is None else contextlib.nullcontext()
         with ctx:
@@ -235,7 +245,8 @@ class Roles:
         out = {f"policy.{n}": p for n, p in self.policy.named_parameters() if p in set(self.trainable)}
         if self.value_trunk is not None and self.value_mode == "adapter":
             out.update({f"value_trunk.{n}": p for n, p in self.value_trunk.named_parameters() if "lora_" in n})
-        out.update({f"value_head.{n}": p for n, p in self.value_head.named_parameters()})
+        if self.value_head is not None:
+            out.update({f"value_head.{n}": p for n, p in self.value_head.named_parameters()})
         return out
 
     def load_trainable_state(self, state: dict[str, torch.Tensor]) -> None:
@@ -249,5 +260,5 @@ class Roles:
                 p.copy_(state[k].to(p.device, p.dtype))
 
     def save_policy(self, path: Path) -> None:
-        """The PPO adapter alone, in PEFT's layout (adapter "default" saves at the folder's root)."""
+        """The policy adapter alone, in PEFT's layout (adapter "default" saves at the folder's root)."""
         self.policy.save_pretrained(path, selected_adapters=["default"], safe_serialization=True)

@@ -1,8 +1,9 @@
-"""Pipeline stages: each ``run(cfg) -> run folder``."""
+"""Pipeline stages: each ``run(cfg) -> run folder``. The online-RL stages (ppo, grpo, rloo) are one engine,
+``online.py``, running the algorithm their config names (``rl/algorithms/``)."""
 
 import importlib
 
-_MODULES = {"eval": "evaluate", "rm-eval": "rm_eval"}
+_MODULES = {"eval": "evaluate", "rm-eval": "rm_eval", "ppo": "online", "grpo": "online", "rloo": "online"}
 
 
 def stage_module(stage: str):

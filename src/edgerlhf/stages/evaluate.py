@@ -68,8 +68,8 @@ def _baseline_of(cfg, art: Path, meta: dict) -> tuple[str | Path | None, str]:
         return None, "none"
     if cfg.baseline not in ("auto", ""):
         return cfg.baseline, ("base model" if cfg.baseline == "base" else str(cfg.baseline))
-    if meta.get("stage") == "ppo" and meta.get("sft"):
-        return art / meta["sft"], "SFT policy (the PPO run's starting point)"
+    if meta.get("sft"):  # an online-RL policy (ppo / grpo / rloo) carries the SFT policy it started from
+        return art / meta["sft"], f"SFT policy (the {meta.get('stage', 'RL')} run's starting point)"
     return "base", f"base model ({meta.get('base_model')})"
 
 

@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from edgerlhf.config import STAGE_CONFIGS, from_dict, to_dict
+from edgerlhf.config import ONLINE_STAGES, STAGE_CONFIGS, from_dict, to_dict
 from edgerlhf.presets import STAGE_PRESETS, STUDY_PRESETS  # noqa: F401  (STUDY_PRESETS re-exported)
 
 # keys that never change what a stage computes
@@ -70,7 +70,7 @@ def run_stage(study: Path, stage: str, label: str, overrides: dict, *, isolate: 
     if path.exists():
         from edgerlhf.tracking.checkpoint import list_checkpoints
 
-        if stage == "ppo" and list_checkpoints(path / "checkpoints"):
+        if stage in ONLINE_STAGES and list_checkpoints(path / "checkpoints"):
             kw["resume"] = str(path)
             log(f"[run] {label}: resuming {path} from its last checkpoint")
         else:  # a crashed stage without a checkpoint: keep it aside for inspection, start clean

@@ -1,16 +1,20 @@
-"""PPO alignment (stage 4), written for small memory: one base model serves policy, reference and value
-(see ``models/roles.py``); the reward model is separate, at the precision chosen, or any callable.
+"""The online-RL engine: one loop for every algorithm (PPO, GRPO, RLOO; ``rl/algorithms/``), written for
+small memory: one base model serves policy, reference and (PPO's) value (``models/roles.py``); the reward
+model is separate, at the precision chosen, or any callable.
 
-Why our own loop: TRL's PPOTrainer moved to ``experimental`` in 0.26 and was deleted in 2026 with
-``AutoModelForCausalLMWithValueHead``; TRL 1.16 has GRPO/RLOO but no PPO. The math is in ``rl/ppo_math.py``
-(free functions, unit-tested); this file only orchestrates. One PPO step:
+Why our own loop: TRL's PPOTrainer left the library in 2026; TRL 1.16's GRPO/RLOO trainers put the reward
+model on the policy's device at its own dtype, keep no shared-base layout, and copy each other method by
+method. Here an algorithm is only ``advantages()`` and ``loss()``; this file is everything else. One step:
 
-    # 1 rollout   sample responses with the policy (stop at EOS), pad to one rectangle
-    # 2 score     learned RM (or callable) and gold scorer on the decoded responses
-    # 3 forward   old log-probs, values, reference log-probs (no grad)
-    # 4 advantage per-token KL penalty + score at the last token, GAE, whitening
-    # 5 update    num_ppo_epochs over shuffled micro-batches, clipped losses, grad accumulation
-    # 6 log       namespaced metrics, one decoded sample, checkpoint every save_steps
+    # 1 rollout    prompts (k samples each) -> sampled responses (stop at EOS), padded to one rectangle
+    # 2 score      learned RM (or callable) and gold scorer on the decoded responses
+    # 3 forward    old log-probs, entropy; values and reference log-probs only if the algorithm needs them
+    # 4 advantage  algorithm.advantages(...)
+    # 5 update     epochs over shuffled micro-batches, algorithm.loss(...), grad accumulation, NaN guard
+    # 6 stats      namespaced metrics and one decoded sample
+
+and around the steps: checkpoints every ``save_steps`` and on Ctrl-C / SIGTERM, exact resume, a stop after
+``max_bad_steps`` NaN/inf steps in a row, CUDA OOM halving, the artifact and the summary.
 """
 
 from __future__ import annotations
@@ -26,20 +30,17 @@ from typing import Callable, NamedTuple
 
 import torch
 
-from edgerlhf.config import ConfigError, PPOConfig
+from edgerlhf.config import ConfigError, OnlineRLConfig
 from edgerlhf.data.formatting import encode_prompt, last_message
 from edgerlhf.models.generation import left_pad
 from edgerlhf.models.loading import resolve_device, resolve_dtype
-from edgerlhf.rl.ppo_math import (AdaptiveKLController, gae, kl_k1, kl_k3, masked_mean, per_token_rewards,
-                                  policy_loss, value_loss, whiten)
+from edgerlhf.rl.algorithms import Algorithm, MicroBatch, Rollout, make_algorithm
+from edgerlhf.rl.ppo_math import masked_mean
 from edgerlhf.stages.loop import seed_everything
 from edgerlhf.tracking import PeakMemory, RunDir
 from edgerlhf.tracking.run import atomic_write_dir
 
 RewardFn = Callable[[list, list[str]], list[float]]
-# config keys that may change when a run is resumed (everything else must match the stored config)
-RESUMABLE = {"resume", "max_steps", "total_episodes", "progress", "save_steps", "save_total_limit", "report_to",
-             "gold_eval_prompts", "sample_every", "run_name", "output_dir", "max_bad_steps"}
 
 
 class Batch(NamedTuple):
@@ -54,22 +55,15 @@ class Batch(NamedTuple):
 
 
 class UpdateStats(NamedTuple):
-    loss_policy: float
-    loss_value: float
-    clipfrac: float
-    vf_clipfrac: float
-    approxkl: float
-    ratio: float
-    entropy: float
-    grad_norm: float
-    skipped: int
+    stats: dict            # metric name -> mean over the optimizer steps taken
+    skipped: int           # optimizer steps skipped for NaN/inf
     optimizer_steps: int
     early_stopped: bool
 
 
 # -- data -----------------------------------------------------------------------------------------------
 
-def load_prompts(cfg: PPOConfig) -> list:
+def load_prompts(cfg: OnlineRLConfig) -> list:
     if cfg.prompts == "builtin":
         from edgerlhf.data.task import build_task
 
@@ -91,7 +85,7 @@ def load_prompts(cfg: PPOConfig) -> list:
 
 
 def prompts_for_step(prompts: list, step: int, n: int, seed: int) -> list:
-    """Episodes [step*n, (step+1)*n) of an endless stream of reshuffled epochs: the data position is a
+    """Prompts [step*n, (step+1)*n) of an endless stream of reshuffled epochs: the data position is a
     function of the step alone, so a resumed run draws exactly the prompts the uninterrupted one would."""
     out, start = [], step * n
     for pos in range(start, start + n):
@@ -100,6 +94,12 @@ def prompts_for_step(prompts: list, step: int, n: int, seed: int) -> list:
         random.Random(seed * 100_003 + epoch).shuffle(order)
         out.append(prompts[order[i]])
     return out
+
+
+def episodes_for_step(prompts: list, step: int, cfg: OnlineRLConfig) -> list:
+    """The step's episodes: ``num_rollouts_per_step / k`` prompts, each repeated ``k`` times in a row (a group)."""
+    k = cfg.samples_per_prompt
+    return [p for p in prompts_for_step(prompts, step, cfg.num_rollouts_per_step // k, cfg.seed) for _ in range(k)]
 
 
 # -- 1 rollout ------------------------------------------------------------------------------------------
@@ -115,11 +115,11 @@ def _oom_retry(fn: Callable[[int], object], size: int, what: str, on_shrink: Cal
             size = max(1, size // 2)
             if torch.cuda.is_available():
                 torch.cuda.empty_cache()
-            print(f"[ppo] CUDA out of memory in {what}: retrying with {what} batch {size}")
+            print(f"[online] CUDA out of memory in {what}: retrying with {what} batch {size}")
             on_shrink(size)
 
 
-def rollout(roles, tok, prompts: list, cfg: PPOConfig, batch_size: int) -> Batch:
+def rollout(roles, tok, prompts: list, cfg: OnlineRLConfig, batch_size: int) -> Batch:
     R, eos, pad = cfg.response_length, tok.eos_token_id, tok.pad_token_id
     prompt_ids, prompt_mask = left_pad([encode_prompt(tok, p) for p in prompts], pad)  # one P for the whole step
     P = prompt_ids.shape[1]
@@ -144,76 +144,81 @@ def rollout(roles, tok, prompts: list, cfg: PPOConfig, batch_size: int) -> Batch
                  texts, ended)
 
 
+# -- 3 forward ------------------------------------------------------------------------------------------
+
 @torch.no_grad()
-def rollout_forwards(roles, b: Batch, temperature: float, batch_size: int) -> dict[str, torch.Tensor]:
-    """Old log-probs, values, entropy and reference log-probs for every episode, in chunks."""
+def rollout_forwards(roles, b: Batch, temperature: float, batch_size: int, *, values: bool,
+                     reference: bool) -> dict[str, torch.Tensor | None]:
+    """Old log-probs and entropy for every episode, in chunks; values and reference log-probs only when the
+    algorithm uses them (with ``beta=0`` the reference is never run)."""
     out = {"logprobs": [], "values": [], "entropy": [], "ref_logprobs": []}
     for i in range(0, len(b.ids), batch_size):
         ids, mask = b.ids[i:i + batch_size].to(roles.device), b.mask[i:i + batch_size].to(roles.device)
-        fw = roles.forward(ids, mask, b.n_prompt, temperature, values=True, entropy=True)
+        fw = roles.forward(ids, mask, b.n_prompt, temperature, values=values, entropy=True)
         out["logprobs"].append(fw.logprobs.cpu())
-        out["values"].append(fw.values.cpu())
+        if values:
+            out["values"].append(fw.values.cpu())
         out["entropy"].append(fw.entropy.cpu())
-        out["ref_logprobs"].append(roles.ref_logprobs(ids, mask, b.n_prompt, temperature).cpu())
-    return {k: torch.cat(v) for k, v in out.items()}
+        if reference:
+            out["ref_logprobs"].append(roles.ref_logprobs(ids, mask, b.n_prompt, temperature).cpu())
+    return {k: (torch.cat(v) if v else None) for k, v in out.items()}
 
 
 # -- 5 update -------------------------------------------------------------------------------------------
 
-def ppo_update(roles, optimizer, scheduler, b: Batch, old: dict, adv: torch.Tensor, returns: torch.Tensor,
-               cfg: PPOConfig, sizes: dict, on_shrink: Callable[[int], None]) -> UpdateStats:
+def update(roles, algo: Algorithm, optimizer, scheduler, b: Batch, old: dict, adv, cfg: OnlineRLConfig,
+           sizes: dict, on_shrink: Callable[[int], None]) -> UpdateStats:
+    """``update_epochs`` passes over the step's episodes in shuffled optimizer steps of
+    ``mini_batch_size x gradient_accumulation_steps`` episodes, ``algorithm.loss`` per micro-batch."""
     n = len(b.ids)
     per_opt = cfg.mini_batch_size * cfg.gradient_accumulation_steps
-    acc = {k: [] for k in ("pg", "vf", "clip", "vclip", "akl", "ratio", "ent", "gn")}
+    acc: dict[str, list[float]] = {}
     skipped = steps = 0
     early = False
+    loss_mask = adv.loss_mask.float()
     roles.train()
 
-    def opt_step(idx: torch.Tensor, micro: int):
+    def opt_step(idx: torch.Tensor, micro: int) -> list[tuple[float, dict, int]]:
         optimizer.zero_grad(set_to_none=True)
+        step_tokens = float(loss_mask[idx].sum())
         rows = []
         for j in range(0, len(idx), micro):
             sel = idx[j:j + micro]
+            dev = lambda t: None if t is None else t[sel].to(roles.device)  # noqa: E731
             ids, mask = b.ids[sel].to(roles.device), b.mask[sel].to(roles.device)
-            rm = b.resp_mask[sel].to(roles.device).float()
-            fw = roles.forward(ids, mask, b.n_prompt, cfg.temperature, values=True, entropy=cfg.ent_coef > 0)
-            pg, clip, akl = policy_loss(fw.logprobs, old["logprobs"][sel].to(roles.device), adv[sel].to(roles.device),
-                                        rm, cfg.cliprange)
-            vf, vclip = value_loss(fw.values, old["values"][sel].to(roles.device), returns[sel].to(roles.device), rm,
-                                   cfg.cliprange_value)
-            ent = masked_mean(fw.entropy, rm) if fw.entropy is not None else torch.zeros(())
-            loss = pg + cfg.vf_coef * vf - cfg.ent_coef * ent
-            (loss * len(sel) / len(idx)).backward()
-            ratio = masked_mean(torch.exp(fw.logprobs.detach() - old["logprobs"][sel].to(roles.device)), rm)
-            rows.append([x.item() for x in (pg, vf, clip, vclip, akl, ratio, ent)] + [len(sel)])
+            fw = roles.forward(ids, mask, b.n_prompt, cfg.temperature, values=algo.needs_values,
+                               entropy=algo.entropy_in_update)
+            out = algo.loss(MicroBatch(fw.logprobs, fw.values, fw.entropy, dev(old["logprobs"]), dev(old["ref_logprobs"]),
+                                       dev(old["values"]), dev(adv.advantages), dev(adv.returns), dev(loss_mask),
+                                       len(sel), len(idx), step_tokens))
+            out.loss.backward()
+            rows.append((out.loss.item(), {k: float(v.detach()) for k, v in out.stats.items()}, len(sel)))
         return rows
 
-    for _ in range(cfg.num_ppo_epochs):
+    for _ in range(algo.update_epochs):
         perm = torch.randperm(n)
         for s in range(0, n, per_opt):
             idx = perm[s:s + per_opt]
             rows = _oom_retry(lambda m: opt_step(idx, m), sizes["mini_batch_size"], "update", on_shrink)
-            w = sum(r[-1] for r in rows)
-            mean = [sum(r[k] * r[-1] for r in rows) / w for k in range(7)]
+            w = sum(r[2] for r in rows)
+            mean = {k: sum(r[1][k] * r[2] for r in rows) / w for k in rows[0][1]}
             gn = float(torch.nn.utils.clip_grad_norm_(roles.trainable, cfg.max_grad_norm or float("inf")))
-            if not (all(math.isfinite(x) for x in mean[:2]) and math.isfinite(gn)):
+            if not (all(math.isfinite(r[0]) for r in rows) and math.isfinite(gn)):
                 optimizer.zero_grad(set_to_none=True)  # NaN/inf never reaches the weights
                 skipped += 1
                 continue
             optimizer.step()
             scheduler.step()
             steps += 1
-            for k, v in zip(acc, mean + [gn]):
-                acc[k].append(v)
-            if cfg.target_approx_kl and mean[4] > cfg.target_approx_kl:
+            for k, v in {**mean, "train/grad_norm": gn}.items():
+                acc.setdefault(k, []).append(v)
+            if algo.early_stop(mean):
                 early = True
                 break
         if early:
             break
     optimizer.zero_grad(set_to_none=True)
-    avg = {k: (sum(v) / len(v) if v else math.nan) for k, v in acc.items()}
-    return UpdateStats(avg["pg"], avg["vf"], avg["clip"], avg["vclip"], avg["akl"], avg["ratio"], avg["ent"],
-                       avg["gn"], skipped, steps, early)
+    return UpdateStats({k: sum(v) / len(v) for k, v in acc.items()}, skipped, steps, early)
 
 
 class StepResult(NamedTuple):
@@ -223,9 +228,9 @@ class StepResult(NamedTuple):
     sample: str     # one decoded rollout with its rewards
 
 
-def ppo_step(roles, tok, reward: RewardFn, gold: RewardFn, prompts: list, cfg: PPOConfig, kl_ctl, optimizer,
-             scheduler, sizes: dict) -> StepResult:
-    """One PPO step on ``prompts``; ``sizes`` holds the (OOM-adjusted) rollout and micro-batch sizes."""
+def online_step(roles, tok, algo: Algorithm, reward: RewardFn, gold: RewardFn, prompts: list, cfg: OnlineRLConfig,
+                optimizer, scheduler, sizes: dict) -> StepResult:
+    """One step on ``prompts`` (one entry per episode); ``sizes`` holds the (OOM-adjusted) batch sizes."""
     from edgerlhf.rewards.metrics import distinct_n
 
     t0 = time.perf_counter()
@@ -241,84 +246,80 @@ def ppo_step(roles, tok, reward: RewardFn, gold: RewardFn, prompts: list, cfg: P
     if cfg.missing_eos_penalty:
         scores = scores - cfg.missing_eos_penalty * (~b.ended).float()
     t_score = time.perf_counter() - t1
-    # 3 forward: old log-probs, values, reference log-probs
+    # 3 forward: old log-probs (+ values, reference log-probs when the algorithm uses them)
     t2 = time.perf_counter()
-    old = _oom_retry(lambda bs: rollout_forwards(roles, b, cfg.temperature, bs), sizes["rollout_batch_size"], "rollout",
-                     lambda n: sizes.__setitem__("rollout_batch_size", n))
+    old = _oom_retry(lambda bs: rollout_forwards(roles, b, cfg.temperature, bs, values=algo.needs_values,
+                                                 reference=algo.needs_reference),
+                     sizes["rollout_batch_size"], "rollout", lambda n: sizes.__setitem__("rollout_batch_size", n))
     t_fwd = time.perf_counter() - t2
     # 4 advantages
     rm = b.resp_mask.float()
-    kl = (kl_k1 if cfg.kl_estimator == "k1" else kl_k3)(old["logprobs"], old["ref_logprobs"]) * rm
-    rewards = per_token_rewards(scores, kl, rm, kl_ctl.value)
-    if cfg.whiten_rewards:
-        rewards = whiten(rewards, rm, shift_mean=False)
-    adv, returns = gae(rewards, old["values"], rm, cfg.gamma, cfg.lam)
-    adv = whiten(adv, rm)
-    # 5 update (skipped whole when rewards or values are not finite)
+    adv = algo.advantages(Rollout(scores, old["logprobs"], old["ref_logprobs"], old["values"], rm, b.ended))
+    # 5 update (skipped whole when rewards, advantages or values are not finite)
     t3 = time.perf_counter()
-    finite = bool(torch.isfinite(scores).all() and torch.isfinite(adv).all() and torch.isfinite(old["values"]).all())
-    if finite:
-        up = ppo_update(roles, optimizer, scheduler, b, old, adv, returns, cfg, sizes,
-                        lambda n: sizes.__setitem__("mini_batch_size", n))
+    if adv.finite:
+        up = update(roles, algo, optimizer, scheduler, b, old, adv, cfg, sizes,
+                    lambda n: sizes.__setitem__("mini_batch_size", n))
     else:
-        up = UpdateStats(*([math.nan] * 8), skipped=1, optimizer_steps=0, early_stopped=False)
+        up = UpdateStats({}, skipped=1, optimizer_steps=0, early_stopped=False)
     t_upd = time.perf_counter() - t3
-    kl_seq = kl.sum(1)
-    kl_coef = kl_ctl.value  # the coefficient this step's rewards used
-    if cfg.kl_adaptive:
-        kl_ctl.update(kl_seq.mean().item(), len(b.ids))
+    kl_seq = adv.kl.sum(1) if adv.kl is not None else None
+    if kl_seq is not None:
+        algo.after_step(kl_seq.mean().item(), len(b.ids))
     # 6 stats
     step_s, n_tok = time.perf_counter() - t0, int(rm.sum())
     metrics = {
         "objective/scores": scores.mean().item(), "objective/gold": gold_scores.mean().item(),
-        "objective/kl": kl_seq.mean().item(), "objective/kl_per_token": (kl.sum() / rm.sum()).item(),
-        "objective/entropy": masked_mean(old["entropy"], rm).item(),
-        "objective/rlhf_reward": (scores - kl_coef * kl_seq).mean().item(), "objective/kl_coef": kl_coef,
-        "policy/clipfrac": up.clipfrac, "policy/approxkl": up.approxkl, "policy/entropy": up.entropy,
-        "loss/policy": up.loss_policy, "loss/value": up.loss_value, "val/clipfrac": up.vf_clipfrac,
-        "val/ratio": up.ratio, "val/mean_length": rm.sum(1).mean().item(), "val/distinct_2": distinct_n(b.texts, 2),
-        "val/eos_rate": b.ended.float().mean().item(), "train/grad_norm": up.grad_norm,
-        "train/lr": scheduler.get_last_lr()[0], "train/optimizer_steps": up.optimizer_steps,
-        "train/early_stopped": int(up.early_stopped), "timing/generate": t_gen, "timing/score": t_score,
-        "timing/forward": t_fwd, "timing/update": t_upd, "timing/step_s": step_s, "timing/tokens_per_s": n_tok / step_s,
-        "timing/generate_tokens_per_s": n_tok / max(t_gen, 1e-9),
+        "objective/entropy": masked_mean(old["entropy"], rm).item(), **adv.metrics, **up.stats,
+        "val/mean_length": rm.sum(1).mean().item(), "val/distinct_2": distinct_n(b.texts, 2),
+        "val/eos_rate": b.ended.float().mean().item(), "train/lr": scheduler.get_last_lr()[0],
+        "train/optimizer_steps": up.optimizer_steps, "train/early_stopped": int(up.early_stopped),
+        "timing/generate": t_gen, "timing/score": t_score, "timing/forward": t_fwd, "timing/update": t_upd,
+        "timing/step_s": step_s, "timing/tokens_per_s": n_tok / step_s, "timing/generate_tokens_per_s": n_tok / max(t_gen, 1e-9),
         "batch/rollout_batch_size": sizes["rollout_batch_size"], "batch/mini_batch_size": sizes["mini_batch_size"],
     }
-    p = b.prompts[0]
-    sample = (f"[prompt] {last_message(p)}\n[response] {b.texts[0]}\n"
-              f"[score {scores[0]:+.3f} | gold {gold_scores[0]:+.3f} | kl {kl_seq[0]:+.3f}]")
-    bad = (not finite) or up.optimizer_steps == 0 or up.skipped > 0
+    if kl_seq is not None:
+        metrics.update({"objective/kl": kl_seq.mean().item(), "objective/kl_per_token": (adv.kl.sum() / rm.sum()).item()})
+    kl_txt = f" | kl {kl_seq[0]:+.3f}" if kl_seq is not None else ""
+    sample = (f"[prompt] {last_message(b.prompts[0])}\n[response] {b.texts[0]}\n"
+              f"[score {scores[0]:+.3f} | gold {gold_scores[0]:+.3f}{kl_txt}]")
+    bad = (not adv.finite) or up.optimizer_steps == 0 or up.skipped > 0
     return StepResult(metrics, bad, up.skipped, sample)
 
 
 # -- the run --------------------------------------------------------------------------------------------
 
 class _Interrupt:
-    """First Ctrl-C: finish the current step, write a checkpoint, stop. Second Ctrl-C: stop at once."""
+    """First Ctrl-C or SIGTERM (what ``timeout``, job schedulers and container stops send): finish the
+    current step, write a checkpoint, stop as interrupted. A second one stops at once."""
 
-    def __init__(self):
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self, name: str):
+        self.name = name
         self.requested = False
-        self._old = None
+        self._old: dict = {}
 
     def __enter__(self):
         if threading.current_thread() is threading.main_thread():
-            self._old = signal.getsignal(signal.SIGINT)
-
             def handler(signum, frame):
                 if self.requested:
                     raise KeyboardInterrupt
                 self.requested = True
-                print("\n[ppo] Ctrl-C: finishing this step, then writing a checkpoint (Ctrl-C again to stop now)")
+                what = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
+                print(f"\n[{self.name}] {what}: finishing this step, then writing a checkpoint (again to stop now)")
 
-            signal.signal(signal.SIGINT, handler)
+            for s in self.SIGNALS:
+                self._old[s] = signal.getsignal(s)
+                signal.signal(s, handler)
         return self
 
     def __exit__(self, *exc):
-        if self._old is not None:
-            signal.signal(signal.SIGINT, self._old)
+        for s, h in self._old.items():
+            signal.signal(s, h)
 
 
-def _resume_config(cfg: PPOConfig) -> tuple[PPOConfig, Path, Path]:
+def _resume_config(cfg: OnlineRLConfig) -> tuple[OnlineRLConfig, Path, Path]:
     """(config to run, run folder to continue, checkpoint) for ``resume=``; the stored config must agree."""
     import yaml
 
@@ -327,11 +328,14 @@ def _resume_config(cfg: PPOConfig) -> tuple[PPOConfig, Path, Path]:
     ckpt = latest_checkpoint(cfg.resume)
     run_path = ckpt.parent.parent
     stored = yaml.safe_load((run_path / "config.yaml").read_text())
-    ours = {k: v for k, v in vars(cfg).items()}
-    diff = [k for k in stored if k != "stage" and k not in RESUMABLE and stored[k] != ours.get(k)]
+    if stored.get("stage") != cfg.stage:
+        raise ConfigError([f"resume={cfg.resume!r} is a {stored.get('stage')!r} run; resume it with "
+                           f"`edgerlhf {stored.get('stage')} resume=...`"], str(run_path / "config.yaml"))
+    ours = dict(vars(cfg))
+    diff = [k for k in stored if k != "stage" and k not in cfg.RESUMABLE and stored[k] != ours.get(k)]
     if diff:
         raise ConfigError([f"{k}={ours.get(k)!r} differs from the resumed run's {stored[k]!r} (only "
-                           f"{', '.join(sorted(RESUMABLE - {'resume'}))} may change on resume)" for k in diff],
+                           f"{', '.join(sorted(cfg.RESUMABLE - {'resume'}))} may change on resume)" for k in diff],
                           str(run_path / "config.yaml"))
     return cfg, run_path, ckpt
 
@@ -359,7 +363,7 @@ def _logged_steps(path: Path) -> list[dict]:
     return [rows[k] for k in sorted(rows)]
 
 
-def _make_reward(cfg: PPOConfig, reward_fn: RewardFn | None, device) -> tuple[RewardFn, dict]:
+def _make_reward(cfg: OnlineRLConfig, reward_fn: RewardFn | None, device) -> tuple[RewardFn, dict]:
     if reward_fn is not None:
         return reward_fn, {"reward": getattr(reward_fn, "__name__", type(reward_fn).__name__), "reward_precision": "callable"}
     if not cfg.reward:
@@ -375,19 +379,20 @@ def _make_reward(cfg: PPOConfig, reward_fn: RewardFn | None, device) -> tuple[Re
                 "reward_backend": rm.meta.get("backend", "")}
 
 
-def run(cfg: PPOConfig, reward_fn: RewardFn | None = None) -> Path:
-    """Align the policy with PPO; returns the run folder (``adapter/`` is the aligned policy).
-
-    ``reward_fn(prompts, responses) -> rewards`` replaces the learned RM (Python API)."""
+def run(cfg: OnlineRLConfig, reward_fn: RewardFn | None = None, algorithm: Algorithm | None = None) -> Path:
+    """Align the policy with the config's online algorithm; returns the run folder (``adapter/`` is the
+    aligned policy). ``reward_fn(prompts, responses) -> rewards`` replaces the learned RM (Python API)."""
     from edgerlhf.models.roles import Roles
     from edgerlhf.rewards import GoldScorer
     from edgerlhf.stages.loop import make_optimizer
     from edgerlhf.tracking.checkpoint import load_checkpoint, save_checkpoint, set_rng_state
 
+    name = cfg.stage
     # 0 set-up: bad input fails before any folder is written
     ckpt = run_path = None
     if cfg.resume:
         cfg, run_path, ckpt = _resume_config(cfg)
+    algo = algorithm or make_algorithm(cfg)
     seed_everything(cfg.seed)
     device = resolve_device(cfg.device)
     dtype = resolve_dtype(cfg.dtype, device)
@@ -400,16 +405,15 @@ def run(cfg: PPOConfig, reward_fn: RewardFn | None = None) -> Path:
     mem = PeakMemory().start()
     try:
         t_load = time.perf_counter()
-        roles = Roles(cfg, dtype=dtype, device=device)
+        roles = Roles(cfg, dtype=dtype, device=device, values=algo.needs_values, reference=algo.needs_reference)
         tok = roles.tokenizer
         t_load = time.perf_counter() - t_load
         n_trainable = sum(p.numel() for p in roles.trainable)
         per_opt = cfg.mini_batch_size * cfg.gradient_accumulation_steps
-        opt_steps_total = total_steps * cfg.num_ppo_epochs * (cfg.num_rollouts_per_step // per_opt)
+        opt_steps_total = total_steps * algo.update_epochs * (cfg.num_rollouts_per_step // per_opt)
         holder = torch.nn.Module()
         holder.params = torch.nn.ParameterList(roles.trainable)
         optimizer, scheduler = make_optimizer(holder, cfg, opt_steps_total)
-        kl_ctl = AdaptiveKLController(cfg.kl_coef, cfg.kl_target, cfg.kl_horizon)
         sizes = {"rollout_batch_size": cfg.rollout_batch_size, "mini_batch_size": cfg.mini_batch_size}
         state = {"bad_in_row": 0, "bad_steps": 0, "skipped_updates": 0, "episodes": 0}
         start = 0
@@ -421,30 +425,32 @@ def run(cfg: PPOConfig, reward_fn: RewardFn | None = None) -> Path:
             scheduler.load_state_dict(c["scheduler"])
             set_rng_state(c["rng"])
             start = c["state"]["step"]
-            kl_ctl.value = c["state"]["kl_coef"]
+            algo.load_state(c["state"].get("algorithm", c["state"]))
             sizes.update(c["state"]["sizes"])
             state.update(c["state"]["counters"])
-            print(f"[ppo] resumed from {ckpt} at step {start}")
-        print(f"[ppo] {cfg.policy or cfg.model} on {device} ({str(dtype).removeprefix('torch.')}), layout={cfg.layout}, "
-              f"value={cfg.value_model}, base={cfg.base_precision}; {n_trainable:,} trainable parameters; reward: "
-              f"{reward_info['reward']} ({reward_info['reward_precision']}); {total_steps} steps x "
-              f"{cfg.num_rollouts_per_step} episodes")
+            print(f"[{name}] resumed from {ckpt} at step {start}")
+        value_txt = f"value={cfg.value_model}, " if algo.needs_values else ""
+        group_txt = f" ({algo.samples_per_prompt} per prompt)" if algo.samples_per_prompt > 1 else ""
+        print(f"[{name}] {cfg.policy or cfg.model} on {device} ({str(dtype).removeprefix('torch.')}), layout={cfg.layout}, "
+              f"{value_txt}base={cfg.base_precision}, reference={'on' if algo.needs_reference else 'off'}; "
+              f"{n_trainable:,} trainable parameters; reward: {reward_info['reward']} ({reward_info['reward_precision']}); "
+              f"{total_steps} steps x {cfg.num_rollouts_per_step} episodes{group_txt}")
 
         def checkpoint(step):
             return save_checkpoint(run_dir.path, step, roles.trainable_state(), optimizer, scheduler,
-                                   {"kl_coef": kl_ctl.value, "sizes": dict(sizes), "counters": dict(state)},
+                                   {"algorithm": algo.state(), "sizes": dict(sizes), "counters": dict(state)},
                                    cfg.save_total_limit)
 
         from tqdm.auto import tqdm
 
-        bar = tqdm(range(start, total_steps), desc="ppo", disable=not cfg.progress, unit="step", dynamic_ncols=True,
+        bar = tqdm(range(start, total_steps), desc=name, disable=not cfg.progress, unit="step", dynamic_ncols=True,
                    initial=start, total=total_steps)
         # a resumed run's summary covers the whole run: the steps logged before the checkpoint come back too
         history = [r for r in _logged_steps(run_dir.path) if r["step"] <= start] if ckpt is not None else []
-        with _Interrupt() as interrupt:
+        with _Interrupt(name) as interrupt:
             for step in bar:
-                batch_prompts = prompts_for_step(prompts, step, cfg.num_rollouts_per_step, cfg.seed)
-                st = ppo_step(roles, tok, reward, gold, batch_prompts, cfg, kl_ctl, optimizer, scheduler, sizes)
+                episodes = episodes_for_step(prompts, step, cfg)
+                st = online_step(roles, tok, algo, reward, gold, episodes, cfg, optimizer, scheduler, sizes)
                 state["bad_in_row"] = state["bad_in_row"] + 1 if st.bad else 0
                 state["bad_steps"] += int(st.bad)
                 state["skipped_updates"] += st.skipped
@@ -455,8 +461,10 @@ def run(cfg: PPOConfig, reward_fn: RewardFn | None = None) -> Path:
                 history.append(metrics)
                 if (step % cfg.sample_every) == 0:
                     run_dir.log_text("sample/rollout", st.sample, step + 1)
-                bar.set_postfix(score=f"{metrics['objective/scores']:+.3f}", gold=f"{metrics['objective/gold']:+.3f}",
-                                kl=f"{metrics['objective/kl']:.2f}")
+                post = {"score": f"{metrics['objective/scores']:+.3f}", "gold": f"{metrics['objective/gold']:+.3f}"}
+                if "objective/kl" in metrics:
+                    post["kl"] = f"{metrics['objective/kl']:.2f}"
+                bar.set_postfix(**post)
                 if state["bad_in_row"] >= cfg.max_bad_steps:
                     raise FloatingPointError(
                         f"NaN/inf in rewards, loss or gradients for {state['bad_in_row']} steps in a row (step {step + 1}); "
@@ -466,18 +474,18 @@ def run(cfg: PPOConfig, reward_fn: RewardFn | None = None) -> Path:
                     checkpoint(step + 1)
                 if interrupt.requested:
                     path = checkpoint(step + 1)
-                    print(f"[ppo] checkpoint written: {path}; continue with: edgerlhf ppo resume={run_dir.path}")
+                    print(f"[{name}] checkpoint written: {path}; continue with: edgerlhf {name} resume={run_dir.path}")
                     raise KeyboardInterrupt
         bar.close()
-        return _finish(cfg, run_dir, roles, tok, history, state, reward, reward_info, mem, t_load, n_trainable, device,
-                       dtype)
+        return _finish(cfg, algo, run_dir, roles, tok, history, state, reward_info, mem, t_load, n_trainable,
+                       device, dtype)
     except BaseException as e:
         mem.stop()
         run_dir.fail(e)
         raise
 
 
-def _finish(cfg, run_dir, roles, tok, history, state, reward, reward_info, mem, t_load, n_trainable, device, dtype):
+def _finish(cfg, algo, run_dir, roles, tok, history, state, reward_info, mem, t_load, n_trainable, device, dtype):
     from edgerlhf.models.adapters import read_artifact_meta, write_artifact_meta
 
     gold_eval = {}
@@ -497,29 +505,35 @@ def _finish(cfg, run_dir, roles, tok, history, state, reward, reward_info, mem, 
 
         roles.save_policy(tmp)
         tok.save_pretrained(tmp)
-        save_file({k: v.detach().cpu().contiguous() for k, v in roles.value_head.state_dict().items()},
-                  str(tmp / "value_head.safetensors"))
+        if roles.value_head is not None:
+            save_file({k: v.detach().cpu().contiguous() for k, v in roles.value_head.state_dict().items()},
+                      str(tmp / "value_head.safetensors"))
         sft = None
-        if cfg.policy:  # the SFT adapter travels with the PPO adapter: the artifact is self-contained
+        if cfg.policy:  # the SFT adapter travels with the policy adapter: the artifact is self-contained
             from edgerlhf.models.adapters import find_artifact
 
             src = find_artifact(cfg.policy)
             shutil.copytree(src, tmp / "sft")
             sft = read_artifact_meta(src)
         base_model = (sft or {}).get("base_model", cfg.model)
-        write_artifact_meta(tmp, stage="ppo", kind="lora", base_model=base_model, seed=cfg.seed,
+        write_artifact_meta(tmp, stage=cfg.stage, kind="lora", base_model=base_model, seed=cfg.seed,
                             sft="sft" if cfg.policy else None, base_precision=cfg.base_precision,
-                            use_chat_template=True, **reward_info)
+                            use_chat_template=True, algorithm=algo.name, **reward_info)
 
     artifact = atomic_write_dir(run_dir.path / "adapter", fill)
-    first, last = (history[0], history[-1]) if history else ({}, {})
+    last = history[-1] if history else {}
     k = max(1, len(history) // 5)  # first / last fifth of the run, for a less noisy before/after
     head, tail = history[:k], history[-k:]
-    avg = lambda rows, key: sum(r[key] for r in rows) / len(rows) if rows else math.nan  # noqa: E731
+
+    def avg(rows, key):
+        vals = [r[key] for r in rows if key in r]
+        return sum(vals) / len(vals) if vals else math.nan
+
     step_times = sorted(r["timing/step_s"] for r in history)
     stats = {
         "artifact": str(artifact), "device": str(device), "compute_dtype": str(dtype).removeprefix("torch."),
-        "layout": cfg.layout, "value_model": cfg.value_model, "base_precision": cfg.base_precision, **reward_info,
+        "algorithm": algo.name, "layout": cfg.layout, "base_precision": cfg.base_precision, **reward_info,
+        "reference": algo.needs_reference, "samples_per_prompt": algo.samples_per_prompt,
         "trainable_params": n_trainable, "steps": cfg.steps, "episodes": state["episodes"],
         "bad_steps": state["bad_steps"], "skipped_updates": state["skipped_updates"],
         "objective/scores_first": avg(head, "objective/scores"), "objective/scores_last": avg(tail, "objective/scores"),
@@ -534,11 +548,14 @@ def _finish(cfg, run_dir, roles, tok, history, state, reward, reward_info, mem, 
         "batch/final_mini_batch_size": last.get("batch/mini_batch_size"),
         **gold_eval, **mem.stop().as_metrics(),
     }
-    print(f"\n[ppo] {len(history)} steps: learned-RM score {stats['objective/scores_first']:+.3f} -> "
+    if algo.needs_values:
+        stats["value_model"] = cfg.value_model
+    kl_txt = f", KL {stats['objective/kl_last']:.2f} nats" if math.isfinite(stats["objective/kl_last"]) else ""
+    print(f"\n[{cfg.stage}] {len(history)} steps: learned-RM score {stats['objective/scores_first']:+.3f} -> "
           f"{stats['objective/scores_last']:+.3f}, gold {stats['objective/gold_first']:+.3f} -> "
-          f"{stats['objective/gold_last']:+.3f}, KL {stats['objective/kl_last']:.2f} nats; median step "
-          f"{stats['timing/step_s_median']:.1f}s; peak memory {stats['memory/peak_mb']:.0f} MB; adapter: {artifact}")
+          f"{stats['objective/gold_last']:+.3f}{kl_txt}; median step {stats['timing/step_s_median']:.1f}s; "
+          f"peak memory {stats['memory/peak_mb']:.0f} MB; adapter: {artifact}")
     if gold_eval:
-        print(f"[ppo] gold (VADER) on {gold_eval['eval/gold_n']} held-out prompts: {gold_eval['eval/gold_mean']:+.3f} "
+        print(f"[{cfg.stage}] gold (VADER) on {gold_eval['eval/gold_n']} held-out prompts: {gold_eval['eval/gold_mean']:+.3f} "
               f"(95% CI {gold_eval['eval/gold_ci95_low']:+.3f} .. {gold_eval['eval/gold_ci95_high']:+.3f})")
     return run_dir.finish(stats)
