@@ -52,3 +52,33 @@ def test_user_preset_carries_the_reports_settings():
 def test_runs_on_a_missing_folder_exits_2(capsys, tmp_path):
     assert main(["runs", str(tmp_path / "none")]) == 2
     assert "no such folder" in capsys.readouterr().err
+
+
+def test_grpo_and_rloo_commands_exist_with_their_own_keys(capsys, tmp_path):
+    assert main(["grpo", "--help-config"]) == 0
+    out = capsys.readouterr().out
+    assert "num_generations" in out and "scale_rewards" in out and "loss_type" in out and "value_model" not in out
+    assert main(["rloo", "--help-config"]) == 0
+    assert "normalize_advantages" in capsys.readouterr().out
+    assert main(["grpo", "model=tiny", f"output_dir={tmp_path}", "kl_coef=0.1", "num_rollouts_per_step=6"]) == 2
+    err = capsys.readouterr().err
+    assert "`beta`" in err and "not a multiple of num_generations=4" in err
+    assert not any(tmp_path.iterdir())
+
+
+def test_every_online_preset_validates():
+    from edgerlhf.config import STAGE_CONFIGS, load_config
+    from edgerlhf.presets import STAGE_PRESETS
+
+    for stage in ("ppo", "grpo", "rloo"):
+        for name in STAGE_PRESETS[stage]:
+            cfg = load_config(STAGE_CONFIGS[stage], preset=name)
+            assert cfg.num_rollouts_per_step * cfg.steps in (256, 2048, 32 * 20), (stage, name)
+
+
+def test_grpo_command_refuses_a_missing_reward_before_writing(tmp_path, capsys):
+    assert main(["grpo", "model=tiny", f"output_dir={tmp_path}", "run_name=g", "max_steps=1", "num_rollouts_per_step=8",
+                 "rollout_batch_size=8", "mini_batch_size=4", "gradient_accumulation_steps=1", "response_length=8",
+                 "gold_eval_prompts=0", "report_to=none", "progress=false", "max_prompts=16",
+                 "reward=" + str(tmp_path / "missing")]) == 2
+    assert "reward='" in capsys.readouterr().err and not (tmp_path / "g").exists()

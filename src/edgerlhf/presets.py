@@ -30,6 +30,26 @@ STAGE_PRESETS: dict[str, dict[str, dict]] = {
                  "lora_layers": 10, "total_episodes": 2048, "response_length": 48, "temperature": 0.7,
                  "save_steps": 8},
     },
+    # The value-free methods at PPO's episode budget and batch shapes (quick: 8 steps x 32 episodes = 256,
+    # full: 2,048): 8 prompts x 4 samples per step, the same rollout and update batches, LoRA in the top 10
+    # blocks, 2 passes per step as PPO's 2 epochs. GRPO keeps TRL's beta=0 (no reference forward); RLOO keeps
+    # TRL's beta=0.05 in the reward. Measured side by side with PPO by bench/online_alignment.py.
+    "grpo": {
+        "quick": {"num_rollouts_per_step": 32, "num_generations": 4, "rollout_batch_size": 32, "mini_batch_size": 8,
+                  "gradient_accumulation_steps": 1, "num_iterations": 2, "learning_rate": 2e-4, "beta": 0.0,
+                  "lora_layers": 10, "max_steps": 8, "response_length": 48, "temperature": 0.7},
+        "full": {"num_rollouts_per_step": 32, "num_generations": 4, "rollout_batch_size": 32, "mini_batch_size": 8,
+                 "gradient_accumulation_steps": 1, "num_iterations": 2, "learning_rate": 1e-4, "beta": 0.0,
+                 "lora_layers": 10, "total_episodes": 2048, "response_length": 48, "temperature": 0.7, "save_steps": 8},
+    },
+    "rloo": {
+        "quick": {"num_rollouts_per_step": 32, "num_generations": 4, "rollout_batch_size": 32, "mini_batch_size": 8,
+                  "gradient_accumulation_steps": 1, "num_iterations": 2, "learning_rate": 2e-4, "beta": 0.05,
+                  "lora_layers": 10, "max_steps": 8, "response_length": 48, "temperature": 0.7},
+        "full": {"num_rollouts_per_step": 32, "num_generations": 4, "rollout_batch_size": 32, "mini_batch_size": 8,
+                 "gradient_accumulation_steps": 1, "num_iterations": 2, "learning_rate": 1e-4, "beta": 0.05,
+                 "lora_layers": 10, "total_episodes": 2048, "response_length": 48, "temperature": 0.7, "save_steps": 8},
+    },
 }
 
 

@@ -54,3 +54,17 @@ def test_baseline_samples_are_reused_only_when_sampled_the_same_way(ppo_run):
     with pytest.raises(ValueError, match="sampled differently"):
         _eval(root, policy=str(run), baseline_eval=base["run_dir"], temperature=1.0)
     assert sorted(p.name for p in (root / "runs").iterdir()) == before  # refused before any folder was written
+
+
+def test_eval_works_on_a_value_free_policy_and_finds_its_sft_baseline(ppo_run):
+    from edgerlhf.config import GRPOConfig
+
+    _, sft, root = ppo_run
+    cfg = load_config(GRPOConfig, overrides={
+        "model": "tiny", "policy": str(sft), "output_dir": str(root / "runs"), "max_steps": 1, "num_rollouts_per_step": 8,
+        "num_generations": 4, "rollout_batch_size": 8, "mini_batch_size": 4, "gradient_accumulation_steps": 1,
+        "response_length": 8, "gold_eval_prompts": 0, "report_to": ["none"], "progress": False})
+    run = online.run(cfg, reward_fn=lambda p, r: [len(x) / 20 for x in r])
+    s = _eval(root, policy=str(run))
+    assert s["baseline"] == "SFT policy (the grpo run's starting point)"
+    assert "eval/gold_gain" in s and "eval/kl" in s
