@@ -12,12 +12,14 @@ def _reward(prompts, responses):
     return [sum(c in "aeiou" for c in r) / 10 for r in responses]
 
 
-@pytest.mark.parametrize("base_precision", ["fp32", "int8", "int4"])
-def test_ppo_on_cuda_with_a_quantized_base(tmp_path, base_precision):
-    from edgerlhf.config import PPOConfig, load_config
+@pytest.mark.parametrize("algo,base_precision", [("ppo", "fp32"), ("ppo", "int8"), ("ppo", "int4"), ("grpo", "int4"),
+                                                 ("rloo", "fp32")])
+def test_online_rl_on_cuda_with_a_quantized_base(tmp_path, algo, base_precision):
+    from edgerlhf.config import STAGE_CONFIGS, load_config
     from edgerlhf.stages import online
 
-    cfg = load_config(PPOConfig, overrides={
+    extra = {} if algo == "ppo" else {"num_generations": 4, "beta": 0.05}
+    cfg = load_config(STAGE_CONFIGS[algo], overrides={**extra, 
         "model": "tiny", "device": "cuda", "output_dir": str(tmp_path), "max_steps": 3, "num_rollouts_per_step": 8,
         "rollout_batch_size": 8, "mini_batch_size": 4, "gradient_accumulation_steps": 1, "response_length": 8,
         "gold_eval_prompts": 4, "report_to": ["none"], "progress": False, "base_precision": base_precision,
