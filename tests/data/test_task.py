@@ -39,7 +39,7 @@ def test_sizes(task):
 
 
 def test_uncached_build_matches_the_cached_one():
-    # (how long the build takes is a benchmark figure, not a test: bench/task_build.py)
+    # (how long the build takes is a benchmark figure, not a test: bench/smoke_study.py)
     fresh = task_mod._build_cached.__wrapped__(0)
     cached = task_mod._build_cached(0)
     assert fresh == cached

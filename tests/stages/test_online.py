@@ -123,20 +123,22 @@ def test_resume_refuses_a_changed_setting(tmp_path):
         online.run(_cfg(tmp_path, max_steps=4, run_name="r", resume=str(run), learning_rate=5e-4), reward_fn=length_reward)
 
 
-def test_nan_rewards_are_skipped_then_stop_with_checkpoint_intact(tmp_path):
+@pytest.mark.parametrize("algo", ["ppo", "grpo"])
+def test_nan_rewards_are_skipped_then_stop_with_checkpoint_intact(tmp_path, algo):
     calls = {"n": 0}
 
     def flaky(prompts, responses):
         calls["n"] += 1
         return [math.nan] * len(responses) if calls["n"] >= 3 else length_reward(prompts, responses)
 
-    cfg = _cfg(tmp_path, max_steps=8, save_steps=2, max_bad_steps=2, run_name="nan")
+    cfg = _cfg(tmp_path, algo, max_steps=8, save_steps=2, max_bad_steps=2, run_name="nan")
     with pytest.raises(FloatingPointError, match="2 steps in a row"):
         online.run(cfg, reward_fn=flaky)
     run = tmp_path / "runs" / "nan"
     assert (run / "status").read_text().strip() == "failed"
     ck = load_file(run / "checkpoints" / "step-000002" / "trainable.safetensors")
-    assert all(torch.isfinite(v).all() for v in ck.values())
+    assert ck and all(torch.isfinite(v).all() for v in ck.values())
+    assert any("value_head" in k for k in ck) == (algo == "ppo")  # a value-free run has none
     rows = _metrics(run)
     assert rows[2]["train/skipped_updates"] == 1 and rows[2]["train/optimizer_steps"] == 0
 
@@ -154,7 +156,8 @@ def test_one_nan_step_is_skipped_and_the_run_goes_on(tmp_path):
     assert s["status"] == "finished" and s["bad_steps"] == 1
 
 
-def test_fake_cuda_oom_halves_the_micro_batch_and_retries(tmp_path, monkeypatch, capsys):
+@pytest.mark.parametrize("algo", ["ppo", "rloo"])
+def test_fake_cuda_oom_halves_the_micro_batch_and_retries(tmp_path, monkeypatch, capsys, algo):
     real = Roles.forward
 
     def forward(self, ids, *a, **kw):
@@ -163,10 +166,11 @@ def test_fake_cuda_oom_halves_the_micro_batch_and_retries(tmp_path, monkeypatch,
         return real(self, ids, *a, **kw)
 
     monkeypatch.setattr(Roles, "forward", forward)
-    run = online.run(_cfg(tmp_path, max_steps=2), reward_fn=length_reward)
+    cfg = _cfg(tmp_path, algo, max_steps=2)
+    run = online.run(cfg, reward_fn=length_reward)
     s = json.loads((run / "summary.json").read_text())
     assert s["batch/final_mini_batch_size"] == 1 and s["skipped_updates"] == 0
-    assert _metrics(run)[0]["train/optimizer_steps"] == 4
+    assert _metrics(run)[0]["train/optimizer_steps"] == cfg.update_epochs * 2  # 8 episodes, 4 per optimizer step
     assert "retrying with update batch 1" in capsys.readouterr().out
 
 
@@ -287,35 +291,6 @@ def test_grpo_resume_from_a_mid_epoch_checkpoint_is_exact(tmp_path):
     for r in again:
         for k in ("loss/policy", "objective/scores", "objective/kl", "policy/approxkl"):
             assert r[k] == full[r["step"]][k], (r["step"], k)
-
-
-def test_nan_guard_and_oom_halving_work_for_a_value_free_algorithm(tmp_path, monkeypatch, capsys):
-    calls = {"n": 0}
-
-    def flaky(prompts, responses):
-        calls["n"] += 1
-        return [math.nan] * len(responses) if calls["n"] >= 3 else length_reward(prompts, responses)
-
-    with pytest.raises(FloatingPointError, match="2 steps in a row"):
-        online.run(_cfg(tmp_path, "grpo", max_steps=8, save_steps=2, max_bad_steps=2, run_name="nan"), reward_fn=flaky)
-    run = tmp_path / "runs" / "nan"
-    assert (run / "status").read_text().strip() == "failed"
-    ck = load_file(run / "checkpoints" / "step-000002" / "trainable.safetensors")
-    assert ck and all(torch.isfinite(v).all() for v in ck.values())
-    assert not any("value_head" in k for k in ck)
-
-    real = Roles.forward
-
-    def forward(self, ids, *a, **kw):
-        if torch.is_grad_enabled() and ids.shape[0] > 1:
-            raise torch.cuda.OutOfMemoryError("CUDA out of memory (fake)")
-        return real(self, ids, *a, **kw)
-
-    monkeypatch.setattr(Roles, "forward", forward)
-    run = online.run(_cfg(tmp_path, "rloo", max_steps=1, run_name="oom"), reward_fn=length_reward)
-    s = json.loads((run / "summary.json").read_text())
-    assert s["batch/final_mini_batch_size"] == 1 and s["skipped_updates"] == 0
-    assert "retrying with update batch 1" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("algo", ["ppo", "grpo"])
