@@ -10,6 +10,22 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
+def pytest_configure(config):
+    """EDGERLHF_FORCE_AVX512BF16=1 (or 0) runs the whole suite as if bitsandbytes had (or had not) detected
+    AVX512-BF16, whatever this CPU has: the branch it takes for 4-bit layers (a backward-less inference
+    kernel after a no-grad forward) is then exercised everywhere, on any machine."""
+    forced = os.environ.get("EDGERLHF_FORCE_AVX512BF16")
+    if forced in ("0", "1"):
+        import bitsandbytes.nn.modules as bnb_modules
+
+        bnb_modules.has_avx512bf16 = lambda: forced == "1"
+
+
+def pytest_report_header(config):
+    forced = os.environ.get("EDGERLHF_FORCE_AVX512BF16")
+    return f"bitsandbytes AVX512-BF16 detection forced {'on' if forced == '1' else 'off'}" if forced in ("0", "1") else None
+
+
 def pytest_collection_modifyitems(config, items):
     if os.environ.get("EDGERLHF_GPU_TESTS") == "1":
         return
