@@ -42,10 +42,13 @@ def main() -> None:
     ap.add_argument("--algorithms", default="ppo,grpo,rloo")
     ap.add_argument("--out", default="runs/bench-online")
     ap.add_argument("--eval-prompts", type=int, default=128)
+    ap.add_argument("--sft-eval", help="an existing eval run folder of the SFT policy (baseline=none, same prompts and "
+                                       "sampling), e.g. a study's eval-sft-*, instead of sampling it again")
     a = ap.parse_args()
     out = Path(a.out)
     common = ["progress=false", "report_to=none", f"output_dir={out}"]
-    if not (out / "eval-sft" / "summary.json").is_file():
+    sft_eval = Path(a.sft_eval) if a.sft_eval else out / "eval-sft"
+    if not (sft_eval / "summary.json").is_file():
         _cli("eval", a.sft, "baseline=none", f"reward={a.rm}", "reward_precision=fp32", f"num_prompts={a.eval_prompts}",
              "run_name=eval-sft", *common)
     rows = {}
@@ -56,7 +59,7 @@ def main() -> None:
                  f"run_name={name}", *common)
         if not (out / f"eval-{name}" / "summary.json").is_file():
             _cli("eval", str(out / name), f"reward={a.rm}", "reward_precision=fp32", f"num_prompts={a.eval_prompts}",
-                 f"baseline_eval={out / 'eval-sft'}", f"run_name=eval-{name}", *common)
+                 f"baseline_eval={sft_eval}", f"run_name=eval-{name}", *common)
         rows[algo] = (_summary(out / name), _summary(out / f"eval-{name}"), _gold(out / f"eval-{name}"))
     print(f"\n== {a.preset} presets, the same SFT policy and RM (fp32), {a.eval_prompts} held-out prompts")
     print("| algorithm | episodes | wall min | median step s | peak MB | gold SFT -> policy | gain [95% CI] | win rate | KL | distinct-2 | length |")

@@ -12,9 +12,9 @@ import edgerlhf
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 
-API = ["SFTConfig", "PrefsConfig", "RewardConfig", "RMEvalConfig", "PPOConfig", "EvalConfig", "load_config",
-       "run_sft", "run_prefs", "run_reward", "run_rm_eval", "run_ppo", "run_eval", "run_study", "load_policy",
-       "load_reward_model", "ConfigError"]
+API = ["SFTConfig", "PrefsConfig", "RewardConfig", "RMEvalConfig", "PPOConfig", "GRPOConfig", "RLOOConfig",
+       "EvalConfig", "load_config", "run_sft", "run_prefs", "run_reward", "run_rm_eval", "run_ppo", "run_grpo",
+       "run_rloo", "run_eval", "run_study", "load_policy", "load_reward_model", "ConfigError"]
 
 # What the README shows for the default model -> the same call on the tiny model with tiny step counts.
 # Each left side must stand in the README: a README edit that drops one fails here, not silently.
@@ -31,6 +31,9 @@ TINY = [
                                     '"rollout_batch_size": 8, "mini_batch_size": 4, "response_length": 8, '
                                     '"lora_layers": 0, "max_prompts": 32, "gold_eval_prompts": 0, '
                                     '"report_to": ["none"]}'),
+    ('"reward": str(rm)}))', '"reward": str(rm), "max_steps": 1, "num_rollouts_per_step": 8, "rollout_batch_size": 8, '
+                             '"mini_batch_size": 4, "response_length": 8, "lora_layers": 0, "max_prompts": 32, '
+                             '"gold_eval_prompts": 0, "report_to": ["none"]}))'),
     ('"policy": str(ppo)}', '"policy": str(ppo), "num_prompts": 8, "max_new_tokens": 8, "report_to": ["none"]}'),
     ('E.run_study("quick", precisions=["fp32", "int4"])',
      'E.run_study("smoke", precisions=["fp32", "int4"], out="study", progress=False, report_to=["none"], isolate=False)'),
@@ -66,9 +69,9 @@ def test_readme_python_section_runs_as_written(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     ns: dict = {}
     exec(compile(code, str(README), "exec"), ns)  # noqa: S102 - the README's own example
-    for name in ("sft", "prefs", "rm", "table", "ppo", "ppo_len", "report", "study"):
+    for name in ("sft", "prefs", "rm", "table", "ppo", "ppo_len", "grpo", "report", "study"):
         assert Path(ns[name]).is_dir(), name
-    for name in ("sft", "prefs", "rm", "table", "ppo", "ppo_len", "report"):
+    for name in ("sft", "prefs", "rm", "table", "ppo", "ppo_len", "grpo", "report"):
         assert (Path(ns[name]) / "status").read_text().strip() == "finished", name
     assert (Path(ns["study"]) / "report.md").is_file()
     assert json.loads((Path(ns["ppo_len"]) / "summary.json").read_text())["reward_precision"] == "callable"
