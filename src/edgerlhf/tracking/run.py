@@ -88,10 +88,11 @@ class RunDir:
 
     def __init__(self, cfg: BaseConfig, root: Path | None = None, reopen: Path | None = None):
         self.cfg = cfg
-        if not cfg.progress:  # no weight-loading bars either
+        if not cfg.progress:  # no weight-loading bars either, here or in the processes a stage spawns
             from transformers.utils import logging as hf_logging
 
             hf_logging.disable_progress_bar()
+            os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"  # read by transformers when a child imports it
         if reopen is not None:  # resume: continue the same folder, appending to its metrics
             self.path, self.t0 = Path(reopen), time.time()
             self.set_status("running")
