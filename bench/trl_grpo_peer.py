@@ -21,7 +21,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-PEERS = Path(__file__).resolve().parents[2] / "shared" / "peers"
+PEERS = Path(__file__).resolve().parents[2] / "shared" / "peers"  # ../shared/peers beside the checkout
 
 
 def ours(rm: str, steps: int, out: Path, name: str, extra: list[str]) -> tuple[float, float]:
@@ -42,9 +42,10 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=6)
     ap.add_argument("--peer", default="/tmp/peer-1.16.0")
     ap.add_argument("--out", default="runs/bench-trl-grpo")
+    ap.add_argument("--peers", default=str(PEERS), help="the folder holding trl_grpo.py (default: ../shared/peers)")
     a = ap.parse_args()
     out = Path(a.out)
-    peer = subprocess.run([f"{a.peer}/venv/bin/python", str(PEERS / "trl_grpo.py"), f"{a.peer}/smollm2", "8", "48",
+    peer = subprocess.run([f"{a.peer}/venv/bin/python", str(Path(a.peers) / "trl_grpo.py"), f"{a.peer}/smollm2", "8", "48",
                            str(a.steps)], capture_output=True, text=True)
     last = (peer.stdout.strip().splitlines() or [""])[-1]
     m = re.search(r"median step ([\d.]+)s, peak RSS (\d+) MB", last)
