@@ -18,7 +18,7 @@ STAGE_PRESETS: dict[str, dict[str, dict]] = {
                  "learning_rate": 1.41e-5, "max_grad_norm": 0.5, "cliprange": 0.2, "cliprange_value": 0.2,
                  "vf_coef": 0.1, "response_length": 64, "rollout_batch_size": 8, "lora_r": 16, "lora_alpha": 32,
                  "lora_dropout": 0.05},
-        # Tuned for LoRA on the built-in task on 2 CPU cores (bench/ppo_alignment.py): a LoRA learning rate
+        # Tuned for LoRA on the built-in task on 2 CPU cores (bench/online_alignment.py): a LoRA learning rate
         # (1e-4), big rollout and update batches (the CPU's throughput grows with batch), LoRA in the top 10
         # blocks only (backward stops there: about half the update time), and a KL coefficient that keeps
         # response length and diversity near the SFT policy's.
