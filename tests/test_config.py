@@ -119,3 +119,12 @@ def test_value_ranges_name_the_key_and_the_interval(cls, override, match):
 
     with pytest.raises(ConfigError, match=match):
         load_config(getattr(C, cls), overrides=[override])
+
+
+def test_each_problem_is_reported_once():
+    from edgerlhf.config import GRPOConfig, PPOConfig
+
+    for cls in (PPOConfig, GRPOConfig, SFTConfig):
+        with pytest.raises(ConfigError) as e:
+            load_config(cls, overrides=["learning_rate=-1", "warmup_ratio=2"])
+        assert len(e.value.problems) == len(set(e.value.problems)) == 2, e.value.problems

@@ -536,7 +536,7 @@ class PPOConfig(OnlineRLConfig):
                 errs.append(f"{k}={getattr(self, k)!r}: use one of {', '.join(choices)}")
         if self.num_ppo_epochs <= 0:
             errs.append(f"num_ppo_epochs={self.num_ppo_epochs} must be a positive integer")
-        for k in ("learning_rate", "cliprange_value", "kl_target"):
+        for k in ("cliprange_value", "kl_target"):  # learning_rate: OptimMixin.check_optim
             if not getattr(self, k) > 0:
                 errs.append(f"{k}={getattr(self, k)} must be > 0")
         for k in ("vf_coef", "ent_coef", "kl_coef", "target_approx_kl"):
