@@ -63,6 +63,41 @@ def test_peak_is_this_probes_own_and_nested_probes_keep_theirs():
     assert 40 < inner.rss_mb - base < 130
 
 
+def test_the_process_peak_survives_the_resets_of_later_probes():
+    import numpy as np
+
+    from edgerlhf.tracking import memory
+
+    assert np.ones(400 * 2**20 // 8).sum() > 0  # a peak before any probe: loading a model, say
+    with PeakMemory() as pm:  # resets the kernel's mark: ru_maxrss alone would now forget the 400 MiB
+        pass
+    with PeakMemory() as pm2:
+        pass
+    m = pm2.as_metrics()
+    assert m["memory/process_peak_mb"] - pm.rss_mb > 300  # the earlier spike is still the process's peak
+    assert m["memory/process_peak_mb"] >= m["memory/peak_rss_mb"]
+    assert memory.process_peak_bytes() / 2**20 >= m["memory/process_peak_mb"] - 1
+
+
+def test_release_free_memory_gives_freed_heap_back():
+    import torch
+
+    from edgerlhf.tracking import memory
+
+    if not memory.release_free_memory():
+        pytest.skip("no glibc malloc_trim here")
+    x = torch.ones(2**22)  # freeing 16 MiB raises glibc's mmap threshold: 1 MiB blocks now come from the heap
+    del x
+    xs, pins = [], []
+    for _ in range(300):  # 1 MiB blocks with small live ones between them: free() alone cannot trim those
+        xs.append(torch.ones(2**18))
+        pins.append(torch.ones(2**12))
+    held = memory.peak_mb()
+    del xs
+    memory.release_free_memory()
+    assert held - memory.peak_mb() > 200
+
+
 def test_sampled_fallback_where_the_kernel_mark_cannot_be_reset(monkeypatch, tmp_path):
     import numpy as np
 

@@ -42,19 +42,20 @@ def apply_lora(model, cfg, task_type: str = "CAUSAL_LM"):
     return get_peft_model(model, lora_config(cfg, task_type, model))
 
 
-def enable_gradient_checkpointing(model) -> None:
+def enable_gradient_checkpointing(model, input_grads: bool = True) -> None:
     """Checkpointing that works with frozen base weights.
 
     The classic failure: reentrant checkpointing over a frozen embedding output has no input that
     requires grad, so the LoRA weights inside get no gradient and are saved untrained. Non-reentrant
     checkpointing does not have this problem; ``enable_input_require_grads`` makes the reentrant
-    variant safe too, should a model force it.
+    variant safe too, should a model force it. ``input_grads=False`` skips that: a caller that feeds the
+    blocks from cached hidden states (frozen-trunk caching) would otherwise pull the embedding into the graph.
     """
     if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5 (the old name warns)
         model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
     else:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    if hasattr(model, "enable_input_require_grads"):
+    if input_grads and hasattr(model, "enable_input_require_grads"):
         model.enable_input_require_grads()
     if hasattr(model, "config"):
         model.config.use_cache = False

@@ -61,26 +61,59 @@ def _parts(model):
     return base.model, base.lm_head
 
 
-def _hidden(model, ids, mask, n_prompt: int) -> torch.Tensor:
-    """Last hidden states at the positions that predict each response token."""
+@contextlib.contextmanager
+def _only_blocks(body, lo: int, hi: int | None, final_norm: bool):
+    """Run the decoder stack over blocks ``[lo, hi)`` only (and without its final norm unless asked): the
+    stack's own forward still builds the causal mask and the rotary embeddings, so the blocks see exactly what
+    they see in a full pass."""
+    layers, norm = body.layers, body.norm
+    body.layers = nn.ModuleList(list(layers)[lo:hi])
+    if not final_norm:
+        body.norm = nn.Identity()
+    try:
+        yield
+    finally:
+        body.layers, body.norm = layers, norm
+
+
+def _hidden(model, ids, mask, n_prompt: int, trunk: "Trunk | None" = None) -> torch.Tensor:
+    """Last hidden states at the positions that predict each response token; with ``trunk`` only the blocks
+    above the cached frozen ones run, from their cached output."""
     body, _ = _parts(model)
-    h = body(input_ids=ids, attention_mask=mask, position_ids=position_ids(mask), use_cache=False).last_hidden_state
+    kw = dict(attention_mask=mask, position_ids=position_ids(mask), use_cache=False)
+    if trunk is None:
+        h = body(input_ids=ids, **kw).last_hidden_state
+    else:
+        with _only_blocks(body, trunk.split, None, final_norm=True):
+            h = body(inputs_embeds=trunk.hidden, **kw).last_hidden_state
     return h[:, n_prompt - 1:-1]
 
 
-def _token_logprobs(model, h, targets, temperature: float, entropy: bool, chunk: int = 4):
-    """Log-prob of each target token (and the entropy) from hidden states, a few sequences at a time:
-    the vocabulary-sized logits (49k wide for SmolLM2) are the largest tensors in PPO, so they only ever
-    exist for ``chunk`` sequences at once."""
+def _token_logprobs(model, h, targets, temperature: float, entropy: bool):
+    """Log-prob of each target token (and the entropy) from hidden states. The vocabulary-sized logits (49k
+    wide for SmolLM2) are the largest tensors in online RL: ``rl.logprobs.token_logprobs`` makes them a chunk
+    of positions at a time and recomputes them in the backward instead of keeping them."""
+    from edgerlhf.rl.logprobs import token_logprobs
+
     _, head = _parts(model)
-    lps, ents = [], []
-    for i in range(0, h.shape[0], chunk):
-        logits = head(h[i:i + chunk]).float() / temperature
-        lse = torch.logsumexp(logits, -1)
-        lps.append(logits.gather(-1, targets[i:i + chunk].unsqueeze(-1)).squeeze(-1) - lse)
-        if entropy:
-            ents.append(lse - (torch.softmax(logits, -1) * logits).sum(-1))
-    return torch.cat(lps), (torch.cat(ents) if entropy else None)
+    return token_logprobs(h, head.weight, targets, temperature, bias=head.bias, entropy=entropy)
+
+
+class Trunk(NamedTuple):
+    """The output of the frozen bottom blocks for one batch of sequences: the same for the policy, the
+    reference (adapters off) and the value adapter, because no adapter lives down there."""
+    hidden: torch.Tensor   # (B, T, H) hidden states after block ``split - 1``
+    split: int             # how many bottom blocks it stands for
+
+
+def frozen_bottom_blocks(model, lora_layers: int) -> int:
+    """How many bottom blocks of ``model`` carry no adapter when LoRA covers the top ``lora_layers`` blocks
+    (0 when LoRA covers all, or the architecture has no ``.layers`` / ``.norm`` stack to split)."""
+    body, _ = _parts(model)
+    n = getattr(model.config, "num_hidden_layers", 0)
+    if not (lora_layers and hasattr(body, "layers") and hasattr(body, "norm") and len(body.layers) == n):
+        return 0
+    return max(0, n - lora_layers)
 
 
 def load_base(policy: str, model: str, *, dtype: torch.dtype, device, seed: int, base_precision: str = "fp32"):
@@ -135,6 +168,15 @@ def _no_dropout(model) -> None:
             mod.p = 0.0
 
 
+def _block_index(name: str) -> int:
+    """The block number in a parameter name like ``...layers.12.self_attn...`` (-1 outside the blocks)."""
+    parts = name.split(".")
+    for a, b in zip(parts, parts[1:]):
+        if a == "layers" and b.isdigit():
+            return int(b)
+    return -1
+
+
 class Roles:
     """Policy, reference and value over shared (or, for comparison, separate) weights.
 
@@ -177,10 +219,19 @@ class Roles:
             self.trainable += list(self.value_head.parameters())
         for p in self.trainable:
             p.requires_grad_(True)
+        # the frozen bottom blocks whose output is computed once per batch and reused (cache_trunk=auto)
+        self.split = 0
+        if getattr(cfg, "cache_trunk", "off") == "auto" and self.layout == "shared":
+            self.split = frozen_bottom_blocks(self.policy, getattr(cfg, "lora_layers", 0))
+            below = [n for n, _ in self.policy.named_parameters() if "lora_" in n and _block_index(n) < self.split]
+            if below:  # never cache what an adapter changes
+                raise RuntimeError(f"cache_trunk: an adapter sits in a cached block ({below[0]}); report this")
         if cfg.gradient_checkpointing:
             for m in (self.policy, self.value_trunk):
                 if m is not None and m is not self.ref:
-                    enable_gradient_checkpointing(m)
+                    # with a cached trunk the update starts from plain tensors above the frozen blocks:
+                    # no input needs to require grad, so the frozen blocks stay out of the autograd graph
+                    enable_gradient_checkpointing(m, input_grads=self.split == 0)
 
     # -- modes ---------------------------------------------------------------------------------------
     def train(self, mode: bool = True) -> None:
@@ -205,10 +256,22 @@ class Roles:
             self._keep_trainable()
 
     # -- forwards ------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def trunk(self, ids, mask) -> Trunk | None:
+        """The frozen bottom blocks' output for these sequences (None when nothing is cached)."""
+        if not self.split:
+            return None
+        body, _ = _parts(self.policy)
+        with _only_blocks(body, 0, self.split, final_norm=False):
+            h = body(input_ids=ids, attention_mask=mask, position_ids=position_ids(mask), use_cache=False).last_hidden_state
+        return Trunk(h, self.split)
+
     def forward(self, ids, mask, n_prompt: int, temperature: float, *, values: bool = True,
-                entropy: bool = False) -> Forward:
+                entropy: bool = False, trunk: Trunk | None = None) -> Forward:
+        """Policy log-probs of the response tokens (and values, entropy). ``trunk``: the cached output of the
+        frozen bottom blocks for these sequences (:meth:`trunk`); only the blocks above it run."""
         targets = ids[:, n_prompt:]
-        h = _hidden(self.policy, ids, mask, n_prompt)
+        h = _hidden(self.policy, ids, mask, n_prompt, trunk)
         lp, ent = _token_logprobs(self.policy, h, targets, temperature, entropy)
         v = None
         if values:
@@ -218,19 +281,19 @@ class Roles:
                 v = self.value_head(h)  # one trunk pass for both
             elif self.layout == "shared":
                 with self._adapter("value"):
-                    v = self.value_head(_hidden(self.policy, ids, mask, n_prompt))
+                    v = self.value_head(_hidden(self.policy, ids, mask, n_prompt, trunk))
             else:
                 v = self.value_head(_hidden(self.value_trunk, ids, mask, n_prompt))
         return Forward(lp, v, ent)
 
     @torch.no_grad()
-    def ref_logprobs(self, ids, mask, n_prompt: int, temperature: float) -> torch.Tensor:
+    def ref_logprobs(self, ids, mask, n_prompt: int, temperature: float, trunk: Trunk | None = None) -> torch.Tensor:
         if not self.has_reference:
             raise RuntimeError("the reference was asked for, but these roles were built without one (beta=0)")
         model = self.ref if self.ref is not None else self.policy
         ctx = self.policy.disable_adapter() if self.ref is None else contextlib.nullcontext()
         with ctx:
-            h = _hidden(model, ids, mask, n_prompt)
+            h = _hidden(model, ids, mask, n_prompt, trunk)
             lp = _token_logprobs(model, h, ids[:, n_prompt:], temperature, False)[0]
         self._keep_trainable()
         return lp

@@ -8,7 +8,8 @@ method. Here an algorithm is only ``advantages()`` and ``loss()``; this file is 
 
     # 1 rollout    prompts (k samples each) -> sampled responses (stop at EOS), padded to one rectangle
     # 2 score      learned RM (or callable) and gold scorer on the decoded responses
-    # 3 forward    old log-probs, entropy; values and reference log-probs only if the algorithm needs them
+    # 3 forward    old log-probs, entropy; values and reference log-probs only if the algorithm needs them;
+    #              the frozen bottom blocks' output, once, for every later forward of the step
     # 4 advantage  algorithm.advantages(...)
     # 5 update     epochs over shuffled micro-batches, algorithm.loss(...), grad accumulation, NaN guard
     # 6 stats      namespaced metrics and one decoded sample
@@ -34,10 +35,12 @@ from edgerlhf.config import ConfigError, OnlineRLConfig
 from edgerlhf.data.formatting import encode_prompt, last_message
 from edgerlhf.models.generation import left_pad
 from edgerlhf.models.loading import resolve_device, resolve_dtype
+from edgerlhf.models.roles import Trunk
 from edgerlhf.rl.algorithms import Algorithm, MicroBatch, Rollout, make_algorithm
 from edgerlhf.rl.ppo_math import masked_mean
 from edgerlhf.stages.loop import seed_everything
 from edgerlhf.tracking import PeakMemory, RunDir
+from edgerlhf.tracking.memory import release_free_memory
 from edgerlhf.tracking.run import atomic_write_dir
 
 RewardFn = Callable[[list, list[str]], list[float]]
@@ -148,20 +151,27 @@ def rollout(roles, tok, prompts: list, cfg: OnlineRLConfig, batch_size: int) -> 
 
 @torch.no_grad()
 def rollout_forwards(roles, b: Batch, temperature: float, batch_size: int, *, values: bool,
-                     reference: bool) -> dict[str, torch.Tensor | None]:
+                     reference: bool) -> dict:
     """Old log-probs and entropy for every episode, in chunks; values and reference log-probs only when the
-    algorithm uses them (with ``beta=0`` the reference is never run)."""
-    out = {"logprobs": [], "values": [], "entropy": [], "ref_logprobs": []}
+    algorithm uses them (with ``beta=0`` the reference is never run). With a frozen trunk (LoRA in the top
+    blocks only, ``cache_trunk=auto``) its output is computed here once per episode and kept under ``trunk``
+    for every later forward of the step: the reference's, and each update epoch's."""
+    out = {"logprobs": [], "values": [], "entropy": [], "ref_logprobs": [], "trunk": []}
     for i in range(0, len(b.ids), batch_size):
         ids, mask = b.ids[i:i + batch_size].to(roles.device), b.mask[i:i + batch_size].to(roles.device)
-        fw = roles.forward(ids, mask, b.n_prompt, temperature, values=values, entropy=True)
+        trunk = roles.trunk(ids, mask)
+        fw = roles.forward(ids, mask, b.n_prompt, temperature, values=values, entropy=True, trunk=trunk)
         out["logprobs"].append(fw.logprobs.cpu())
         if values:
             out["values"].append(fw.values.cpu())
         out["entropy"].append(fw.entropy.cpu())
         if reference:
-            out["ref_logprobs"].append(roles.ref_logprobs(ids, mask, b.n_prompt, temperature).cpu())
-    return {k: (torch.cat(v) if v else None) for k, v in out.items()}
+            out["ref_logprobs"].append(roles.ref_logprobs(ids, mask, b.n_prompt, temperature, trunk).cpu())
+        if trunk is not None:
+            out["trunk"].append(trunk)
+    res = {k: (torch.cat(v) if v else None) for k, v in out.items() if k != "trunk"}
+    res["trunk"] = Trunk(torch.cat([t.hidden for t in out["trunk"]]), out["trunk"][0].split) if out["trunk"] else None
+    return res
 
 
 # -- 5 update -------------------------------------------------------------------------------------------
@@ -186,8 +196,10 @@ def update(roles, algo: Algorithm, optimizer, scheduler, b: Batch, old: dict, ad
             sel = idx[j:j + micro]
             dev = lambda t: None if t is None else t[sel].to(roles.device)  # noqa: E731
             ids, mask = b.ids[sel].to(roles.device), b.mask[sel].to(roles.device)
+            trunk = None if old["trunk"] is None else Trunk(old["trunk"].hidden[sel.to(old["trunk"].hidden.device)],
+                                                            old["trunk"].split)
             fw = roles.forward(ids, mask, b.n_prompt, cfg.temperature, values=algo.needs_values,
-                               entropy=algo.entropy_in_update)
+                               entropy=algo.entropy_in_update, trunk=trunk)
             out = algo.loss(MicroBatch(fw.logprobs, fw.values, fw.entropy, dev(old["logprobs"]), dev(old["ref_logprobs"]),
                                        dev(old["values"]), dev(adv.advantages), dev(adv.returns), dev(loss_mask),
                                        len(sel), len(idx), step_tokens))
@@ -262,6 +274,7 @@ def online_step(roles, tok, algo: Algorithm, reward: RewardFn, gold: RewardFn, p
                     lambda n: sizes.__setitem__("mini_batch_size", n))
     else:
         up = UpdateStats({}, skipped=1, optimizer_steps=0, early_stopped=False)
+    release_free_memory()  # the update's activations: give them back before the next rollout stacks on them
     t_upd = time.perf_counter() - t3
     kl_seq = adv.kl.sum(1) if adv.kl is not None else None
     if kl_seq is not None:
@@ -407,6 +420,7 @@ def run(cfg: OnlineRLConfig, reward_fn: RewardFn | None = None, algorithm: Algor
         t_load = time.perf_counter()
         roles = Roles(cfg, dtype=dtype, device=device, values=algo.needs_values, reference=algo.needs_reference)
         tok = roles.tokenizer
+        release_free_memory()
         t_load = time.perf_counter() - t_load
         n_trainable = sum(p.numel() for p in roles.trainable)
         per_opt = cfg.mini_batch_size * cfg.gradient_accumulation_steps

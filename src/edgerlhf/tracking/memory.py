@@ -14,6 +14,14 @@
 ``as_metrics()`` names the method under ``memory/peak_method`` so every summary says how its peak was had.
 Several probes may be live at once (a stage's, and one around loading inside it): resetting the kernel's mark
 for a new probe first folds the mark so far into every live probe, so no probe loses its peak.
+
+Resetting the mark also hides earlier peaks from ``ru_maxrss`` (the kernel keeps one mark), so every reset folds
+it into a process-wide maximum as well: :func:`process_peak_bytes` (``memory/process_peak_mb`` in summaries) is
+the peak since the process started, model loading included: the number to compare with a peer's ``ru_maxrss``.
+
+:func:`release_free_memory` hands memory that PyTorch has freed back to the system (glibc keeps freed blocks
+below its mmap threshold in its heaps, so after a large transient the resident set stays high and the next
+phase's peak stacks on top of it).
 """
 
 from __future__ import annotations
@@ -51,6 +59,36 @@ def reset_hwm() -> bool:
 
 _live: list["PeakMemory"] = []  # probes using the kernel's mark, to fold it into before a reset
 _live_lock = threading.Lock()
+_process_peak = 0  # the kernel's mark as it was before each reset: the process's peak survives resets
+
+
+def process_peak_bytes() -> int | None:
+    """The resident-set peak since this process started (resets by :class:`PeakMemory` included), or None
+    where the kernel's mark is not exposed."""
+    hwm = read_hwm_bytes()
+    return None if hwm is None else max(hwm, _process_peak)
+
+
+def release_free_memory() -> bool:
+    """Return the C heap's free pages to the system (glibc ``malloc_trim``); False where there is no glibc.
+    Cheap (milliseconds): call it after a phase that allocated and freed a lot (a model load, an update)."""
+    import ctypes
+    import ctypes.util
+
+    global _libc
+    if _libc is None:
+        try:
+            _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+            _libc.malloc_trim  # noqa: B018 - musl and other C libraries have no malloc_trim
+        except (OSError, AttributeError):
+            _libc = False
+    if not _libc:
+        return False
+    _libc.malloc_trim(0)
+    return True
+
+
+_libc = None
 
 
 class PeakMemory:
@@ -78,8 +116,10 @@ class PeakMemory:
         if torch.cuda.is_available():
             torch.cuda.reset_peak_memory_stats()
         if self._want in ("auto", "vmhwm"):
+            global _process_peak
             with _live_lock:
                 hwm = read_hwm_bytes()
+                _process_peak = max(_process_peak, hwm or 0)
                 for other in _live:  # their peak so far must survive this reset
                     other._peak_rss = max(other._peak_rss, hwm or 0)
                 ok = reset_hwm()
@@ -143,6 +183,8 @@ class PeakMemory:
         out["memory/peak_mb"] = out.get("memory/cuda_max_allocated_mb", out["memory/peak_rss_mb"])
         out["memory/peak_method"] = "cuda_max_allocated" if torch.cuda.is_available() else self.method
         out["memory/rss_method"] = self.method
+        if self.method == "vmhwm":
+            out["memory/process_peak_mb"] = round((process_peak_bytes() or 0) / 2**20, 1)
         return out
 
 
