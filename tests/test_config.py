@@ -128,3 +128,16 @@ def test_each_problem_is_reported_once():
         with pytest.raises(ConfigError) as e:
             load_config(cls, overrides=["learning_rate=-1", "warmup_ratio=2"])
         assert len(e.value.problems) == len(set(e.value.problems)) == 2, e.value.problems
+
+
+def test_off_and_on_are_words_for_string_options_and_booleans_for_bool_ones(tmp_path):
+    from edgerlhf.config import GRPOConfig
+
+    cfg = load_config(GRPOConfig, overrides=["cache_trunk=off", "gradient_checkpointing=on", "progress=no"])
+    assert cfg.cache_trunk == "off" and cfg.gradient_checkpointing is True and cfg.progress is False
+    p = tmp_path / "c.yaml"
+    p.write_text("cache_trunk: off\ngradient_checkpointing: yes\n")  # YAML 1.1 reads both as booleans
+    cfg = load_config(GRPOConfig, p)
+    assert cfg.cache_trunk == "off" and cfg.gradient_checkpointing is True
+    with pytest.raises(ConfigError, match=r"cache_trunk='on': use one of auto, off"):
+        load_config(GRPOConfig, overrides=["cache_trunk=on"])

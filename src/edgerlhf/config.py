@@ -718,6 +718,8 @@ def _coerce(value: Any, typ: Any, key: str) -> Any:
     if typ is str:
         if isinstance(value, (dict, list)):
             raise ValueError(f"{key}={value!r} must be a string")
+        if isinstance(value, bool):  # YAML 1.1 reads an unquoted off / on / no / yes as a boolean
+            return "on" if value else "off"
         return str(value)
     return value
 
@@ -752,6 +754,8 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
             out[k] = yaml.safe_load(v) if v.strip() else ""
         except yaml.YAMLError:
             out[k] = v
+        if isinstance(out[k], bool) and v.strip().lower() not in ("true", "false"):
+            out[k] = v.strip()  # off / on / yes / no stay words: a string option may use them (bool fields coerce)
     if errs:
         raise ConfigError(errs, "command-line overrides")
     return out

@@ -95,3 +95,43 @@ def test_int4_base_stays_differentiable_whatever_the_cpu_detection(monkeypatch, 
     fw.logprobs.sum().backward()
     lora_b = [p for n, p in roles.policy.named_parameters() if "lora_B" in n]
     assert lora_b and all(p.grad is not None and p.grad.abs().sum() > 0 for p in lora_b)
+
+
+@pytest.mark.parametrize("value_model", ["head", "adapter"])
+def test_cached_trunk_gives_the_same_logprobs_values_and_reference(value_model):
+    """LoRA in the top block of the 2-block tiny model: the bottom block is cached; every forward agrees with
+    the uncached one to fp32 rounding, gradients included."""
+    out = {}
+    for cache in ("auto", "off"):
+        cfg = load_config(PPOConfig, overrides={"model": "tiny", "lora_layers": 1, "cache_trunk": cache,
+                                                "value_model": value_model})
+        roles = Roles(cfg, dtype=torch.float32, device="cpu")
+        assert roles.split == (1 if cache == "auto" else 0)
+        with torch.no_grad():  # a trained-looking adapter and value head, the same for both
+            g = torch.Generator().manual_seed(0)
+            for n, p in sorted(roles.policy.named_parameters()):
+                if "lora_" in n:
+                    p.copy_(torch.randn(p.shape, generator=g) * 0.3)
+            roles.value_head.summary.weight.copy_(torch.randn(roles.value_head.summary.weight.shape, generator=g))
+        ids, mask, P = _batch(roles.tokenizer)
+        trunk = roles.trunk(ids, mask)
+        assert (trunk is None) == (cache == "off")
+        fw = roles.forward(ids, mask, P, 0.7, values=True, entropy=True, trunk=trunk)
+        (fw.logprobs.sum() + fw.values.sum()).backward()
+        grads = {n: p.grad.clone() for n, p in roles.policy.named_parameters() if p.grad is not None}
+        assert grads and all(".layers.1." in n for n in grads)  # only the top block has adapters
+        out[cache] = (fw.logprobs.detach(), fw.values.detach(), fw.entropy.detach(),
+                      roles.ref_logprobs(ids, mask, P, 0.7, trunk), grads)
+    for a, b in zip(out["auto"][:4], out["off"][:4]):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    assert out["auto"][4].keys() == out["off"][4].keys()
+    for n in out["auto"][4]:
+        torch.testing.assert_close(out["auto"][4][n], out["off"][4][n], rtol=1e-4, atol=1e-6)
+
+
+def test_nothing_is_cached_when_lora_covers_every_block_or_the_layout_is_separate():
+    for over in ({"lora_layers": 0}, {"lora_layers": 2}, {"lora_layers": 1, "layout": "separate"}):
+        cfg = load_config(PPOConfig, overrides={"model": "tiny", **over})
+        roles = Roles(cfg, dtype=torch.float32, device="cpu")
+        ids, mask, _ = _batch(roles.tokenizer)
+        assert roles.split == 0 and roles.trunk(ids, mask) is None, over

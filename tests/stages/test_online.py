@@ -349,3 +349,58 @@ def test_resuming_with_another_algorithm_is_refused(tmp_path):
     run = online.run(_cfg(tmp_path, max_steps=1, save_steps=1, run_name="p"), reward_fn=length_reward)
     with pytest.raises(ConfigError, match="is a 'ppo' run; resume it with `edgerlhf ppo"):
         online.run(_cfg(tmp_path, "grpo", max_steps=2, run_name="p", resume=str(run)), reward_fn=length_reward)
+
+
+@pytest.mark.parametrize("algo", ["ppo", "grpo"])
+def test_cached_trunk_runs_the_frozen_blocks_once_per_episode_and_keeps_ratio_one(tmp_path, monkeypatch, algo):
+    """LoRA in the top block only: after the rollout, block 0 runs once per episode (for the cache), never in
+    the reference or update forwards, and the first optimizer step still sees ratio exactly 1."""
+    kw = dict(lora_layers=1, max_steps=1, mini_batch_size=4, gradient_accumulation_steps=2)
+    cfg = _cfg(tmp_path, **kw) if algo == "ppo" else _cfg(tmp_path, algo, beta=0.05, **kw)
+    algo_ = make_algorithm(cfg)
+    roles = Roles(cfg, dtype=torch.float32, device="cpu", values=algo_.needs_values, reference=algo_.needs_reference)
+    assert roles.split == 1
+    torch.manual_seed(0)
+    b = online.rollout(roles, roles.tokenizer, online.episodes_for_step(online.load_prompts(cfg), 0, cfg), cfg, 4)
+    rows = {"block0": 0}
+    block0 = roles.policy.get_base_model().model.layers[0]
+    block0.register_forward_hook(lambda *a: rows.__setitem__("block0", rows["block0"] + a[1][0].shape[0]))
+    old = online.rollout_forwards(roles, b, cfg.temperature, 4, values=algo_.needs_values,
+                                  reference=algo_.needs_reference)
+    assert rows["block0"] == len(b.ids)  # once per episode, for the cache (not again for the reference)
+    assert old["trunk"].hidden.shape[:2] == b.ids.shape
+    from edgerlhf.rl.algorithms import Rollout
+    from edgerlhf.stages.loop import make_optimizer
+
+    adv = algo_.advantages(Rollout(torch.tensor(length_reward(None, b.texts)), old["logprobs"], old["ref_logprobs"],
+                                   old["values"], b.resp_mask.float(), b.ended))
+    holder = torch.nn.Module()
+    holder.params = torch.nn.ParameterList(roles.trainable)
+    opt, sched = make_optimizer(holder, cfg, 8)
+    first = {}
+    real_loss = algo_.loss
+
+    def spy(mb):
+        out = real_loss(mb)
+        first.setdefault("ratio", out.stats["val/ratio"].item())
+        return out
+
+    monkeypatch.setattr(algo_, "loss", spy)
+    st = online.update(roles, algo_, opt, sched, b, old, adv, cfg, {"mini_batch_size": 4}, lambda s: None)
+    assert rows["block0"] == len(b.ids)  # the update ran only the top block
+    assert first["ratio"] == 1.0  # exactly: the same cached input, the same kernels
+    assert st.optimizer_steps > 0
+    changed = [n for n, p in roles.policy.named_parameters() if "lora_B" in n and p.abs().sum() > 0]
+    assert changed and all(".layers.1." in n for n in changed)
+
+
+def test_resume_is_exact_with_a_cached_trunk(tmp_path):
+    kw = dict(max_steps=4, save_steps=2, save_total_limit=5, run_name="c", beta=0.05, num_iterations=2, lora_layers=1)
+    run = online.run(_cfg(tmp_path, "grpo", **kw), reward_fn=length_reward)
+    full = {r["step"]: r for r in _metrics(run)}
+    online.run(_cfg(tmp_path, "grpo", **kw, resume=str(run / "checkpoints" / "step-000002")), reward_fn=length_reward)
+    again = _metrics(run)[4:]
+    assert [r["step"] for r in again] == [3, 4]
+    for r in again:
+        for k in ("loss/policy", "objective/scores", "objective/kl", "policy/approxkl"):
+            assert r[k] == full[r["step"]][k], (r["step"], k)
