@@ -414,6 +414,7 @@ class OnlineRLConfig(LoraMixin, OptimMixin, BaseConfig):
     gradient_checkpointing: bool = opt(False, "recompute activations in the update's backward (less memory, slower)")
     cache_trunk: str = opt("auto", "auto: with LoRA in the top lora_layers blocks only, run the frozen blocks below once per step and reuse their output in every later forward (old log-probs, values, reference, each update epoch); exact | off: recompute them every pass")
     response_length: int = opt(48, "new tokens per rollout response (generation stops earlier at EOS)")
+    sampler: str = opt("edgerlhf", "rollout sampling: edgerlhf (its own decode loop: a row that ended leaves the batch, the LM head in its faster orientation) | generate (transformers' generate, the baseline); the same distribution")
     temperature: float = opt(0.7, "sampling temperature of the rollouts (log-probs use the same temperature)")
     top_k: int = opt(0, "top-k sampling (0: off)")
     top_p: float = opt(1.0, "nucleus sampling threshold")
@@ -455,7 +456,7 @@ class OnlineRLConfig(LoraMixin, OptimMixin, BaseConfig):
         if self.prompts != "builtin":
             errs += _check_dataset(self.prompts, "prompts")
         for k, choices in (("layout", ("shared", "separate")), ("base_precision", ("fp32", "int8", "int4")),
-                           ("cache_trunk", ("auto", "off"))):
+                           ("cache_trunk", ("auto", "off")), ("sampler", ("edgerlhf", "generate"))):
             if getattr(self, k) not in choices:
                 errs.append(f"{k}={getattr(self, k)!r}: use one of {', '.join(choices)}")
         for k in ("num_rollouts_per_step", "rollout_batch_size", "mini_batch_size", "response_length",

@@ -302,6 +302,13 @@ class Roles:
     def generate(self, ids, mask, **kw) -> torch.Tensor:
         return self.policy.generate(input_ids=ids, attention_mask=mask, use_cache=True, **kw)
 
+    @torch.no_grad()
+    def sample(self, ids, mask, **kw) -> torch.Tensor:
+        """New tokens only, through ``models.generation.sample`` (rows that ended leave the batch)."""
+        from edgerlhf.models.generation import sample
+
+        return sample(self.policy, ids, mask, **kw)
+
     # -- state ---------------------------------------------------------------------------------------
     def trainable_state(self) -> dict[str, torch.Tensor]:
         """Every trainable tensor by a stable name (checkpoints)."""

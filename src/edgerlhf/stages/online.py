@@ -126,12 +126,15 @@ def rollout(roles, tok, prompts: list, cfg: OnlineRLConfig, batch_size: int) -> 
     R, eos, pad = cfg.response_length, tok.eos_token_id, tok.pad_token_id
     prompt_ids, prompt_mask = left_pad([encode_prompt(tok, p) for p in prompts], pad)  # one P for the whole step
     P = prompt_ids.shape[1]
-    kw = dict(do_sample=True, temperature=cfg.temperature, top_k=cfg.top_k or None, top_p=cfg.top_p,
-              max_new_tokens=R, pad_token_id=pad, eos_token_id=eos)
+    kw = dict(temperature=cfg.temperature, top_k=cfg.top_k, top_p=cfg.top_p, max_new_tokens=R, pad_token_id=pad,
+              eos_token_id=eos)
     chunks = []
     for i in range(0, len(prompts), batch_size):
         ids, mask = prompt_ids[i:i + batch_size].to(roles.device), prompt_mask[i:i + batch_size].to(roles.device)
-        out = roles.generate(ids, mask, **kw)[:, P:].cpu()
+        if cfg.sampler == "edgerlhf":
+            out = roles.sample(ids, mask, **kw).cpu()
+        else:
+            out = roles.generate(ids, mask, do_sample=True, **{**kw, "top_k": cfg.top_k or None})[:, P:].cpu()
         chunks.append(torch.nn.functional.pad(out, (0, R - out.shape[1]), value=pad))
     resp = torch.cat(chunks)
     is_eos = resp == eos
