@@ -386,7 +386,7 @@ class OnlineRLConfig(LoraMixin, OptimMixin, BaseConfig):
     # config keys that may change when a run is resumed (everything else must match the stored config)
     RESUMABLE: ClassVar[frozenset] = frozenset({
         "resume", "max_steps", "total_episodes", "progress", "save_steps", "save_total_limit", "report_to",
-        "gold_eval_prompts", "sample_every", "run_name", "output_dir", "max_bad_steps"})
+        "gold_eval_prompts", "sample_every", "run_name", "output_dir", "max_bad_steps", "lean_update"})
     # this stage's names for what other tools (or the other algorithms) call differently
     RENAMED: ClassVar[dict] = {
         "max_completion_length": ("response_length", "TRL's `max_completion_length` is `response_length` here"),
@@ -412,6 +412,7 @@ class OnlineRLConfig(LoraMixin, OptimMixin, BaseConfig):
     warmup_ratio: float = opt(0.0, "fraction of optimizer steps spent warming up")
     max_grad_norm: float = opt(0.5, "gradient clipping norm (0 disables)")
     gradient_checkpointing: bool = opt(False, "recompute activations in the update's backward (less memory, slower)")
+    lean_update: bool = opt(False, "CPU (glibc): during the update, blocks of 1 MiB and more are mapped and returned to the system as soon as they are freed; measured on SmolLM2 GRPO (8 x 48 tokens): about 0.3-0.5 GB lower peak, update about 40% slower")
     cache_trunk: str = opt("auto", "auto: with LoRA in the top lora_layers blocks only, run the frozen blocks below once per step and reuse their output in every later forward (old log-probs, values, reference, each update epoch); exact | off: recompute them every pass")
     response_length: int = opt(48, "new tokens per rollout response (generation stops earlier at EOS)")
     sampler: str = opt("edgerlhf", "rollout sampling: edgerlhf (its own decode loop: a row that ended leaves the batch, the LM head in its faster orientation) | generate (transformers' generate, the baseline); the same distribution")

@@ -45,12 +45,15 @@ def generate(model, tok, prompts: list[Prompt], *, max_new_tokens: int = 48, tem
     for i in range(0, len(prompts), batch_size):
         chunk = [encode_prompt(tok, p, use_chat_template) for p in prompts[i:i + batch_size]]
         ids, mask = left_pad(chunk, tok.pad_token_id)
-        kw = dict(do_sample=temperature > 0, max_new_tokens=max_new_tokens, pad_token_id=tok.pad_token_id,
-                  eos_token_id=eos, use_cache=True)  # also when training turned the cache off
-        if temperature > 0:
-            kw.update(temperature=temperature, top_k=top_k or None, top_p=top_p)
-        out = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), **kw)
-        new = out[:, ids.shape[1]:]
+        if _has_decoder_stack(model):  # the engine's sampler: the same distribution, less work per token
+            new = sample(model, ids.to(device), mask.to(device), max_new_tokens=max_new_tokens, eos_token_id=eos,
+                         pad_token_id=tok.pad_token_id, temperature=temperature, top_k=top_k, top_p=top_p)
+        else:
+            kw = dict(do_sample=temperature > 0, max_new_tokens=max_new_tokens, pad_token_id=tok.pad_token_id,
+                      eos_token_id=eos, use_cache=True)  # also when training turned the cache off
+            if temperature > 0:
+                kw.update(temperature=temperature, top_k=top_k or None, top_p=top_p)
+            new = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), **kw)[:, ids.shape[1]:]
         for row in new:
             row = row.tolist()
             if eos in row:
@@ -64,6 +67,12 @@ def generate(model, tok, prompts: list[Prompt], *, max_new_tokens: int = 48, tem
 
 
 # -- the rollout sampler ---------------------------------------------------------------------------------
+
+def _has_decoder_stack(model) -> bool:
+    """A causal LM with the ``model.layers`` / ``lm_head`` layout :func:`sample` drives (Llama, Qwen, Mistral...)."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return hasattr(base, "lm_head") and hasattr(getattr(base, "model", None), "layers")
+
 
 def warp_logits(logits: torch.Tensor, temperature: float, top_k: int = 0, top_p: float = 1.0) -> torch.Tensor:
     """Logits of the distribution sampled from: divided by the temperature, then top-k, then nucleus (top-p)

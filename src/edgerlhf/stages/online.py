@@ -20,6 +20,7 @@ and around the steps: checkpoints every ``save_steps`` and on Ctrl-C / SIGTERM, 
 
 from __future__ import annotations
 
+import contextlib
 import math
 import random
 import shutil
@@ -40,7 +41,7 @@ from edgerlhf.rl.algorithms import Algorithm, MicroBatch, Rollout, make_algorith
 from edgerlhf.rl.ppo_math import masked_mean
 from edgerlhf.stages.loop import seed_everything
 from edgerlhf.tracking import PeakMemory, RunDir
-from edgerlhf.tracking.memory import release_free_memory
+from edgerlhf.tracking.memory import lean_heap, release_free_memory
 from edgerlhf.tracking.run import atomic_write_dir
 
 RewardFn = Callable[[list, list[str]], list[float]]
@@ -253,6 +254,7 @@ def online_step(roles, tok, algo: Algorithm, reward: RewardFn, gold: RewardFn, p
     roles.train(False)
     b = _oom_retry(lambda bs: rollout(roles, tok, prompts, cfg, bs), sizes["rollout_batch_size"], "rollout",
                    lambda n: sizes.__setitem__("rollout_batch_size", n))
+    release_free_memory()  # each phase hands back what it freed: the update's peak does not stack on it
     t_gen = time.perf_counter() - t0
     # 2 score
     t1 = time.perf_counter()
@@ -260,12 +262,14 @@ def online_step(roles, tok, algo: Algorithm, reward: RewardFn, gold: RewardFn, p
     gold_scores = torch.tensor(gold(b.prompts, b.texts), dtype=torch.float32)
     if cfg.missing_eos_penalty:
         scores = scores - cfg.missing_eos_penalty * (~b.ended).float()
+    release_free_memory()
     t_score = time.perf_counter() - t1
     # 3 forward: old log-probs (+ values, reference log-probs when the algorithm uses them)
     t2 = time.perf_counter()
     old = _oom_retry(lambda bs: rollout_forwards(roles, b, cfg.temperature, bs, values=algo.needs_values,
                                                  reference=algo.needs_reference),
                      sizes["rollout_batch_size"], "rollout", lambda n: sizes.__setitem__("rollout_batch_size", n))
+    release_free_memory()
     t_fwd = time.perf_counter() - t2
     # 4 advantages
     rm = b.resp_mask.float()
@@ -273,8 +277,9 @@ def online_step(roles, tok, algo: Algorithm, reward: RewardFn, gold: RewardFn, p
     # 5 update (skipped whole when rewards, advantages or values are not finite)
     t3 = time.perf_counter()
     if adv.finite:
-        up = update(roles, algo, optimizer, scheduler, b, old, adv, cfg, sizes,
-                    lambda n: sizes.__setitem__("mini_batch_size", n))
+        with lean_heap() if cfg.lean_update else contextlib.nullcontext():
+            up = update(roles, algo, optimizer, scheduler, b, old, adv, cfg, sizes,
+                        lambda n: sizes.__setitem__("mini_batch_size", n))
     else:
         up = UpdateStats({}, skipped=1, optimizer_steps=0, early_stopped=False)
     release_free_memory()  # the update's activations: give them back before the next rollout stacks on them

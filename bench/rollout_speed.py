@@ -1,0 +1,94 @@
+"""Rollout sampling speed: transformers' ``generate`` against EdgeRLHF's decode loop (``sampler=edgerlhf``), on
+the default model with the quick preset's LoRA, at one or more batch sizes, next to the machine's decode
+roofline (weight bytes per decode step / measured memory bandwidth).
+
+    python bench/rollout_speed.py [--batch 8 32] [--reps 2] [--length 48]
+
+Each (batch, sampler) samples the same built-in prompts from the same seed. tokens/s counts response tokens up
+to and including EOS (the tokens a rollout keeps). Also times the two orientations of the LM head for
+``batch`` rows. Run it alone: two torch jobs on 2 cores slow each other 10-20x.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+
+
+def bandwidth_gbs() -> float:
+    """Read bandwidth: sum over a 512 MiB tensor (best of 5)."""
+    a = torch.ones(128 * 2**20)
+    best = float("inf")
+    for _ in range(5):
+        t = time.perf_counter()
+        a.sum()
+        best = min(best, time.perf_counter() - t)
+    return a.numel() * 4 / best / 1e9
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--batch", type=int, nargs="+", default=[8, 32])
+    ap.add_argument("--reps", type=int, default=2)
+    ap.add_argument("--length", type=int, default=48)
+    ap.add_argument("--temperature", type=float, default=0.7)
+    a = ap.parse_args()
+
+    from edgerlhf.config import PPOConfig, load_config
+    from edgerlhf.data.formatting import encode_prompt
+    from edgerlhf.data.task import build_task
+    from edgerlhf.models.generation import _head_logits, left_pad
+    from edgerlhf.models.roles import Roles, _parts
+
+    cfg = load_config(PPOConfig, overrides={"model": "default", "report_to": ["none"]}, preset="quick")
+    roles = Roles(cfg, dtype=torch.float32, device="cpu", values=False, reference=False)
+    roles.train(False)
+    tok = roles.tokenizer
+    prompts = [r["prompt"] for r in build_task()["train"]]
+    weight_bytes = sum(p.numel() * p.element_size() for p in roles.policy.parameters())
+    bw = bandwidth_gbs()
+    step_floor = weight_bytes / (bw * 1e9)
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; weights {weight_bytes / 2**20:.0f} MiB, "
+          f"read bandwidth {bw:.1f} GB/s -> decode step >= {step_floor * 1000:.1f} ms")
+    _, head = _parts(roles.policy)
+    rows = []
+    for B in a.batch:
+        h = torch.randn(B, head.weight.shape[1])
+        for name, fn in (("h @ W^T", lambda: torch.nn.functional.linear(h, head.weight)), ("W @ h^T", lambda: _head_logits(head, h))):
+            fn()
+            t = time.perf_counter()
+            for _ in range(10):
+                fn()
+            print(f"LM head, {B} rows, {name}: {(time.perf_counter() - t) / 10 * 1000:.1f} ms")
+        batch = [encode_prompt(tok, p) for p in prompts[:B]]
+        ids, mask = left_pad(batch, tok.pad_token_id)
+        kw = dict(max_new_tokens=a.length, pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id,
+                  temperature=a.temperature)
+        for sampler in ("generate", "edgerlhf"):
+            torch.manual_seed(0)
+            n_tok, secs = 0, 0.0
+            for _ in range(a.reps):
+                t = time.perf_counter()
+                if sampler == "generate":
+                    out = roles.generate(ids, mask, do_sample=True, top_k=None, **kw)[:, ids.shape[1]:]
+                else:
+                    out = roles.sample(ids, mask, **kw)
+                secs += time.perf_counter() - t
+                is_eos = out == tok.eos_token_id
+                ended = is_eos.any(1)
+                lengths = torch.where(ended, is_eos.float().argmax(1) + 1, torch.full_like(ended, out.shape[1], dtype=torch.long))
+                n_tok += int(lengths.sum())
+            tps = n_tok / secs
+            ceiling = B / step_floor
+            rows.append((B, sampler, tps, n_tok / a.reps / B, tps / ceiling))
+            print(f"batch {B} {sampler}: {tps:.0f} tokens/s (mean length {n_tok / a.reps / B:.1f}), "
+                  f"{tps / ceiling:.1%} of the roofline's {ceiling:.0f} tokens/s")
+    print("\n| batch | sampler | tokens/s | mean length | share of decode roofline |\n|---|---|---|---|---|")
+    for B, s, tps, ln, share in rows:
+        print(f"| {B} | {s} | {tps:.0f} | {ln:.1f} | {share:.1%} |")
+
+
+if __name__ == "__main__":
+    main()
