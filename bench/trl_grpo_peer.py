@@ -8,8 +8,11 @@ The same shape on both sides (the peer script's): SmolLM2-135M-Instruct, 8 compl
 of 4, 48 new tokens, temperature 0.7, LoRA r16 / alpha 32 on every linear layer of every block, beta 0.05,
 one pass per step, lr 1e-5, a SmolLM2-sized sequence-classification RM in fp32 (TRL: an untrained head on
 the base model; ours: a trained RM of the same architecture). Then EdgeRLHF again with its own small-machine
-options (int4 RM, LoRA in the top 10 blocks, beta 0: no reference forward). Peak memory: ru_maxrss of the
-peer's process, the kernel's high-water mark of ours (each its own process). Median step time over the steps.
+options: "edge, fast" = int4 RM, LoRA in the top 10 blocks (the frozen trunk cached), beta 0 (no reference
+forward); "edge, lean" adds gradient checkpointing, micro-batches of 4 (2 accumulated: the same optimizer step)
+and ``lean_update``. Peak memory: ``ru_maxrss`` of the peer's process, and of ours the kernel's high-water mark
+over the whole process (``memory/process_peak_mb``: model loading included, like ``ru_maxrss``). Each run is its
+own process. Median step time over the steps.
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ def ours(rm: str, steps: int, out: Path, name: str, extra: list[str]) -> tuple[f
     if not (out / name / "summary.json").is_file():
         subprocess.run([sys.executable, "-m", "edgerlhf.cli", "grpo", *over], check=True)
     s = json.loads((out / name / "summary.json").read_text())
-    return s["memory/peak_mb"], s["timing/step_s_median"]
+    return s.get("memory/process_peak_mb", s["memory/peak_mb"]), s["timing/step_s_median"]
 
 
 def main() -> None:
@@ -54,8 +57,11 @@ def main() -> None:
     trl_step, trl_mb = float(m.group(1)), float(m.group(2))
     rows = [("TRL 1.16 GRPOTrainer", trl_mb, trl_step)]
     rows.append(("EdgeRLHF grpo, same settings", *ours(a.rm, a.steps, out, "same", [])))
-    rows.append(("EdgeRLHF grpo, int4 RM, LoRA top 10, beta 0", *ours(a.rm, a.steps, out, "edge",
-                 ["reward_precision=int4", "lora_layers=10", "beta=0"])))
+    edge = ["reward_precision=int4", "lora_layers=10", "beta=0"]
+    rows.append(("EdgeRLHF grpo, edge fast: int4 RM, LoRA top 10, beta 0", *ours(a.rm, a.steps, out, "edge", edge)))
+    rows.append(("EdgeRLHF grpo, edge lean: + checkpointing, micro-batch 4 x 2, lean_update",
+                 *ours(a.rm, a.steps, out, "edge-lean", edge + ["gradient_checkpointing=true", "mini_batch_size=4",
+                                                                "gradient_accumulation_steps=2", "lean_update=true"])))
     print(f"\npeer: {last}")
     print("| run | peak MB | median step s | memory vs TRL | step vs TRL |\n|---|---|---|---|---|")
     for name, mb, st in rows:

@@ -38,3 +38,30 @@ def test_default_model_loads_offline_and_answers():
                                   add_generation_prompt=True, return_tensors="pt", return_dict=True)
     out = m.generate(**ids, max_new_tokens=12, do_sample=False, pad_token_id=tok.pad_token_id)
     assert "Paris" in tok.decode(out[0, ids["input_ids"].shape[1]:])
+
+
+def test_share_identical_weights_shares_only_exact_frozen_copies():
+    import copy
+
+    import torch
+
+    from edgerlhf.models.loading import load_causal_lm, share_identical_weights
+
+    src = load_causal_lm("tiny", seed=0)
+    for p in src.parameters():
+        p.requires_grad_(False)
+    model = copy.deepcopy(src)
+    with torch.no_grad():
+        model.model.norm.weight.add_(0.5)  # no longer a copy
+    model.model.layers[0].mlp.up_proj.weight.requires_grad_(True)  # trained: never shared
+    ids = torch.tensor([[1, 5, 9, 3]])
+    with torch.no_grad():
+        before = model(input_ids=ids).logits
+    saved = share_identical_weights(model, src)
+    emb = model.model.embed_tokens.weight
+    assert emb.data_ptr() == src.model.embed_tokens.weight.data_ptr()
+    assert model.model.norm.weight.data_ptr() != src.model.norm.weight.data_ptr()
+    assert model.model.layers[0].mlp.up_proj.weight.data_ptr() != src.model.layers[0].mlp.up_proj.weight.data_ptr()
+    assert saved >= emb.numel() * 4
+    with torch.no_grad():
+        assert torch.equal(model(input_ids=ids).logits, before)

@@ -13,9 +13,15 @@ policy (a known failure in this field). Merged weights cannot be switched off.
 ``layout="separate"`` holds a copy of the base per role (the classic layout), with the same trainable
 parameters, optimizer, dtypes and batches, so the memory saving is measured rather than claimed.
 
+Frozen-trunk caching (``cache_trunk=auto``): with LoRA in the top ``lora_layers`` blocks only, the blocks below
+carry no adapter, so for a step's sequences they compute the same output for the old log-probs, the values, the
+reference and every update epoch. :meth:`Roles.trunk` runs them once per step; every later forward starts from
+that output (:class:`Trunk`) and runs only the top blocks, forward and backward. No RLHF toolkit has this (trlX
+shares the frozen blocks' weights but recomputes them; TRL issue #848 asked for it and was closed).
+
 Why not TRL: its PPOTrainer (and ``AutoModelForCausalLMWithValueHead``) left the library in 2026, and it
 kept four full models in memory. The forward passes here run the decoder once and apply the LM head only
-to the response positions, which also keeps the vocabulary-sized logits small.
+to the response positions, a chunk at a time (``rl.logprobs``), which keeps the vocabulary-sized logits small.
 """
 
 from __future__ import annotations

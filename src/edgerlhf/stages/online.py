@@ -428,6 +428,11 @@ def run(cfg: OnlineRLConfig, reward_fn: RewardFn | None = None, algorithm: Algor
         t_load = time.perf_counter()
         roles = Roles(cfg, dtype=dtype, device=device, values=algo.needs_values, reference=algo.needs_reference)
         tok = roles.tokenizer
+        shared_mb = 0.0
+        if hasattr(reward, "model"):  # a learned RM: its untouched base weights (the embedding) are the policy's
+            from edgerlhf.models.loading import share_identical_weights
+
+            shared_mb = share_identical_weights(reward.model, roles.policy) / 2**20
         release_free_memory()
         t_load = time.perf_counter() - t_load
         n_trainable = sum(p.numel() for p in roles.trainable)
@@ -500,14 +505,15 @@ def run(cfg: OnlineRLConfig, reward_fn: RewardFn | None = None, algorithm: Algor
                     raise KeyboardInterrupt
         bar.close()
         return _finish(cfg, algo, run_dir, roles, tok, history, state, reward_info, mem, t_load, n_trainable,
-                       device, dtype)
+                       device, dtype, shared_mb)
     except BaseException as e:
         mem.stop()
         run_dir.fail(e)
         raise
 
 
-def _finish(cfg, algo, run_dir, roles, tok, history, state, reward_info, mem, t_load, n_trainable, device, dtype):
+def _finish(cfg, algo, run_dir, roles, tok, history, state, reward_info, mem, t_load, n_trainable, device, dtype,
+            shared_mb: float = 0.0):
     from edgerlhf.models.adapters import read_artifact_meta, write_artifact_meta
 
     gold_eval = {}
@@ -568,7 +574,7 @@ def _finish(cfg, algo, run_dir, roles, tok, history, state, reward_info, mem, t_
         "timing/update_s": sum(r["timing/update"] for r in history),
         "batch/final_rollout_batch_size": last.get("batch/rollout_batch_size"),
         "batch/final_mini_batch_size": last.get("batch/mini_batch_size"),
-        **gold_eval, **mem.stop().as_metrics(),
+        **gold_eval, **mem.stop().as_metrics(), "memory/rm_shared_mb": round(shared_mb, 1),
     }
     if algo.needs_values:
         stats["value_model"] = cfg.value_model
