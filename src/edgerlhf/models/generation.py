@@ -113,13 +113,17 @@ def sample(model, ids: torch.Tensor, mask: torch.Tensor, *, max_new_tokens: int,
 
     from edgerlhf.models.roles import _parts, position_ids
 
+    import inspect
+
     body, head = _parts(model)
     B = ids.shape[0]
     out = torch.full((B, max_new_tokens), pad_token_id, dtype=torch.long, device=ids.device)
     cache = DynamicCache(config=model.config)
+    # transformers >= 5.2x names the argument `cache` (and warns about `past_key_values`); earlier 5.x do not
+    cache_kw = "cache" if "cache" in inspect.signature(body.forward).parameters else "past_key_values"
     pos = position_ids(mask)
-    h = body(input_ids=ids, attention_mask=mask, position_ids=pos, past_key_values=cache,
-             use_cache=True).last_hidden_state[:, -1]
+    h = body(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True,
+             **{cache_kw: cache}).last_hidden_state[:, -1]
     rows = torch.arange(B, device=ids.device)  # which output rows are still decoding
     attn, next_pos = mask, pos[:, -1] + 1
     made = 0
@@ -142,7 +146,7 @@ def sample(model, ids: torch.Tensor, mask: torch.Tensor, *, max_new_tokens: int,
         if t + 1 == max_new_tokens:
             break
         attn = torch.cat([attn, attn.new_ones(len(rows), 1)], 1)
-        h = body(input_ids=tok[:, None], attention_mask=attn, position_ids=next_pos[:, None], past_key_values=cache,
-                 use_cache=True).last_hidden_state[:, -1]
+        h = body(input_ids=tok[:, None], attention_mask=attn, position_ids=next_pos[:, None], use_cache=True,
+                 **{cache_kw: cache}).last_hidden_state[:, -1]
         next_pos = next_pos + 1
     return out[:, :made]

@@ -171,7 +171,7 @@ def load_reward_model(path: str | Path, precision: str | None = None, *, device:
         with P.quiet_bnb():
             model = AutoModelForSequenceClassification.from_pretrained(
                 art, dtype=P.compute_dtype(meta["precision"].partition(":")[0], device), device_map={"": str(device)})
-        return RewardModel(model, load_tokenizer(meta["base_model"]), meta, device, batch_size)
+        return RewardModel(model.requires_grad_(False), load_tokenizer(meta["base_model"]), meta, device, batch_size)
     with safe_open(str(art / "adapter_model.safetensors"), "pt") as f:
         if not any(".score." in k or k.endswith("score.weight") for k in f.keys()):
             raise ValueError(f"{art} holds no trained score head (it would reload with a random head and score "
@@ -186,10 +186,10 @@ def load_reward_model(path: str | Path, precision: str | None = None, *, device:
         info = {"precision": meta["base_precision"], "backend": "QLoRA: " + ("bitsandbytes LLM.int8()" if meta["base_precision"] == "int8" else "bitsandbytes NF4 (double quant)"),
                 "compute_dtype": str(P.compute_dtype(meta["base_precision"], device)).removeprefix("torch."),
                 "high_precision_modules": list(P.HIGH_PRECISION_MODULES) + ["embed_tokens", "lora"]}
-        return RewardModel(model, tok, {**meta, **info}, device, batch_size)
+        return RewardModel(model.requires_grad_(False), tok, {**meta, **info}, device, batch_size)
     model, tok = merged_fp32(art, meta)
     model, info = to_precision(model, tok, precision or "fp32", device)
     from edgerlhf.tracking.memory import release_free_memory
 
     release_free_memory()  # loading and merging left freed blocks in the C heap
-    return RewardModel(model, tok, {**meta, **info}, device, batch_size)
+    return RewardModel(model.requires_grad_(False), tok, {**meta, **info}, device, batch_size)  # scoring only

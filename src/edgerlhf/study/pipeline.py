@@ -22,7 +22,7 @@ from edgerlhf.config import ONLINE_STAGES, STAGE_CONFIGS, from_dict, to_dict
 from edgerlhf.presets import STAGE_PRESETS, STUDY_PRESETS  # noqa: F401  (STUDY_PRESETS re-exported)
 
 # keys that never change what a stage computes
-VOLATILE = {"output_dir", "run_name", "progress", "report_to", "resume", "stage"}
+VOLATILE = {"output_dir", "run_name", "progress", "report_to", "resume", "stage", "lean_update"}
 
 def config_key(cfg) -> str:
     d = {k: v for k, v in to_dict(cfg).items() if k not in VOLATILE}
