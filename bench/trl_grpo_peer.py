@@ -9,7 +9,7 @@ of 4, 48 new tokens, temperature 0.7, LoRA r16 / alpha 32 on every linear layer 
 one pass per step, lr 1e-5, a SmolLM2-sized sequence-classification RM in fp32 (TRL: an untrained head on
 the base model; ours: a trained RM of the same architecture). Then EdgeRLHF again with its own small-machine
 options: "edge, fast" = int4 RM, LoRA in the top 10 blocks (the frozen trunk cached), beta 0 (no reference
-forward); "edge, lean" adds gradient checkpointing, micro-batches of 4 (2 accumulated: the same optimizer step)
+forward); "edge, lean" adds gradient checkpointing, micro-batches of 2 (4 accumulated: the same optimizer step)
 and ``lean_update``. Peak memory: ``ru_maxrss`` of the peer's process, and of ours the kernel's high-water mark
 over the whole process (``memory/process_peak_mb``: model loading included, like ``ru_maxrss``). Each run is its
 own process. Median step time over the steps.
@@ -59,8 +59,8 @@ def main() -> None:
     rows.append(("EdgeRLHF grpo, same settings", *ours(a.rm, a.steps, out, "same", [])))
     edge = ["reward_precision=int4", "lora_layers=10", "beta=0"]
     rows.append(("EdgeRLHF grpo, edge fast: int4 RM, LoRA top 10, beta 0", *ours(a.rm, a.steps, out, "edge", edge)))
-    rows.append(("EdgeRLHF grpo, edge lean: + checkpointing, micro-batch 4 x 2, lean_update",
-                 *ours(a.rm, a.steps, out, "edge-lean", edge + ["gradient_checkpointing=true", "mini_batch_size=4",
+    rows.append(("EdgeRLHF grpo, edge lean: + checkpointing, micro-batch 2 x 4, lean_update",
+                 *ours(a.rm, a.steps, out, "edge-lean", edge + ["gradient_checkpointing=true", "mini_batch_size=2",
                                                                 "gradient_accumulation_steps=2", "lean_update=true"])))
     print(f"\npeer: {last}")
     print("| run | peak MB | median step s | memory vs TRL | step vs TRL |\n|---|---|---|---|---|")
