@@ -6,7 +6,8 @@ Why our own loop: TRL's PPOTrainer left the library in 2026; TRL 1.16's GRPO/RLO
 model on the policy's device at its own dtype, keep no shared-base layout, and copy each other method by
 method. Here an algorithm is only ``advantages()`` and ``loss()``; this file is everything else. One step:
 
-    # 1 rollout    prompts (k samples each) -> sampled responses (stop at EOS), padded to one rectangle
+    # 1 rollout    prompts (k samples each) -> sampled responses (stop at EOS; a finished row leaves the
+    #              batch: models/generation.sample), padded to one rectangle
     # 2 score      learned RM (or callable) and gold scorer on the decoded responses
     # 3 forward    old log-probs, entropy; values and reference log-probs only if the algorithm needs them;
     #              the frozen bottom blocks' output, once, for every later forward of the step
@@ -15,7 +16,8 @@ method. Here an algorithm is only ``advantages()`` and ``loss()``; this file is 
     # 6 stats      namespaced metrics and one decoded sample
 
 and around the steps: checkpoints every ``save_steps`` and on Ctrl-C / SIGTERM, exact resume, a stop after
-``max_bad_steps`` NaN/inf steps in a row, CUDA OOM halving, the artifact and the summary.
+``max_bad_steps`` NaN/inf steps in a row, CUDA OOM halving, the artifact and the summary. Every phase hands the
+memory it freed back to the system (``malloc_trim``), so the update's peak does not stack on the rollout's.
 """
 
 from __future__ import annotations
