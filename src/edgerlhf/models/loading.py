@@ -221,3 +221,23 @@ def share_identical_weights(model, source) -> int:
                         saved += t.numel() * t.element_size()
                         break
     return saved
+
+
+def reload_through_disk(model, auto_cls, prefix: str = "edgerlhf-", **from_pretrained_kw):
+    """``model`` saved to a temporary folder and loaded back with ``auto_cls.from_pretrained(**kw)`` (how a
+    quantisation config is applied to weights already in memory, exactly as a saved model would reload).
+
+    ``model`` is consumed: its weights are freed once they are on disk, so the two copies are never in memory
+    together, and the reloaded model owns its weights (:func:`own_weights`), so the temporary file's pages go
+    with the file."""
+    import tempfile
+
+    from edgerlhf.tracking.memory import release_free_memory
+
+    with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
+        model.save_pretrained(tmp, safe_serialization=True)
+        model.to("meta")  # frees every weight while the caller still holds the module
+        release_free_memory()
+        out = auto_cls.from_pretrained(tmp, **from_pretrained_kw)
+        own_weights(out)
+    return out

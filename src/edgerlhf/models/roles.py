@@ -27,7 +27,6 @@ to the response positions, a chunk at a time (``rl.logprobs``), which keeps the 
 from __future__ import annotations
 
 import contextlib
-import tempfile
 from pathlib import Path
 from typing import NamedTuple
 
@@ -138,11 +137,12 @@ def load_base(policy: str, model: str, *, dtype: torch.dtype, device, seed: int,
         from edgerlhf.models import precision as P
 
         name = m.name_or_path
-        with tempfile.TemporaryDirectory(prefix="edgerlhf-base-") as tmp, P.quiet_bnb(), _quiet_io():
-            m.save_pretrained(tmp, safe_serialization=True)
-            m = AutoModelForCausalLM.from_pretrained(tmp, quantization_config=P.bnb_config(base_precision, device, skip=("lm_head",)),
-                                                     dtype=P.compute_dtype(base_precision, device),
-                                                     device_map={"": str(device)})
+        from edgerlhf.models.loading import reload_through_disk
+
+        with P.quiet_bnb(), _quiet_io():
+            m = reload_through_disk(m, AutoModelForCausalLM, "edgerlhf-base-",
+                                    quantization_config=P.bnb_config(base_precision, device, skip=("lm_head",)),
+                                    dtype=P.compute_dtype(base_precision, device), device_map={"": str(device)})
         m.name_or_path = m.config._name_or_path = name  # not the temporary folder
         P.keep_bnb_differentiable(m)  # rollouts run without grad; the update after them needs the backward
     else:

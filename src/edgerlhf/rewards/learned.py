@@ -109,9 +109,7 @@ def to_precision(model, tok, precision: str, device="cpu"):
     quantises at load time. Returns (model, info).
 
     For any precision but fp32 the given model is consumed: its weights are freed once the copy is on disk,
-    so the fp32 RM and the converted one are never in memory together (for int4, a 3x lower loading peak)."""
-    import tempfile
-
+    so the fp32 RM and the converted one are never in memory together."""
     from transformers import AutoModelForSequenceClassification
 
     from edgerlhf.models import precision as P
@@ -122,16 +120,11 @@ def to_precision(model, tok, precision: str, device="cpu"):
     if base == "fp32":
         return model.to(device), {**info, "backend": "torch"}
     quant = None if base in P.FLOAT_DTYPES else P.quant_config(base, backend, device)
-    from edgerlhf.models.loading import own_weights
-    from edgerlhf.tracking.memory import release_free_memory
+    from edgerlhf.models.loading import reload_through_disk
 
-    with tempfile.TemporaryDirectory(prefix="edgerlhf-rm-") as tmp, P.quiet_bnb():
-        model.save_pretrained(tmp, safe_serialization=True)
-        model.to("meta")  # frees every weight while the caller still holds the module
-        release_free_memory()
-        q = AutoModelForSequenceClassification.from_pretrained(
-            tmp, quantization_config=quant, dtype=P.compute_dtype(base, device), device_map={"": str(device)})
-        own_weights(q)  # the deleted temporary file's pages would stay resident through the views into it
+    with P.quiet_bnb():
+        q = reload_through_disk(model, AutoModelForSequenceClassification, "edgerlhf-rm-", quantization_config=quant,
+                                dtype=P.compute_dtype(base, device), device_map={"": str(device)})
     q.config.pad_token_id = tok.pad_token_id
     if base in P.FLOAT_DTYPES:
         return q, {**info, "backend": "torch", "high_precision_modules": []}
