@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from edgerlhf.models.generation import left_pad, sample, warp_logits
+from edgerlhf.models.generation import draw, left_pad, sample, sample_rollout, warp_logits
 from edgerlhf.models.loading import load_causal_lm, load_tokenizer
 
 
@@ -60,3 +60,62 @@ def test_sampled_tokens_follow_the_warped_distribution():
     for t in torch.topk(p, 4).indices.tolist():
         freq = (first == t).float().mean().item()
         assert abs(freq - p[t].item()) < 4 * math.sqrt(p[t].item() * (1 - p[t].item()) / 3000) + 1e-3, (t, freq, p[t])
+
+
+def test_draw_inverts_the_cdf_and_never_draws_a_token_without_mass():
+    torch.manual_seed(0)
+    p = torch.tensor([[0.0, 0.25, 0.0, 0.75], [0.5, 0.5, 0.0, 0.0]])
+    got = torch.stack([draw(p) for _ in range(4000)])  # (4000, 2)
+    assert set(got[:, 0].tolist()) == {1, 3} and set(got[:, 1].tolist()) == {0, 1}
+    assert abs((got[:, 0] == 3).float().mean().item() - 0.75) < 4 * math.sqrt(0.75 * 0.25 / 4000)
+    assert abs((got[:, 1] == 0).float().mean().item() - 0.5) < 4 * math.sqrt(0.25 / 4000)
+    # rows that sum to a little less than 1 (rounding) still land on a token with mass, even at u -> 1
+    short = torch.tensor([[0.3, 0.6999, 0.0]])
+    torch.manual_seed(1)
+    assert all(draw(short).item() in (0, 1) for _ in range(200))
+    real_rand = torch.rand
+    try:
+        torch.rand = lambda *a, **k: torch.full(a[0] if isinstance(a[0], tuple) else a, 0.99999994)  # the largest float < 1
+        assert draw(short).item() == 1
+    finally:
+        torch.rand = real_rand
+
+
+def test_identical_prompts_are_prefilled_once_and_decode_as_if_apart():
+    model, tok, ids, mask = _model_and_prompts()
+    order = torch.tensor([0, 0, 1, 2, 1, 0])
+    rows = []
+    first_block = model.model.layers[0]
+    h = first_block.register_forward_hook(lambda m, a, out: rows.append((out[0] if isinstance(out, tuple) else out).shape))
+    got = sample(model, ids[order], mask[order], max_new_tokens=6, eos_token_id=-1, pad_token_id=tok.pad_token_id,
+                 temperature=0)
+    h.remove()
+    assert rows[0][0] == 3  # the prefill ran over the 3 distinct prompts, not 6
+    apart = sample(model, ids, mask, max_new_tokens=6, eos_token_id=-1, pad_token_id=tok.pad_token_id, temperature=0)
+    assert torch.equal(got, apart[order])
+
+
+def test_recorded_decode_equals_a_full_forward():
+    """record=True and split: the log-probs, entropy and hidden states the decode saw, and the bottom block's
+    output at every position a later pass reads, equal those of one forward over the finished sequences."""
+    from edgerlhf.models.roles import position_ids
+
+    model, tok, ids, mask = _model_and_prompts()
+    torch.manual_seed(0)
+    s = sample_rollout(model, ids, mask, max_new_tokens=8, eos_token_id=-1, pad_token_id=tok.pad_token_id,
+                       temperature=0.8, record=True, split=1)
+    P, R = ids.shape[1], s.tokens.shape[1]
+    full_ids = torch.cat([ids, s.tokens], 1)
+    full_mask = torch.cat([mask, torch.ones_like(s.tokens)], 1)
+    with torch.no_grad():
+        out = model(input_ids=full_ids, attention_mask=full_mask, position_ids=position_ids(full_mask),
+                    output_hidden_states=True)
+    logp = torch.log_softmax(out.logits[:, P - 1:-1].float() / 0.8, -1)
+    assert torch.allclose(s.logprobs, logp.gather(2, s.tokens[..., None]).squeeze(2), atol=1e-5)
+    assert torch.allclose(s.entropy, -(logp.exp() * logp).sum(-1), atol=1e-4)
+    assert torch.allclose(s.hidden, out.hidden_states[-1][:, P - 1:-1], atol=1e-5)
+    used = full_mask.bool()
+    used[:, -1] = False  # the last token is never fed back: its output predicts nothing
+    assert s.trunk.shape == (len(ids), P + R, model.config.hidden_size)
+    assert torch.allclose(s.trunk[used], out.hidden_states[1][used], atol=1e-5)
+    assert (s.trunk[~used] == 0).all()

@@ -354,8 +354,9 @@ def test_resuming_with_another_algorithm_is_refused(tmp_path):
 
 @pytest.mark.parametrize("algo", ["ppo", "grpo"])
 def test_cached_trunk_runs_the_frozen_blocks_once_per_episode_and_keeps_ratio_one(tmp_path, monkeypatch, algo):
-    """LoRA in the top block only: after the rollout, block 0 runs once per episode (for the cache), never in
-    the reference or update forwards, and the first optimizer step still sees ratio exactly 1."""
+    """LoRA in the top block only: block 0 runs once per episode: in the rollout's decode, which keeps its
+    output for the cache; never again in the old-log-prob, reference or update forwards. The first optimizer
+    step still sees ratio exactly 1."""
     kw = dict(lora_layers=1, max_steps=1, mini_batch_size=4, gradient_accumulation_steps=2)
     cfg = _cfg(tmp_path, **kw) if algo == "ppo" else _cfg(tmp_path, algo, beta=0.05, **kw)
     algo_ = make_algorithm(cfg)
@@ -368,8 +369,14 @@ def test_cached_trunk_runs_the_frozen_blocks_once_per_episode_and_keeps_ratio_on
     block0.register_forward_hook(lambda *a: rows.__setitem__("block0", rows["block0"] + a[1][0].shape[0]))
     old = online.rollout_forwards(roles, b, cfg.temperature, 4, values=algo_.needs_values,
                                   reference=algo_.needs_reference)
-    assert rows["block0"] == len(b.ids)  # once per episode, for the cache (not again for the reference)
+    assert rows["block0"] == 0  # the decode computed the trunk: not again here, nor for the reference
     assert old["trunk"].hidden.shape[:2] == b.ids.shape
+    # ... and it is the frozen blocks' output at every position a later pass reads
+    fresh = roles.trunk(b.ids, b.mask).hidden
+    rows["block0"] = 0
+    used = b.mask.bool().clone()
+    used[torch.arange(len(b.ids)), b.n_prompt + b.resp_mask.sum(1) - 1] = False  # a row's last token predicts nothing
+    assert torch.allclose(old["trunk"].hidden[used], fresh[used], atol=1e-5)
     from edgerlhf.rl.algorithms import Rollout
     from edgerlhf.stages.loop import make_optimizer
 
@@ -388,11 +395,47 @@ def test_cached_trunk_runs_the_frozen_blocks_once_per_episode_and_keeps_ratio_on
 
     monkeypatch.setattr(algo_, "loss", spy)
     st = online.update(roles, algo_, opt, sched, b, old, adv, cfg, {"mini_batch_size": 4}, lambda s: None)
-    assert rows["block0"] == len(b.ids)  # the update ran only the top block
+    assert rows["block0"] == 0  # the update ran only the top block
     assert first["ratio"] == 1.0  # exactly: the same cached input, the same kernels
     assert st.optimizer_steps > 0
     changed = [n for n, p in roles.policy.named_parameters() if "lora_B" in n and p.abs().sum() > 0]
     assert changed and all(".layers.1." in n for n in changed)
+
+
+@pytest.mark.parametrize("algo", ["ppo", "grpo"])
+def test_rollout_logprobs_are_the_forward_ones_to_rounding(tmp_path, algo):
+    """rollout_logprobs=true: the old log-probs, entropy and values are the decode's own, equal to those of a
+    separate pass over the same tokens up to fp32 rounding, and the forward phase runs no policy pass."""
+    kw = dict(lora_layers=1, max_steps=1, rollout_logprobs=True)
+    cfg = _cfg(tmp_path, **kw) if algo == "ppo" else _cfg(tmp_path, algo, beta=0.05, **kw)
+    algo_ = make_algorithm(cfg)
+    roles = Roles(cfg, dtype=torch.float32, device="cpu", values=algo_.needs_values, reference=algo_.needs_reference)
+    with torch.no_grad():  # an adapter that is not the reference, so policy and reference differ
+        for p in roles.trainable:
+            p.add_(0.05 * torch.randn_like(p))
+    torch.manual_seed(0)
+    b = online.rollout(roles, roles.tokenizer, online.episodes_for_step(online.load_prompts(cfg), 0, cfg), cfg, 4)
+    assert b.recorded["logprobs"] is not None and b.recorded["trunk"] is not None
+    calls = {"policy": 0}
+    real_forward = Roles.forward
+
+    def count(self, *a, **k):
+        calls["policy"] += 1
+        return real_forward(self, *a, **k)
+
+    Roles.forward = count
+    try:
+        fast = online.rollout_forwards(roles, b, cfg.temperature, 4, values=algo_.needs_values, reference=True)
+    finally:
+        Roles.forward = real_forward
+    assert calls["policy"] == 0
+    slow = online.rollout_forwards(roles, b._replace(recorded=None), cfg.temperature, 4, values=algo_.needs_values,
+                                   reference=True)
+    m = b.resp_mask.bool()
+    for k in ("logprobs", "entropy", "ref_logprobs") + (("values",) if algo == "ppo" else ()):
+        assert torch.allclose(fast[k][m], slow[k][m], atol=1e-4), k
+    assert (fast["logprobs"][~m] == 0).all()
+    assert not torch.allclose(fast["logprobs"][m], fast["ref_logprobs"][m])
 
 
 def test_resume_is_exact_with_a_cached_trunk(tmp_path):

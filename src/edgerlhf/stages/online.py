@@ -58,6 +58,10 @@ class Batch(NamedTuple):
     resp_mask: torch.Tensor   # (N, R) 1 on response tokens up to and including EOS
     texts: list[str]
     ended: torch.Tensor       # (N,) bool: emitted EOS
+    # what the engine's sampler computed while decoding (None with sampler=generate): the frozen trunk's output
+    # (N, P + R, H), None when no trunk is cached; with rollout_logprobs also the policy's log-probs, entropy and
+    # last hidden states of the response tokens (N, R[, H]), else None
+    recorded: dict | None = None
 
 
 class UpdateStats(NamedTuple):
@@ -131,11 +135,17 @@ def rollout(roles, tok, prompts: list, cfg: OnlineRLConfig, batch_size: int) -> 
     P = prompt_ids.shape[1]
     kw = dict(temperature=cfg.temperature, top_k=cfg.top_k, top_p=cfg.top_p, max_new_tokens=R, pad_token_id=pad,
               eos_token_id=eos)
-    chunks = []
+    chunks, rec = [], {"logprobs": [], "entropy": [], "hidden": [], "trunk": []}
     for i in range(0, len(prompts), batch_size):
         ids, mask = prompt_ids[i:i + batch_size].to(roles.device), prompt_mask[i:i + batch_size].to(roles.device)
-        if cfg.sampler == "edgerlhf":
-            out = roles.sample(ids, mask, **kw).cpu()
+        if cfg.sampler == "edgerlhf":  # its decode already computed the trunk (and the old log-probs, hidden states)
+            s = roles.sample_rollout(ids, mask, logprobs=cfg.rollout_logprobs, **kw)
+            out, more = s.tokens.cpu(), R - s.tokens.shape[1]
+            for k in ("logprobs", "entropy", "hidden") if cfg.rollout_logprobs else ():
+                v = getattr(s, k)
+                rec[k].append(torch.nn.functional.pad(v, (0, 0) * (v.dim() - 2) + (0, more)).cpu())
+            if s.trunk is not None:
+                rec["trunk"].append(torch.nn.functional.pad(s.trunk, (0, 0, 0, more)))
         else:
             out = roles.generate(ids, mask, do_sample=True, **{**kw, "top_k": cfg.top_k or None})[:, P:].cpu()
         chunks.append(torch.nn.functional.pad(out, (0, R - out.shape[1]), value=pad))
@@ -149,8 +159,17 @@ def rollout(roles, tok, prompts: list, cfg: OnlineRLConfig, batch_size: int) -> 
     resp, resp_mask = resp[:, :n], resp_mask[:, :n]
     texts = [tok.decode(r[: int(m.sum()) - int(e)].tolist(), skip_special_tokens=True).strip()
              for r, m, e in zip(resp, resp_mask, ended)]
+    recorded = None
+    if cfg.sampler == "edgerlhf":
+        keep = resp_mask.bool()
+        recorded = {k: None for k in ("logprobs", "entropy", "hidden")}
+        if cfg.rollout_logprobs:
+            recorded = {k: torch.cat(rec[k])[:, :n] for k in ("logprobs", "entropy", "hidden")}
+            recorded["logprobs"] = recorded["logprobs"].masked_fill(~keep, 0.0)  # after EOS: padding, as the tokens
+            recorded["entropy"] = recorded["entropy"].masked_fill(~keep, 0.0)
+        recorded["trunk"] = torch.cat(rec["trunk"])[:, :P + n] if rec["trunk"] else None
     return Batch(prompts, torch.cat([prompt_ids, resp], 1), torch.cat([prompt_mask, resp_mask], 1), P, resp_mask,
-                 texts, ended)
+                 texts, ended, recorded)
 
 
 # -- 3 forward ------------------------------------------------------------------------------------------
@@ -162,10 +181,13 @@ def rollout_forwards(roles, b: Batch, temperature: float, batch_size: int, *, va
     algorithm uses them (with ``beta=0`` the reference is never run). With a frozen trunk (LoRA in the top
     blocks only, ``cache_trunk=auto``) its output is computed here once per episode and kept under ``trunk``
     for every later forward of the step: the reference's, and each update epoch's."""
+    if b.recorded is not None and b.recorded["logprobs"] is not None:
+        return _recorded_forwards(roles, b, temperature, batch_size, values=values, reference=reference)
+    kept = b.recorded["trunk"] if b.recorded is not None else None  # the trunk the decode computed
     out = {"logprobs": [], "values": [], "entropy": [], "ref_logprobs": [], "trunk": []}
     for i in range(0, len(b.ids), batch_size):
         ids, mask = b.ids[i:i + batch_size].to(roles.device), b.mask[i:i + batch_size].to(roles.device)
-        trunk = roles.trunk(ids, mask)
+        trunk = roles.trunk(ids, mask) if kept is None else Trunk(kept[i:i + batch_size], roles.split)
         fw = roles.forward(ids, mask, b.n_prompt, temperature, values=values, entropy=True, trunk=trunk)
         out["logprobs"].append(fw.logprobs.cpu())
         if values:
@@ -177,6 +199,35 @@ def rollout_forwards(roles, b: Batch, temperature: float, batch_size: int, *, va
             out["trunk"].append(trunk)
     res = {k: (torch.cat(v) if v else None) for k, v in out.items() if k != "trunk"}
     res["trunk"] = Trunk(torch.cat([t.hidden for t in out["trunk"]]), out["trunk"][0].split) if out["trunk"] else None
+    return res
+
+
+@torch.no_grad()
+def _recorded_forwards(roles, b: Batch, temperature: float, batch_size: int, *, values: bool,
+                       reference: bool) -> dict:
+    """The forward phase when the sampler recorded its decode: the old log-probs and entropy are the ones the
+    tokens were drawn with, values come from the recorded hidden states (a value head on the policy's trunk),
+    the trunk is the one the decode computed. What is left to run: the reference (adapters off) over the
+    blocks above the trunk, and values where they need a pass of their own (value adapter, separate layout)."""
+    rec = b.recorded
+    res = {"logprobs": rec["logprobs"], "entropy": rec["entropy"], "values": None, "ref_logprobs": None,
+           "trunk": None if rec["trunk"] is None else Trunk(rec["trunk"], roles.split)}
+    vals = roles.values_from_hidden(rec["hidden"].to(roles.device)) if values else None
+    more = {"values": [], "ref_logprobs": []}
+    for i in range(0, len(b.ids), batch_size):
+        if vals is not None and not reference:
+            break
+        ids, mask = b.ids[i:i + batch_size].to(roles.device), b.mask[i:i + batch_size].to(roles.device)
+        trunk = None if res["trunk"] is None else Trunk(res["trunk"].hidden[i:i + batch_size].to(roles.device),
+                                                        roles.split)
+        if values and vals is None:
+            more["values"].append(roles.forward(ids, mask, b.n_prompt, temperature, values=True, trunk=trunk).values.cpu())
+        if reference:
+            more["ref_logprobs"].append(roles.ref_logprobs(ids, mask, b.n_prompt, temperature, trunk).cpu())
+    if values:
+        res["values"] = vals.cpu() if vals is not None else torch.cat(more["values"])
+    if reference:
+        res["ref_logprobs"] = torch.cat(more["ref_logprobs"])
     return res
 
 
