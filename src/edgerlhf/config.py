@@ -313,6 +313,7 @@ class RewardConfig(LoraMixin, TrainMixin, BaseConfig):
     skip_bad_rows: bool = opt(False, "drop and count bad rows instead of stopping at the first")
     max_train_pairs: int = opt(0, "use at most this many training pairs (0: all)")
     eval_batch_size: int = opt(32, "sequences per forward when scoring held-out pairs")
+    shared_prefix: bool = opt(True, "run each pair's shared prefix (the prompt) once and both responses on its KV cache, in training and scoring: exact for a causal model, fewer tokens (off: both sequences whole, as before; gradient checkpointing always scores them whole)")
     base_precision: str = opt("fp32", "precision of the frozen body during training: fp32, or int8 / int4 through bitsandbytes (QLoRA-style: the adapter and score head stay in floating point)")
 
     def check(self) -> list[str]:

@@ -135,3 +135,36 @@ def test_nothing_is_cached_when_lora_covers_every_block_or_the_layout_is_separat
         roles = Roles(cfg, dtype=torch.float32, device="cpu")
         ids, mask, _ = _batch(roles.tokenizer)
         assert roles.split == 0 and roles.trunk(ids, mask) is None, over
+
+
+def test_padding_columns_change_nothing_and_padding_gets_no_logprob():
+    """A batch padded far past its longest response (as a micro-batch of a step with longer responses is):
+    the trailing all-padding columns are dropped, log-probs / values / entropy / reference and the gradients
+    are those of the tight batch, and padded positions get log-prob 0."""
+    cfg = load_config(PPOConfig, overrides={"model": "tiny", "lora_layers": 1})
+    roles = Roles(cfg, dtype=torch.float32, device="cpu")
+    with torch.no_grad():
+        g = torch.Generator().manual_seed(1)
+        for n, p in sorted(roles.policy.named_parameters()):
+            if "lora_" in n:
+                p.copy_(torch.randn(p.shape, generator=g) * 0.3)
+    ids, mask, P = _batch(roles.tokenizer)
+    wide_ids = torch.nn.functional.pad(ids, (0, 7), value=roles.tokenizer.pad_token_id)
+    wide_mask = torch.nn.functional.pad(mask, (0, 7))
+    res = []
+    for i, m in ((ids, mask), (wide_ids, wide_mask)):
+        roles.policy.zero_grad()
+        fw = roles.forward(i, m, P, 0.7, values=True, entropy=True, trunk=roles.trunk(i, m))
+        (fw.logprobs.sum() + fw.values.sum()).backward()
+        res.append((fw, roles.ref_logprobs(i, m, P, 0.7, roles.trunk(i, m)),
+                    {n: p.grad.clone() for n, p in roles.policy.named_parameters() if p.grad is not None}))
+    (tight, ref_t, g_t), (wide, ref_w, g_w) = res
+    R = ids.shape[1] - P
+    assert wide.logprobs.shape == (len(ids), R + 7) and (wide.logprobs[:, R:] == 0).all()
+    real = mask[:, P:].bool()
+    assert (tight.logprobs[~real] == 0).all()  # padding inside the tight batch too
+    for a, b in ((tight.logprobs, wide.logprobs), (tight.values, wide.values), (tight.entropy, wide.entropy),
+                 (ref_t, ref_w)):
+        torch.testing.assert_close(a[real], b[:, :R][real], rtol=0, atol=1e-6)
+    for n in g_t:
+        torch.testing.assert_close(g_t[n], g_w[n], rtol=1e-4, atol=1e-5 * float(g_t[n].abs().max()))

@@ -4,6 +4,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
 from edgerlhf.config import EvalConfig, PPOConfig, load_config
 from edgerlhf.stages import evaluate, online
@@ -68,3 +69,26 @@ def test_eval_works_on_a_value_free_policy_and_finds_its_sft_baseline(ppo_run):
     s = _eval(root, policy=str(run))
     assert s["baseline"] == "SFT policy (the grpo run's starting point)"
     assert "eval/gold_gain" in s and "eval/kl" in s
+
+
+def test_response_logprobs_are_the_sums_a_full_forward_gives():
+    """Length-sorted batches and the head on response tokens only: the same per-response sums as the plain
+    full-logits computation, in the caller's order."""
+    from edgerlhf.data.formatting import encode_pair
+    from edgerlhf.models.loading import load_causal_lm, load_tokenizer
+    from edgerlhf.stages.evaluate import response_logprobs
+
+    tok, model = load_tokenizer("tiny"), load_causal_lm("tiny", seed=5).eval()
+    prompts = ["Hi.", "Tell me something rather longer, please.", "Ok", "A fourth prompt"]
+    responses = ["Hello there", "No", "A response that runs for a while longer than the others", "Yes."]
+    got = response_logprobs(model, tok, prompts, responses, temperature=0.7, batch_size=3)
+    want = []
+    for p, r in zip(prompts, responses):
+        ids, labels = encode_pair(tok, p, r, 256)
+        with torch.no_grad():
+            logits = model(input_ids=torch.tensor([ids])).logits[0, :-1].float() / 0.7
+        tgt = torch.tensor(labels[1:])
+        lp = torch.log_softmax(logits, -1)[torch.arange(len(tgt)), tgt.clamp(min=0)]
+        want.append(float((lp * (tgt != -100)).sum()))
+    assert torch.allclose(torch.tensor(got), torch.tensor(want), atol=1e-4)
+    assert len(set(round(x, 3) for x in want)) == 4

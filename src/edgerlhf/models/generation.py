@@ -100,6 +100,14 @@ def _head_logits(head, h: torch.Tensor) -> torch.Tensor:
     return out if head.bias is None else out + head.bias
 
 
+def cache_kwarg(body) -> str:
+    """The name a decoder stack's forward takes its KV cache under: transformers >= 5.2x says ``cache`` (and
+    warns about ``past_key_values``); earlier 5.x only know ``past_key_values``."""
+    import inspect
+
+    return "cache" if "cache" in inspect.signature(body.forward).parameters else "past_key_values"
+
+
 def draw(probs: torch.Tensor) -> torch.Tensor:
     """One token per row from ``probs`` (rows sum to 1, up to rounding) by inverting the cumulative
     distribution with one uniform number per row: the same distribution as ``torch.multinomial(probs, 1)``,
@@ -153,8 +161,6 @@ def sample_rollout(model, ids: torch.Tensor, mask: torch.Tensor, *, max_new_toke
 
     from edgerlhf.models.roles import _parts, position_ids
 
-    import inspect
-
     body, head = _parts(model)
     B, P = ids.shape
     dev = ids.device
@@ -176,8 +182,7 @@ def sample_rollout(model, ids: torch.Tensor, mask: torch.Tensor, *, max_new_toke
 
     hook = body.layers[split - 1].register_forward_hook(keep_trunk) if trunk is not None else None
     cache = DynamicCache(config=model.config)
-    # transformers >= 5.2x names the argument `cache` (and warns about `past_key_values`); earlier 5.x do not
-    cache_kw = "cache" if "cache" in inspect.signature(body.forward).parameters else "past_key_values"
+    cache_kw = cache_kwarg(body)
     try:
         # 1 prefill, each distinct prompt once
         uniq, inv = torch.unique(torch.cat([ids, mask], 1), dim=0, return_inverse=True)

@@ -110,6 +110,25 @@ def _token_logprobs(model, h, targets, temperature: float, entropy: bool, real: 
     return full(lp), full(ent)
 
 
+def trim_response_padding(ids: torch.Tensor, mask: torch.Tensor, n_prompt: int, trunk: "Trunk | None" = None):
+    """Drop the trailing columns that are padding in every row (a batch's responses are padded to the step's
+    longest): (ids, mask, trunk, R) with R the full response width to pad results back to. Exact: the real
+    tokens see the same keys at the same positions, and the dropped keys were masked (their weight was an
+    exact 0, so the sums over keys add the same numbers in the same order)."""
+    R = ids.shape[1] - n_prompt
+    used = mask[:, n_prompt:].bool().any(0)
+    keep = int(used.nonzero().max()) + 1 if bool(used.any()) else 1
+    if keep == R:
+        return ids, mask, trunk, R
+    end = n_prompt + keep
+    return ids[:, :end], mask[:, :end], None if trunk is None else Trunk(trunk.hidden[:, :end], trunk.split), R
+
+
+def _pad_back(x: torch.Tensor | None, R: int) -> torch.Tensor | None:
+    """A (B, R') per-response-token result back to the full response width (0 in the dropped columns)."""
+    return x if x is None or x.shape[1] == R else torch.nn.functional.pad(x, (0, R - x.shape[1]))
+
+
 class Trunk(NamedTuple):
     """The output of the frozen bottom blocks for one batch of sequences: the same for the policy, the
     reference (adapters off) and the value adapter, because no adapter lives down there."""
@@ -282,6 +301,7 @@ class Roles:
                 entropy: bool = False, trunk: Trunk | None = None) -> Forward:
         """Policy log-probs of the response tokens (and values, entropy). ``trunk``: the cached output of the
         frozen bottom blocks for these sequences (:meth:`trunk`); only the blocks above it run."""
+        ids, mask, trunk, R = trim_response_padding(ids, mask, n_prompt, trunk)
         targets = ids[:, n_prompt:]
         h = _hidden(self.policy, ids, mask, n_prompt, trunk)
         lp, ent = _token_logprobs(self.policy, h, targets, temperature, entropy, mask[:, n_prompt:].bool())
@@ -296,7 +316,7 @@ class Roles:
                     v = self.value_head(_hidden(self.policy, ids, mask, n_prompt, trunk))
             else:
                 v = self.value_head(_hidden(self.value_trunk, ids, mask, n_prompt))
-        return Forward(lp, v, ent)
+        return Forward(_pad_back(lp, R), _pad_back(v, R), _pad_back(ent, R))
 
     @torch.no_grad()
     def ref_logprobs(self, ids, mask, n_prompt: int, temperature: float, trunk: Trunk | None = None) -> torch.Tensor:
@@ -304,11 +324,12 @@ class Roles:
             raise RuntimeError("the reference was asked for, but these roles were built without one (beta=0)")
         model = self.ref if self.ref is not None else self.policy
         ctx = self.policy.disable_adapter() if self.ref is None else contextlib.nullcontext()
+        ids, mask, trunk, R = trim_response_padding(ids, mask, n_prompt, trunk)
         with ctx:
             h = _hidden(model, ids, mask, n_prompt, trunk)
             lp = _token_logprobs(model, h, ids[:, n_prompt:], temperature, False, mask[:, n_prompt:].bool())[0]
         self._keep_trainable()
-        return lp
+        return _pad_back(lp, R)
 
     @torch.no_grad()
     def generate(self, ids, mask, **kw) -> torch.Tensor:

@@ -16,7 +16,7 @@ from edgerlhf.config import RewardConfig
 from edgerlhf.models.adapters import apply_lora, count_params, enable_gradient_checkpointing, write_artifact_meta
 from edgerlhf.models.loading import load_tokenizer, resolve_device, resolve_dtype
 from edgerlhf.models.generation import right_pad
-from edgerlhf.rewards.learned import RewardModel, encode_for_rm, load_seq_cls, rewards_of
+from edgerlhf.rewards.learned import RewardModel, encode_for_rm, load_seq_cls, pair_rewards, rewards_of
 from edgerlhf.rewards.metrics import agreement_with_labels, mean_std, pairwise_accuracy, spearman
 from edgerlhf.rl.losses import bradley_terry_loss
 from edgerlhf.stages.loop import fit, make_optimizer, seed_everything, total_steps_for
@@ -53,10 +53,9 @@ def load_pairs(cfg: RewardConfig, tok) -> tuple[list[dict], list[dict], int]:
 def evaluate(rm: RewardModel, pairs: list[dict]) -> dict[str, float]:
     """Held-out numbers: accuracy vs the (noisy) labels on kept pairs, vs gold on kept pairs and on all
     pairs (near-ties included), reward mean/std, Spearman with gold on the distinct responses."""
-    seqs = encode_for_rm(rm.tokenizer, [p["prompt"] for p in pairs] * 2,
-                         [p["chosen"] for p in pairs] + [p["rejected"] for p in pairs], rm.max_length)
-    scores = rm.score_ids(seqs)
-    rc, rr = scores[: len(pairs)], scores[len(pairs):]
+    prompts = [p["prompt"] for p in pairs]
+    rc, rr = rm.score_pairs(encode_for_rm(rm.tokenizer, prompts, [p["chosen"] for p in pairs], rm.max_length),
+                            encode_for_rm(rm.tokenizer, prompts, [p["rejected"] for p in pairs], rm.max_length))
     kept = [i for i, p in enumerate(pairs) if not p.get("near_tie", False)]
     out = {"eval/accuracy": pairwise_accuracy([rc[i] for i in kept], [rr[i] for i in kept]),
            "eval/pairs": len(kept)}
@@ -112,17 +111,22 @@ def run(cfg: RewardConfig) -> Path:
         before = evaluate(rm, held) if held else {}
         run_dir.log(before, step=0)
 
+        shared = cfg.shared_prefix and not cfg.gradient_checkpointing  # checkpointing turns the KV cache off
+        rm.shared_prefix = shared
+
         def collate(batch):
-            ids, mask = right_pad([c for c, _ in batch] + [r for _, r in batch], tok.pad_token_id)
-            return ids, mask
+            return [c for c, _ in batch], [r for _, r in batch]
 
         def loss_fn(m, b):
-            ids, mask = (t.to(device) for t in b)
-            r = rewards_of(m, ids, mask)
-            rc, rr = r.chunk(2)
+            chosen, rejected = b
+            got = pair_rewards(m, chosen, rejected, tok.pad_token_id, device) if shared else None
+            if got is None:  # apart: both sides of every pair in one right-padded batch
+                ids, mask = (t.to(device) for t in right_pad(chosen + rejected, tok.pad_token_id))
+                got = rewards_of(m, ids, mask).chunk(2)
+            rc, rr = got
             loss = bradley_terry_loss(rc, rr, cfg.margin, cfg.center_rewards_coef)
-            return loss, int(mask.sum()), {"train/accuracy": (rc > rr).float().mean().item(),
-                                           "train/reward_margin": (rc - rr).mean().item()}
+            return loss, sum(map(len, chosen + rejected)), {"train/accuracy": (rc > rr).float().mean().item(),
+                                                            "train/reward_margin": (rc - rr).mean().item()}
 
         optimizer, scheduler = make_optimizer(model, cfg, total_steps)
         history = fit(model, optimizer, scheduler, enc, collate, loss_fn, cfg, total_steps, run_dir, mem, "reward",

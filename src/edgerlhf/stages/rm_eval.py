@@ -57,13 +57,16 @@ def _measure(rm_path: str, precision: str, device: str, batch_size: int, pairs: 
         load_s = time.perf_counter() - t0
     _release_freed_memory()
     with PeakMemory() as pm:  # what holding and using the RM at this precision costs
-        seqs = encode_for_rm(rm.tokenizer, [p["prompt"] for p in pairs] * 2,
-                             [p["chosen"] for p in pairs] + [p["rejected"] for p in pairs], rm.max_length)
-        rm.score_ids(seqs[:batch_size])  # warm-up (first call pays one-off kernel set-up)
+        prompts = [p["prompt"] for p in pairs]
+        chosen = encode_for_rm(rm.tokenizer, prompts, [p["chosen"] for p in pairs], rm.max_length)
+        rejected = encode_for_rm(rm.tokenizer, prompts, [p["rejected"] for p in pairs], rm.max_length)
+        half = max(1, batch_size // 2)
+        rm.score_pairs(chosen[:half], rejected[:half])  # warm-up (first call pays one-off kernel set-up)
         t0 = time.perf_counter()
-        scores = rm.score_ids(seqs)
+        rc, rr = rm.score_pairs(chosen, rejected)  # each pair's prompt once
         score_s = time.perf_counter() - t0
-    n_batches = -(-len(seqs) // batch_size)
+        scores = rc + rr
+    n_batches = 2 * len(pairs) / batch_size  # seconds per `batch_size` sequences (length-sorted pair batches)
     size = stored_bytes(rm.model)
     out.put({"precision": precision, "backend": rm.meta.get("backend", "torch"),
              "compute_dtype": rm.meta.get("compute_dtype"), "high_precision_modules": rm.meta.get("high_precision_modules"),
