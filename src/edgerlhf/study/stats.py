@@ -1,0 +1,138 @@
+"""Statistics for a replicated study: small pure functions over plain nested lists, no I/O.
+
+A study's numbers have two sources of noise: the RL run itself (a different seed draws other rollouts and ends
+in another policy) and the evaluation's finite prompt set. Henderson et al. (2018) and Agarwal et al. (2021,
+rliable) show that one run per setting, or intervals over prompts alone, can make noise look like a ranking.
+Scores here come as ``scores[seed][prompt]`` (the held-out gold score of each evaluation prompt, per seed);
+every configuration is evaluated on the same prompts with the same sampling seed, so comparisons pair by seed
+and by prompt.
+
+* :func:`t_interval` - across seeds: the mean of the seeds' means with a Student-t interval (RL variance).
+* :func:`hierarchical_bootstrap` - resample seeds, then prompts within each drawn seed: both sources at once.
+* :func:`compare` - one configuration against another on the same seeds and prompts: the paired difference
+  with both intervals, the probability of improvement and a two-sided bootstrap p-value.
+* :func:`holm` - Holm's step-down correction of the p-values of the comparisons a report makes.
+
+Written here rather than taken from rliable (a JAX/arch dependency for three formulas) or scipy.stats.bootstrap
+(no hierarchical resampling); scipy gives the t quantile.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple, Sequence
+
+import numpy as np
+
+Scores = Sequence[Sequence[float]]  # scores[seed][prompt]
+
+
+class Interval(NamedTuple):
+    mean: float
+    low: float      # nan where the interval cannot be formed (e.g. a t interval from one seed)
+    high: float
+    n: int          # how many units the interval is over (seeds, or prompts)
+    over: str       # what it is over, in words, for the report: "seeds", "seeds and prompts", "prompts"
+
+
+def _matrix(scores: Scores, what: str = "scores") -> np.ndarray:
+    rows = [list(map(float, r)) for r in scores]
+    if not rows or not all(rows):
+        raise ValueError(f"{what}: need at least one seed with at least one prompt score")
+    n = {len(r) for r in rows}
+    if len(n) != 1:
+        raise ValueError(f"{what}: every seed must be evaluated on the same prompts (got {sorted(n)} prompts per seed)")
+    return np.asarray(rows, dtype=np.float64)
+
+
+def seed_means(scores: Scores) -> list[float]:
+    """Each seed's mean over prompts."""
+    return _matrix(scores).mean(1).tolist()
+
+
+def t_interval(values: Sequence[float], level: float = 0.95) -> Interval:
+    """Mean of ``values`` (one per seed) with a two-sided Student-t interval: mean ± t(level, n-1) · s / √n.
+    With one value the bounds are nan: one run says nothing about run-to-run variance."""
+    from scipy.stats import t
+
+    x = np.asarray(list(map(float, values)), dtype=np.float64)
+    n = len(x)
+    if n == 0:
+        raise ValueError("t_interval: no values")
+    m = float(x.mean())
+    if n < 2:
+        return Interval(m, math.nan, math.nan, 1, "seeds")
+    half = float(t.ppf(0.5 + level / 2, n - 1) * x.std(ddof=1) / math.sqrt(n))
+    return Interval(m, m - half, m + half, n, "seeds")
+
+
+def _hier_draws(x: np.ndarray, n_boot: int, rng: np.random.Generator) -> np.ndarray:
+    """``n_boot`` bootstrap means of a (seeds, prompts) matrix: seeds resampled with replacement, then the
+    prompts of each drawn seed resampled with replacement (one seed: prompts only)."""
+    s, p = x.shape
+    seeds = rng.integers(0, s, size=(n_boot, s)) if s > 1 else np.zeros((n_boot, 1), dtype=np.int64)
+    prompts = rng.integers(0, p, size=(n_boot, s, p))
+    return x[seeds[:, :, None], prompts].mean(axis=(1, 2))
+
+
+def hierarchical_bootstrap(scores: Scores, level: float = 0.95, n_boot: int = 4000, seed: int = 0) -> Interval:
+    """Percentile interval of the grand mean under two-level resampling (seeds, then prompts within each
+    seed), so it carries the run-to-run and the prompt-sampling noise. With one seed it is a bootstrap over
+    prompts only, and says so in ``over``."""
+    x = _matrix(scores)
+    d = _hier_draws(x, n_boot, np.random.default_rng(seed))
+    lo, hi = np.quantile(d, [0.5 - level / 2, 0.5 + level / 2])
+    over = "seeds and prompts" if x.shape[0] > 1 else "prompts"
+    return Interval(float(x.mean()), float(lo), float(hi), x.shape[0] if x.shape[0] > 1 else x.shape[1], over)
+
+
+def probability_of_improvement(a: Scores, b: Scores) -> float:
+    """P(a > b) on paired prompts (a tie counts one half), averaged over seeds: how often configuration ``a``
+    gives the better response to the same prompt under the same seed."""
+    x, y = _paired(a, b)
+    return float(((x > y) + 0.5 * (x == y)).mean())
+
+
+def _paired(a: Scores, b: Scores) -> tuple[np.ndarray, np.ndarray]:
+    x, y = _matrix(a, "a"), _matrix(b, "b")
+    if x.shape != y.shape:
+        raise ValueError(f"paired comparison needs the same seeds and prompts: {x.shape[0]} seeds x {x.shape[1]} "
+                         f"prompts against {y.shape[0]} x {y.shape[1]}")
+    return x, y
+
+
+class Comparison(NamedTuple):
+    diff: float              # mean of a - b over seeds and prompts
+    seeds: Interval          # t interval of the per-seed mean differences (nan bounds with one seed)
+    both: Interval           # hierarchical bootstrap interval of the difference (seeds and prompts)
+    p_improvement: float     # P(a > b) on paired prompts
+    p_value: float           # two-sided bootstrap p-value of "no difference", from the hierarchical draws
+
+
+def compare(a: Scores, b: Scores, level: float = 0.95, n_boot: int = 4000, seed: int = 0) -> Comparison:
+    """Configuration ``a`` against ``b`` on the same seeds and prompts (``a[s][p]`` and ``b[s][p]`` come from
+    the same seed and prompt). The p-value is 2 · min(share of bootstrap differences <= 0, share >= 0),
+    floored at 1 / n_boot."""
+    x, y = _paired(a, b)
+    d = x - y
+    draws = _hier_draws(d, n_boot, np.random.default_rng(seed))
+    lo, hi = np.quantile(draws, [0.5 - level / 2, 0.5 + level / 2])
+    p = min(1.0, 2 * min(float((draws <= 0).mean()), float((draws >= 0).mean())))
+    p = max(p, 1.0 / n_boot)
+    over = "seeds and prompts" if d.shape[0] > 1 else "prompts"
+    both = Interval(float(d.mean()), float(lo), float(hi), d.shape[0] if d.shape[0] > 1 else d.shape[1], over)
+    return Comparison(float(d.mean()), t_interval(d.mean(1).tolist(), level), both,
+                      probability_of_improvement(a, b), p)
+
+
+def holm(p_values: Sequence[float]) -> list[float]:
+    """Holm's step-down adjusted p-values (family-wise error across the comparisons made), in the input's
+    order: sort ascending, multiply the k-th smallest by (m - k + 1), keep them non-decreasing, cap at 1."""
+    m = len(p_values)
+    order = sorted(range(m), key=lambda i: p_values[i])
+    out = [0.0] * m
+    running = 0.0
+    for k, i in enumerate(order):
+        running = max(running, min(1.0, (m - k) * float(p_values[i])))
+        out[i] = running
+    return out
