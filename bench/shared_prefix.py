@@ -31,7 +31,7 @@ def main() -> None:
     from edgerlhf.models.loading import load_tokenizer
     from edgerlhf.rewards.learned import RewardModel, encode_for_rm, load_seq_cls, pair_rewards, rewards_of
     from edgerlhf.rl.losses import bradley_terry_loss
-    from edgerlhf.stages.reward import load_pairs
+    from edgerlhf.data.pairs import load_pairs
 
     cfg = load_config(RewardConfig, overrides={"prefs": a.prefs, "progress": False, "report_to": ["none"]})
     tok = load_tokenizer(cfg.model)
@@ -65,9 +65,10 @@ def main() -> None:
         for shared in ((True, False) if i % 2 else (False, True)):
             times[shared].append(step(i, shared))
     whole = sum(len(x) + len(y) for x, y in zip(chosen, rejected)) / len(chosen)
-    from edgerlhf.rewards.learned import _common_prefix, _last_scored
+    from edgerlhf.models.logprobs import common_prefix
+    from edgerlhf.rewards.learned import _last_scored
 
-    once = sum(len(x) + len(y) - min(_common_prefix(x, y), _last_scored(x, pad), _last_scored(y, pad))
+    once = sum(len(x) + len(y) - min(common_prefix(x, y), _last_scored(x, pad), _last_scored(y, pad))
                for x, y in zip(chosen, rejected)) / len(chosen)
     print(f"tokens per pair: {whole:.1f} whole, {once:.1f} with the shared prefix once ({once / whole:.2f}x)")
     on, off = statistics.median(times[True]), statistics.median(times[False])

@@ -71,3 +71,25 @@ def make_tiny_sft(root):
 @pytest.fixture
 def tiny_sft(tmp_path):
     return make_tiny_sft(tmp_path)
+
+
+TOY_POS = ["great", "lovely", "superb", "wonderful", "excellent", "delightful", "fantastic", "charming"]
+TOY_NEG = ["awful", "broken", "dreadful", "terrible", "boring", "sloppy", "horrid", "useless"]
+
+
+def write_toy_prefs(path, n, seed, gold: bool = True):
+    """``n`` separable preference pairs (two positive words chosen, two negative rejected) as JSONL."""
+    import json
+    import random
+
+    rng = random.Random(seed)
+    rows = []
+    for i in range(n):
+        a, b = rng.sample(TOY_POS, 2), rng.sample(TOY_NEG, 2)
+        row = {"prompt": f"Review item {seed}-{i}:", "chosen": f"It is {a[0]} and {a[1]}.",
+               "rejected": f"It is {b[0]} and {b[1]}."}
+        if gold:
+            row.update(gold_chosen=0.8, gold_rejected=-0.8)
+        rows.append(row)
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path

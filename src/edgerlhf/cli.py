@@ -48,6 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     _stage_parser(sub, "ppo", "PPO alignment: one base model serves policy, reference and value; RM at a chosen precision (stage 4)")
     _stage_parser(sub, "grpo", "GRPO alignment: groups of samples per prompt, no value function, no reference at beta=0 (stage 4)")
     _stage_parser(sub, "rloo", "RLOO alignment: groups of samples per prompt, leave-one-out baseline, KL in the reward (stage 4)")
+    _stage_parser(sub, "dpo", "DPO alignment from the preference pairs directly: no reward model, no sampling; the SFT policy is the reference (stage 4)")
     _stage_parser(sub, "eval", "evaluate a policy on held-out prompts: gold mean with CI, RM mean, KL, win rate vs SFT, diversity",
                   positional=("policy_dir", "PPO or SFT run folder (same as policy=...)"))
     p = sub.add_parser("quantize", help="write a reward model quantized to a precision, that reloads as stored")
@@ -71,11 +72,11 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("compare", help="side-by-side table of runs: differing config keys and every summary number")
     p.add_argument("run_dirs", nargs="+")
     p = sub.add_parser("export", help="write a policy as a plain Hugging Face model folder (LoRA merged)")
-    p.add_argument("policy_dir", help="PPO / GRPO / RLOO or SFT run folder")
+    p.add_argument("policy_dir", help="PPO / GRPO / RLOO / DPO or SFT run folder")
     p.add_argument("--merge", required=True, metavar="OUT", help="output folder")
     for name, text in (("generate", "sample a response from a policy"), ("chat", "chat with a policy (empty line or Ctrl-D ends)")):
         p = sub.add_parser(name, help=text)
-        p.add_argument("policy_dir", help="PPO / GRPO / RLOO or SFT run folder, or an exported model folder")
+        p.add_argument("policy_dir", help="PPO / GRPO / RLOO / DPO or SFT run folder, or an exported model folder")
         if name == "generate":
             p.add_argument("prompt")
         p.add_argument("--max-new-tokens", type=int, default=96)

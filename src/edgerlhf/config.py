@@ -297,31 +297,19 @@ class PrefsConfig(BaseConfig):
 
 
 @dataclass
-class RewardConfig(LoraMixin, TrainMixin, BaseConfig):
-    """Reward model: a one-output score head on the base model, LoRA on the body, Bradley-Terry loss."""
-
-    stage: ClassVar[str] = "reward"
+class PairsMixin:
+    """Training on preference pairs (reward model, DPO): where the pairs come from and how they are encoded."""
 
     prefs: str = opt("", "a prefs run folder, or a preference file (.jsonl/.json/.csv) or 'hf:<hub id>'")
     eval_prefs: str = opt("", "held-out preference file; empty: the prefs run's eval split, or 10% of `prefs` split by prompt")
-    learning_rate: float = opt(1e-3, "peak learning rate (AdamW) for the LoRA body and the score head; measured on the built-in task: 1e-3 reaches 0.80 held-out gold accuracy in one epoch where 3e-4 reaches 0.66")
-    lora_layers: int = opt(10, "LoRA only in the last N transformer blocks (0: all); measured on SmolLM2-135M (30 blocks), a 16x64-token step: 2.3 s and 2.4 GB with 10 vs 4.1 s and 4.8 GB with all")
-    per_device_train_batch_size: int = opt(8, "preference pairs per micro-batch (2x sequences)")
     max_length: int = opt(192, "tokens of prompt+response per sequence (longer rows are bad rows)")
-    margin: float = opt(0.0, "Bradley-Terry margin m: loss = -log sigmoid(r_chosen - r_rejected - m)")
-    center_rewards_coef: float = opt(0.01, "weight of the reward-centering term coef * mean((r_c + r_r)^2), keeps rewards near zero mean (Eisenstein et al. 2023)")
     skip_bad_rows: bool = opt(False, "drop and count bad rows instead of stopping at the first")
     max_train_pairs: int = opt(0, "use at most this many training pairs (0: all)")
     eval_batch_size: int = opt(32, "sequences per forward when scoring held-out pairs")
-    shared_prefix: bool = opt(True, "run each pair's shared prefix (the prompt) once and both responses on its KV cache, in training and scoring: exact for a causal model, fewer tokens (off: both sequences whole, as before; gradient checkpointing always scores them whole)")
-    base_precision: str = opt("fp32", "precision of the frozen body during training: fp32, or int8 / int4 through bitsandbytes (QLoRA-style: the adapter and score head stay in floating point)")
+    shared_prefix: bool = opt(True, "run each pair's shared prefix (the prompt) once and both responses on its KV cache, in training and scoring: exact for a causal model, fewer tokens (off: both sequences whole, as before; gradient checkpointing always runs them whole)")
 
-    def check(self) -> list[str]:
-        errs = super().check() + self.check_train() + self.check_lora()
-        if self.base_precision not in ("fp32", "int8", "int4"):
-            errs.append(f"base_precision={self.base_precision!r}: use fp32, int8 or int4")
-        if self.base_precision != "fp32" and not self.lora:
-            errs.append("base_precision int8/int4 needs lora=true: a quantised body cannot be fully fine-tuned")
+    def check_pairs(self) -> list[str]:
+        errs = []
         if not self.prefs:
             errs.append("prefs is required: a prefs run folder (edgerlhf prefs ...) or a preference file")
         elif not Path(self.prefs).expanduser().is_dir():
@@ -330,12 +318,71 @@ class RewardConfig(LoraMixin, TrainMixin, BaseConfig):
             errs += _check_dataset(self.eval_prefs, "eval_prefs")
         if self.max_length < 8:
             errs.append(f"max_length={self.max_length} must be at least 8 tokens")
-        if self.center_rewards_coef < 0:
-            errs.append(f"center_rewards_coef={self.center_rewards_coef} must be >= 0")
         if self.max_train_pairs < 0:
             errs.append(f"max_train_pairs={self.max_train_pairs} must be >= 0")
         if self.eval_batch_size <= 0:
             errs.append(f"eval_batch_size={self.eval_batch_size} must be a positive integer")
+        return errs
+
+
+@dataclass
+class RewardConfig(LoraMixin, TrainMixin, PairsMixin, BaseConfig):
+    """Reward model: a one-output score head on the base model, LoRA on the body, Bradley-Terry loss."""
+
+    stage: ClassVar[str] = "reward"
+
+    learning_rate: float = opt(1e-3, "peak learning rate (AdamW) for the LoRA body and the score head; measured on the built-in task: 1e-3 reaches 0.80 held-out gold accuracy in one epoch where 3e-4 reaches 0.66")
+    lora_layers: int = opt(10, "LoRA only in the last N transformer blocks (0: all); measured on SmolLM2-135M (30 blocks), a 16x64-token step: 2.3 s and 2.4 GB with 10 vs 4.1 s and 4.8 GB with all")
+    per_device_train_batch_size: int = opt(8, "preference pairs per micro-batch (2x sequences)")
+    margin: float = opt(0.0, "Bradley-Terry margin m: loss = -log sigmoid(r_chosen - r_rejected - m)")
+    center_rewards_coef: float = opt(0.01, "weight of the reward-centering term coef * mean((r_c + r_r)^2), keeps rewards near zero mean (Eisenstein et al. 2023)")
+    base_precision: str = opt("fp32", "precision of the frozen body during training: fp32, or int8 / int4 through bitsandbytes (QLoRA-style: the adapter and score head stay in floating point)")
+
+    def check(self) -> list[str]:
+        errs = super().check() + self.check_train() + self.check_lora() + self.check_pairs()
+        if self.base_precision not in ("fp32", "int8", "int4"):
+            errs.append(f"base_precision={self.base_precision!r}: use fp32, int8 or int4")
+        if self.base_precision != "fp32" and not self.lora:
+            errs.append("base_precision int8/int4 needs lora=true: a quantised body cannot be fully fine-tuned")
+        if self.center_rewards_coef < 0:
+            errs.append(f"center_rewards_coef={self.center_rewards_coef} must be >= 0")
+        return errs
+
+
+@dataclass
+class DPOConfig(LoraMixin, TrainMixin, PairsMixin, BaseConfig):
+    """DPO (Rafailov et al. 2023): the policy learns from preference pairs directly, no reward model. The SFT
+    policy is merged into the base; the policy is a LoRA adapter on it and the reference that base with the
+    adapter off (the SFT change kept, as in PPO). The reference's log-probs are computed once, before training."""
+
+    stage: ClassVar[str] = "dpo"
+    RENAMED: ClassVar[dict] = {
+        "precompute_ref_log_probs": (None, "the reference's log-probs are always computed once, before training, and cached"),
+        "ref_model": (None, "the reference is the SFT policy itself (the adapter disabled): nothing to name"),
+        "max_prompt_length": (None, "nothing is truncated: a pair longer than `max_length` is a bad row (skip_bad_rows=true drops it)"),
+        "max_completion_length": (None, "nothing is truncated: a pair longer than `max_length` is a bad row (skip_bad_rows=true drops it)"),
+    }
+
+    policy: str = opt("", "SFT run folder (or its adapter/): merged into the base, so the reference includes it; empty: `model` itself")
+    beta: float = opt(0.1, "DPO's beta: the strength of the implicit KL to the reference (TRL's default 0.1)")
+    loss_type: str = opt("sigmoid", "sigmoid (Rafailov et al. 2023, -log sigmoid(beta h)) | ipo (Azar et al. 2023, (h - 1/(2 beta))^2 on per-token mean log-probs)")
+    label_smoothing: float = opt(0.0, "sigmoid only: the labels' assumed flip probability (cDPO); 0 is plain DPO")
+    learning_rate: float = opt(5e-5, "peak learning rate (AdamW) for the LoRA adapter")
+    lora_layers: int = opt(10, "LoRA only in the last N transformer blocks (0: all), as the online presets")
+    per_device_train_batch_size: int = opt(8, "preference pairs per micro-batch (2x sequences)")
+
+    def check(self) -> list[str]:
+        errs = super().check() + self.check_train() + self.check_lora() + self.check_pairs()
+        if not self.lora:
+            errs.append("lora=false: DPO here trains a LoRA adapter (its reference is the base with the adapter off)")
+        if self.loss_type not in ("sigmoid", "ipo"):
+            errs.append(f"loss_type={self.loss_type!r}: use sigmoid or ipo")
+        errs += check_range(self, "beta", 0, lo_open=True)
+        errs += check_range(self, "label_smoothing", 0, 0.5, hi_open=True)
+        if self.label_smoothing and self.loss_type != "sigmoid":
+            errs.append(f"label_smoothing={self.label_smoothing} applies to loss_type=sigmoid only")
+        if self.policy and not Path(self.policy).expanduser().exists():
+            errs.append(f"policy={self.policy!r}: no such folder")
         return errs
 
 
@@ -675,7 +722,7 @@ class EvalConfig(BaseConfig):
 
 STAGE_CONFIGS: dict[str, type[BaseConfig]] = {"sft": SFTConfig, "prefs": PrefsConfig, "reward": RewardConfig,
                                               "rm-eval": RMEvalConfig, "ppo": PPOConfig, "grpo": GRPOConfig,
-                                              "rloo": RLOOConfig, "eval": EvalConfig}
+                                              "rloo": RLOOConfig, "dpo": DPOConfig, "eval": EvalConfig}
 ONLINE_STAGES = tuple(k for k, c in STAGE_CONFIGS.items() if issubclass(c, OnlineRLConfig))
 
 

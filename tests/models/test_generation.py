@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from edgerlhf.models.generation import draw, left_pad, sample, sample_rollout, warp_logits
+from edgerlhf.models.generation import draw, left_pad, length_batches, sample, sample_rollout, warp_logits
 from edgerlhf.models.loading import load_causal_lm, load_tokenizer
 
 
@@ -119,3 +119,11 @@ def test_recorded_decode_equals_a_full_forward():
     assert s.trunk.shape == (len(ids), P + R, model.config.hidden_size)
     assert torch.allclose(s.trunk[used], out.hidden_states[1][used], atol=1e-5)
     assert (s.trunk[~used] == 0).all()
+
+
+def test_length_batches_group_similar_lengths_within_both_limits():
+    lengths = [50, 10, 12, 300, 11, 49, 48]
+    batches = length_batches(lengths, batch_size=3, tokens_per_batch=160)
+    assert sorted(i for b in batches for i in b) == list(range(len(lengths)))  # every sequence once
+    assert batches == [[1, 4, 2], [6, 5, 0], [3]]  # sorted by length; 3 x 50 <= 160; 300 alone
+    assert all(len(b) <= 3 and (len(b) == 1 or len(b) * max(lengths[i] for i in b) <= 160) for b in batches)

@@ -2,15 +2,7 @@
 
 import torch
 
-from edgerlhf.rewards.learned import RewardModel, length_batches, load_seq_cls
-
-
-def test_length_batches_group_similar_lengths_within_both_limits():
-    lengths = [50, 10, 12, 300, 11, 49, 48]
-    batches = length_batches(lengths, batch_size=3, tokens_per_batch=160)
-    assert sorted(i for b in batches for i in b) == list(range(len(lengths)))  # every sequence once
-    assert batches == [[1, 4, 2], [6, 5, 0], [3]]  # sorted by length; 3 x 50 <= 160; 300 alone
-    assert all(len(b) <= 3 and (len(b) == 1 or len(b) * max(lengths[i] for i in b) <= 160) for b in batches)
+from edgerlhf.rewards.learned import RewardModel, load_seq_cls
 
 
 def test_scores_come_back_in_order_whatever_the_batching():

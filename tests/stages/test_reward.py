@@ -1,7 +1,6 @@
 """Reward model on the tiny model: it learns a separable toy set, its head is trained, saved and reloads."""
 
 import json
-import random
 
 import pytest
 import torch
@@ -11,19 +10,11 @@ from edgerlhf.config import ConfigError, RewardConfig, load_config
 from edgerlhf.rewards.learned import load_reward_model
 from edgerlhf.stages import reward
 
-POS = ["great", "lovely", "superb", "wonderful", "excellent", "delightful", "fantastic", "charming"]
-NEG = ["awful", "broken", "dreadful", "terrible", "boring", "sloppy", "horrid", "useless"]
-
 
 def _toy(path, n, seed):
-    rng = random.Random(seed)
-    rows = []
-    for i in range(n):
-        a, b = rng.sample(POS, 2), rng.sample(NEG, 2)
-        rows.append({"prompt": f"Review item {seed}-{i}:", "chosen": f"It is {a[0]} and {a[1]}.",
-                     "rejected": f"It is {b[0]} and {b[1]}.", "gold_chosen": 0.8, "gold_rejected": -0.8})
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return path
+    from conftest import write_toy_prefs
+
+    return write_toy_prefs(path, n, seed)
 
 
 def _cfg(tmp_path, **kw):

@@ -88,6 +88,25 @@ def find_artifact(path: str | Path) -> Path:
                             "or model/ folder (did the stage finish? see its status file)")
 
 
+def fill_policy_artifact(folder: Path, model, tok, *, stage: str, seed: int, model_name: str, sft_policy: str = "",
+                         **meta) -> None:
+    """Write a policy trained as a LoRA adapter on a (possibly SFT-merged) base, self-contained: the adapter
+    "default" at the folder's root (PEFT's layout), the tokenizer, the SFT adapter it started from under
+    ``sft/`` (so :func:`load_policy` can rebuild the base), and the metadata. Online RL and DPO both write
+    their policies with it; ``edgerlhf eval``, export and chat read them alike."""
+    import shutil
+
+    model.save_pretrained(folder, selected_adapters=["default"], safe_serialization=True)
+    tok.save_pretrained(folder)
+    sft = None
+    if sft_policy:
+        src = find_artifact(sft_policy)
+        shutil.copytree(src, Path(folder) / "sft")
+        sft = read_artifact_meta(src)
+    write_artifact_meta(folder, stage=stage, kind="lora", base_model=(sft or {}).get("base_model", model_name), seed=seed,
+                        sft="sft" if sft_policy else None, use_chat_template=True, **meta)
+
+
 def load_policy(path: str | Path, *, dtype: torch.dtype = torch.float32, device="cpu", merge: bool = True):
     """A trained SFT/PPO policy: base model + adapter (merged by default: faster, and it becomes the new
     base that later stages add their own adapter to). Returns (model, tokenizer, meta)."""

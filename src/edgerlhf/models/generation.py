@@ -31,6 +31,21 @@ def right_pad(seqs: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.T
     return _pad(seqs, pad_id, left=False)
 
 
+def length_batches(lengths: list[int], batch_size: int, tokens_per_batch: int) -> list[list[int]]:
+    """Indices of ``lengths`` grouped into batches of similar length (sorted, stable): at most ``batch_size``
+    sequences and, once a batch has one, at most ``tokens_per_batch`` padded tokens each (a longer sequence
+    gets a batch of its own)."""
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
+    out: list[list[int]] = []
+    for i in order:
+        b = out[-1] if out else None
+        if b and len(b) < batch_size and (len(b) + 1) * lengths[i] <= tokens_per_batch:
+            b.append(i)
+        else:
+            out.append([i])
+    return out
+
+
 @torch.no_grad()
 def generate(model, tok, prompts: list[Prompt], *, max_new_tokens: int = 48, temperature: float = 0.0,
              top_k: int = 0, top_p: float = 1.0, batch_size: int = 32, use_chat_template: bool = True,

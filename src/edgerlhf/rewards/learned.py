@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 
 from edgerlhf.data.formatting import encode_pair
-from edgerlhf.models.generation import right_pad
+from edgerlhf.models.generation import length_batches, right_pad
 
 
 def load_seq_cls(model: str, dtype: torch.dtype = torch.float32, seed: int = 0, base_precision: str = "fp32",
@@ -64,15 +64,6 @@ def _last_scored(seq: list[int], pad_id: int) -> int:
     return 0
 
 
-def _common_prefix(a: list[int], b: list[int]) -> int:
-    n = 0
-    for x, y in zip(a, b):
-        if x != y:
-            break
-        n += 1
-    return n
-
-
 def pair_rewards(model, chosen: list[list[int]], rejected: list[list[int]], pad_id: int,
                  device=None) -> tuple[torch.Tensor, torch.Tensor] | None:
     """Rewards of each (chosen, rejected) pair with their shared prefix (the prompt, usually most of the
@@ -83,6 +74,7 @@ def pair_rewards(model, chosen: list[list[int]], rejected: list[list[int]], pad_
     from transformers import DynamicCache
 
     from edgerlhf.models.generation import cache_kwarg, left_pad
+    from edgerlhf.models.logprobs import common_prefix
     from edgerlhf.models.roles import position_ids
 
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
@@ -90,7 +82,7 @@ def pair_rewards(model, chosen: list[list[int]], rejected: list[list[int]], pad_
     last = [_last_scored(s, pad_id) for s in chosen + rejected]
     n = len(chosen)
     # the prefix stops before either side's scored token, so both scored tokens are in the continuations
-    cut = [min(_common_prefix(a, b), last[i], last[n + i]) for i, (a, b) in zip(range(n), zip(chosen, rejected))]
+    cut = [min(common_prefix(a, b), last[i], last[n + i]) for i, (a, b) in zip(range(n), zip(chosen, rejected))]
     if min(cut) < 1:
         return None
     device = device or next(model.parameters()).device
@@ -110,21 +102,6 @@ def pair_rewards(model, chosen: list[list[int]], rejected: list[list[int]], pad_
     at = torch.tensor([j - k for j, k in zip(last, cut + cut)], device=device)
     r = head(h[torch.arange(2 * n, device=device), at]).float()[:, 0]
     return r[:n], r[n:]
-
-
-def length_batches(lengths: list[int], batch_size: int, tokens_per_batch: int) -> list[list[int]]:
-    """Indices of ``lengths`` grouped into batches of similar length (sorted, stable): at most ``batch_size``
-    sequences and, once a batch has one, at most ``tokens_per_batch`` padded tokens each (a longer sequence
-    gets a batch of its own)."""
-    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
-    out: list[list[int]] = []
-    for i in order:
-        b = out[-1] if out else None
-        if b and len(b) < batch_size and (len(b) + 1) * lengths[i] <= tokens_per_batch:
-            b.append(i)
-        else:
-            out.append([i])
-    return out
 
 
 class RewardModel:

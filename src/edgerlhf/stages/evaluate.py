@@ -38,31 +38,17 @@ def response_logprobs(model, tok, prompts: list, responses: list[str], *, temper
                       max_length: int = 256, batch_size: int = 16) -> list[float]:
     """Sum of the log-probs of each response (its tokens after the prompt, end-of-turn included), under
     ``model`` at the sampling temperature: ``policy - reference`` of these is the k1 estimate of the KL
-    between them on the policy's own samples. Sequences go in length-sorted batches, and the LM head runs on
-    the response tokens only (the prompt's positions need no logits)."""
+    between them on the policy's own samples. Length-sorted batches; the LM head runs on the response tokens
+    only (``models.logprobs``)."""
     from edgerlhf.data.formatting import encode_pair
-    from edgerlhf.models.generation import _has_decoder_stack
-    from edgerlhf.models.roles import _parts
-    from edgerlhf.rewards.learned import length_batches
-    from edgerlhf.rl.logprobs import token_logprobs
+    from edgerlhf.models.generation import length_batches
+    from edgerlhf.models.logprobs import batch_logprobs
 
-    device = next(model.parameters()).device
     model.eval()
-    pairs = [encode_pair(tok, p, r, max_length) for p, r in zip(prompts, responses)]
-    out = [0.0] * len(pairs)
-    for idx in length_batches([len(x) for x, _ in pairs], batch_size, 1 << 30):
-        ids, mask = (t.to(device) for t in right_pad([pairs[j][0] for j in idx], tok.pad_token_id))
-        tgt = right_pad([pairs[j][1] for j in idx], -100)[0][:, 1:].to(device)
-        real = tgt != -100
-        if _has_decoder_stack(model):
-            body, head = _parts(model)
-            h = body(input_ids=ids, attention_mask=mask).last_hidden_state[:, :-1]
-            lp = token_logprobs(h[real], head.weight, tgt[real], temperature, bias=head.bias)[0]
-            sums = torch.zeros(len(idx), device=device).index_add_(0, real.nonzero()[:, 0], lp.float())
-        else:
-            logits = model(input_ids=ids, attention_mask=mask).logits[:, :-1].float() / temperature
-            lp = torch.log_softmax(logits, -1).gather(-1, tgt.clamp(min=0).unsqueeze(-1)).squeeze(-1)
-            sums = (lp * real).sum(1)
+    rows = [encode_pair(tok, p, r, max_length) for p, r in zip(prompts, responses)]
+    out = [0.0] * len(rows)
+    for idx in length_batches([len(x) for x, _ in rows], batch_size, 1 << 30):
+        sums = batch_logprobs(model, [rows[j] for j in idx], tok.pad_token_id, temperature=temperature)
         for j, v in zip(idx, sums.tolist()):
             out[j] = v
     return out
@@ -81,7 +67,7 @@ def _baseline_of(cfg, art: Path, meta: dict) -> tuple[str | Path | None, str]:
         return None, "none"
     if cfg.baseline not in ("auto", ""):
         return cfg.baseline, ("base model" if cfg.baseline == "base" else str(cfg.baseline))
-    if meta.get("sft"):  # an online-RL policy (ppo / grpo / rloo) carries the SFT policy it started from
+    if meta.get("sft"):  # an RL or DPO policy (ppo / grpo / rloo / dpo) carries the SFT policy it started from
         return art / meta["sft"], f"SFT policy (the {meta.get('stage', 'RL')} run's starting point)"
     return "base", f"base model ({meta.get('base_model')})"
 

@@ -130,3 +130,21 @@ def fit(model, optimizer, scheduler, rows: list, collate: Callable, loss_fn: Cal
             model.train()
     bar.close()
     return {"losses": losses, "skipped_steps": skipped_steps, "tokens": tokens, "train_s": train_s}
+
+
+def fit_stats(history: dict, total_steps: int) -> dict:
+    """The summary numbers every supervised stage reports about its :func:`fit` (steps, first/last loss,
+    throughput, training time)."""
+    losses = history["losses"]
+    return {"steps": total_steps, "skipped_steps": history["skipped_steps"],
+            "train/loss_first": losses[0] if losses else None, "train/loss_last": losses[-1] if losses else None,
+            "train/tokens_per_s": history["tokens"] / max(history["train_s"], 1e-9), "timing/train_s": history["train_s"]}
+
+
+def held_out_line(stage: str, before: dict, after: dict, keys: tuple, history: dict, total_steps: int,
+                  peak_mb: float, artifact) -> str:
+    """The closing line of a supervised stage: the held-out numbers before -> after, steps, time, peak, artifact."""
+    line = ", ".join(f"{k.split('/')[-1]} {before.get(k, float('nan')):.3f} -> {v:.3f}" for k, v in after.items()
+                     if k in keys)
+    return (f"[{stage}] held out: {line}; {total_steps} steps in {history['train_s']:.0f}s; "
+            f"peak memory {peak_mb:.0f} MB; adapter: {artifact}")

@@ -25,7 +25,6 @@ from __future__ import annotations
 import contextlib
 import math
 import random
-import shutil
 import signal
 import threading
 import time
@@ -567,8 +566,6 @@ def run(cfg: OnlineRLConfig, reward_fn: RewardFn | None = None, algorithm: Algor
 
 def _finish(cfg, algo, run_dir, roles, tok, history, state, reward_info, mem, t_load, n_trainable, device, dtype,
             shared_mb: float = 0.0):
-    from edgerlhf.models.adapters import read_artifact_meta, write_artifact_meta
-
     gold_eval = {}
     if cfg.prompts == "builtin" and cfg.gold_eval_prompts:
         from edgerlhf.data.task import eval_prompts
@@ -584,22 +581,15 @@ def _finish(cfg, algo, run_dir, roles, tok, history, state, reward_info, mem, t_
     def fill(tmp: Path):
         from safetensors.torch import save_file
 
-        roles.save_policy(tmp)
-        tok.save_pretrained(tmp)
+        from edgerlhf.models.adapters import fill_policy_artifact
+
+        # the SFT adapter travels with the policy adapter: the artifact is self-contained
+        fill_policy_artifact(tmp, roles.policy, tok, stage=cfg.stage, seed=cfg.seed, model_name=cfg.model,
+                             sft_policy=cfg.policy, base_precision=cfg.base_precision, algorithm=algo.name,
+                             **reward_info)
         if roles.value_head is not None:
             save_file({k: v.detach().cpu().contiguous() for k, v in roles.value_head.state_dict().items()},
                       str(tmp / "value_head.safetensors"))
-        sft = None
-        if cfg.policy:  # the SFT adapter travels with the policy adapter: the artifact is self-contained
-            from edgerlhf.models.adapters import find_artifact
-
-            src = find_artifact(cfg.policy)
-            shutil.copytree(src, tmp / "sft")
-            sft = read_artifact_meta(src)
-        base_model = (sft or {}).get("base_model", cfg.model)
-        write_artifact_meta(tmp, stage=cfg.stage, kind="lora", base_model=base_model, seed=cfg.seed,
-                            sft="sft" if cfg.policy else None, base_precision=cfg.base_precision,
-                            use_chat_template=True, algorithm=algo.name, **reward_info)
 
     artifact = atomic_write_dir(run_dir.path / "adapter", fill)
     last = history[-1] if history else {}

@@ -21,6 +21,7 @@ import random
 from pathlib import Path
 
 from edgerlhf.config import PrefsConfig
+from edgerlhf.data.pairs import split_by_prompt  # noqa: F401 (also this stage's API)
 from edgerlhf.stages.loop import seed_everything
 from edgerlhf.tracking import PeakMemory, RunDir
 
@@ -59,17 +60,6 @@ def make_pairs(prompt_rows: list[dict], responses: list[list[str]], golds: list[
             mine = mine[:max_pairs_per_prompt]
         pairs += mine
     return pairs, counts
-
-
-def split_by_prompt(rows: list[dict], eval_fraction: float, seed: int) -> tuple[list[dict], list[dict]]:
-    """Held-out rows are those of a random ``eval_fraction`` of the distinct prompts: no prompt is in both."""
-    keys = sorted({json.dumps(r["prompt"], sort_keys=True) for r in rows})
-    random.Random(seed).shuffle(keys)
-    n_eval = max(1, round(len(keys) * eval_fraction)) if len(keys) > 1 else 0
-    held = set(keys[:n_eval])
-    train = [r for r in rows if json.dumps(r["prompt"], sort_keys=True) not in held]
-    evals = [r for r in rows if json.dumps(r["prompt"], sort_keys=True) in held]
-    return train, evals
 
 
 def _write_jsonl(path: Path, rows: list[dict]) -> None:

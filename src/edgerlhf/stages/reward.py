@@ -13,41 +13,17 @@ from pathlib import Path
 import torch
 
 from edgerlhf.config import RewardConfig
+from edgerlhf.data.pairs import load_pairs
 from edgerlhf.models.adapters import apply_lora, count_params, enable_gradient_checkpointing, write_artifact_meta
 from edgerlhf.models.loading import load_tokenizer, resolve_device, resolve_dtype
 from edgerlhf.models.generation import right_pad
 from edgerlhf.rewards.learned import RewardModel, encode_for_rm, load_seq_cls, pair_rewards, rewards_of
 from edgerlhf.rewards.metrics import agreement_with_labels, mean_std, pairwise_accuracy, spearman
 from edgerlhf.rl.losses import bradley_terry_loss
-from edgerlhf.stages.loop import fit, make_optimizer, seed_everything, total_steps_for
+from edgerlhf.stages.loop import (fit, fit_stats, held_out_line, make_optimizer, seed_everything,
+                                  total_steps_for)
 from edgerlhf.tracking import PeakMemory, RunDir
 from edgerlhf.tracking.run import atomic_write_dir
-
-
-def load_pairs(cfg: RewardConfig, tok) -> tuple[list[dict], list[dict], int]:
-    """(train pairs, held-out pairs, bad rows skipped): validated before any run folder exists."""
-    from edgerlhf.data.loaders import load_preference_rows
-    from edgerlhf.stages.prefs import split_by_prompt
-
-    kw = dict(tokenizer=tok, max_length=cfg.max_length, skip_bad_rows=cfg.skip_bad_rows)
-    src = Path(cfg.prefs).expanduser()
-    if src.is_dir():
-        files = [src / "pairs" / "train.jsonl", src / "pairs" / "eval.jsonl"]
-        missing = [str(f) for f in files if not f.is_file()]
-        if missing:
-            raise FileNotFoundError(f"prefs={cfg.prefs!r} is not a finished prefs run: missing {', '.join(missing)}")
-        train, s1 = load_preference_rows(str(files[0]), **kw)
-        held, s2 = load_preference_rows(str(files[1]), **kw)
-        skipped = s1 + s2
-    else:
-        rows, skipped = load_preference_rows(cfg.prefs, **kw)
-        train, held = split_by_prompt(rows, 0.1, cfg.seed)
-    if cfg.eval_prefs:
-        held, s3 = load_preference_rows(cfg.eval_prefs, **kw)
-        skipped += s3
-    if cfg.max_train_pairs:
-        train = train[: cfg.max_train_pairs]
-    return train, held, skipped
 
 
 def evaluate(rm: RewardModel, pairs: list[dict]) -> dict[str, float]:
@@ -147,17 +123,11 @@ def run(cfg: RewardConfig) -> Path:
         artifact = atomic_write_dir(run_dir.path / "adapter", fill)
         stats = {"artifact": str(artifact), "device": str(device), "compute_dtype": str(dtype).removeprefix("torch."),
                  "trainable_params": trainable, "total_params": total, "pairs_train": len(train),
-                 "pairs_eval": len(held), "skipped_rows": skipped, "steps": total_steps,
-                 "skipped_steps": history["skipped_steps"],
-                 "train/loss_first": history["losses"][0] if history["losses"] else None,
-                 "train/loss_last": history["losses"][-1] if history["losses"] else None,
-                 "train/tokens_per_s": history["tokens"] / max(history["train_s"], 1e-9),
-                 "timing/train_s": history["train_s"], **{f"before/{k}": v for k, v in before.items()}, **after,
+                 "pairs_eval": len(held), "skipped_rows": skipped,
+                 **fit_stats(history, total_steps), **{f"before/{k}": v for k, v in before.items()}, **after,
                  **mem.stop().as_metrics()}
-        line = ", ".join(f"{k.split('/')[-1]} {before.get(k, float('nan')):.3f} -> {v:.3f}" for k, v in after.items()
-                         if k in ("eval/accuracy", "eval/accuracy_gold", "eval/spearman_gold", "eval/reward_std"))
-        print(f"[reward] held out: {line}; {total_steps} steps in {history['train_s']:.0f}s; "
-              f"peak memory {stats['memory/peak_mb']:.0f} MB; adapter: {artifact}")
+        keys = ("eval/accuracy", "eval/accuracy_gold", "eval/spearman_gold", "eval/reward_std")
+        print(held_out_line("reward", before, after, keys, history, total_steps, stats["memory/peak_mb"], artifact))
         return run_dir.finish(stats)
     except BaseException as e:
         mem.stop()

@@ -18,7 +18,7 @@ from edgerlhf.models.adapters import (apply_lora, count_params, enable_gradient_
                                       write_artifact_meta)
 from edgerlhf.models.generation import generate, right_pad
 from edgerlhf.models.loading import load_causal_lm, load_tokenizer, resolve_device, resolve_dtype
-from edgerlhf.stages.loop import fit, make_optimizer, seed_everything, total_steps_for
+from edgerlhf.stages.loop import fit, fit_stats, make_optimizer, seed_everything, total_steps_for
 from edgerlhf.tracking import PeakMemory, RunDir
 from edgerlhf.tracking.run import atomic_write_dir
 
@@ -170,13 +170,8 @@ def run(cfg: SFTConfig) -> Path:
         stats = {
             "artifact": str(artifact), "device": str(device), "compute_dtype": str(dtype).removeprefix("torch."),
             "trainable_params": trainable, "total_params": total, "train_rows": len(encoded),
-            "eval_rows": len(held_enc), "skipped_rows": skipped, "steps": total_steps,
-            "skipped_steps": history["skipped_steps"],
-            "eval/loss_before": loss_before, "eval/loss_after": loss_after,
-            "train/loss_first": history["losses"][0] if history["losses"] else None,
-            "train/loss_last": history["losses"][-1] if history["losses"] else None,
-            "train/tokens_per_s": history["tokens"] / max(history["train_s"], 1e-9),
-            "timing/train_s": history["train_s"], **gold, **mem.stop().as_metrics(),
+            "eval_rows": len(held_enc), "skipped_rows": skipped, **fit_stats(history, total_steps),
+            "eval/loss_before": loss_before, "eval/loss_after": loss_after, **gold, **mem.stop().as_metrics(),
             "samples": [{"prompt": last_message(p), "before": b, "after": a}
                         for p, b, a in zip(sample_prompts, before, after)],
         }

@@ -1,0 +1,107 @@
+"""Log-probs of given responses under a causal LM (evaluation's KL, DPO): the LM head runs on response tokens
+only (``rl.logprobs.token_logprobs``), and a preference pair's shared prompt runs once.
+
+An encoded row is ``(ids, labels)`` as ``data.formatting.encode_pair`` makes it: ``labels`` is -100 on the
+prompt and the token id on every response token (end-of-turn included).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from edgerlhf.models.generation import cache_kwarg, left_pad, right_pad
+
+Row = tuple[list[int], list[int]]  # (ids, labels)
+
+
+def _decoder(model):
+    """(decoder stack, LM head) of a causal LM under any PEFT wrapping, or None when it has no such layout."""
+    from edgerlhf.models.generation import _has_decoder_stack
+    from edgerlhf.models.roles import _parts
+
+    return _parts(model) if _has_decoder_stack(model) else None
+
+
+def _sums(h: torch.Tensor, tgt: torch.Tensor, head, temperature: float, average: bool) -> torch.Tensor:
+    """Per-row sum (or mean) of the target tokens' log-probs; ``tgt`` is -100 where nothing is predicted."""
+    from edgerlhf.rl.logprobs import token_logprobs
+
+    real = tgt != -100
+    lp = token_logprobs(h[real], head.weight, tgt[real], temperature, bias=head.bias)[0].float()
+    rows = real.nonzero()[:, 0]
+    out = torch.zeros(len(tgt), device=h.device, dtype=lp.dtype).index_add(0, rows, lp)
+    if average:
+        out = out / real.sum(1).clamp(min=1)
+    return out
+
+
+def batch_logprobs(model, rows: list[Row], pad_id: int, *, temperature: float = 1.0,
+                   average: bool = False) -> torch.Tensor:
+    """Sum (``average``: mean) of each row's response-token log-probs, rows right-padded in one batch.
+    Differentiable in the model's trainable parameters."""
+    device = next(model.parameters()).device
+    ids, mask = (t.to(device) for t in right_pad([r[0] for r in rows], pad_id))
+    tgt = right_pad([r[1] for r in rows], -100)[0][:, 1:].to(device)
+    parts = _decoder(model)
+    if parts is None:
+        logits = model(input_ids=ids, attention_mask=mask).logits[:, :-1].float() / temperature
+        lp = torch.log_softmax(logits, -1).gather(-1, tgt.clamp(min=0).unsqueeze(-1)).squeeze(-1) * (tgt != -100)
+        out = lp.sum(1)
+        return out / (tgt != -100).sum(1).clamp(min=1) if average else out
+    body, head = parts
+    h = body(input_ids=ids, attention_mask=mask).last_hidden_state[:, :-1]
+    return _sums(h, tgt, head, temperature, average)
+
+
+def common_prefix(a: list[int], b: list[int]) -> int:
+    """How many leading tokens ``a`` and ``b`` share."""
+    n = 0
+    for x, y in zip(a, b):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
+def _first_response(labels: list[int]) -> int:
+    return next((i for i, x in enumerate(labels) if x != -100), len(labels))
+
+
+def pair_logprobs(model, chosen: list[Row], rejected: list[Row], pad_id: int, *, temperature: float = 1.0,
+                  average: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`batch_logprobs` of both sides of each pair, the tokens both sides share before their responses
+    (the prompt) run once: one pass over the prefixes keeps its KV cache, copied for both sides, then one pass
+    over the continuations. Exact for a causal model, up to rounding; differentiable. Falls back to one
+    batch of whole sequences where a pair shares no token or the model has no decoder-stack layout."""
+    from transformers import DynamicCache
+
+    from edgerlhf.models.roles import position_ids
+
+    n = len(chosen)
+    parts = _decoder(model)
+    # the prefix ends before the position that predicts either side's first response token
+    cut = [min(common_prefix(c[0], r[0]), _first_response(c[1]) - 1, _first_response(r[1]) - 1)
+           for c, r in zip(chosen, rejected)]
+    if parts is None or min(cut) < 1:
+        both = batch_logprobs(model, list(chosen) + list(rejected), pad_id, temperature=temperature, average=average)
+        return both[:n], both[n:]
+    body, head = parts
+    device = next(model.parameters()).device
+    p_ids, p_mask = (t.to(device) for t in left_pad([c[0][:k] for c, k in zip(chosen, cut)], pad_id))
+    cache = DynamicCache(config=model.config)
+    kw = {cache_kwarg(body): cache}
+    body(input_ids=p_ids, attention_mask=p_mask, position_ids=position_ids(p_mask), use_cache=True, **kw)
+    if cache.get_seq_length() == 0:  # gradient checkpointing in training turns the cache off
+        both = batch_logprobs(model, list(chosen) + list(rejected), pad_id, temperature=temperature, average=average)
+        return both[:n], both[n:]
+    cache.batch_select_indices(torch.arange(n, device=device).repeat(2))
+    sides = list(chosen) + list(rejected)
+    c_ids, c_mask = (t.to(device) for t in right_pad([s[0][k:] for s, k in zip(sides, cut + cut)], pad_id))
+    # continuation position i (absolute k + i) predicts the token at k + i + 1
+    tgt = right_pad([s[1][k + 1:] for s, k in zip(sides, cut + cut)], -100)[0].to(device)
+    tgt = torch.nn.functional.pad(tgt, (0, c_ids.shape[1] - tgt.shape[1]), value=-100)
+    mask = torch.cat([p_mask.repeat(2, 1), c_mask], 1)
+    pos = position_ids(mask)[:, p_ids.shape[1]:]
+    h = body(input_ids=c_ids, attention_mask=mask, position_ids=pos, use_cache=True, **kw).last_hidden_state
+    out = _sums(h, tgt, head, temperature, average)
+    return out[:n], out[n:]
