@@ -60,6 +60,7 @@ def test_dpo_policy_reloads_and_its_reference_is_the_sft_policy(tmp_path, tiny_s
     assert (lp_pol - lp_sft).mean() > 0  # DPO raised the chosen responses above the reference
     s = json.loads((run / "summary.json").read_text())
     assert s["before/eval/loss"] == pytest.approx(0.6931, abs=1e-3)  # -log sigmoid(0) with the reference = SFT
+    assert s["before/eval/accuracy"] == pytest.approx(0.5, abs=0.15)  # margins of 0 are ties, counted 1/2
     # `edgerlhf eval` reads it like any policy: its SFT starting point is the baseline, KL measured against it
     from edgerlhf.config import EvalConfig
     from edgerlhf.stages import evaluate

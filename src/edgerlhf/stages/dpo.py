@@ -57,6 +57,11 @@ def _all_logprobs(model, rows, pad_id: int, batch: int, average: bool, shared: b
     return torch.cat(out) if out else torch.zeros(0, 2)
 
 
+def _accuracy(rc: torch.Tensor, rr: torch.Tensor) -> float:
+    """How often the implicit reward prefers the chosen side; a tie (a fresh adapter: both margins 0) counts 1/2."""
+    return ((rc > rr).float() + 0.5 * (rc == rr).float()).mean().item()
+
+
 def evaluate(model, rows, ref: torch.Tensor, cfg: DPOConfig, pad_id: int, shared: bool) -> dict[str, float]:
     """Held-out pairs: how often the implicit reward beta * (log pi - log ref) prefers the chosen side, the
     mean margin, and the loss."""
@@ -67,7 +72,7 @@ def evaluate(model, rows, ref: torch.Tensor, cfg: DPOConfig, pad_id: int, shared
     pol = _all_logprobs(model, rows, pad_id, max(1, cfg.eval_batch_size // 2), cfg.loss_type == "ipo", shared)
     model.train(was)
     loss, rc, rr = dpo_loss(pol[:, 0], pol[:, 1], ref[:, 0], ref[:, 1], cfg.beta, cfg.loss_type, cfg.label_smoothing)
-    return {"eval/loss": loss.mean().item(), "eval/accuracy": (rc > rr).float().mean().item(),
+    return {"eval/loss": loss.mean().item(), "eval/accuracy": _accuracy(rc, rr),
             "eval/margin": (rc - rr).mean().item(), "eval/chosen_reward": rc.mean().item(),
             "eval/rejected_reward": rr.mean().item(), "eval/pairs": len(rows)}
 
@@ -119,7 +124,7 @@ def run(cfg: DPOConfig) -> Path:
             ref = ref_train[idx].to(pc.device)
             loss, rc, rr = dpo_loss(pc, pr, ref[:, 0], ref[:, 1], cfg.beta, cfg.loss_type, cfg.label_smoothing)
             n_tok = sum(len(c[0]) + len(r[0]) for c, r in pairs)
-            return loss.mean(), n_tok, {"train/accuracy": (rc > rr).float().mean().item(),
+            return loss.mean(), n_tok, {"train/accuracy": _accuracy(rc, rr),
                                         "train/margin": (rc - rr).mean().item(),
                                         "train/chosen_reward": rc.mean().item(), "train/rejected_reward": rr.mean().item()}
 
