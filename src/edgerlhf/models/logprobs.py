@@ -73,10 +73,6 @@ def pair_logprobs(model, chosen: list[Row], rejected: list[Row], pad_id: int, *,
     (the prompt) run once: one pass over the prefixes keeps its KV cache, copied for both sides, then one pass
     over the continuations. Exact for a causal model, up to rounding; differentiable. Falls back to one
     batch of whole sequences where a pair shares no token or the model has no decoder-stack layout."""
-    from transformers import DynamicCache
-
-    from edgerlhf.models.roles import position_ids
-
     n = len(chosen)
     parts = _decoder(model)
     # the prefix ends before the position that predicts either side's first response token
@@ -87,21 +83,39 @@ def pair_logprobs(model, chosen: list[Row], rejected: list[Row], pad_id: int, *,
         return both[:n], both[n:]
     body, head = parts
     device = next(model.parameters()).device
-    p_ids, p_mask = (t.to(device) for t in left_pad([c[0][:k] for c, k in zip(chosen, cut)], pad_id))
-    cache = DynamicCache(config=model.config)
-    kw = {cache_kwarg(body): cache}
-    body(input_ids=p_ids, attention_mask=p_mask, position_ids=position_ids(p_mask), use_cache=True, **kw)
-    if cache.get_seq_length() == 0:  # gradient checkpointing in training turns the cache off
+    h = shared_prefix_hidden(body, model.config, [c[0] for c in chosen], [r[0] for r in rejected], cut, pad_id, device)
+    if h is None:  # gradient checkpointing in training turns the cache off
         both = batch_logprobs(model, list(chosen) + list(rejected), pad_id, temperature=temperature, average=average)
         return both[:n], both[n:]
-    cache.batch_select_indices(torch.arange(n, device=device).repeat(2))
     sides = list(chosen) + list(rejected)
-    c_ids, c_mask = (t.to(device) for t in right_pad([s[0][k:] for s, k in zip(sides, cut + cut)], pad_id))
     # continuation position i (absolute k + i) predicts the token at k + i + 1
     tgt = right_pad([s[1][k + 1:] for s, k in zip(sides, cut + cut)], -100)[0].to(device)
-    tgt = torch.nn.functional.pad(tgt, (0, c_ids.shape[1] - tgt.shape[1]), value=-100)
-    mask = torch.cat([p_mask.repeat(2, 1), c_mask], 1)
-    pos = position_ids(mask)[:, p_ids.shape[1]:]
-    h = body(input_ids=c_ids, attention_mask=mask, position_ids=pos, use_cache=True, **kw).last_hidden_state
+    tgt = torch.nn.functional.pad(tgt, (0, h.shape[1] - tgt.shape[1]), value=-100)
     out = _sums(h, tgt, head, temperature, average)
     return out[:n], out[n:]
+
+
+def shared_prefix_hidden(body, config, chosen: list[list[int]], rejected: list[list[int]], cut: list[int],
+                         pad_id: int, device) -> torch.Tensor | None:
+    """Last hidden states of each pair's two continuations, ``(2n, Lc, H)`` (chosen rows, then rejected rows),
+    where pair i's first ``cut[i]`` tokens (shared by both sides) ran once: one pass over the prefixes keeps
+    its KV cache, copied for both sides, then one pass over the continuations. Exact for a causal model, up to
+    rounding; differentiable. None when the model turned the KV cache off (gradient checkpointing in
+    training). The RM's pair scoring and DPO's pair log-probs both run on it."""
+    from transformers import DynamicCache
+
+    from edgerlhf.models.roles import position_ids
+
+    n = len(chosen)
+    p_ids, p_mask = (t.to(device) for t in left_pad([a[:k] for a, k in zip(chosen, cut)], pad_id))
+    cache = DynamicCache(config=config)
+    kw = {cache_kwarg(body): cache}
+    body(input_ids=p_ids, attention_mask=p_mask, position_ids=position_ids(p_mask), use_cache=True, **kw)
+    if cache.get_seq_length() == 0:
+        return None
+    cache.batch_select_indices(torch.arange(n, device=device).repeat(2))
+    c_ids, c_mask = (t.to(device) for t in right_pad([a[k:] for a, k in zip(chosen, cut)] +
+                                                     [b[k:] for b, k in zip(rejected, cut)], pad_id))
+    mask = torch.cat([p_mask.repeat(2, 1), c_mask], 1)
+    pos = position_ids(mask)[:, p_ids.shape[1]:]
+    return body(input_ids=c_ids, attention_mask=mask, position_ids=pos, use_cache=True, **kw).last_hidden_state

@@ -70,12 +70,8 @@ def pair_rewards(model, chosen: list[list[int]], rejected: list[list[int]], pad_
     tokens) run once: the prefixes in one pass that keeps its KV cache, the cache copied for both sides, then
     both continuations. Exact for a causal model (the same attention over the same keys, up to rounding), and
     differentiable (training). None when a pair shares no token (nothing to save; score them apart).
-    Measured in ``bench/reward_stage.py``."""
-    from transformers import DynamicCache
-
-    from edgerlhf.models.generation import cache_kwarg, left_pad
-    from edgerlhf.models.logprobs import common_prefix
-    from edgerlhf.models.roles import position_ids
+    Measured in ``bench/shared_prefix.py``."""
+    from edgerlhf.models.logprobs import common_prefix, shared_prefix_hidden
 
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     body, head = base.model, base.score
@@ -86,19 +82,10 @@ def pair_rewards(model, chosen: list[list[int]], rejected: list[list[int]], pad_
     if min(cut) < 1:
         return None
     device = device or next(model.parameters()).device
-    p_ids, p_mask = (t.to(device) for t in left_pad([a[:k] for a, k in zip(chosen, cut)], pad_id))
-    cache = DynamicCache(config=base.config)
-    kw = {cache_kwarg(body): cache}
-    body(input_ids=p_ids, attention_mask=p_mask, position_ids=position_ids(p_mask), use_cache=True, **kw)
-    if cache.get_seq_length() == 0:  # e.g. gradient checkpointing in training turns the cache off
+    h = shared_prefix_hidden(body, base.config, chosen, rejected, cut, pad_id, device)
+    if h is None:  # e.g. gradient checkpointing in training turns the cache off
         raise RuntimeError("shared-prefix scoring needs the KV cache, which the model turned off "
                            "(gradient checkpointing?): score the pair apart")
-    cache.batch_select_indices(torch.arange(n, device=device).repeat(2))
-    c_ids, c_mask = (t.to(device) for t in right_pad([a[k:] for a, k in zip(chosen, cut)] +
-                                                     [b[k:] for b, k in zip(rejected, cut)], pad_id))
-    mask = torch.cat([p_mask.repeat(2, 1), c_mask], 1)
-    pos = position_ids(mask)[:, p_ids.shape[1]:]
-    h = body(input_ids=c_ids, attention_mask=mask, position_ids=pos, use_cache=True, **kw).last_hidden_state
     at = torch.tensor([j - k for j, k in zip(last, cut + cut)], device=device)
     r = head(h[torch.arange(2 * n, device=device), at]).float()[:, 0]
     return r[:n], r[n:]
