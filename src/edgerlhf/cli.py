@@ -36,6 +36,15 @@ def _load(stage: str, args) -> object:
     return load_config(cls, args.config, args.overrides, base=base)
 
 
+def _int_list(text: str | None, flag: str) -> list[int] | None:
+    if not text:
+        return None
+    try:
+        return [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise ValueError(f"{flag} {text!r}: use comma-separated integers, e.g. {flag} 1,2,3") from None
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="edgerlhf", description="RLHF (SFT -> reward model -> PPO / GRPO / RLOO) on one small machine.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -57,12 +66,20 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", help="output folder (default: <rm run>/rm-<precision>)")
     p.add_argument("--device", default="cpu")
     sub.add_parser("demo", help="the main job: `edgerlhf run --preset quick` on the embedded default model and task")
-    p = sub.add_parser("run", help="the precision study end to end: SFT -> prefs -> RM -> RM at each precision -> PPO per "
-                                   "precision -> eval -> report (finished stages are reused)")
+    p = sub.add_parser("run", help="the precision study end to end: SFT -> prefs -> RM -> RM at each precision -> each "
+                                   "algorithm per precision and seed -> eval -> report (finished stages are reused)")
     p.add_argument("--preset", default="quick", choices=["smoke", "quick", "full"])
     p.add_argument("--precisions", help="comma-separated RM precisions (default: fp32,int8,int4 on CPU, bf16,int8,int4 on GPU)")
     p.add_argument("--model", help="base model (default: the preset's: embedded SmolLM2-135M, or tiny for smoke)")
-    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--seed", type=int, default=42, help="base seed: SFT, preference pairs, the RM and every evaluation's "
+                                                        "sampling (so evaluations are paired by prompt)")
+    p.add_argument("--seeds", help="comma-separated seeds that replicate each configuration's training, e.g. 1,2,3 "
+                                   "(default: the base seed only; the base seed's runs keep their names, so a study "
+                                   "extended by seeds reuses them)")
+    p.add_argument("--algorithms", default="ppo", help="comma-separated: ppo, grpo, rloo, dpo; an RM-based one may name "
+                                                       "its own precisions, e.g. ppo,grpo@fp32,dpo (default: ppo)")
+    p.add_argument("--rm-per-seed", action="store_true", help="also retrain the reward model with each seed (the "
+                                                              "precision question's other source of variance)")
     p.add_argument("--out", help="study folder (default: studies/<preset>-<model>-seed<seed>; rerun to reuse)")
     p.add_argument("--device", default="auto")
     p.add_argument("--report-to", default="tensorboard", help="comma-separated: none | tensorboard | mlflow | wandb")
@@ -100,7 +117,8 @@ def main(argv: list[str] | None = None) -> int:
                 run_study("quick")
             else:
                 run_study(args.preset, precisions=args.precisions.split(",") if args.precisions else None,
-                          model=args.model, seed=args.seed, out=args.out, device=args.device,
+                          model=args.model, seed=args.seed, seeds=_int_list(args.seeds, "--seeds"),
+                          algorithms=args.algorithms, rm_per_seed=args.rm_per_seed, out=args.out, device=args.device,
                           progress=not args.no_progress, report_to=args.report_to.split(","))
             return 0
         if args.command == "runs":

@@ -50,6 +50,15 @@ STAGE_PRESETS: dict[str, dict[str, dict]] = {
                  "gradient_accumulation_steps": 1, "num_iterations": 2, "learning_rate": 1e-4, "beta": 0.05,
                  "lora_layers": 10, "total_episodes": 2048, "response_length": 48, "temperature": 0.7, "save_steps": 8},
     },
+    # DPO at the online presets' budget: quick = 32 steps x 8 pairs (256 pairs, each seen once), so the reference
+    # pass covers only the pairs used; LoRA in the top 10 blocks as the online presets. Learning rate measured on
+    # the built-in task (README, "DPO").
+    "dpo": {
+        "quick": {"max_steps": 32, "per_device_train_batch_size": 8, "max_train_pairs": 256, "learning_rate": 5e-4,
+                  "lora_layers": 10, "logging_steps": 4},
+        "full": {"num_train_epochs": 1, "per_device_train_batch_size": 8, "learning_rate": 5e-4, "lora_layers": 10,
+                 "logging_steps": 10},
+    },
 }
 
 
@@ -65,6 +74,14 @@ STUDY_PRESETS: dict[str, dict[str, dict]] = {
         "rm-eval": {"max_pairs": 16, "batch_size": 8},
         "ppo": {"max_steps": 2, "num_rollouts_per_step": 8, "rollout_batch_size": 8, "mini_batch_size": 4,
                 "gradient_accumulation_steps": 1, "response_length": 8, "gold_eval_prompts": 0, "max_prompts": 64},
+        "grpo": {"max_steps": 2, "num_rollouts_per_step": 8, "num_generations": 4, "rollout_batch_size": 8,
+                 "mini_batch_size": 4, "gradient_accumulation_steps": 1, "response_length": 8, "gold_eval_prompts": 0,
+                 "max_prompts": 64},
+        "rloo": {"max_steps": 2, "num_rollouts_per_step": 8, "num_generations": 4, "rollout_batch_size": 8,
+                 "mini_batch_size": 4, "gradient_accumulation_steps": 1, "response_length": 8, "gold_eval_prompts": 0,
+                 "max_prompts": 64},
+        "dpo": {"max_steps": 2, "per_device_train_batch_size": 4, "max_train_pairs": 8, "eval_batch_size": 8,
+                "lora_layers": 1, "logging_steps": 1},
         "eval": {"num_prompts": 8, "max_new_tokens": 8},
     },
     "quick": {  # the default model; `make demo`
@@ -74,6 +91,9 @@ STUDY_PRESETS: dict[str, dict[str, dict]] = {
         "reward": {},
         "rm-eval": {"max_pairs": 200},
         "ppo": {"preset": "quick", "gold_eval_prompts": 0},
+        "grpo": {"preset": "quick", "gold_eval_prompts": 0},
+        "rloo": {"preset": "quick", "gold_eval_prompts": 0},
+        "dpo": {"preset": "quick"},
         "eval": {"num_prompts": 128},
     },
     "full": {  # the default model, the full PPO preset (about 2,000 episodes per precision)
@@ -83,6 +103,9 @@ STUDY_PRESETS: dict[str, dict[str, dict]] = {
         "reward": {},
         "rm-eval": {},
         "ppo": {"preset": "full", "gold_eval_prompts": 0},
+        "grpo": {"preset": "full", "gold_eval_prompts": 0},
+        "rloo": {"preset": "full", "gold_eval_prompts": 0},
+        "dpo": {"preset": "full"},
         "eval": {"num_prompts": 256},
     },
 }

@@ -32,7 +32,7 @@ def test_dpo_learns_the_pairs_and_only_the_top_adapter_trains(tmp_path, tiny_sft
     run = dpo.run(_cfg(tmp_path, policy=str(tiny_sft), loss_type=loss_type))
     s = json.loads((run / "summary.json").read_text())
     assert s["status"] == "finished" and s["algorithm"] == "dpo"
-    assert s["before/eval/margin"] == pytest.approx(0.0, abs=1e-5)  # a fresh adapter is the reference
+    assert s["before/eval/margin"] == 0.0  # a fresh adapter is the reference (next test)
     assert s["eval/accuracy"] > 0.8 and s["eval/margin"] > (0.1 if loss_type == "sigmoid" else 0.02)  # ipo: per-token means
     assert s["train/loss_last"] < s["train/loss_first"]
     weights = load_file(run / "adapter" / "adapter_model.safetensors")
@@ -41,6 +41,31 @@ def test_dpo_learns_the_pairs_and_only_the_top_adapter_trains(tmp_path, tiny_sft
     assert changed and all(".layers.1." in k for k in changed)  # lora_layers=1: the top block of 2 only
     meta = json.loads((run / "adapter" / "edgerlhf.json").read_text())
     assert meta["stage"] == "dpo" and meta["sft"] == "sft" and (run / "adapter" / "sft").is_dir()
+
+
+def test_a_fresh_adapter_is_its_reference_so_the_before_metrics_need_no_pass(tmp_path, tiny_sft):
+    """DPO skips the held-out pass before training: with the adapter fresh the policy's log-probs are the
+    reference's bit for bit, so the metrics are those of pol = ref (loss log 2, accuracy 1/2, margin 0)."""
+    from peft import get_peft_model
+
+    from edgerlhf.data.formatting import encode_pair
+    from edgerlhf.models.adapters import lora_config
+    from edgerlhf.models.roles import _no_dropout, load_base
+
+    cfg = _cfg(tmp_path, policy=str(tiny_sft))
+    base, tok, _ = load_base(cfg.policy, cfg.model, dtype=torch.float32, device=torch.device("cpu"), seed=0)
+    model = get_peft_model(base, lora_config(cfg, "CAUSAL_LM", base))
+    _no_dropout(model)
+    model.eval()
+    rows = [json.loads(x) for x in (tmp_path / "eval.jsonl").read_text().splitlines()][:6]
+    enc = [(encode_pair(tok, r["prompt"], r["chosen"], 192), encode_pair(tok, r["prompt"], r["rejected"], 192)) for r in rows]
+    pol = dpo._all_logprobs(model, enc, tok.pad_token_id, 4, False, True)
+    with model.disable_adapter():
+        ref = dpo._all_logprobs(model, enc, tok.pad_token_id, 4, False, True)
+    assert torch.equal(pol, ref)
+    before = dpo.held_out_stats(ref, ref, cfg)
+    assert before["eval/loss"] == pytest.approx(0.693147, abs=1e-6) and before["eval/accuracy"] == 0.5
+    assert before["eval/margin"] == 0.0 and before["eval/pairs"] == 6
 
 
 def test_dpo_policy_reloads_and_its_reference_is_the_sft_policy(tmp_path, tiny_sft):

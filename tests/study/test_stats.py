@@ -67,3 +67,13 @@ def test_compare_pairs_by_seed_and_prompt():
         compare(a, [[1.0, 2.0]] * 2)
     with pytest.raises(ValueError, match="same prompts"):
         seed_means([[1.0, 2.0], [1.0]])
+
+
+def test_detectable_difference_by_hand():
+    from edgerlhf.study.stats import detectable_difference
+
+    # s = 0.1, n = 3: (t(0.975, 2) = 4.302653 + t(0.8, 2) = 1.060660) * 0.1 / sqrt(3) = 0.309654
+    assert detectable_difference([0.1, 0.3, 0.2]) == pytest.approx(0.309654, abs=1e-5)
+    # more seeds with the same spread detect less: n = 5, s = 0.1581: (2.776445 + 0.940965) * s / sqrt(5)
+    assert detectable_difference([0.0, 0.1, 0.2, 0.3, 0.4]) == pytest.approx(3.717410 * 0.158114 / 5 ** 0.5, abs=1e-5)
+    assert math.isnan(detectable_difference([0.2]))

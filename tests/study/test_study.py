@@ -1,4 +1,5 @@
-"""The whole study on the tiny model (smoke preset): every artifact, a checkable report, stage reuse, export."""
+"""The whole study on the tiny model (smoke preset), replicated: 2 seeds x (PPO at 2 RM precisions, GRPO at
+fp32, DPO): every artifact, a checkable report with intervals and comparisons, stage reuse, export."""
 
 import json
 import re
@@ -9,10 +10,16 @@ import torch
 from edgerlhf.study.pipeline import run_study
 
 
+# the base seed (42) keeps today's names (ppo-fp32, eval-fp32); seed 7 replicates every arm
+STUDY = {"seed": 42, "seeds": [42, 7], "algorithms": "ppo,grpo@fp32,dpo", "precisions": ["fp32", "int8"],
+         "progress": False, "report_to": ["none"], "isolate": False}
+ARMS = ["ppo-fp32", "ppo-int8", "grpo-fp32", "dpo"]
+
+
 @pytest.fixture(scope="module")
 def study(tmp_path_factory):
     out = tmp_path_factory.mktemp("study") / "s"
-    run_study("smoke", out=out, progress=False, report_to=["none"])
+    run_study("smoke", out=out, **STUDY)
     return out
 
 
@@ -22,9 +29,18 @@ def test_smoke_study_produces_every_artifact(study):
     labels = [s["label"] for s in index["stages"]]
     assert labels[:4] == ["sft", "prefs", "reward", "rm-eval"]
     precisions = index["precisions"]
-    assert len(precisions) >= 2
+    assert precisions == ["fp32", "int8"] and index["seeds"] == [42, 7]
     for p in precisions:
-        assert f"ppo-{p}" in labels and f"eval-{p}" in labels
+        assert {f"ppo-{p}", f"eval-{p}", f"ppo-{p}-seed7", f"eval-{p}-seed7"} <= set(labels)
+    assert {"grpo-fp32", "eval-grpo-fp32", "grpo-fp32-seed7", "dpo", "eval-dpo", "dpo-seed7", "eval-dpo-seed7"} <= set(labels)
+    assert not any(x.startswith(("grpo-int8", "reward-seed")) for x in labels)  # grpo@fp32 only; one RM
+    assert len(labels) == 5 + 2 * 2 * len(ARMS)
+    # each seed trained with its own seed; every evaluation sampled with the base seed (paired by prompt)
+    by_label = {s["label"]: s for s in index["stages"]}
+    cfg = lambda lab: (out / by_label[lab]["path"] / "config.yaml").read_text()  # noqa: E731
+    assert "seed: 7" in cfg("ppo-fp32-seed7") and "seed: 42" in cfg("ppo-fp32") and "seed: 7" in cfg("dpo-seed7")
+    assert "seed: 42" in cfg("eval-fp32-seed7") and "seed: 42" in cfg("eval-dpo-seed7")
+    assert index["compute_s"] >= index["wall_time_s"] * 0.5
     for s in index["stages"]:
         assert (out / s["path"] / "status").read_text().strip() == "finished", s
     for name in ("report.md", "report.html", "report.json"):
@@ -51,18 +67,71 @@ def test_every_number_in_the_report_is_the_summarys(study):
     md = (out / "report.md").read_text()
     cells = json.loads((out / "report.json").read_text())["cells"]
     assert len(cells) > 20
-    for c in cells:
+    read = [c for c in cells if "file" in c]
+    computed = [c for c in cells if "computed" in c]
+    assert read and computed
+    for c in read:
         v = json.loads((out / c["file"]).read_text())
         for k in c["key"]:
             v = v[k]
         assert c["format"].format(v) == c["text"], c
         assert c["text"] in md, c
-    # the precision table row for the first precision shows its eval gold mean
-    p = json.loads((out / "study.json").read_text())["precisions"][0]
-    ev = next(s for s in json.loads((out / "study.json").read_text())["stages"] if s["label"] == f"eval-{p}")
+    for c in computed:  # computed numbers name what they were computed from, and those files exist
+        assert c["text"] in md and c["from"], c
+        for f in c["from"]:
+            assert (out / (f["file"] if isinstance(f, dict) else f)).is_file(), c
+    # each run's row shows its eval gold mean
+    index = json.loads((out / "study.json").read_text())
+    ev = next(s for s in index["stages"] if s["label"] == "eval-int8-seed7")
     gold = json.loads((out / ev["path"] / "summary.json").read_text())["eval/gold_mean"]
-    row = next(line for line in md.splitlines() if line.startswith(f"| {p} |"))
+    row = next(line for line in md.splitlines() if line.startswith("| ppo-int8 | 7 |"))
     assert f"{gold:+.3f}" in row
+
+
+def test_report_replicated_rows_intervals_and_comparisons(study):
+    """Per configuration: each seed's value, a t interval over seeds and a bootstrap over seeds and prompts,
+    recomputed here from responses.jsonl; comparisons vs fp32 and vs PPO, Holm-corrected."""
+    from edgerlhf.study.stats import compare, detectable_difference, holm, t_interval
+
+    out = study
+    md = (out / "report.md").read_text()
+    index = json.loads((out / "study.json").read_text())
+    path = {s["label"]: out / s["path"] for s in index["stages"]}
+
+    def gains(label):
+        rows = [json.loads(x) for x in (path[label] / "responses.jsonl").read_text().splitlines()]
+        return [r["gold"] - r["baseline_gold"] for r in rows]
+
+    g = [gains("eval-dpo"), gains("eval-dpo-seed7")]
+    iv = t_interval([sum(x) / len(x) for x in g])
+    row = next(line for line in md.splitlines() if line.startswith("| dpo | 42, 7 |"))
+    assert f"{iv.low:+.3f} .. {iv.high:+.3f}" in row and f"{iv.mean:+.3f}" in row
+    report = json.loads((out / "report.json").read_text())
+    cmps = {(c["a"], c["b"]): c for c in report["comparisons"]}
+    assert set(cmps) == {("ppo-int8", "ppo-fp32"), ("grpo-fp32", "ppo-fp32"), ("dpo", "ppo-fp32")}
+    ref = compare([gains("eval-int8"), gains("eval-int8-seed7")], [gains("eval-fp32"), gains("eval-fp32-seed7")])
+    got = cmps[("ppo-int8", "ppo-fp32")]
+    assert got["diff"] == pytest.approx(ref.diff) and got["ci_both"] == pytest.approx(list(ref.both[:3]))
+    a_, b_ = [gains("eval-int8"), gains("eval-int8-seed7")], [gains("eval-fp32"), gains("eval-fp32-seed7")]
+    diffs = [sum(x) / len(x) - sum(y) / len(y) for x, y in zip(a_, b_)]
+    assert got["seeds"] == [42, 7] and got["detectable"] == pytest.approx(detectable_difference(diffs))
+    ps = [cmps[k]["p"] for k in cmps]
+    assert [cmps[k]["p_holm"] for k in cmps] == pytest.approx(holm(ps))
+    assert "2 seeds per configuration" in md and "not measured" not in md
+
+
+def test_one_seed_study_says_rl_variance_is_not_measured(study):
+    """The default call (one seed, PPO) on the same folder: every stage it needs is already there (the base
+    seed's runs kept their names), nothing runs, and the report says what one seed cannot show."""
+    out = study
+    run_study("smoke", out=out, precisions=["fp32", "int8"], progress=False, report_to=["none"], isolate=False)
+    index = json.loads((out / "study.json").read_text())
+    assert all(s["reused"] for s in index["stages"]) and len(index["stages"]) == 5 + 2 * 2
+    md = (out / "report.md").read_text()
+    assert "RL's run-to-run variance is not measured" in md
+    for c in json.loads((out / "report.json").read_text())["comparisons"]:  # each verdict says so, or found a difference
+        assert c["seeds"] == [42] and ("one seed" in c["verdict"] or "than" in c["verdict"]), c
+    run_study("smoke", out=out, **STUDY)  # back to the replicated report for the tests after this one
 
 
 def test_second_run_reuses_finished_stages(study):
@@ -74,7 +143,7 @@ def test_second_run_reuses_finished_stages(study):
                 for s in before for f in (out / s["path"]).rglob("*") if f.is_file()}
 
     files = snapshot()
-    run_study("smoke", out=out, progress=False, report_to=["none"])
+    run_study("smoke", out=out, **STUDY)
     index = json.loads((out / "study.json").read_text())
     assert [s["path"] for s in index["stages"]] == [s["path"] for s in before]
     assert all(s["reused"] for s in index["stages"])

@@ -48,10 +48,13 @@ def _logprobs(model, rows, pad_id: int, average: bool, shared: bool):
 
 
 @torch.no_grad()
-def _all_logprobs(model, rows, pad_id: int, batch: int, average: bool, shared: bool) -> torch.Tensor:
-    """(N, 2) log-probs (chosen, rejected) of every pair, in batches, without grad."""
+def _all_logprobs(model, rows, pad_id: int, batch: int, average: bool, shared: bool, desc: str = "") -> torch.Tensor:
+    """(N, 2) log-probs (chosen, rejected) of every pair, in batches, without grad (a progress bar when
+    ``desc`` names the pass)."""
+    from tqdm.auto import tqdm
+
     out = []
-    for i in range(0, len(rows), batch):
+    for i in tqdm(range(0, len(rows), batch), desc=desc, disable=not desc, unit="batch", dynamic_ncols=True, leave=False):
         c, r = _logprobs(model, rows[i:i + batch], pad_id, average, shared)
         out.append(torch.stack([c, r], 1).float().cpu())
     return torch.cat(out) if out else torch.zeros(0, 2)
@@ -71,10 +74,16 @@ def evaluate(model, rows, ref: torch.Tensor, cfg: DPOConfig, pad_id: int, shared
     model.eval()
     pol = _all_logprobs(model, rows, pad_id, max(1, cfg.eval_batch_size // 2), cfg.loss_type == "ipo", shared)
     model.train(was)
+    return held_out_stats(pol, ref, cfg)
+
+
+def held_out_stats(pol: torch.Tensor, ref: torch.Tensor, cfg: DPOConfig) -> dict[str, float]:
+    """Held-out metrics from (N, 2) policy and reference log-probs (chosen, rejected). Before training the
+    adapter is fresh (B = 0), the policy is the reference, and these are known without a pass: ``pol = ref``."""
     loss, rc, rr = dpo_loss(pol[:, 0], pol[:, 1], ref[:, 0], ref[:, 1], cfg.beta, cfg.loss_type, cfg.label_smoothing)
     return {"eval/loss": loss.mean().item(), "eval/accuracy": _accuracy(rc, rr),
             "eval/margin": (rc - rr).mean().item(), "eval/chosen_reward": rc.mean().item(),
-            "eval/rejected_reward": rr.mean().item(), "eval/pairs": len(rows)}
+            "eval/rejected_reward": rr.mean().item(), "eval/pairs": len(pol)}
 
 
 def run(cfg: DPOConfig) -> Path:
@@ -108,10 +117,12 @@ def run(cfg: DPOConfig) -> Path:
               f"{len(held_rows)} held-out pairs, {total_steps} steps")
         # 1 the reference's log-probs, once: the same network with the adapter off
         with model.disable_adapter():
-            ref_train = _all_logprobs(model, train_rows, pad, max(1, cfg.eval_batch_size // 2), avg, shared)
-            ref_held = _all_logprobs(model, held_rows, pad, max(1, cfg.eval_batch_size // 2), avg, shared)
+            desc = "reference log-probs" if cfg.progress else ""
+            ref_train = _all_logprobs(model, train_rows, pad, max(1, cfg.eval_batch_size // 2), avg, shared, desc)
+            ref_held = _all_logprobs(model, held_rows, pad, max(1, cfg.eval_batch_size // 2), avg, shared, desc)
         # 2 held-out before (the fresh adapter is the reference: accuracy of a zero margin)
-        before = evaluate(model, held_rows, ref_held, cfg, pad, shared)
+        # (a fresh LoRA adapter adds exactly 0, so the policy is its reference: no pass needed)
+        before = held_out_stats(ref_held, ref_held, cfg) if held_rows else {}
         run_dir.log(before, step=0)
         rows = [(i, *r) for i, r in enumerate(train_rows)]
 

@@ -39,6 +39,7 @@ from edgerlhf.models.generation import left_pad
 from edgerlhf.models.loading import resolve_device, resolve_dtype
 from edgerlhf.models.roles import Trunk
 from edgerlhf.rl.algorithms import Algorithm, MicroBatch, Rollout, make_algorithm
+from edgerlhf.rewards.metrics import spearman
 from edgerlhf.rl.ppo_math import masked_mean
 from edgerlhf.stages.loop import seed_everything
 from edgerlhf.tracking import PeakMemory, RunDir
@@ -343,6 +344,8 @@ def online_step(roles, tok, algo: Algorithm, reward: RewardFn, gold: RewardFn, p
     step_s, n_tok = time.perf_counter() - t0, int(rm.sum())
     metrics = {
         "objective/scores": scores.mean().item(), "objective/gold": gold_scores.mean().item(),
+        # does the RM (at its precision) still rank the rollouts as the gold does? (falls when it is exploited)
+        "objective/rm_gold_spearman": spearman(scores.float().tolist(), gold_scores.float().tolist()),
         "objective/entropy": masked_mean(old["entropy"], rm).item(), **adv.metrics, **up.stats,
         "val/mean_length": rm.sum(1).mean().item(), "val/distinct_2": distinct_n(b.texts, 2),
         "val/eos_rate": b.ended.float().mean().item(), "train/lr": scheduler.get_last_lr()[0],

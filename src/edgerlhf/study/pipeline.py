@@ -1,7 +1,8 @@
 """``edgerlhf run``: the precision study end to end.
 
     SFT -> preference pairs -> reward model (trained once) -> the RM measured at each precision
-        -> PPO once per precision (same seed, same prompts) -> evaluation against SFT -> report
+        -> each arm (algorithm x RM precision; DPO without an RM) once per seed -> evaluation against SFT
+        (same held-out prompts, same sampling seed) -> report with intervals over seeds and prompts
 
 Every stage is an ordinary run folder inside the study folder, named ``<stage>-<key>`` where ``key`` is a
 hash of the stage's resolved config (its inputs are run folders, whose names carry their own keys). A
@@ -90,10 +91,77 @@ def run_stage(study: Path, stage: str, label: str, overrides: dict, *, isolate: 
                        json.loads((Path(out) / "summary.json").read_text()))
 
 
+ALGORITHMS = ("ppo", "grpo", "rloo", "dpo")
+NO_RM = {"dpo"}  # learns from the pairs directly: no reward model, so no RM precision
+
+
+@dataclass(frozen=True)
+class Arm:
+    """One configuration the study compares: an algorithm, and the RM precision it trains against ("" for DPO)."""
+
+    algorithm: str
+    precision: str = ""
+
+    @property
+    def name(self) -> str:
+        return self.algorithm + (f"-{self.precision.replace(':', '-')}" if self.precision else "")
+
+    def labels(self, seed: int, base_seed: int) -> tuple[str, str]:
+        """(training stage label, evaluation label). The base seed keeps today's names (``ppo-fp32`` /
+        ``eval-fp32``), so a one-seed study extended by seeds later reuses everything it ran."""
+        sfx = "" if seed == base_seed else f"-seed{seed}"
+        ev = f"eval-{self.precision.replace(':', '-')}" if self.algorithm == "ppo" else f"eval-{self.name}"
+        return self.name + sfx, ev + sfx
+
+
+def parse_arms(algorithms: list[str] | str | None, precisions: list[str]) -> list[Arm]:
+    """``["ppo", "grpo@fp32", "dpo"]``: every RM-based algorithm at each of ``precisions`` unless it names its
+    own (``@fp32+int8``); DPO once. Unknown names are one error listing every problem."""
+    import difflib
+
+    from edgerlhf.models.precision import parse_precisions
+
+    if isinstance(algorithms, str):
+        algorithms = algorithms.split(",")
+    arms, errs = [], []
+    for item in [a.strip() for a in (algorithms or ["ppo"]) if a.strip()]:
+        algo, _, precs = item.partition("@")
+        if algo not in ALGORITHMS:
+            close = difflib.get_close_matches(algo, ALGORITHMS, n=1)
+            errs.append(f"unknown algorithm {algo!r}" + (f" (did you mean {close[0]!r}?)" if close else "")
+                        + f"; use {', '.join(ALGORITHMS)}")
+            continue
+        if algo in NO_RM:
+            if precs:
+                errs.append(f"{item!r}: {algo} has no reward model, so no RM precision to name")
+            arms.append(Arm(algo))
+            continue
+        try:
+            mine = parse_precisions(precs.split("+")) if precs else list(precisions)
+        except ValueError as e:
+            errs.append(f"{item!r}: {e}")
+            continue
+        arms += [Arm(algo, p) for p in mine]
+    if errs:
+        raise ValueError("edgerlhf run --algorithms: " + "; ".join(errs))
+    seen = set()
+    return [a for a in arms if not (a in seen or seen.add(a))]
+
+
 def run_study(preset: str = "quick", *, precisions: list[str] | None = None, model: str | None = None,
-              seed: int = 42, out: str | Path | None = None, device: str = "auto", progress: bool = True,
+              seed: int = 42, seeds: list[int] | None = None, algorithms: list[str] | str | None = None,
+              rm_per_seed: bool = False, out: str | Path | None = None, device: str = "auto", progress: bool = True,
               report_to: list[str] | None = None, isolate: bool = True) -> Path:
-    """The whole study; returns the study folder (``report.md``, ``report.html``, one folder per stage)."""
+    """The whole study; returns the study folder (``report.md``, ``report.html``, one folder per stage).
+
+    ``seed`` is the study's base seed: the SFT policy, the preference pairs and the reward model are made with
+    it, and every evaluation samples with it (so all policies answer the same held-out prompts with the same
+    sampling stream: comparisons are paired by prompt). ``seeds`` (default: ``[seed]``) replicate every
+    training stage after them, once per (algorithm, RM precision, seed), over that one SFT policy and RM:
+    the spread is RL's own run-to-run variance. ``rm_per_seed=True`` also retrains the RM with each seed (the
+    precision question's other source of variance); evaluations still score with the base seed's fp32 RM, one
+    yardstick for all. Stages are reused by config hash, so a study extended by seeds later redoes nothing.
+    """
     from edgerlhf.models.loading import resolve_device
     from edgerlhf.models.precision import default_precisions, parse_precisions
     from edgerlhf.study.report import write_report
@@ -102,6 +170,10 @@ def run_study(preset: str = "quick", *, precisions: list[str] | None = None, mod
         raise ValueError(f"unknown study preset {preset!r}; use one of {', '.join(STUDY_PRESETS)}")
     dev = resolve_device(device)
     precisions = parse_precisions(precisions) if precisions else default_precisions(dev)
+    arms = parse_arms(algorithms, precisions)
+    seeds = list(dict.fromkeys(seeds or [seed]))
+    if any(not isinstance(s, int) or s < 0 for s in seeds):
+        raise ValueError(f"seeds={seeds}: use non-negative integers, e.g. --seeds 1,2,3")
     p = STUDY_PRESETS[preset]
     model = model or p.get("model", "default")
     common = {"model": model, "seed": seed, "device": device, "progress": progress,
@@ -110,36 +182,56 @@ def run_study(preset: str = "quick", *, precisions: list[str] | None = None, mod
     study.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     records: list[StageRecord] = []
+    rm_precs = list(dict.fromkeys(precisions + [a.precision for a in arms if a.precision]))
+    plan = {"preset": preset, "precisions": rm_precs, "seed": seed, "seeds": seeds, "rm_per_seed": rm_per_seed,
+            "arms": [{"name": a.name, "algorithm": a.algorithm, "precision": a.precision} for a in arms]}
 
     def stage(name, label, extra):
         rec = run_stage(study, name, label, {**common, **p[name], **extra}, isolate=isolate)
         records.append(rec)
-        _write_index(study, preset, precisions, seed, records, time.perf_counter() - t0)
+        _write_index(study, plan, records, time.perf_counter() - t0)
         return rec
 
+    # 1 shared stages, with the base seed
     sft = stage("sft", "sft", {})
     prefs = stage("prefs", "prefs", {"policy": str(sft.path)})
     rm = stage("reward", "reward", {"prefs": str(prefs.path)})
-    rm_eval = stage("rm-eval", "rm-eval", {"rm": str(rm.path), "precisions": precisions})
+    rm_eval = stage("rm-eval", "rm-eval", {"rm": str(rm.path), "precisions": rm_precs})
     sft_eval = stage("eval", "eval-sft", {"policy": str(sft.path), "baseline": "none", "reward": str(rm.path),
                                           "reward_precision": "fp32"})
-    ppo, ev = {}, {}
-    for prec in precisions:
-        tag = prec.replace(":", "-")
-        ppo[prec] = stage("ppo", f"ppo-{tag}", {"policy": str(sft.path), "reward": str(rm.path), "reward_precision": prec})
-        ev[prec] = stage("eval", f"eval-{tag}", {"policy": str(ppo[prec].path), "reward": str(rm.path),
-                                                 "reward_precision": "fp32", "baseline_eval": str(sft_eval.path)})
+    # 2 every arm at every seed; 3 its evaluation on the shared held-out prompts and sampling seed
+    runs: dict[Arm, dict[int, tuple[StageRecord, StageRecord]]] = {a: {} for a in arms}
+    for s in seeds:
+        rm_s = rm
+        if rm_per_seed and s != seed and any(a.precision for a in arms):
+            rm_s = stage("reward", f"reward-seed{s}", {"prefs": str(prefs.path), "seed": s})
+            stage("rm-eval", f"rm-eval-seed{s}", {"rm": str(rm_s.path), "precisions": rm_precs})
+        for arm in arms:
+            train_label, eval_label = arm.labels(s, seed)
+            extra = {"policy": str(sft.path), "seed": s}
+            extra.update({"prefs": str(prefs.path)} if arm.algorithm in NO_RM
+                         else {"reward": str(rm_s.path), "reward_precision": arm.precision})
+            trained = stage(arm.algorithm, train_label, extra)
+            ev = stage("eval", eval_label, {"policy": str(trained.path), "reward": str(rm.path),
+                                            "reward_precision": "fp32", "baseline_eval": str(sft_eval.path)})
+            runs[arm][s] = (trained, ev)
     wall = time.perf_counter() - t0
-    _write_index(study, preset, precisions, seed, records, wall)
-    report = write_report(study, sft=sft, rm_eval=rm_eval, ppo=ppo, evals=ev)
-    print(f"\n[run] study finished in {wall / 60:.1f} min: {report}")
+    _write_index(study, plan, records, wall)
+    report = write_report(study, sft=sft, rm_eval=rm_eval, runs=runs, base_seed=seed)
+    print(f"\n[run] study finished in {wall / 60:.1f} min (all stages' compute: "
+          f"{_compute_s(records) / 60:.1f} min): {report}")
     return study
 
 
-def _write_index(study: Path, preset, precisions, seed, records: list[StageRecord], wall: float) -> None:
+def _compute_s(records: list[StageRecord]) -> float:
+    """Every stage's own compute, reused or not (a reused stage counts what it took when it ran)."""
+    return sum(r.wall_s if not r.reused else (r.summary.get("wall_time_s") or 0.0) for r in records)
+
+
+def _write_index(study: Path, plan: dict, records: list[StageRecord], wall: float) -> None:
     from edgerlhf.tracking import atomic_write_json
 
     atomic_write_json(study / "study.json", {
-        "preset": preset, "precisions": list(precisions), "seed": seed, "wall_time_s": round(wall, 1),
+        **plan, "wall_time_s": round(wall, 1), "compute_s": round(_compute_s(records), 1),
         "stages": [{"stage": r.stage, "label": r.label, "path": r.path.name, "reused": r.reused,
                     "wall_s": round(r.wall_s, 1) if not r.reused else r.summary.get("wall_time_s")} for r in records]})

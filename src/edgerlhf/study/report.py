@@ -7,8 +7,9 @@ import html
 import json
 import math
 from pathlib import Path
+from typing import NamedTuple
 
-from edgerlhf.rewards import mean_ci95
+from edgerlhf.study.stats import compare, detectable_difference, hierarchical_bootstrap, holm, t_interval
 
 BUDGET_MB = 8 * 1024  # the edge budget: a consumer GPU with 8 GB, or 8 GB of RAM
 
@@ -33,6 +34,14 @@ def _fmt(v, spec: str) -> str:
     return spec.format(v)
 
 
+class Derived(NamedTuple):
+    """A number the report computed (an interval, a mean over seeds): its text, how, and the files it read."""
+
+    text: str
+    how: str
+    inputs: list
+
+
 class _Table:
     """Rows of cells that remember where each number came from."""
 
@@ -40,10 +49,14 @@ class _Table:
         self.headers, self.rows, self.sources = headers, [], []
 
     def add(self, cells: list):
-        """Each cell is a plain string, or (summary folder, key, format, value)."""
+        """Each cell is a plain string, a ``Derived`` number, or (summary folder, key, format, value)."""
         row = []
         for c in cells:
-            if isinstance(c, tuple):
+            if isinstance(c, Derived):
+                row.append(c.text)
+                if c.text != "–":
+                    self.sources.append({"text": c.text, "computed": c.how, "from": c.inputs})
+            elif isinstance(c, tuple):
                 folder, key, spec, value = c
                 text = _fmt(value, spec)
                 row.append(text)
@@ -80,9 +93,64 @@ def _cell(folder: Path, summary: dict, key: str, spec: str, *, sub: tuple[str, .
     return (folder, sub + (key,), spec, v.get(key))
 
 
+# -- the study's data: every arm at every seed ----------------------------------------------------------
+
+class Run(NamedTuple):
+    """One arm at one seed: its training stage and its evaluation (StageRecords)."""
+
+    seed: int
+    train: object
+    eval: object
+
+
+def _arm_runs(runs: dict) -> dict[str, list[Run]]:
+    """{arm name: [Run per seed, in seed order]} from the pipeline's {Arm: {seed: (train, eval)}}."""
+    return {arm.name: [Run(s, t, e) for s, (t, e) in by_seed.items()] for arm, by_seed in runs.items()}
+
+
+def _gains(rs: list[Run]) -> list[list[float]]:
+    """gains[seed][prompt]: the held-out gold of each response minus the SFT policy's on the same prompt."""
+    out = []
+    for r in rs:
+        rows = _responses(r.eval.path)
+        if not rows or any("gold" not in x or "baseline_gold" not in x for x in rows):
+            return []
+        out.append([x["gold"] - x["baseline_gold"] for x in rows])
+    return out if len({len(g) for g in out}) == 1 else []
+
+
+def _files(rs: list[Run]) -> list[str]:
+    return [f"{r.eval.path.name}/responses.jsonl" for r in rs]
+
+
+def _is_online(rs: list[Run]) -> bool:
+    return rs[0].train.stage in ("ppo", "grpo", "rloo")
+
+
+def _iv(iv, spec: str = "{:+.3f}") -> str:
+    return "–" if not (math.isfinite(iv.low) and math.isfinite(iv.high)) else f"{_fmt(iv.low, spec)} .. {_fmt(iv.high, spec)}"
+
+
+def _median(xs):
+    xs = sorted(x for x in xs if x is not None)
+    return xs[len(xs) // 2] if xs else None
+
+
 # -- charts ---------------------------------------------------------------------------------------------
 
-def _charts(study: Path, ppo: dict, evals: dict, stages: list, rm_eval_summary: dict) -> list[tuple[str, str]]:
+def _curve(rs: list[Run], key: str) -> tuple[list[list[tuple[int, float]]], list[tuple[int, float]]]:
+    """Per-seed (step, value) curves of a training metric, and their mean over the seeds that logged each step."""
+    per = []
+    for r in rs:
+        pts = [(m["step"], m[key]) for m in _metrics(r.train.path) if isinstance(m.get(key), (int, float))]
+        if pts:
+            per.append(pts)
+    steps = sorted({s for c in per for s, _ in c})
+    mean = [(s, sum(v for c in per for t, v in c if t == s) / sum(1 for c in per for t, _ in c if t == s)) for s in steps]
+    return per, mean
+
+
+def _charts(study: Path, arms: dict[str, list[Run]], stages: list, rm_eval_summary: dict) -> list[tuple[str, str]]:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -91,46 +159,72 @@ def _charts(study: Path, ppo: dict, evals: dict, stages: list, rm_eval_summary: 
     out = study / "charts"
     out.mkdir(exist_ok=True)
     made = []
-    curves = {p: _metrics(rec.path) for p, rec in ppo.items()}
-    curves = {p: [r for r in rows if "objective/scores" in r] for p, rows in curves.items()}
+    online = {a: rs for a, rs in arms.items() if _is_online(rs)}
+    colors = {a: f"C{i}" for i, a in enumerate(arms)}
 
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    for p, rows in curves.items():
-        axes[0].plot([r["step"] for r in rows], [r["objective/scores"] for r in rows], marker=".", label=p)
-        axes[1].plot([r["step"] for r in rows], [r["objective/gold"] for r in rows], marker=".", label=p)
-    axes[0].set(title="learned-RM reward (at its precision) per PPO step", xlabel="step", ylabel="mean RM score")
-    axes[1].set(title="gold reward (VADER) of the rollouts", xlabel="step", ylabel="mean gold")
-    for a in axes:
-        a.legend(title="RM precision")
-        a.grid(alpha=0.3)
-    made.append(_save(fig, out / "rewards.png", "Learned-RM and gold reward per PPO step"))
+    def per_seed(ax, key, title, ylabel, which=online):
+        for a, rs in which.items():
+            per, mean = _curve(rs, key)
+            for c in per:
+                ax.plot([s for s, _ in c], [v for _, v in c], color=colors[a], alpha=0.35, linewidth=0.8)
+            if mean:
+                ax.plot([s for s, _ in mean], [v for _, v in mean], color=colors[a], linewidth=2.4,
+                        label=f"{a} (mean of {len(per)} seed{'s' * (len(per) != 1)})")
+        ax.set(title=title, xlabel="step", ylabel=ylabel)
+        ax.legend(fontsize=7)
+        ax.grid(alpha=0.3)
 
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for p, rows in curves.items():
-        ax.plot([r["step"] for r in rows], [r["objective/kl"] for r in rows], marker=".", label=p)
-    ax.set(title="KL to the reference (SFT) per PPO step", xlabel="step", ylabel="KL (nats per response)")
-    ax.legend(title="RM precision")
-    ax.grid(alpha=0.3)
-    made.append(_save(fig, out / "kl.png", "KL to the reference per PPO step"))
+    if online:
+        fig, axes = plt.subplots(1, 2, figsize=(12, 4))
+        per_seed(axes[0], "objective/scores", "learned-RM reward (at its precision) per step", "mean RM score")
+        per_seed(axes[1], "objective/gold", "gold reward of the rollouts per step", "mean gold")
+        made.append(_save(fig, out / "rewards.png", "Learned-RM and gold reward per step: each seed thin, their mean thick"))
 
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for i, (p, rows) in enumerate(curves.items()):
-        color = f"C{i}"
-        ax.plot([math.sqrt(max(r["objective/kl"], 0.0)) for r in rows], [r["objective/gold"] for r in rows], "o",
-                color=color, alpha=0.45, label=f"{p}: PPO steps (rollouts)")
-        es = evals[p].summary if p in evals else {}
-        if es.get("eval/kl") is not None:
-            ax.plot([math.sqrt(max(es["eval/kl"], 0.0))], [es["eval/gold_mean"]], "*", color=color, markersize=16,
-                    markeredgecolor="black", label=f"{p}: final policy (held-out)")
-    ax.set(title="Gold reward against sqrt(KL) (Gao et al. 2022)", xlabel="sqrt(KL to reference, nats)", ylabel="mean gold")
+        fig, axes = plt.subplots(1, 2, figsize=(12, 4))
+        per_seed(axes[0], "objective/kl", "KL to the reference per step", "nats per response")
+        per_seed(axes[1], "objective/kl_per_token", "KL to the reference per step, per token", "nats per token")
+        made.append(_save(fig, out / "kl.png", "KL to the reference per step, per response and per token"))
+
+        fig, ax = plt.subplots(figsize=(7, 4))
+        per_seed(ax, "objective/rm_gold_spearman", "does the RM still rank rollouts as the gold does?",
+                 "Spearman(RM score, gold) over the step's rollouts")
+        made.append(_save(fig, out / "rm_gold_agreement.png",
+                          "RM-vs-gold rank agreement during RL, per RM precision (falls when the RM is exploited)"))
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for a, rs in arms.items():
+        pts = [(math.sqrt(max(r.eval.summary.get("eval/kl", math.nan), 0.0)), r.eval.summary.get("eval/gold_mean"))
+               for r in rs if r.eval.summary.get("eval/kl") is not None]
+        if pts:
+            ax.plot([x for x, _ in pts], [y for _, y in pts], "o", color=colors[a], alpha=0.5)
+            ax.plot([sum(x for x, _ in pts) / len(pts)], [sum(y for _, y in pts) / len(pts)], "*", color=colors[a],
+                    markersize=16, markeredgecolor="black", label=f"{a}: seeds (dots), mean (star)")
+    ax.set(title="Held-out gold against sqrt(KL) (Gao et al. 2022)", xlabel="sqrt(KL to the SFT policy, nats per response)",
+           ylabel="mean gold")
     ax.legend(fontsize=7)
     ax.grid(alpha=0.3)
-    made.append(_save(fig, out / "gold_vs_sqrt_kl.png", "Gold reward against √KL: the over-optimisation frontier"))
+    made.append(_save(fig, out / "gold_vs_sqrt_kl.png", "Gold against √KL per algorithm and precision: the over-optimisation frontier"))
+
+    fig, ax = plt.subplots(figsize=(7, 0.6 * len(arms) + 1.5))
+    for i, (a, rs) in enumerate(arms.items()):
+        vals = [r.eval.summary.get("eval/gold_gain") for r in rs]
+        vals = [v for v in vals if v is not None]
+        ax.plot(vals, [i] * len(vals), "o", color=colors[a], alpha=0.6)
+        g = _gains(rs)
+        if g:
+            iv = hierarchical_bootstrap(g)
+            ax.errorbar([iv.mean], [i], xerr=[[iv.mean - iv.low], [iv.high - iv.mean]], fmt="D", color="black", capsize=4)
+    ax.set_yticks(range(len(arms)), list(arms))
+    ax.invert_yaxis()
+    ax.axvline(0, color="grey", linewidth=0.8)
+    ax.set(title="gold gain over SFT: each seed (dots), mean and 95% interval over seeds and prompts", xlabel="gold gain")
+    ax.grid(axis="x", alpha=0.3)
+    made.append(_save(fig, out / "seeds.png", "Gold gain over SFT per configuration: seeds and the hierarchical interval"))
 
     labels = [r.label for r in stages]
     mem = [_peak(r) or 0 for r in stages]
     wall = [(r.summary.get("wall_time_s") or 0) / 60 for r in stages]
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4))
+    fig, axes = plt.subplots(1, 2, figsize=(12, 0.25 * len(stages) + 2.5))
     axes[0].barh(labels, mem, color="#4c72b0")
     axes[0].axvline(BUDGET_MB, color="red", linestyle="--", label="8 GB budget")
     axes[0].set(title="peak memory per stage", xlabel="MB")
@@ -163,46 +257,150 @@ def _save(fig, path: Path, caption: str) -> tuple[str, str]:
     return f"charts/{path.name}", caption
 
 
+# -- comparisons ----------------------------------------------------------------------------------------
+
+def _comparisons(arms: dict[str, list[Run]], names: dict[str, tuple[str, str]]) -> list[dict]:
+    """Each precision against fp32 (the first precision) within an algorithm, and each algorithm against PPO at
+    that reference precision (DPO against it too), on the seeds both ran and the same prompts; Holm across all."""
+    by_algo: dict[str, list[str]] = {}
+    for a, (algo, _) in names.items():
+        by_algo.setdefault(algo, []).append(a)
+    pairs = []
+    for algo, members in by_algo.items():
+        ref = members[0]
+        pairs += [(a, ref, "precision") for a in members[1:] if names[a][1]]
+    ppo_ref = by_algo.get("ppo", [None])[0]
+    if ppo_ref:
+        for algo, members in by_algo.items():
+            if algo == "ppo":
+                continue
+            same = [a for a in members if names[a][1] == names[ppo_ref][1]] or [a for a in members if not names[a][1]]
+            pairs += [(a, ppo_ref, "algorithm") for a in same[:1]]
+    out = []
+    for a, b, kind in pairs:
+        seeds = [r.seed for r in arms[a] if r.seed in {x.seed for x in arms[b]}]
+        ra = [r for r in arms[a] if r.seed in seeds]
+        rb = sorted((r for r in arms[b] if r.seed in seeds), key=lambda r: seeds.index(r.seed))
+        ga, gb = _gains(ra), _gains(rb)
+        if not ga or not gb or len(ga[0]) != len(gb[0]):
+            continue
+        c = compare(ga, gb)
+        diffs = [sum(x) / len(x) - sum(y) / len(y) for x, y in zip(ga, gb)]
+        out.append({"a": a, "b": b, "kind": kind, "seeds": seeds, "cmp": c, "mde": detectable_difference(diffs),
+                    "inputs": _files(ra) + _files(rb)})
+    for row, p in zip(out, holm([r["cmp"].p_value for r in out])):
+        row["p_holm"] = p
+    return out
+
+
+def _verdict(row: dict) -> str:
+    c, n = row["cmp"], len(row["seeds"])
+    if row["p_holm"] < 0.05:
+        return f"{row['a']} {'better' if c.diff > 0 else 'worse'} than {row['b']} (Holm-adjusted p {row['p_holm']:.3f})"
+    if n < 2:
+        return "no difference found over prompts; one seed: RL variance not measured"
+    return (f"no difference found; at {n} seeds only a difference of about {row['mde']:.2f} or more would have "
+            "been detected (80% power)")
+
+
+def _verdict_sentences(rows: list[dict], n_seeds: int) -> list[str]:
+    if not rows:
+        return ["Only one configuration: nothing to compare."]
+    out = []
+    for r in rows:
+        c = r["cmp"]
+        over = ("over the evaluation prompts only (one seed: RL's run-to-run variance is not in it)" if len(r["seeds"]) < 2
+                else f"over {len(r['seeds'])} seeds and the evaluation prompts")
+        out.append(f"{r['a']} − {r['b']}: gold gain {c.diff:+.3f}, 95% interval {_iv(c.both)} {over}; "
+                   f"P(improvement) {c.p_improvement:.2f}; {_verdict(r)}.")
+    if n_seeds < 2:
+        out.append("With one seed per configuration these intervals cover the prompts, not the RL run: a second seed "
+                   "can move a configuration by more than these differences. Replicate with `--seeds 1,2,3`.")
+    return out
+
+
 # -- the report -----------------------------------------------------------------------------------------
 
-def write_report(study: Path, *, sft, rm_eval, ppo: dict, evals: dict) -> Path:
-    """Write report.md / report.html / report.json / charts into ``study``; returns report.md."""
+def write_report(study: Path, *, sft, rm_eval, runs: dict, base_seed: int) -> Path:
+    """Write report.md / report.html / report.json / charts into ``study``; returns report.md.
+
+    ``runs``: {Arm: {seed: (training StageRecord, evaluation StageRecord)}} as ``study.pipeline`` builds it."""
     from edgerlhf.tracking import atomic_write_json, atomic_write_text
 
     study = Path(study)
     index = json.loads((study / "study.json").read_text())
     stages = _records(study, index)
     rme = rm_eval.summary
-    ref_prec = next(iter(ppo))
+    arms = _arm_runs(runs)
+    names = {arm.name: (arm.algorithm, arm.precision) for arm in runs}
+    seeds = sorted({r.seed for rs in arms.values() for r in rs})
+    n_seeds = len(seeds)
 
-    # 1 precision table
-    t = _Table(["RM precision", "RM weights MB", "RM s/batch", "RM acc vs fp32", "Spearman ρ vs fp32", "flip rate",
-                "PPO peak MB", "PPO wall s", "final RM reward", "gold", "KL (nats)", "win rate vs SFT",
-                "gold gain vs SFT %"])
-    for p in ppo:
-        r = rme.get("precisions", {}).get(p, {})
-        ps, es = ppo[p].summary, evals[p].summary
-        t.add([p, (rm_eval.path, ("precisions", p, "weight_mb"), "{:.1f}", r.get("weight_mb")),
-               (rm_eval.path, ("precisions", p, "latency_s_per_batch"), "{:.2f}", r.get("latency_s_per_batch")),
-               (rm_eval.path, ("precisions", p, "accuracy_vs_ref"), "{:.3f}", r.get("accuracy_vs_ref")),
-               (rm_eval.path, ("precisions", p, "spearman_vs_ref"), "{:.3f}", r.get("spearman_vs_ref")),
-               (rm_eval.path, ("precisions", p, "flip_rate"), "{:.3f}", r.get("flip_rate")),
-               _cell(ppo[p].path, ps, "memory/peak_mb", "{:.0f}"), _cell(ppo[p].path, ps, "wall_time_s", "{:.0f}"),
-               _cell(evals[p].path, es, "eval/rm_mean", "{:+.3f}"), _cell(evals[p].path, es, "eval/gold_mean", "{:+.3f}"),
-               _cell(evals[p].path, es, "eval/kl", "{:.2f}"), _cell(evals[p].path, es, "eval/win_rate", "{:.3f}"),
-               _cell(evals[p].path, es, "eval/gold_gain_pct", "{:+.0f}")])
+    # 1 RM precision: cost and agreement with fp32
+    t = _Table(["RM precision", "RM weights MB", "RM s/batch", "RM acc vs fp32", "Spearman ρ vs fp32", "flip rate"])
+    for p, r in rme.get("precisions", {}).items():
+        t.add([p] + [(rm_eval.path, ("precisions", p, k), spec, r.get(k)) for k, spec in
+                     (("weight_mb", "{:.1f}"), ("latency_s_per_batch", "{:.2f}"), ("accuracy_vs_ref", "{:.3f}"),
+                      ("spearman_vs_ref", "{:.3f}"), ("flip_rate", "{:.3f}"))])
 
-    # 2 gold change over SFT with paired CIs, and which precision differences are within noise
-    g = _Table(["RM precision", "SFT gold", "aligned gold", "gain", "paired 95% CI low", "paired 95% CI high"])
-    for p in ppo:
-        es = evals[p].summary
-        g.add([p, _cell(evals[p].path, es, "baseline/gold_mean", "{:+.3f}"), _cell(evals[p].path, es, "eval/gold_mean", "{:+.3f}"),
-               _cell(evals[p].path, es, "eval/gold_gain", "{:+.3f}"),
-               _cell(evals[p].path, es, "eval/gold_gain_ci95_low", "{:+.3f}"),
-               _cell(evals[p].path, es, "eval/gold_gain_ci95_high", "{:+.3f}")])
-    noise = _noise_sentences(ppo, evals)
+    # 2 alignment per configuration: each seed, the mean, intervals over seeds and over seeds and prompts
+    a = _Table(["configuration", "seeds", "gold gain per seed", "mean gain", "95% t over seeds",
+                "95% bootstrap (seeds, prompts)", "win rate vs SFT", "KL nats/response", "KL nats/token",
+                "final RM reward", "train peak MB", "train s (median)"])
+    for name, rs in arms.items():
+        g = _gains(rs)
+        per_seed = " / ".join(_fmt(r.eval.summary.get("eval/gold_gain"), "{:+.3f}") for r in rs)
+        srcs = [{"file": f"{r.eval.path.name}/summary.json", "key": ["eval/gold_gain"]} for r in rs]
+        def mean_of(key, rs=rs):
+            vals = [r.eval.summary.get(key) for r in rs]
+            return sum(vals) / len(vals) if vals and None not in vals else None
+        kl_tok = [r.eval.summary["eval/kl"] / r.eval.summary["eval/mean_tokens"] for r in rs
+                  if r.eval.summary.get("eval/kl") is not None and r.eval.summary.get("eval/mean_tokens")]
+        ti = t_interval([sum(x) / len(x) for x in g]) if g else None
+        hb = hierarchical_bootstrap(g) if g else None
+        files = [f"{r.eval.path.name}/summary.json" for r in rs]
+        a.add([name, ", ".join(str(r.seed) for r in rs), Derived(per_seed, "each seed's eval/gold_gain", srcs),
+               Derived(_fmt(ti.mean if ti else None, "{:+.3f}"), "mean over seeds of gold - baseline_gold", _files(rs)),
+               Derived(_iv(ti) if ti else "–", "Student-t 95% over the seeds' means", _files(rs)),
+               Derived(_iv(hb) if hb else "–", "hierarchical bootstrap 95% (seeds, then prompts)", _files(rs)),
+               Derived(_fmt(mean_of("eval/win_rate"), "{:.3f}"), "mean over seeds of eval/win_rate", files),
+               Derived(_fmt(mean_of("eval/kl"), "{:.2f}"), "mean over seeds of eval/kl", files),
+               Derived(_fmt(sum(kl_tok) / len(kl_tok) if len(kl_tok) == len(rs) else None, "{:.3f}"),
+                       "mean over seeds of eval/kl / eval/mean_tokens", files),
+               Derived(_fmt(mean_of("eval/rm_mean"), "{:+.3f}"), "mean over seeds of eval/rm_mean", files),
+               Derived(_fmt(max((_peak(r.train) or 0 for r in rs), default=None), "{:.0f}"), "largest memory/peak_mb",
+                       [f"{r.train.path.name}/summary.json" for r in rs]),
+               Derived(_fmt(_median([r.train.summary.get("wall_time_s") for r in rs]), "{:.0f}"), "median wall_time_s",
+                       [f"{r.train.path.name}/summary.json" for r in rs])])
 
-    # 3 stages: time, memory, 8 GB fit
+    # 3 comparisons with Holm's correction and a power statement
+    rows = _comparisons(arms, names)
+    c = _Table(["comparison", "seeds", "difference", "95% t over seeds", "95% bootstrap (seeds, prompts)",
+                "P(improvement)", "p", "p (Holm)", "detectable at 80% power", "verdict"])
+    for r in rows:
+        cm, ins = r["cmp"], r["inputs"]
+        c.add([f"{r['a']} vs {r['b']}", len(r["seeds"]), Derived(f"{cm.diff:+.3f}", "mean paired gold-gain difference", ins),
+               Derived(_iv(cm.seeds), "Student-t 95% over per-seed differences", ins),
+               Derived(_iv(cm.both), "hierarchical bootstrap 95% of the paired difference", ins),
+               Derived(f"{cm.p_improvement:.2f}", "P(a > b) on paired prompts", ins),
+               Derived(f"{cm.p_value:.3f}", "two-sided bootstrap p", ins),
+               Derived(f"{r['p_holm']:.3f}", "Holm across the table", ins),
+               Derived(_fmt(r["mde"], "{:.3f}"), "(t(.975,n-1) + t(.8,n-1)) s_diff / sqrt(n) over seeds", ins),
+               _verdict(r)])
+    verdicts = _verdict_sentences(rows, n_seeds)
+
+    # 4 each run's gold change over SFT, paired over prompts
+    g = _Table(["run", "seed", "SFT gold", "aligned gold", "gain", "paired 95% CI over prompts"])
+    for name, rs in arms.items():
+        for r in rs:
+            es, ep = r.eval.summary, r.eval.path
+            lo, hi = es.get("eval/gold_gain_ci95_low"), es.get("eval/gold_gain_ci95_high")
+            g.add([name, r.seed, _cell(ep, es, "baseline/gold_mean", "{:+.3f}"), _cell(ep, es, "eval/gold_mean", "{:+.3f}"),
+                   _cell(ep, es, "eval/gold_gain", "{:+.3f}"),
+                   Derived(f"{_fmt(lo, '{:+.3f}')} .. {_fmt(hi, '{:+.3f}')}" if lo is not None else "–",
+                           "eval/gold_gain_ci95_low .. high", [f"{ep.name}/summary.json"])])
+
+    # 5 stages: time, memory, 8 GB fit
     s = _Table(["stage", "run folder", "wall time s", "peak memory MB", "fits 8 GB", "reused"])
     for r in stages:
         peak = _peak(r)
@@ -211,42 +409,63 @@ def write_report(study: Path, *, sft, rm_eval, ppo: dict, evals: dict) -> Path:
                else _fmt(peak, "{:.0f}") + " (largest precision)",
                "–" if peak is None else ("yes" if peak < BUDGET_MB else "no"), "yes" if r.reused else "no"])
 
-    # 4 where PPO's time goes
-    tt = _Table(["RM precision", "load s", "generate s", "update s", "median step s", "tokens/s (rollout)"])
-    for p in ppo:
-        ps = ppo[p].summary
-        rows = [x for x in _metrics(ppo[p].path) if "timing/generate_tokens_per_s" in x]
-        tok_s = sum(x["timing/generate_tokens_per_s"] for x in rows) / len(rows) if rows else None
-        tt.add([p, _cell(ppo[p].path, ps, "timing/load_s", "{:.0f}"), _cell(ppo[p].path, ps, "timing/generate_s", "{:.0f}"),
-                _cell(ppo[p].path, ps, "timing/update_s", "{:.0f}"), _cell(ppo[p].path, ps, "timing/step_s_median", "{:.1f}"),
-                _fmt(tok_s, "{:.0f}")])
+    # 6 where online RL's time goes (every online run)
+    tt = _Table(["run", "seed", "load s", "generate s", "update s", "median step s", "tokens/s (rollout)"])
+    for name, rs in arms.items():
+        for r in rs if _is_online(rs) else []:
+            ps, pp = r.train.summary, r.train.path
+            m = [x for x in _metrics(pp) if "timing/generate_tokens_per_s" in x]
+            tok_s = sum(x["timing/generate_tokens_per_s"] for x in m) / len(m) if m else None
+            tt.add([name, r.seed, _cell(pp, ps, "timing/load_s", "{:.0f}"), _cell(pp, ps, "timing/generate_s", "{:.0f}"),
+                    _cell(pp, ps, "timing/update_s", "{:.0f}"), _cell(pp, ps, "timing/step_s_median", "{:.1f}"),
+                    Derived(_fmt(tok_s, "{:.0f}"), "mean of timing/generate_tokens_per_s", [f"{pp.name}/metrics.jsonl"])])
 
-    charts = _charts(study, ppo, evals, stages, rme)
-    samples = _samples(evals, n=3)
-    meta = {"preset": index.get("preset"), "seed": index.get("seed"), "device": ppo[ref_prec].summary.get("device"),
-            "wall_min": index.get("wall_time_s", 0) / 60, "model": sft.summary.get("artifact", "")}
-
-    md = [f"# EdgeRLHF precision study ({meta['preset']} preset, seed {meta['seed']})", "",
-          f"Device: {meta['device']}. Study wall time: {meta['wall_min']:.1f} min (reused stages count 0). "
-          "Every number below is read from a stage's summary.json (`report.json` lists file and key for each).", "",
-          "## Reward-model precision: cost and alignment", "", t.md(), "",
-          "RM columns come from `rm-eval` (held-out pairs; agreement with the fp32 RM). *final RM reward* is the "
-          "fp32 learned RM's mean on the aligned policy's held-out responses, *gold* the gold scorer's; KL and win "
-          "rate are against the SFT policy on the same prompts.", "",
-          "## Gold change over the SFT policy (paired, 95% CI)", "", g.md(), "", *noise, "",
-          "## Stages: time, memory, and the 8 GB budget", "", s.md(), "", "## Where PPO's time goes", "", tt.md(), "",
+    charts = _charts(study, arms, stages, rme)
+    samples = _samples(arms, base_seed, n=3)
+    first = next(iter(arms.values()))[0]
+    meta = {"preset": index.get("preset"), "seed": base_seed, "seeds": seeds, "device": first.train.summary.get("device"),
+            "wall_min": index.get("wall_time_s", 0) / 60, "compute_min": index.get("compute_s", 0) / 60,
+            "arms": list(arms)}
+    lead = [f"Configurations: {', '.join(arms)}; seeds {', '.join(map(str, seeds))} (SFT policy, preference pairs, "
+            f"reward model and every evaluation's sampling use the base seed {base_seed}; the seeds replicate the "
+            "training of each configuration). Device: " + str(meta["device"]) + ".",
+            f"Compute: {meta['compute_min']:.1f} min over all stages (a reused stage counts what it took when it ran); "
+            f"this invocation: {meta['wall_min']:.1f} min.",
+            "One seed per configuration: **RL's run-to-run variance is not measured.** The intervals below are over the "
+            "evaluation prompts only; a different seed can move a configuration by more than the differences between "
+            "configurations. Replicate with `--seeds 1,2,3`." if n_seeds < 2 else
+            f"{n_seeds} seeds per configuration: intervals over seeds (Student-t) carry RL's run-to-run variance; the "
+            "bootstrap intervals resample seeds, then prompts within each seed, and carry both.",
+            "Every number is read from a stage's summary.json or responses.jsonl, or computed from them "
+            "(`report.json` names file and key, or the computation and its inputs, for each)."]
+    kl_note = ("KL is reported per response (nats summed over the response's tokens, what `eval` measures against the "
+               "SFT policy on the held-out prompts) and per token (that figure over the mean response length). The "
+               "original report's 0.15–0.25 target is a per-token figure; compare it with the per-token column.")
+    md = [f"# EdgeRLHF study ({meta['preset']} preset)", "", *[x + "\n" for x in lead],
+          "## Alignment per configuration (held-out gold gain over the SFT policy)", "", a.md(), "", kl_note, "",
+          "## Comparisons (paired by seed and prompt; Holm-corrected across the table)", "", c.md(), "",
+          *[f"- {v}" for v in verdicts], "",
+          "## Reward-model precision: cost and agreement with fp32", "", t.md(), "",
+          "## Each run's gold change over SFT (paired over prompts)", "", g.md(), "",
+          "## Stages: time, memory, and the 8 GB budget", "", s.md(), "", "## Where online RL's time goes", "", tt.md(), "",
           "## Charts", ""]
-    md += [f"![{c}]({src})\n" for src, c in charts]
-    md += ["## Samples (same held-out prompts)", ""]
+    md += [f"![{cap}]({src})\n" for src, cap in charts]
+    md += [f"## Samples (same held-out prompts, seed {base_seed})", ""]
     for smp in samples:
         md += [f"**Prompt:** {smp['prompt']}", "", f"- SFT: {smp['sft']}  *(gold {smp['sft_gold']:+.2f})*"]
-        md += [f"- PPO, RM {p}: {txt}  *(gold {gold:+.2f})*" for p, txt, gold in smp["aligned"]]
+        md += [f"- {a_}: {txt}  *(gold {gold:+.2f})*" for a_, txt, gold in smp["aligned"]]
         md.append("")
     report = study / "report.md"
     atomic_write_text(report, "\n".join(md) + "\n")
-    atomic_write_text(study / "report.html", _html(meta, t, g, noise, s, tt, charts, samples))
-    atomic_write_json(study / "report.json", {"cells": t.sources + g.sources + s.sources + tt.sources,
-                                              "charts": [c for c, _ in charts]})
+    tables = [("Alignment per configuration", a), ("Comparisons", c), ("Reward-model precision", t),
+              ("Each run's gold change over SFT", g), ("Stages", s), ("Where online RL's time goes", tt)]
+    atomic_write_text(study / "report.html", _html(meta, lead, kl_note, verdicts, tables, charts, samples))
+    atomic_write_json(study / "report.json", {
+        "cells": [x for _, tb in tables for x in tb.sources], "charts": [src for src, _ in charts],
+        "comparisons": [{"a": r["a"], "b": r["b"], "kind": r["kind"], "seeds": r["seeds"], "diff": r["cmp"].diff,
+                         "ci_seeds": list(r["cmp"].seeds[:3]), "ci_both": list(r["cmp"].both[:3]),
+                         "p_improvement": r["cmp"].p_improvement, "p": r["cmp"].p_value, "p_holm": r["p_holm"],
+                         "detectable": r["mde"], "verdict": _verdict(r)} for r in rows]})
     return report
 
 
@@ -257,55 +476,37 @@ def _records(study: Path, index: dict):
                         _summary(study / s["path"])) for s in index["stages"]]
 
 
-def _noise_sentences(ppo: dict, evals: dict) -> list[str]:
-    """Paired differences between precisions on the same prompts (gold of aligned responses)."""
-    golds = {p: [r["gold"] for r in _responses(evals[p].path)] for p in ppo}
-    names = list(golds)
-    out, within, beyond = [], [], []
-    for i, a in enumerate(names):
-        for b in names[i + 1:]:
-            if not golds[a] or len(golds[a]) != len(golds[b]):
-                continue
-            m, lo, hi = mean_ci95([x - y for x, y in zip(golds[a], golds[b])])
-            item = f"{a} − {b}: {m:+.3f} (95% CI {lo:+.3f} .. {hi:+.3f})"
-            (within if lo <= 0 <= hi else beyond).append(item)
-    if within:
-        out.append("Within noise (the paired 95% CI of the gold difference contains 0): " + "; ".join(within) + ".")
-    if beyond:
-        out.append("Beyond noise: " + "; ".join(beyond) + ".")
-    if not out:
-        out.append("Only one precision: no difference between precisions to test.")
-    return out
-
-
-def _samples(evals: dict, n: int) -> list[dict]:
-    by = {p: _responses(rec.path) for p, rec in evals.items()}
+def _samples(arms: dict[str, list[Run]], base_seed: int, n: int) -> list[dict]:
+    by = {}
+    for a, rs in arms.items():
+        r = next((x for x in rs if x.seed == base_seed), rs[0])
+        by[a] = _responses(r.eval.path)
     first = next(iter(by.values()), [])
-    out = []
-    for i, r in enumerate(first[:n]):
-        out.append({"prompt": r["prompt"], "sft": r.get("baseline_response", ""), "sft_gold": r.get("baseline_gold", 0.0),
-                    "aligned": [(p, rows[i]["response"], rows[i]["gold"]) for p, rows in by.items() if i < len(rows)]})
-    return out
+    return [{"prompt": r["prompt"], "sft": r.get("baseline_response", ""), "sft_gold": r.get("baseline_gold", 0.0),
+             "aligned": [(a, rows[i]["response"], rows[i]["gold"]) for a, rows in by.items() if i < len(rows)]}
+            for i, r in enumerate(first[:n])]
 
 
-def _html(meta, t, g, noise, s, tt, charts, samples) -> str:
+def _html(meta, lead, kl_note, verdicts, tables, charts, samples) -> str:
     e = html.escape
-    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>EdgeRLHF study</title><style>"
-             "body{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;padding:0 1em}"
+    parts = ["<!doctype html><html><head><meta charset='utf-8'><title>EdgeRLHF study</title><style>"
+             "body{font-family:system-ui,sans-serif;max-width:1300px;margin:2em auto;padding:0 1em}"
              "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}"
              "th{background:#f3f3f3}td:first-child{text-align:left}img{max-width:100%}</style></head><body>",
-             f"<h1>EdgeRLHF precision study ({e(str(meta['preset']))} preset, seed {meta['seed']})</h1>",
-             f"<p>Device: {e(str(meta['device']))}. Study wall time: {meta['wall_min']:.1f} min.</p>",
-             "<h2>Reward-model precision: cost and alignment</h2>", t.html(),
-             "<h2>Gold change over the SFT policy (paired, 95% CI)</h2>", g.html()]
-    parts += [f"<p>{e(x)}</p>" for x in noise]
-    parts += ["<h2>Stages: time, memory, and the 8 GB budget</h2>", s.html(), "<h2>Where PPO's time goes</h2>", tt.html(),
-              "<h2>Charts</h2>"]
+             f"<h1>EdgeRLHF study ({e(str(meta['preset']))} preset)</h1>"]
+    parts += [f"<p>{e(x.replace('**', ''))}</p>" for x in lead]
+    for i, (title, tb) in enumerate(tables):
+        parts += [f"<h2>{e(title)}</h2>", tb.html()]
+        if i == 0:
+            parts.append(f"<p>{e(kl_note)}</p>")
+        if i == 1:
+            parts.append("<ul>" + "".join(f"<li>{e(v)}</li>" for v in verdicts) + "</ul>")
+    parts.append("<h2>Charts</h2>")
     parts += [f"<figure><img src='{e(src)}' alt='{e(c)}'><figcaption>{e(c)}</figcaption></figure>" for src, c in charts]
-    parts.append("<h2>Samples (same held-out prompts)</h2>")
+    parts.append(f"<h2>Samples (same held-out prompts, seed {meta['seed']})</h2>")
     for smp in samples:
         items = [f"<li>SFT: {e(smp['sft'])} <em>(gold {smp['sft_gold']:+.2f})</em></li>"]
-        items += [f"<li>PPO, RM {e(p)}: {e(txt)} <em>(gold {gold:+.2f})</em></li>" for p, txt, gold in smp["aligned"]]
+        items += [f"<li>{e(a)}: {e(txt)} <em>(gold {gold:+.2f})</em></li>" for a, txt, gold in smp["aligned"]]
         parts.append(f"<p><b>Prompt:</b> {e(smp['prompt'])}</p><ul>{''.join(items)}</ul>")
     parts.append("</body></html>")
     return "\n".join(parts)

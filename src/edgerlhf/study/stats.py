@@ -11,6 +11,7 @@ and by prompt.
 * :func:`hierarchical_bootstrap` - resample seeds, then prompts within each drawn seed: both sources at once.
 * :func:`compare` - one configuration against another on the same seeds and prompts: the paired difference
   with both intervals, the probability of improvement and a two-sided bootstrap p-value.
+* :func:`detectable_difference` - the smallest paired difference the seeds could have detected (power).
 * :func:`holm` - Holm's step-down correction of the p-values of the comparisons a report makes.
 
 Written here rather than taken from rliable (a JAX/arch dependency for three formulas) or scipy.stats.bootstrap
@@ -136,3 +137,17 @@ def holm(p_values: Sequence[float]) -> list[float]:
         running = max(running, min(1.0, (m - k) * float(p_values[i])))
         out[i] = running
     return out
+
+
+def detectable_difference(seed_diffs: Sequence[float], level: float = 0.95, power: float = 0.8) -> float:
+    """The smallest true difference a paired t-test over these seeds would detect with probability ``power``
+    at two-sided level ``1 - level``: (t(1 - alpha/2, n-1) + t(power, n-1)) * s / sqrt(n), where s is the
+    standard deviation of the per-seed mean differences (the usual normal-approximation power formula with t
+    quantiles). nan with fewer than two seeds: one run cannot say what it could have missed."""
+    from scipy.stats import t
+
+    x = np.asarray(list(map(float, seed_diffs)), dtype=np.float64)
+    n = len(x)
+    if n < 2:
+        return math.nan
+    return float((t.ppf(0.5 + level / 2, n - 1) + t.ppf(power, n - 1)) * x.std(ddof=1) / math.sqrt(n))
