@@ -14,7 +14,7 @@ README = Path(__file__).resolve().parents[1] / "README.md"
 
 API = ["SFTConfig", "PrefsConfig", "RewardConfig", "RMEvalConfig", "PPOConfig", "GRPOConfig", "RLOOConfig",
        "EvalConfig", "load_config", "run_sft", "run_prefs", "run_reward", "run_rm_eval", "run_ppo", "run_grpo",
-       "run_rloo", "run_eval", "run_study", "load_policy", "load_reward_model", "ConfigError"]
+       "run_rloo", "run_eval", "run_study", "load_policy", "load_reward_model", "ConfigError", "DPOConfig", "run_dpo"]
 
 # What the README shows for the default model -> the same call on the tiny model with tiny step counts.
 # Each left side must stand in the README: a README edit that drops one fails here, not silently.
@@ -69,9 +69,9 @@ def test_readme_python_section_runs_as_written(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     ns: dict = {}
     exec(compile(code, str(README), "exec"), ns)  # noqa: S102 - the README's own example
-    for name in ("sft", "prefs", "rm", "table", "ppo", "ppo_len", "grpo", "report", "study"):
+    for name in ("sft", "prefs", "rm", "table", "ppo", "ppo_len", "grpo", "dpo", "report", "study"):
         assert Path(ns[name]).is_dir(), name
-    for name in ("sft", "prefs", "rm", "table", "ppo", "ppo_len", "grpo", "report"):
+    for name in ("sft", "prefs", "rm", "table", "ppo", "ppo_len", "grpo", "dpo", "report"):
         assert (Path(ns[name]) / "status").read_text().strip() == "finished", name
     assert (Path(ns["study"]) / "report.md").is_file()
     assert json.loads((Path(ns["ppo_len"]) / "summary.json").read_text())["reward_precision"] == "callable"

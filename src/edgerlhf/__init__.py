@@ -32,7 +32,7 @@ _logging.getLogger("torch.utils._pytree").setLevel(_logging.ERROR)
 _logging.getLogger("bitsandbytes.autograd._functions").setLevel(_logging.ERROR)
 _warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*is deprecated", category=FutureWarning)
 
-from edgerlhf.config import (ConfigError, EvalConfig, GRPOConfig, PPOConfig, PrefsConfig,  # noqa: E402
+from edgerlhf.config import (ConfigError, DPOConfig, EvalConfig, GRPOConfig, PPOConfig, PrefsConfig,  # noqa: E402
                              RewardConfig, RLOOConfig, RMEvalConfig, SFTConfig, load_config)
 
 __version__ = "0.1.0"
@@ -107,18 +107,33 @@ def run_eval(cfg: EvalConfig):
 
 
 def run_study(preset: str = "quick", *, precisions: list | None = None, model: str | None = None, seed: int = 42,
+              seeds: list | None = None, algorithms: list | str | None = None, rm_per_seed: bool = False,
               out=None, device: str = "auto", progress: bool = True, report_to: list | None = None,
               isolate: bool = True):
-    """The whole precision study: SFT -> prefs -> RM -> rm-eval -> PPO per RM precision -> eval -> report.
+    """The whole study: SFT -> prefs -> RM -> rm-eval -> each arm (algorithm x RM precision) per seed -> eval
+    -> report.
 
     ``preset`` is smoke | quick | full; ``precisions`` defaults to fp32/int8/int4 on a CPU and bf16/int8/int4
-    on a GPU; ``out`` defaults to ``studies/<preset>-<model>-seed<seed>``; ``isolate`` runs each stage in its
-    own process (its peak memory its own). Finished stages are reused. Returns the study folder
-    (``report.md``, ``report.html``, ``report.json``, one run folder per stage)."""
+    on a GPU; ``algorithms`` (default ``["ppo"]``): ppo, grpo, rloo, dpo, an RM-based one optionally with its
+    own precisions (``"grpo@fp32"``); ``seeds`` (default ``[seed]``) replicate every arm's training over one
+    SFT policy and RM made with ``seed``, which also seeds every evaluation (comparisons paired by prompt);
+    ``rm_per_seed`` also retrains the RM per seed. ``out`` defaults to ``studies/<preset>-<model>-seed<seed>``;
+    ``isolate`` runs each stage in its own process (its peak memory its own). Finished stages are reused.
+    Returns the study folder (``report.md``, ``report.html``, ``report.json``, one run folder per stage)."""
     from edgerlhf.study.pipeline import run_study as run
 
-    return run(preset, precisions=precisions, model=model, seed=seed, out=out, device=device, progress=progress,
-               report_to=report_to, isolate=isolate)
+    return run(preset, precisions=precisions, model=model, seed=seed, seeds=seeds, algorithms=algorithms,
+               rm_per_seed=rm_per_seed, out=out, device=device, progress=progress, report_to=report_to,
+               isolate=isolate)
+
+
+def run_dpo(cfg: DPOConfig):
+    """DPO on preference pairs (a prefs run folder or a file): the SFT policy merged as the base, a LoRA adapter
+    as the policy, the base with the adapter off as the reference (its log-probs computed once). Returns the
+    run folder; ``adapter/`` is the policy, read by eval, export and chat like the online ones."""
+    from edgerlhf.stages.dpo import run
+
+    return run(cfg)
 
 
 def load_policy(path, *, dtype=None, device="cpu", merge: bool = True):
@@ -140,6 +155,7 @@ def load_reward_model(path, precision: str | None = None, *, device: str = "cpu"
     return load(path, precision, device=device, batch_size=batch_size)
 
 
-__all__ = ["ConfigError", "EvalConfig", "GRPOConfig", "PPOConfig", "PrefsConfig", "RLOOConfig", "RMEvalConfig",
+__all__ = ["ConfigError", "DPOConfig", "EvalConfig", "GRPOConfig", "PPOConfig", "PrefsConfig", "RLOOConfig", "RMEvalConfig",
            "RewardConfig", "SFTConfig", "load_config", "load_policy", "load_reward_model", "run_eval", "run_grpo",
-           "run_ppo", "run_prefs", "run_reward", "run_rloo", "run_rm_eval", "run_sft", "run_study", "__version__"]
+           "run_dpo", "run_ppo", "run_prefs", "run_reward", "run_rloo", "run_rm_eval", "run_sft", "run_study",
+           "__version__"]

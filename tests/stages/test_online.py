@@ -115,6 +115,10 @@ def test_resume_from_a_mid_epoch_checkpoint_is_exact(tmp_path):
     for r in again:
         for k in ("loss/policy", "loss/value", "objective/scores", "objective/kl"):
             assert r[k] == full[r["step"]][k], (r["step"], k)  # bitwise: same floats, not approx
+    # the clock goes on: the resumed run's wall time counts the first attempt's compute up to its last step
+    s = json.loads((run / "summary.json").read_text())
+    assert again[0]["time_s"] >= full[6]["time_s"]
+    assert s["wall_time_s"] == pytest.approx(full[6]["time_s"] + s["wall_time_s_this_attempt"], abs=0.02)
 
 
 def test_resume_refuses_a_changed_setting(tmp_path):

@@ -25,9 +25,25 @@ from edgerlhf.presets import STAGE_PRESETS, STUDY_PRESETS  # noqa: F401  (STUDY_
 # keys that never change what a stage computes
 VOLATILE = {"output_dir", "run_name", "progress", "report_to", "resume", "stage", "lean_update"}
 
-def config_key(cfg) -> str:
-    d = {k: v for k, v in to_dict(cfg).items() if k not in VOLATILE}
+def config_key(cfg, study: Path | None = None) -> str:
+    """A hash of what the stage computes. With ``study``, inputs inside the study folder (the run folders of
+    earlier stages) are written relative to it, so the key does not change when the study is moved, copied,
+    or run from another working directory."""
+    d = {k: _relative(v, study) for k, v in to_dict(cfg).items() if k not in VOLATILE}
     return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:10]
+
+
+def _relative(v, study: Path | None):
+    if study is None:
+        return v
+    if isinstance(v, list):
+        return [_relative(x, study) for x in v]
+    if isinstance(v, str) and v and ("/" in v or "\\" in v):
+        try:
+            return "<study>/" + Path(v).expanduser().resolve().relative_to(Path(study).resolve()).as_posix()
+        except ValueError:  # not inside the study: an outside file, keep it as given
+            return v
+    return v
 
 
 @dataclass
@@ -62,8 +78,11 @@ def run_stage(study: Path, stage: str, label: str, overrides: dict, *, isolate: 
     preset = overrides.pop("preset", None)
     raw = {**(STAGE_PRESETS.get(stage, {}).get(preset, {}) if preset else {}), **overrides}
     cfg = from_dict(STAGE_CONFIGS[stage], {**raw, "output_dir": str(study)}, f"study stage {label}")
-    name = f"{label}-{config_key(cfg)}"
+    name = f"{label}-{config_key(cfg, study)}"
     path = study / name
+    legacy = study / f"{label}-{config_key(cfg)}"  # studies made before keys were relative to the study folder
+    if _status(path) != "finished" and _status(legacy) == "finished":
+        name, path = legacy.name, legacy
     if _status(path) == "finished":
         log(f"[run] {label}: reusing {path} (finished, same config)")
         return StageRecord(stage, label, path, True, 0.0, json.loads((path / "summary.json").read_text()))
@@ -224,8 +243,10 @@ def run_study(preset: str = "quick", *, precisions: list[str] | None = None, mod
 
 
 def _compute_s(records: list[StageRecord]) -> float:
-    """Every stage's own compute, reused or not (a reused stage counts what it took when it ran)."""
-    return sum(r.wall_s if not r.reused else (r.summary.get("wall_time_s") or 0.0) for r in records)
+    """Every stage's own compute, reused or not: a reused stage counts what it took when it ran, a resumed one
+    its earlier attempts too (its summary's wall time goes on from them), a fresh one its process's wall time."""
+    own = [r.summary.get("wall_time_s") or 0.0 for r in records]
+    return sum(w if r.reused else max(w, r.wall_s) for r, w in zip(records, own))
 
 
 def _write_index(study: Path, plan: dict, records: list[StageRecord], wall: float) -> None:

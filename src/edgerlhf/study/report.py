@@ -294,9 +294,18 @@ def _comparisons(arms: dict[str, list[Run]], names: dict[str, tuple[str, str]]) 
 
 
 def _verdict(row: dict) -> str:
+    """A difference is claimed only when the Holm-corrected bootstrap p is below 0.05 *and*, with several seeds,
+    the t interval over seeds excludes 0: a bootstrap over 2-5 seeds sees few distinct resamples and is
+    optimistic, the t interval is not."""
     c, n = row["cmp"], len(row["seeds"])
+    t_excludes = n >= 2 and math.isfinite(c.seeds.low) and (c.seeds.low > 0 or c.seeds.high < 0)
+    if row["p_holm"] < 0.05 and (n < 2 or t_excludes):
+        where = " over prompts (one seed: RL variance not measured)" if n < 2 else ""
+        return (f"{row['a']} {'better' if c.diff > 0 else 'worse'} than {row['b']}{where} "
+                f"(Holm-adjusted p {row['p_holm']:.3f})")
     if row["p_holm"] < 0.05:
-        return f"{row['a']} {'better' if c.diff > 0 else 'worse'} than {row['b']} (Holm-adjusted p {row['p_holm']:.3f})"
+        return (f"undecided: the bootstrap over seeds and prompts excludes 0 (Holm p {row['p_holm']:.3f}) but the "
+                f"t interval over {n} seeds does not")
     if n < 2:
         return "no difference found over prompts; one seed: RL variance not measured"
     return (f"no difference found; at {n} seeds only a difference of about {row['mde']:.2f} or more would have "
@@ -420,6 +429,22 @@ def write_report(study: Path, *, sft, rm_eval, runs: dict, base_seed: int) -> Pa
                     _cell(pp, ps, "timing/update_s", "{:.0f}"), _cell(pp, ps, "timing/step_s_median", "{:.1f}"),
                     Derived(_fmt(tok_s, "{:.0f}"), "mean of timing/generate_tokens_per_s", [f"{pp.name}/metrics.jsonl"])])
 
+    # 7 does the RM still rank the rollouts as the gold does, as RL goes on? (per online arm, mean over seeds)
+    ag = _Table(["configuration", "seeds logged", "Spearman(RM, gold) first step", "last step", "change"])
+    for name, rs in arms.items():
+        if not _is_online(rs):
+            continue
+        per, _ = _curve(rs, "objective/rm_gold_spearman")
+        per = [c for c in per if len(c) >= 2 and all(math.isfinite(v) for _, v in c)]
+        if not per:
+            ag.add([name, 0, "–", "–", "–"])
+            continue
+        first, last = sum(c[0][1] for c in per) / len(per), sum(c[-1][1] for c in per) / len(per)
+        src = [f"{r.train.path.name}/metrics.jsonl" for r in rs]
+        ag.add([name, len(per), Derived(f"{first:.3f}", "mean over seeds of the first step's objective/rm_gold_spearman", src),
+                Derived(f"{last:.3f}", "mean over seeds of the last step's objective/rm_gold_spearman", src),
+                Derived(f"{last - first:+.3f}", "last - first", src)])
+
     charts = _charts(study, arms, stages, rme)
     samples = _samples(arms, base_seed, n=3)
     first = next(iter(arms.values()))[0]
@@ -446,6 +471,10 @@ def write_report(study: Path, *, sft, rm_eval, runs: dict, base_seed: int) -> Pa
           "## Comparisons (paired by seed and prompt; Holm-corrected across the table)", "", c.md(), "",
           *[f"- {v}" for v in verdicts], "",
           "## Reward-model precision: cost and agreement with fp32", "", t.md(), "",
+          "## Does the RM keep agreeing with the gold during RL?", "", ag.md(), "",
+          "Spearman rank correlation between the RM's scores (at its precision) and the gold's over each step's "
+          "rollouts; a fall means the policy found responses the RM over-rates (runs made before this metric "
+          "existed are not counted).", "",
           "## Each run's gold change over SFT (paired over prompts)", "", g.md(), "",
           "## Stages: time, memory, and the 8 GB budget", "", s.md(), "", "## Where online RL's time goes", "", tt.md(), "",
           "## Charts", ""]
@@ -458,6 +487,7 @@ def write_report(study: Path, *, sft, rm_eval, runs: dict, base_seed: int) -> Pa
     report = study / "report.md"
     atomic_write_text(report, "\n".join(md) + "\n")
     tables = [("Alignment per configuration", a), ("Comparisons", c), ("Reward-model precision", t),
+              ("RM-vs-gold agreement during RL", ag),
               ("Each run's gold change over SFT", g), ("Stages", s), ("Where online RL's time goes", tt)]
     atomic_write_text(study / "report.html", _html(meta, lead, kl_note, verdicts, tables, charts, samples))
     atomic_write_json(study / "report.json", {

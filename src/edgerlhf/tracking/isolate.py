@@ -5,11 +5,31 @@ one process, so a stage run after a bigger one would otherwise inherit its footp
 from __future__ import annotations
 
 import multiprocessing as mp
+import os
 import queue
+import signal
+import sys
 import traceback
 
 
-def _child(fn, args, q):
+def _die_with_parent(parent: int) -> None:
+    """Ask Linux to send this process SIGTERM when its parent dies (``prctl(PR_SET_PDEATHSIG)``): a killed
+    ``edgerlhf run`` must not leave its stage running on as an orphan, using the cores and writing into the
+    study. SIGTERM, not SIGKILL, so an online stage still stops at a step boundary with a checkpoint."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        try:
+            ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, int(signal.SIGTERM))  # 1 = PR_SET_PDEATHSIG
+        except (OSError, AttributeError):
+            pass
+    if os.getppid() != parent:  # it died before the request was in place
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+def _child(fn, args, q, parent=None):
+    if parent is not None:
+        _die_with_parent(parent)
     try:
         q.put(("ok", fn(*args)))
     except BaseException as e:  # noqa: BLE001 - reported to the parent, which re-raises
@@ -27,7 +47,7 @@ def run_isolated(fn, *args, what: str = "child"):
     out of memory) is a ChildError naming its exit code."""
     ctx = mp.get_context("spawn")
     q = ctx.Queue()
-    p = ctx.Process(target=_child, args=(fn, args, q))
+    p = ctx.Process(target=_child, args=(fn, args, q, os.getpid()))
     p.start()
     try:
         while True:

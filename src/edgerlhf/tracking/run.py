@@ -83,6 +83,18 @@ def atomic_write_json(path: Path, data: dict) -> None:
     atomic_write_text(path, json.dumps(_jsonable(data), indent=2, ensure_ascii=False) + "\n")
 
 
+def _last_time_s(metrics: Path) -> float:
+    """The ``time_s`` of the last complete row of a metrics file (0 when there is none)."""
+    if not metrics.is_file():
+        return 0.0
+    for line in reversed(metrics.read_text().splitlines()):
+        try:
+            return float(json.loads(line).get("time_s", 0.0))
+        except (ValueError, AttributeError):
+            continue  # a line cut by the interruption
+    return 0.0
+
+
 class RunDir:
     """Create only after the config validated: nothing is written for a bad config."""
 
@@ -93,8 +105,12 @@ class RunDir:
 
             hf_logging.disable_progress_bar()
             os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"  # read by transformers when a child imports it
+        self.before_s = 0.0  # compute of earlier attempts (a resumed run), counted in wall_time_s
         if reopen is not None:  # resume: continue the same folder, appending to its metrics
-            self.path, self.t0 = Path(reopen), time.time()
+            # the clock goes on from the last logged step, so time_s and wall_time_s count every attempt's
+            # compute up to it (the work between that step and the interruption is redone, and counted, now)
+            self.before_s = _last_time_s(Path(reopen) / "metrics.jsonl")
+            self.path, self.t0 = Path(reopen), time.time() - self.before_s
             self.set_status("running")
             self._metrics = open(self.path / "metrics.jsonl", "a", buffering=1)
             self._sinks = _make_sinks(cfg.report_to, self.path, cfg)
@@ -133,8 +149,11 @@ class RunDir:
             sink.text(tag, text, step)
 
     def finish(self, summary: dict[str, Any], status: str = "finished") -> Path:
+        now = time.time()
         summary = {"stage": self.cfg.stage, "status": status, "run_dir": str(self.path),
-                   "wall_time_s": round(time.time() - self.t0, 2), **summary}
+                   "wall_time_s": round(now - self.t0, 2), **summary}
+        if self.before_s:
+            summary["wall_time_s_this_attempt"] = round(now - self.t0 - self.before_s, 2)
         atomic_write_json(self.path / "summary.json", summary)
         self.close()
         self.set_status(status)

@@ -1,0 +1,62 @@
+"""The study's plan: arms (algorithm x RM precision), labels per seed, relocatable keys, and clear errors."""
+
+from pathlib import Path
+
+import pytest
+
+from edgerlhf.study.pipeline import Arm, parse_arms
+
+
+def test_arms_expand_precisions_unless_an_algorithm_names_its_own():
+    arms = parse_arms("ppo,grpo@fp32,dpo", ["fp32", "int8", "int4"])
+    assert [a.name for a in arms] == ["ppo-fp32", "ppo-int8", "ppo-int4", "grpo-fp32", "dpo"]
+    assert parse_arms(None, ["fp32"]) == [Arm("ppo", "fp32")]
+    assert [a.name for a in parse_arms(["rloo@fp32+int4:bnb"], ["fp32"])] == ["rloo-fp32", "rloo-int4-bnb"]
+
+
+def test_base_seed_keeps_todays_labels_and_other_seeds_get_a_suffix():
+    assert Arm("ppo", "int8").labels(42, 42) == ("ppo-int8", "eval-int8")
+    assert Arm("ppo", "int8").labels(1, 42) == ("ppo-int8-seed1", "eval-int8-seed1")
+    assert Arm("grpo", "fp32").labels(42, 42) == ("grpo-fp32", "eval-grpo-fp32")
+    assert Arm("dpo").labels(2, 42) == ("dpo-seed2", "eval-dpo-seed2")
+
+
+def test_bad_algorithms_are_one_error_naming_each_problem():
+    with pytest.raises(ValueError) as e:
+        parse_arms("ppo,grop,dpo@int8,rloo@int3", ["fp32"])
+    msg = str(e.value)
+    assert "'grop'" in msg and "did you mean 'grpo'" in msg
+    assert "'dpo@int8'" in msg and "no reward model" in msg
+    assert "'rloo@int3'" in msg
+
+
+def test_keys_are_relative_to_the_study_folder(tmp_path):
+    from edgerlhf.config import SFTConfig, load_config
+    from edgerlhf.study.pipeline import config_key
+
+    def key(study: Path, data: Path):
+        data.parent.mkdir(parents=True, exist_ok=True)
+        data.write_text('{"prompt": "a", "completion": "b"}\n')
+        cfg = load_config(SFTConfig, overrides={"model": "tiny", "output_dir": str(study), "dataset": str(data)})
+        return config_key(cfg, study)
+
+    a, b = tmp_path / "a", tmp_path / "moved" / "b"
+    assert key(a, a / "d.jsonl") == key(b, b / "d.jsonl")  # an input inside the study: relative to it
+    assert key(a, tmp_path / "x.jsonl") != key(a, tmp_path / "y.jsonl")  # outside files keep their path
+
+
+def test_relative_paths_inside_and_outside_the_study(tmp_path):
+    from edgerlhf.study.pipeline import _relative
+
+    study = tmp_path / "s"
+    assert _relative(str(study / "sft-123"), study) == "<study>/sft-123"
+    assert _relative([str(study / "x" / "y")], study) == ["<study>/x/y"]
+    assert _relative("/elsewhere/data.jsonl", study) == "/elsewhere/data.jsonl"
+    assert _relative("fp32", study) == "fp32"
+
+
+def test_cli_rejects_bad_seed_lists(capsys):
+    from edgerlhf.cli import main
+
+    assert main(["run", "--preset", "smoke", "--seeds", "1,x"]) == 2
+    assert "--seeds '1,x'" in capsys.readouterr().err
