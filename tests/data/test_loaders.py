@@ -356,15 +356,16 @@ def test_preference_implicit_prompt():
 
 
 def test_preference_hh_transcripts():
+    """HH-RLHF transcripts become message lists, so the model's own chat template applies."""
     rows, _ = load_preference_rows(fx("pref_hh.jsonl"))
     assert rows[0] == {
-        "prompt": "\n\nHuman: What is a good film about language?\n\nAssistant:",
-        "chosen": "Arrival is a thoughtful choice.",
-        "rejected": "Films are long.",
+        "prompt": [msg("user", "What is a good film about language?")],
+        "chosen": [msg("assistant", "Arrival is a thoughtful choice.")],
+        "rejected": [msg("assistant", "Films are long.")],
     }
-    assert rows[1]["prompt"] == "\n\nHuman: Recommend a cafe.\n\nAssistant: Which city?\n\nHuman: Lisbon.\n\nAssistant:"
-    assert rows[1]["chosen"] == "Try a pastelaria near the river."
-    assert rows[1]["rejected"] == "No."
+    assert rows[1]["prompt"] == [msg("user", "Recommend a cafe."), msg("assistant", "Which city?"), msg("user", "Lisbon.")]
+    assert rows[1]["chosen"] == [msg("assistant", "Try a pastelaria near the river.")]
+    assert rows[1]["rejected"] == [msg("assistant", "No.")]
 
 
 def test_preference_csv():
@@ -408,7 +409,12 @@ PREF_BAD = [
     ({"prompt": [msg("user", "p")], "chosen": [msg("assistant", "A")], "rejected": [msg("user", "B")]},
      "'rejected' ends with a 'user' message"),
     ({"chosen": "Good.", "rejected": "Bad."}, "plain strings and there is no 'prompt' field"),
-    ({"chosen": HH_Q + " Try Lisbon.", "rejected": "Bad."}, "rejected has no '\\\\n\\\\nAssistant:' turn"),
+    ({"chosen": HH_Q + " Try Lisbon.", "rejected": "Bad."}, "'rejected' has no '\\\\n\\\\nHuman:' / '\\\\n\\\\nAssistant:' turns"),
+    ({"chosen": HH_Q + " Try Lisbon.", "rejected": "Hi." + HH_Q + " No."}, "'rejected' has text before its first"),
+    ({"chosen": "\n\nHuman: A?\n\nHuman: B?\n\nAssistant: C.", "rejected": "\n\nHuman: A?\n\nHuman: B?\n\nAssistant: D."},
+     "turn 2 of 'chosen' is a second Human turn in a row"),
+    ({"chosen": HH_Q + " Lisbon.\n\nHuman: Thanks", "rejected": HH_Q + " No.\n\nHuman: Thanks"},
+     "'chosen' ends with a Human turn"),
     ({"chosen": HH_Q + " Try Lisbon.", "rejected": "\n\nHuman: Recommend a bar.\n\nAssistant: No."},
      "differ before their last"),
     ({"chosen": HH_Q + " Try Lisbon.", "rejected": HH_Q + "  "}, "the last assistant turn of 'rejected' is empty"),

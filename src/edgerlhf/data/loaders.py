@@ -38,8 +38,10 @@ prompt ends.
 * explicit prompt: ``prompt`` / ``chosen`` / ``rejected``, all strings or all message lists;
 * implicit prompt: only ``chosen`` / ``rejected`` message lists; the messages they share from the start
   become the prompt and the differing tails (which start with an assistant turn) the responses;
-* Anthropic HH-RLHF transcripts: ``chosen`` / ``rejected`` strings ``"\\n\\nHuman: ...\\n\\nAssistant: ..."``;
-  see :func:`split_hh_transcript`. The prompt stays a string.
+* Anthropic HH-RLHF transcripts: ``chosen`` / ``rejected`` strings ``"\\n\\nHuman: ...\\n\\nAssistant: ..."``
+  become message lists (:func:`hh_messages`: Human -> user, Assistant -> assistant), so the model's own chat
+  template applies: the prompt is every turn before the last, the responses the last Assistant turns. A
+  transcript that does not alternate Human / Assistant, or does not end with an Assistant turn, is a row error.
 
 Normalized rows are ``{"prompt", "chosen", "rejected"}`` (same kind for all three) plus any other
 *scalar* fields of the row (str, int, float, bool, None), e.g. ``gold_chosen``, passed through as is.
@@ -80,6 +82,7 @@ __all__ = [
     "load_preference_rows",
     "load_sft_rows",
     "read_rows",
+    "hh_messages",
     "split_hh_transcript",
 ]
 
@@ -409,6 +412,35 @@ def _normalize_sft(row: dict) -> dict:
     )
 
 
+_HH_TURN = re.compile(r"\n\n(Human|Assistant):")
+
+
+def hh_messages(text: str, name: str = "the transcript") -> list[dict]:
+    """An HH-RLHF transcript (``"\\n\\nHuman: ...\\n\\nAssistant: ..."``) as ``{"role", "content"}`` messages
+    (Human -> user, Assistant -> assistant, contents stripped). It must start with a Human turn, alternate, and
+    end with an Assistant turn (the response, which may be empty here: the caller decides). Raises
+    :class:`ValueError` naming ``name`` and the turn otherwise."""
+    parts = _HH_TURN.split(text)
+    if len(parts) < 3:
+        raise ValueError(f"{name} has no '\\n\\nHuman:' / '\\n\\nAssistant:' turns, so it is not an HH-RLHF transcript")
+    if parts[0].strip():
+        raise ValueError(f"{name} has text before its first '\\n\\nHuman:' turn")
+    msgs: list[dict] = []
+    for i in range(1, len(parts), 2):
+        speaker, role = parts[i], "user" if parts[i] == "Human" else "assistant"
+        want = "user" if len(msgs) % 2 == 0 else "assistant"
+        if role != want:
+            raise ValueError(f"turn {len(msgs) + 1} of {name} is a second {speaker} turn in a row: an HH transcript "
+                             "alternates Human / Assistant, starting with Human")
+        msgs.append({"role": role, "content": parts[i + 1].strip()})
+    if msgs[-1]["role"] != "assistant":
+        raise ValueError(f"{name} ends with a Human turn: its last turn must be the Assistant's response")
+    for j, m in enumerate(msgs[:-1], 1):
+        if not m["content"]:
+            raise ValueError(f"turn {j} of {name} is empty")
+    return msgs
+
+
 def split_hh_transcript(chosen: str, rejected: str) -> tuple[str, str, str]:
     """Split an Anthropic HH-RLHF pair into ``(prompt, chosen_response, rejected_response)``.
 
@@ -454,14 +486,18 @@ def _normalize_preference(row: dict) -> dict:
                     "or give HH-RLHF transcripts ('\\n\\nHuman: ...\\n\\nAssistant: ...')"
                 )
             try:
-                prompt, chosen, rejected = split_hh_transcript(chosen, rejected)
+                c_msgs, r_msgs = hh_messages(chosen, "'chosen'"), hh_messages(rejected, "'rejected'")
             except ValueError as e:
                 raise _RowProblem(f"{e}; fix the transcripts or add an explicit 'prompt' field") from None
-            for name, text in (("chosen", chosen), ("rejected", rejected)):
-                if not text:
+            if c_msgs[:-1] != r_msgs[:-1]:
+                raise _RowProblem("chosen and rejected differ before their last Assistant turn, so they have no "
+                                  "shared prompt; fix the transcripts or add an explicit 'prompt' field")
+            for name, m in (("chosen", c_msgs[-1]), ("rejected", r_msgs[-1])):
+                if not m["content"]:
                     raise _RowProblem(
                         f"the last assistant turn of {name!r} is empty; every row needs a non-empty {name}"
                     )
+            prompt, chosen, rejected = c_msgs[:-1], [c_msgs[-1]], [r_msgs[-1]]
         else:
             prompt, chosen, rejected = _split_shared_prefix(chosen, rejected)
     if chosen == rejected or (isinstance(chosen, str) and chosen.strip() == rejected.strip()):
