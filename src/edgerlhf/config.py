@@ -693,7 +693,9 @@ class EvalConfig(BaseConfig):
     baseline: str = opt("auto", "policy compared against (win rate, paired gold gain, KL): 'auto' (the SFT policy an RL policy started from), a run folder, 'base' (the bare model), or 'none'")
     reward: str = opt("auto", "reward model for the learned-RM mean: 'auto' (the one the RL run used, at its precision), a reward run folder, or 'none'")
     reward_precision: str = opt("", "precision of `reward` (empty: the one the RL run used, else fp32)")
-    num_prompts: int = opt(128, "held-out prompts of the built-in task")
+    num_prompts: int = opt(128, "held-out prompts: the first N of `prompts`")
+    prompts: str = opt("", "evaluation prompts: empty = the built-in task's held-out prompts; or a file any loader reads (.jsonl/.json/.csv: prompt-only, SFT or preference rows, HH-RLHF transcripts; their prompt part)")
+    gold: str = opt("vader", "gold scorer: vader | none (no gold: gain and win rate come from the learned RM, a proxy) | module:function | path/to/file.py:function | a reward run folder (an independent RM as the gold)")
     temperature: float = opt(0.7, "sampling temperature")
     max_new_tokens: int = opt(48, "new tokens per response")
     batch_size: int = opt(64, "prompts per generate call")
@@ -706,6 +708,11 @@ class EvalConfig(BaseConfig):
             errs.append("policy is required: a PPO or SFT run folder")
         elif not Path(self.policy).expanduser().exists():
             errs.append(f"policy={self.policy!r}: no such folder")
+        from edgerlhf.rewards.gold import check_gold
+
+        errs += check_gold(self.gold)
+        if self.prompts and not self.prompts.startswith("hf:") and not Path(self.prompts).expanduser().is_file():
+            errs.append(f"prompts={self.prompts!r}: no such file (or leave it empty for the built-in held-out prompts)")
         if self.baseline_eval and not (Path(self.baseline_eval).expanduser() / "responses.jsonl").is_file():
             errs.append(f"baseline_eval={self.baseline_eval!r}: not an eval run folder (no responses.jsonl)")
         for k in ("baseline", "reward"):

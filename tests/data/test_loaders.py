@@ -490,3 +490,37 @@ def test_split_hh_empty_response_is_returned_empty():
 def test_split_hh_raises(chosen, rejected, problem):
     with pytest.raises(ValueError, match=problem):
         split_hh_transcript(chosen, rejected)
+
+
+# ---------------------------------------------------------------------------------- load_prompt_rows
+
+
+def test_prompts_from_any_row_kind(tmp_path):
+    from edgerlhf.data.loaders import load_prompt_rows
+
+    path = write_jsonl(tmp_path / "mixed.jsonl", [
+        {"prompt": "Plain prompt."},
+        {"prompt": [msg("system", "Be kind."), msg("user", "Chat prompt.")]},
+        {"prompt": "SFT prompt.", "completion": "Done."},
+        {"messages": [msg("user", "Messages prompt."), msg("assistant", "Answer.")]},
+        {"chosen": "\n\nHuman: HH prompt.\n\nAssistant: Yes.", "rejected": "\n\nHuman: HH prompt.\n\nAssistant: No."},
+    ])
+    prompts, skipped = load_prompt_rows(path)
+    assert skipped == 0 and prompts == [
+        "Plain prompt.", [msg("system", "Be kind."), msg("user", "Chat prompt.")], "SFT prompt.",
+        [msg("user", "Messages prompt.")], [msg("user", "HH prompt.")]]
+    assert load_prompt_rows(path, max_rows=2)[0] == prompts[:2]
+
+
+@pytest.mark.parametrize("bad,problem", [
+    ({"question": "Where?"}, "no 'prompt' field \\(row has: 'question'\\)"),
+    ({"prompt": ""}, "field 'prompt' is empty"),
+    ({"prompt": [msg("user", "Hi"), msg("assistant", "Hello")]}, "'prompt' ends with an assistant message"),
+])
+def test_bad_prompt_rows_name_file_and_line(tmp_path, bad, problem):
+    from edgerlhf.data.loaders import load_prompt_rows
+
+    path = write_jsonl(tmp_path / "p.jsonl", [{"prompt": "Fine."}, bad])
+    with pytest.raises(DataError, match=at("p.jsonl", "line 2") + ".*" + problem):
+        load_prompt_rows(path)
+    assert load_prompt_rows(path, skip_bad_rows=True) == (["Fine."], 1)

@@ -92,3 +92,57 @@ def test_response_logprobs_are_the_sums_a_full_forward_gives():
         want.append(float((lp * (tgt != -100)).sum()))
     assert torch.allclose(torch.tensor(got), torch.tensor(want), atol=1e-4)
     assert len(set(round(x, 3) for x in want)) == 4
+
+
+def _hh_file(path, n):
+    rows = [{"chosen": f"\n\nHuman: Review gadget {i}.\n\nAssistant: Lovely gadget {i}.",
+             "rejected": f"\n\nHuman: Review gadget {i}.\n\nAssistant: Bad."} for i in range(n)]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def test_eval_on_the_users_prompts_with_a_callable_gold(ppo_run, tmp_path):
+    """prompts=FILE (an HH-RLHF preference file: its prompts) and gold=file.py:function."""
+    run, sft, root = ppo_run
+    (tmp_path / "my_gold.py").write_text("def length(prompts, responses):\n    return [len(r) / 10 for r in responses]\n")
+    s = _eval(root, policy=str(run), prompts=str(_hh_file(tmp_path / "hh.jsonl", 5)), gold=f"{tmp_path / 'my_gold.py'}:length")
+    assert s["prompts"] == 5 and s["gold"].endswith("my_gold.py:length")
+    rows = [json.loads(x) for x in (Path(s["run_dir"]) / "responses.jsonl").read_text().splitlines()]
+    assert [r["prompt"] for r in rows] == [f"Review gadget {i}." for i in range(5)]
+    assert [r["gold"] for r in rows] == pytest.approx([len(r["response"]) / 10 for r in rows])
+    assert [r["baseline_gold"] for r in rows] == pytest.approx([len(r["baseline_response"]) / 10 for r in rows])
+    assert s["eval/gold_mean"] == pytest.approx(sum(r["gold"] for r in rows) / 5)
+
+
+def test_eval_without_a_gold_claims_none_and_compares_by_the_learned_rm(ppo_run, tmp_path):
+    from conftest import write_toy_prefs
+
+    from edgerlhf.config import RewardConfig
+    from edgerlhf.stages import reward
+
+    run, sft, root = ppo_run
+    rm = reward.run(load_config(RewardConfig, overrides={
+        "model": "tiny", "prefs": str(write_toy_prefs(tmp_path / "p.jsonl", 16, 1)), "output_dir": str(tmp_path),
+        "max_steps": 1, "per_device_train_batch_size": 4, "report_to": ["none"], "progress": False}))
+    s = _eval(root, policy=str(run), gold="none", reward=str(rm))
+    assert not [k for k in s if "gold" in k and k != "gold"] and s["gold"] == "none"
+    for k in ("eval/rm_mean", "eval/rm_gain", "eval/rm_gain_ci95_low", "eval/rm_win_rate", "eval/kl"):
+        assert k in s, k
+    rows = [json.loads(x) for x in (Path(s["run_dir"]) / "responses.jsonl").read_text().splitlines()]
+    assert "gold" not in rows[0] and "baseline_gold" not in rows[0]
+    assert s["eval/rm_gain"] == pytest.approx(sum(r["rm"] - r["baseline_rm"] for r in rows) / len(rows))
+
+
+def test_a_bad_prompt_file_or_gold_is_refused_before_anything_is_written(ppo_run, tmp_path):
+    from edgerlhf.config import ConfigError
+    from edgerlhf.data.loaders import DataError
+
+    run, _, root = ppo_run
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps({"prompt": "Fine."}) + "\n" + json.dumps({"question": "No prompt here."}) + "\n")
+    before = sorted(p.name for p in (root / "runs").iterdir())
+    with pytest.raises(DataError, match=r"bad.jsonl, line 2: no 'prompt' field \(row has: 'question'\)"):
+        _eval(root, policy=str(run), prompts=str(bad))
+    with pytest.raises(ConfigError, match="gold='sentiment': not a known gold"):
+        _eval(root, policy=str(run), gold="sentiment")
+    assert sorted(p.name for p in (root / "runs").iterdir()) == before

@@ -80,6 +80,7 @@ __all__ = [
     "DataError",
     "ROLES",
     "load_preference_rows",
+    "load_prompt_rows",
     "load_sft_rows",
     "read_rows",
     "hh_messages",
@@ -622,3 +623,26 @@ def load_preference_rows(
         _check_length(tokenizer, max_length, r["prompt"], r["rejected"], "rejected")
 
     return _load(source, _normalize_preference, check_length, max_rows, skip_bad_rows, "preference")
+
+
+def _normalize_prompt(row: dict) -> dict:
+    """The prompt of any row the loaders read: a preference row's shared prompt (HH transcripts included), an
+    SFT row's prompt (or its messages before the last assistant turn), or a prompt-only row."""
+    if "chosen" in row or "rejected" in row:
+        return {"prompt": _normalize_preference(row)["prompt"]}
+    if "completion" in row or "messages" in row:
+        return {"prompt": _normalize_sft(row)["prompt"]}
+    if "prompt" in row:
+        prompt = _value(row["prompt"], "prompt")
+        if isinstance(prompt, list) and prompt[-1]["role"] == "assistant":
+            raise _RowProblem("'prompt' ends with an assistant message; a prompt must end with the user's turn")
+        return {"prompt": prompt}
+    raise _RowProblem(f"no 'prompt' field (row has: {_keys(row)}); give a 'prompt' (a string or chat messages), "
+                      "or an SFT or preference row")
+
+
+def load_prompt_rows(source: str, *, max_rows: int = 0, skip_bad_rows: bool = False) -> tuple[list, int]:
+    """Prompts (strings or message lists) from any file the loaders read: prompt-only rows, SFT rows or
+    preference rows (their prompt part); returns ``(prompts, skipped)``. Errors name file and row."""
+    rows, skipped = _load(source, _normalize_prompt, lambda r: None, max_rows, skip_bad_rows, "prompt")
+    return [r["prompt"] for r in rows], skipped

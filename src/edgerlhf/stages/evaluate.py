@@ -15,22 +15,31 @@ from edgerlhf.models.generation import generate, right_pad
 from edgerlhf.rewards import GoldScorer, mean_ci95
 
 
-def gold_eval(model, tok, prompts: list, *, temperature: float = 0.7, max_new_tokens: int = 48, seed: int = 0,
-              batch_size: int = 64, progress: bool = False) -> dict:
-    """Sample one response per prompt and score it with the gold scorer (VADER).
+_VADER = object()  # the default gold, built on first use
 
-    Returns ``eval/gold_mean`` with its 95% CI over prompts, the mean response length in tokens, the
-    sampling speed, and the responses themselves (for reports and paired comparisons)."""
+
+def gold_eval(model, tok, prompts: list, *, temperature: float = 0.7, max_new_tokens: int = 48, seed: int = 0,
+              batch_size: int = 64, progress: bool = False, gold=_VADER) -> dict:
+    """Sample one response per prompt and score it with the gold scorer (VADER unless ``gold`` names another
+    ``(prompts, responses) -> list[float]``; ``gold=None``: no gold, only the responses).
+
+    Returns ``eval/gold_mean`` with its 95% CI over prompts (with a gold), the mean response length in tokens,
+    the sampling speed, and the responses themselves (for reports and paired comparisons)."""
     torch.manual_seed(seed)
     t0 = time.perf_counter()
     texts, n_tokens = generate(model, tok, prompts, max_new_tokens=max_new_tokens, temperature=temperature,
-                               batch_size=batch_size, progress=progress, desc="gold eval")
+                               batch_size=batch_size, progress=progress, desc="eval samples")
     dt = time.perf_counter() - t0
-    gold = GoldScorer()(prompts, texts)
-    mean, lo, hi = mean_ci95(gold)
-    return {"eval/gold_mean": mean, "eval/gold_ci95_low": lo, "eval/gold_ci95_high": hi, "eval/gold_n": len(gold),
-            "eval/mean_tokens": n_tokens / max(len(texts), 1), "timing/gold_eval_s": dt,
-            "eval/gen_tokens_per_s": n_tokens / dt, "responses": texts, "gold": gold}
+    out = {"eval/mean_tokens": n_tokens / max(len(texts), 1), "timing/gold_eval_s": dt,
+           "eval/gen_tokens_per_s": n_tokens / dt, "responses": texts, "gold": None}
+    if gold is _VADER:
+        gold = GoldScorer()
+    if gold is not None:
+        scores = gold(prompts, texts)
+        mean, lo, hi = mean_ci95(scores)
+        out.update({"eval/gold_mean": mean, "eval/gold_ci95_low": lo, "eval/gold_ci95_high": hi,
+                    "eval/gold_n": len(scores), "gold": scores})
+    return out
 
 
 @torch.no_grad()
@@ -97,7 +106,9 @@ def _reuse(cfg, prompts) -> tuple[list[str], list[float], dict]:
 
     src = Path(cfg.baseline_eval)
     theirs = yaml.safe_load((src / "config.yaml").read_text())
-    diff = [k for k in ("num_prompts", "temperature", "max_new_tokens", "seed") if theirs.get(k) != getattr(cfg, k)]
+    defaults = {"prompts": "", "gold": "vader"}  # eval runs from before these settings existed
+    diff = [k for k in ("num_prompts", "prompts", "gold", "temperature", "max_new_tokens", "seed")
+            if theirs.get(k, defaults.get(k)) != getattr(cfg, k)]
     rows = [json.loads(x) for x in (src / "responses.jsonl").read_text().splitlines() if x.strip()]
     want = [last_message(p) for p in prompts]
     if diff or [r["prompt"] for r in rows] != want:
@@ -105,7 +116,7 @@ def _reuse(cfg, prompts) -> tuple[list[str], list[float], dict]:
                          "this evaluation's settings or leave baseline_eval empty")
     summary = json.loads((src / "summary.json").read_text())
     keep = {k: v for k, v in summary.items() if k.startswith(("eval/gold", "eval/mean_tokens", "eval/gen_tokens"))}
-    return [r["response"] for r in rows], [r["gold"] for r in rows], keep
+    return [r["response"] for r in rows], ([r["gold"] for r in rows] if rows and "gold" in rows[0] else None), keep
 
 
 def run(cfg) -> Path:
@@ -120,19 +131,27 @@ def run(cfg) -> Path:
     art = find_artifact(cfg.policy)
     meta = read_artifact_meta(art)
     base_path, base_label = _baseline_of(cfg, art, meta)
-    prompts = [r["prompt"] for r in eval_prompts(cfg.num_prompts)]
+    if cfg.prompts:
+        from edgerlhf.data.loaders import load_prompt_rows
+
+        prompts, _ = load_prompt_rows(cfg.prompts, max_rows=cfg.num_prompts)
+    else:
+        prompts = [r["prompt"] for r in eval_prompts(cfg.num_prompts)]
     reused = _reuse(cfg, prompts) if cfg.baseline_eval and base_path is not None else None  # checked before writing
     run_dir = RunDir(cfg)
     mem = PeakMemory().start()
     try:
-        gold = GoldScorer()
+        from edgerlhf.rewards.gold import make_gold
+
+        gold = make_gold(cfg.gold)
         sample = dict(temperature=cfg.temperature, max_new_tokens=cfg.max_new_tokens, seed=cfg.seed,
-                      batch_size=cfg.batch_size, progress=cfg.progress)
+                      batch_size=cfg.batch_size, progress=cfg.progress, gold=gold)
         policy, tok, _ = load_policy(art)
         res = gold_eval(policy, tok, prompts, **sample)
         texts, g = res.pop("responses"), res.pop("gold")
         out = {**res, **{f"eval/{k}": v for k, v in _text_stats(texts, tok).items()}, "policy": str(art),
-               "baseline": base_label, "prompts": len(prompts)}
+               "baseline": base_label, "prompts": len(prompts), "gold": cfg.gold,
+               "prompts_source": cfg.prompts or "built-in held-out prompts"}
         base_texts = base_g = None
         if base_path is not None:
             if base_path == "base":
@@ -146,13 +165,10 @@ def run(cfg) -> Path:
                 base_texts, base_g = bres.pop("responses"), bres.pop("gold")
             out.update({k.replace("eval/", "baseline/"): v for k, v in bres.items()})
             out.update({f"baseline/{k}": v for k, v in _text_stats(base_texts, btok).items()})
-            diff = [a - b for a, b in zip(g, base_g)]
-            win = [1.0 if a > b else 0.5 if a == b else 0.0 for a, b in zip(g, base_g)]
-            for name, vals in (("gold_gain", diff), ("win_rate", win)):
-                m, lo, hi = mean_ci95(vals)
-                out.update({f"eval/{name}": m, f"eval/{name}_ci95_low": lo, f"eval/{name}_ci95_high": hi})
-            bm = out["baseline/gold_mean"]
-            out["eval/gold_gain_pct"] = 100 * out["eval/gold_gain"] / abs(bm) if bm else math.nan
+            if g is not None:
+                out.update(_paired(g, base_g, "gold"))
+                bm = out["baseline/gold_mean"]
+                out["eval/gold_gain_pct"] = 100 * out["eval/gold_gain"] / abs(bm) if bm else math.nan
             t0 = time.perf_counter()
             kl = [a - b for a, b in zip(response_logprobs(policy, tok, prompts, texts, temperature=cfg.temperature),
                                         response_logprobs(bmodel, btok, prompts, texts, temperature=cfg.temperature))]
@@ -169,13 +185,19 @@ def run(cfg) -> Path:
             if base_texts is not None:
                 base_rm = rm(prompts, base_texts)
                 out["baseline/rm_mean"] = mean_ci95(base_rm)[0]
+                if g is None:  # no gold: gain and win rate by the learned RM, named as such (a proxy)
+                    out.update(_paired(rm_scores, base_rm, "rm"))
         from edgerlhf.data.formatting import last_message
 
         records = []
         for i, p in enumerate(prompts):
-            rec = {"prompt": last_message(p), "response": texts[i], "gold": g[i]}
+            rec = {"prompt": last_message(p), "response": texts[i]}
+            if g is not None:
+                rec["gold"] = g[i]
             if base_texts is not None:
-                rec.update(baseline_response=base_texts[i], baseline_gold=base_g[i])
+                rec["baseline_response"] = base_texts[i]
+                if g is not None:
+                    rec["baseline_gold"] = base_g[i]
             if rm_scores is not None:
                 rec["rm"] = rm_scores[i]
                 if base_rm is not None:
@@ -193,11 +215,31 @@ def run(cfg) -> Path:
         raise
 
 
+def _paired(a: list[float], b: list[float], name: str) -> dict:
+    """Gain of ``a`` over ``b`` and win rate (a tie counts 1/2), each with a paired 95% CI over prompts."""
+    out = {}
+    diff = [x - y for x, y in zip(a, b)]
+    win = [1.0 if x > y else 0.5 if x == y else 0.0 for x, y in zip(a, b)]
+    for key, vals in ((f"{name}_gain", diff), ("win_rate" if name == "gold" else f"{name}_win_rate", win)):
+        m, lo, hi = mean_ci95(vals)
+        out.update({f"eval/{key}": m, f"eval/{key}_ci95_low": lo, f"eval/{key}_ci95_high": hi})
+    return out
+
+
 def _print(o: dict) -> None:
-    print(f"\n[eval] {o['policy']} on {o['prompts']} held-out prompts")
-    print(f"  gold mean      {o['eval/gold_mean']:+.3f}  (95% CI {o['eval/gold_ci95_low']:+.3f} .. {o['eval/gold_ci95_high']:+.3f})")
+    print(f"\n[eval] {o['policy']} on {o['prompts']} held-out prompts ({o.get('prompts_source', 'built-in')})")
+    if "eval/gold_mean" in o:
+        print(f"  gold mean      {o['eval/gold_mean']:+.3f}  (95% CI {o['eval/gold_ci95_low']:+.3f} .. "
+              f"{o['eval/gold_ci95_high']:+.3f}; gold: {o.get('gold', 'vader')})")
+    else:
+        print("  no gold (gold=none): the learned RM below is a proxy, not ground truth")
     if "eval/rm_mean" in o:
         print(f"  learned RM     {o['eval/rm_mean']:+.3f}  ({o['reward']})")
+    if "eval/rm_gain" in o:
+        print(f"  RM gain        {o['eval/rm_gain']:+.3f}  (paired 95% CI {o['eval/rm_gain_ci95_low']:+.3f} .. "
+              f"{o['eval/rm_gain_ci95_high']:+.3f}); RM win rate {o['eval/rm_win_rate']:.3f}")
+    if "eval/kl" in o and "eval/gold_gain" not in o:
+        print(f"  KL to baseline {o['eval/kl']:.2f} nats per response")
     if "eval/gold_gain" in o:
         print(f"  baseline       {o['baseline']}: gold {o['baseline/gold_mean']:+.3f}")
         print(f"  gold gain      {o['eval/gold_gain']:+.3f}  (paired 95% CI {o['eval/gold_gain_ci95_low']:+.3f} .. "

@@ -78,15 +78,10 @@ def load_prompts(cfg: OnlineRLConfig) -> list:
         from edgerlhf.data.task import build_task
 
         prompts = [r["prompt"] for r in build_task()["train"]]
-    else:
-        from edgerlhf.data.loaders import DataError, read_rows
+    else:  # any file the loaders read: prompt-only, SFT or preference rows (their prompt part)
+        from edgerlhf.data.loaders import load_prompt_rows
 
-        prompts = []
-        for loc, row in read_rows(cfg.prompts):
-            p = row.get("prompt")
-            if not (isinstance(p, str) and p.strip()) and not (isinstance(p, list) and p):
-                raise DataError(loc, "needs a non-empty `prompt` (a string or a list of chat messages)")
-            prompts.append(p)
+        prompts, _ = load_prompt_rows(cfg.prompts)
     if cfg.max_prompts:
         prompts = prompts[: cfg.max_prompts]
     if not prompts:
