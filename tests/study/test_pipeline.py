@@ -60,3 +60,31 @@ def test_cli_rejects_bad_seed_lists(capsys):
 
     assert main(["run", "--preset", "smoke", "--seeds", "1,x"]) == 2
     assert "--seeds '1,x'" in capsys.readouterr().err
+
+
+def test_a_stage_made_by_an_older_edgerlhf_is_found_by_its_settings(tmp_path):
+    """Another key formula, or a config saved before a setting existed (it counts as its default), or inputs
+    that pointed into the study from another place: the same settings are the same stage."""
+    import yaml
+
+    from edgerlhf.config import SFTConfig, load_config, to_dict
+    from edgerlhf.study.pipeline import _equivalent
+
+    study = tmp_path / "study"
+    (study / "prefs-0000000000").mkdir(parents=True)
+    data = study / "prefs-0000000000" / "d.jsonl"
+    data.write_text('{"prompt": "a", "completion": "b"}\n')
+    cfg = load_config(SFTConfig, overrides={"model": "tiny", "output_dir": str(study), "dataset": str(data)})
+    old = study / "sft-0123456789"
+    old.mkdir()
+    saved = to_dict(cfg)
+    saved.pop("gold_eval_prompts")  # a setting this old run predates, at its default now
+    saved["dataset"] = "/somewhere/else/study/prefs-0000000000/d.jsonl"  # the study was elsewhere then
+    (old / "config.yaml").write_text(yaml.safe_dump(saved))
+    assert _equivalent(study, "sft", cfg) is None  # not finished: never reused
+    (old / "status").write_text("finished\n")
+    assert _equivalent(study, "sft", cfg) == old
+    other = load_config(SFTConfig, overrides={"model": "tiny", "output_dir": str(study), "dataset": str(data),
+                                              "learning_rate": 1e-3})
+    assert _equivalent(study, "sft", other) is None  # a changed setting is another stage
+    assert _equivalent(study, "sft-x", cfg) is None  # and only folders of the label count

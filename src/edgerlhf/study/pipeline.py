@@ -56,6 +56,44 @@ class StageRecord:
     summary: dict = field(default_factory=dict)
 
 
+def _comparable(v, study: Path):
+    """A setting as the equivalence check compares it: a path to a folder of this study by that folder's name
+    (the study may have moved since), lists item by item, everything else as is."""
+    if isinstance(v, list):
+        return [_comparable(x, study) for x in v]
+    if isinstance(v, str) and ("/" in v or "\\" in v):
+        p = Path(v)
+        parts = p.parts
+        for i in range(len(parts)):  # the first component that is a folder of this study, and what follows
+            if parts[i] in (p.anchor, "..", ".") or not parts[i]:
+                continue
+            if (study / parts[i]).is_dir() and (study / Path(*parts[i:])).exists():
+                return "<study>/" + Path(*parts[i:]).as_posix()
+    return v
+
+
+def _equivalent(study: Path, label: str, cfg) -> Path | None:
+    """A finished ``<label>-<key>`` folder whose saved config has the same settings as ``cfg``, whatever its key:
+    studies made by an older EdgeRLHF (other key formula, or before a setting existed: a setting its config
+    lacks counts as its default) are reused, not redone."""
+    import re
+    from dataclasses import MISSING, fields
+
+    import yaml
+
+    defaults = {f.name: f.default if f.default is not MISSING else f.default_factory() for f in fields(cfg)
+                if f.default is not MISSING or f.default_factory is not MISSING}
+    want = {k: _comparable(v, study) for k, v in to_dict(cfg).items() if k not in VOLATILE}
+    pattern = re.compile(re.escape(label) + r"-[0-9a-f]{10}")
+    for cand in sorted(study.glob(f"{label}-*")):
+        if not pattern.fullmatch(cand.name) or _status(cand) != "finished" or not (cand / "config.yaml").is_file():
+            continue
+        saved = yaml.safe_load((cand / "config.yaml").read_text()) or {}
+        if all(_comparable(saved.get(k, defaults.get(k)), study) == v for k, v in want.items()):
+            return cand
+    return None
+
+
 def _status(path: Path) -> str:
     f = path / "status"
     return f.read_text().strip() if f.is_file() else ""
@@ -80,9 +118,10 @@ def run_stage(study: Path, stage: str, label: str, overrides: dict, *, isolate: 
     cfg = from_dict(STAGE_CONFIGS[stage], {**raw, "output_dir": str(study)}, f"study stage {label}")
     name = f"{label}-{config_key(cfg, study)}"
     path = study / name
-    legacy = study / f"{label}-{config_key(cfg)}"  # studies made before keys were relative to the study folder
-    if _status(path) != "finished" and _status(legacy) == "finished":
-        name, path = legacy.name, legacy
+    if _status(path) != "finished":  # a folder of the same settings under another key (older EdgeRLHF)?
+        same = _equivalent(study, label, cfg)
+        if same is not None:
+            name, path = same.name, same
     if _status(path) == "finished":
         log(f"[run] {label}: reusing {path} (finished, same config)")
         return StageRecord(stage, label, path, True, 0.0, json.loads((path / "summary.json").read_text()))
