@@ -30,7 +30,7 @@ def gold_eval(model, tok, prompts: list, *, temperature: float = 0.7, max_new_to
     texts, n_tokens = generate(model, tok, prompts, max_new_tokens=max_new_tokens, temperature=temperature,
                                batch_size=batch_size, progress=progress, desc="eval samples")
     dt = time.perf_counter() - t0
-    out = {"eval/mean_tokens": n_tokens / max(len(texts), 1), "timing/gold_eval_s": dt,
+    out = {"eval/mean_tokens": n_tokens / max(len(texts), 1), "timing/sample_s": dt,
            "eval/gen_tokens_per_s": n_tokens / dt, "responses": texts, "gold": None}
     if gold is _VADER:
         gold = GoldScorer()

@@ -217,7 +217,8 @@ def _charts(study: Path, arms: dict[str, list[Run]], stages: list, rm_eval_summa
     ax.set_yticks(range(len(arms)), list(arms))
     ax.invert_yaxis()
     ax.axvline(0, color="grey", linewidth=0.8)
-    ax.set(title="gold gain over SFT: each seed (dots), mean and 95% interval over seeds and prompts", xlabel="gold gain")
+    ax.set_title("gold gain over SFT: seeds (dots), mean and 95% interval (seeds, prompts)", fontsize=10)
+    ax.set(xlabel="gold gain")
     ax.grid(axis="x", alpha=0.3)
     made.append(_save(fig, out / "seeds.png", "Gold gain over SFT per configuration: seeds and the hierarchical interval"))
 
@@ -293,6 +294,10 @@ def _comparisons(arms: dict[str, list[Run]], names: dict[str, tuple[str, str]]) 
     return out
 
 
+def _p(p: float) -> str:
+    return f"{p:.3f}" if p >= 0.001 else "< 0.001"
+
+
 def _verdict(row: dict) -> str:
     """A difference is claimed only when the Holm-corrected bootstrap p is below 0.05 *and*, with several seeds,
     the t interval over seeds excludes 0: a bootstrap over 2-5 seeds sees few distinct resamples and is
@@ -302,9 +307,9 @@ def _verdict(row: dict) -> str:
     if row["p_holm"] < 0.05 and (n < 2 or t_excludes):
         where = " over prompts (one seed: RL variance not measured)" if n < 2 else ""
         return (f"{row['a']} {'better' if c.diff > 0 else 'worse'} than {row['b']}{where} "
-                f"(Holm-adjusted p {row['p_holm']:.3f})")
+                f"(Holm-adjusted p {_p(row['p_holm'])})")
     if row["p_holm"] < 0.05:
-        return (f"undecided: the bootstrap over seeds and prompts excludes 0 (Holm p {row['p_holm']:.3f}) but the "
+        return (f"undecided: the bootstrap over seeds and prompts excludes 0 (Holm p {_p(row['p_holm'])}) but the "
                 f"t interval over {n} seeds does not")
     if n < 2:
         return "no difference found over prompts; one seed: RL variance not measured"
@@ -392,8 +397,8 @@ def write_report(study: Path, *, sft, rm_eval, runs: dict, base_seed: int) -> Pa
                Derived(_iv(cm.seeds), "Student-t 95% over per-seed differences", ins),
                Derived(_iv(cm.both), "hierarchical bootstrap 95% of the paired difference", ins),
                Derived(f"{cm.p_improvement:.2f}", "P(a > b) on paired prompts", ins),
-               Derived(f"{cm.p_value:.3f}", "two-sided bootstrap p", ins),
-               Derived(f"{r['p_holm']:.3f}", "Holm across the table", ins),
+               Derived(_p(cm.p_value), "two-sided bootstrap p (floored at 1 / 4000 draws)", ins),
+               Derived(_p(r["p_holm"]), "Holm across the table", ins),
                Derived(_fmt(r["mde"], "{:.3f}"), "(t(.975,n-1) + t(.8,n-1)) s_diff / sqrt(n) over seeds", ins),
                _verdict(r)])
     verdicts = _verdict_sentences(rows, n_seeds)
