@@ -225,6 +225,7 @@ class SFTConfig(LoraMixin, TrainMixin, BaseConfig):
 
     dataset: str = opt("builtin", "'builtin' (the embedded review task), a .jsonl/.json/.csv file with prompt/completion or messages, or 'hf:<hub id>' when online")
     eval_dataset: str = opt("", "evaluation file (same formats); empty: the built-in task's held-out prompts, or a split of `dataset`")
+    sft_from: str = opt("", "'chosen': `dataset` (and `eval_dataset`) are preference files (prompt/chosen/rejected or HH-RLHF transcripts) and SFT learns each pair's prompt -> chosen response, as the original HH setup did; empty: SFT rows")
     max_train_samples: int = opt(0, "use at most this many training rows (0: all)")
     max_eval_samples: int = opt(64, "held-out rows for eval loss (0: all)")
     max_length: int = opt(128, "truncate prompt+completion to this many tokens")
@@ -236,6 +237,10 @@ class SFTConfig(LoraMixin, TrainMixin, BaseConfig):
     def check(self) -> list[str]:
         errs = super().check() + self.check_train() + self.check_lora()
         errs += _check_dataset(self.dataset, "dataset")
+        if self.sft_from not in ("", "chosen"):
+            errs.append(f"sft_from={self.sft_from!r}: use 'chosen' (a preference file's chosen side) or leave it empty")
+        elif self.sft_from and self.dataset == "builtin":
+            errs.append("sft_from=chosen needs `dataset` to be a preference file (the built-in task has SFT rows)")
         if self.gold_eval_prompts < 0:
             errs.append(f"gold_eval_prompts={self.gold_eval_prompts} must be >= 0")
         if self.eval_dataset:

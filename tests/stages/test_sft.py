@@ -109,3 +109,29 @@ def test_prompt_too_long_for_the_template_names_the_row(tmp_path):
     with pytest.raises(DataError, match=r"long.jsonl, the row whose prompt starts 'overlong overlong.*max_length"):
         sft.run(_cfg(tmp_path, f, max_length=36))
     assert not (tmp_path / "runs").exists()
+
+
+def test_sft_from_the_chosen_side_of_hh_transcripts(tmp_path):
+    """`sft_from=chosen`: a preference file (here HH-RLHF transcripts) gives prompt -> chosen rows; the prompt
+    is the user / assistant message list, so the model's chat template applies."""
+    rows = [{"chosen": f"\n\nHuman: Name fruit {i}.\n\nAssistant: Apple number {i}.",
+             "rejected": f"\n\nHuman: Name fruit {i}.\n\nAssistant: No."} for i in range(24)]
+    hh = tmp_path / "hh.jsonl"
+    hh.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    cfg = _cfg(tmp_path, hh, sft_from="chosen", max_steps=2)
+    from edgerlhf.models.loading import load_tokenizer
+
+    train, held, skipped = sft.load_rows(cfg, load_tokenizer("tiny"))
+    assert skipped == 0 and len(train) + len(held) == 24
+    assert all(r["prompt"][-1]["role"] == "user" and r["completion"][0]["content"].startswith("Apple") for r in train)
+    run = sft.run(cfg)
+    assert (run / "status").read_text().strip() == "finished"
+    with pytest.raises(ConfigError, match="sft_from='rejected'"):
+        _cfg(tmp_path, hh, sft_from="rejected")
+    from edgerlhf.data.loaders import DataError
+
+    plain = tmp_path / "sft.jsonl"
+    plain.write_text('{"prompt": "hi", "completion": "ok"}\n')
+    with pytest.raises(DataError, match=r"sft.jsonl, line 1: field 'chosen' is missing"):
+        sft.run(_cfg(tmp_path, plain, sft_from="chosen", run_name="x"))
+    assert not (tmp_path / "runs" / "x").exists()

@@ -27,7 +27,13 @@ from edgerlhf.tracking.run import atomic_write_dir
 
 def load_rows(cfg: SFTConfig, tok) -> tuple[list[dict], list[dict], int]:
     """Training and held-out rows (validated before any run folder exists)."""
-    from edgerlhf.data.loaders import load_sft_rows
+    from edgerlhf.data.loaders import load_preference_rows, load_sft_rows
+
+    def load(source: str):
+        if cfg.sft_from == "chosen":  # a preference file: prompt -> chosen response
+            rows, bad = load_preference_rows(source, tokenizer=tok, max_length=cfg.max_length)
+            return [{"prompt": r["prompt"], "completion": r["chosen"]} for r in rows], bad
+        return load_sft_rows(source, tokenizer=tok, max_length=cfg.max_length)
 
     if cfg.dataset == "builtin":
         from edgerlhf.data.task import build_task
@@ -35,10 +41,10 @@ def load_rows(cfg: SFTConfig, tok) -> tuple[list[dict], list[dict], int]:
         task = build_task()  # the task is fixed; cfg.seed only shuffles the training order
         train, held_out, skipped = task["train"], task["eval"], 0
     else:
-        train, skipped = load_sft_rows(cfg.dataset, tokenizer=tok, max_length=cfg.max_length)
+        train, skipped = load(cfg.dataset)
         held_out = []
     if cfg.eval_dataset:
-        held_out, _ = load_sft_rows(cfg.eval_dataset, tokenizer=tok, max_length=cfg.max_length)
+        held_out, _ = load(cfg.eval_dataset)
     elif not held_out:  # hold out 5% (at least 1 row) of a user file, by row
         rng = random.Random(cfg.seed)
         train = list(train)
