@@ -108,7 +108,7 @@ def run_eval(cfg: EvalConfig):
 
 def run_study(preset: str = "quick", *, precisions: list | None = None, model: str | None = None, seed: int = 42,
               seeds: list | None = None, algorithms: list | str | None = None, rm_per_seed: bool = False,
-              out=None, device: str = "auto", progress: bool = True, report_to: list | None = None,
+              task=None, out=None, device: str = "auto", progress: bool = True, report_to: list | None = None,
               isolate: bool = True):
     """The whole study: SFT -> prefs -> RM -> rm-eval -> each arm (algorithm x RM precision) per seed -> eval
     -> report.
@@ -117,13 +117,14 @@ def run_study(preset: str = "quick", *, precisions: list | None = None, model: s
     on a GPU; ``algorithms`` (default ``["ppo"]``): ppo, grpo, rloo, dpo, an RM-based one optionally with its
     own precisions (``"grpo@fp32"``); ``seeds`` (default ``[seed]``) replicate every arm's training over one
     SFT policy and RM made with ``seed``, which also seeds every evaluation (comparisons paired by prompt);
-    ``rm_per_seed`` also retrains the RM per seed. ``out`` defaults to ``studies/<preset>-<model>-seed<seed>``;
+    ``rm_per_seed`` also retrains the RM per seed; ``task`` names a task file (data, gold, response length;
+    checked whole before anything is written). ``out`` defaults to ``studies/<preset>-<model>-seed<seed>``;
     ``isolate`` runs each stage in its own process (its peak memory its own). Finished stages are reused.
     Returns the study folder (``report.md``, ``report.html``, ``report.json``, one run folder per stage)."""
     from edgerlhf.study.pipeline import run_study as run
 
     return run(preset, precisions=precisions, model=model, seed=seed, seeds=seeds, algorithms=algorithms,
-               rm_per_seed=rm_per_seed, out=out, device=device, progress=progress, report_to=report_to,
+               rm_per_seed=rm_per_seed, task=task, out=out, device=device, progress=progress, report_to=report_to,
                isolate=isolate)
 
 

@@ -17,6 +17,7 @@ def _stage_parser(sub, stage: str, help_text: str, positional: tuple[str, str] |
         p.add_argument(positional[0], nargs="?", help=positional[1])
     p.add_argument("--config", "-c", help="YAML file of config keys")
     p.add_argument("--preset", choices=sorted(PRESETS.get(stage, {})), help="named settings applied before --config")
+    p.add_argument("--task", help="task file (YAML): data, gold, response length (same as task=FILE); 'builtin' is the shipped default")
     p.add_argument("--help-config", action="store_true", help="list every config key with its default and help")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. learning_rate=1e-4")
     return p
@@ -33,7 +34,8 @@ def _load(stage: str, args) -> object:
             from edgerlhf.stages.online import resume_base
 
             base = {**resume_base(str(resume)), **base}
-    return load_config(cls, args.config, args.overrides, base=base)
+    overrides = list(args.overrides) + ([f"task={args.task}"] if args.task else [])
+    return load_config(cls, args.config, overrides, base=base)
 
 
 def _int_list(text: str | None, flag: str) -> list[int] | None:
@@ -80,7 +82,10 @@ def main(argv: list[str] | None = None) -> int:
                                                        "its own precisions, e.g. ppo,grpo@fp32,dpo (default: ppo)")
     p.add_argument("--rm-per-seed", action="store_true", help="also retrain the reward model with each seed (the "
                                                               "precision question's other source of variance)")
-    p.add_argument("--out", help="study folder (default: studies/<preset>-<model>-seed<seed>; rerun to reuse)")
+    p.add_argument("--task", help="task file (YAML) naming SFT data, preference pairs or prompts to sample them for, "
+                                  "RL and evaluation prompts, the gold scorer and the response length (README: "
+                                  "'Your own task'); default: the built-in review task")
+    p.add_argument("--out", help="study folder (default: studies/<preset>[-<task>]-<model>-seed<seed>; rerun to reuse)")
     p.add_argument("--device", default="auto")
     p.add_argument("--report-to", default="tensorboard", help="comma-separated: none | tensorboard | mlflow | wandb")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -118,7 +123,8 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 run_study(args.preset, precisions=args.precisions.split(",") if args.precisions else None,
                           model=args.model, seed=args.seed, seeds=_int_list(args.seeds, "--seeds"),
-                          algorithms=args.algorithms, rm_per_seed=args.rm_per_seed, out=args.out, device=args.device,
+                          algorithms=args.algorithms, rm_per_seed=args.rm_per_seed, task=args.task, out=args.out,
+                          device=args.device,
                           progress=not args.no_progress, report_to=args.report_to.split(","))
             return 0
         if args.command == "runs":

@@ -106,6 +106,7 @@ class BaseConfig:
     dtype: str = opt("auto", "compute dtype: auto (fp32 on CPU, bf16 on a GPU that supports it) | fp32 | bf16 | fp16")
     report_to: list = opt(["tensorboard"], "metric sinks besides metrics.jsonl: none | tensorboard | mlflow | wandb (a list)")
     progress: bool = opt(True, "show progress bars")
+    task: str = opt("", "a task file (YAML) naming the data, gold and response length (README: 'Your own task'; 'builtin': the shipped default); its settings come before presets, the config file and key=value overrides")
 
     # -- validation --------------------------------------------------------------------------------
     def check(self) -> list[str]:
@@ -125,6 +126,40 @@ class BaseConfig:
                 and not Path(m).expanduser().exists():
             errs.append(f"model={m!r}: no such local folder (use 'default', 'tiny', a hub id or an existing folder)")
         return errs
+
+
+@dataclass
+class GoldMixin:
+    """The gold scorer: the yardstick a stage is judged by (never trained on)."""
+
+    gold: str = opt("vader", "gold scorer: vader | none (no gold: gain and win rate come from the learned RM, a proxy) | module:function | path/to/file.py:function (called as f(prompts, responses) -> list of floats) | a reward run folder (an independent RM as the gold)")
+
+    def check_gold(self) -> list[str]:
+        from edgerlhf.rewards.gold import check_gold
+
+        return check_gold(self.gold)
+
+
+@dataclass
+class GoldEvalMixin(GoldMixin):
+    """The gold evaluation a training stage runs on held-out prompts after training."""
+
+    eval_prompts: str = opt("", "held-out prompts of the gold evaluation after training: empty = the built-in task's (when training on it; otherwise none is run), or a file any loader reads")
+    gold_eval_prompts: int = opt(128, "held-out prompts sampled once after training (temperature 0.7) and scored by the gold scorer, with a 95% CI; 0 disables")
+
+    def check_gold_eval(self) -> list[str]:
+        errs = []
+        if self.gold_eval_prompts < 0:
+            errs.append(f"gold_eval_prompts={self.gold_eval_prompts} must be >= 0")
+        if self.eval_prompts:
+            errs += _check_dataset(self.eval_prompts, "eval_prompts")
+        return errs
+
+    def gold_eval_source(self, trains_on_builtin: bool) -> str | None:
+        """Where the after-training gold evaluation's prompts come from: a file, 'builtin', or None (not run)."""
+        if not self.gold_eval_prompts or self.gold == "none":
+            return None
+        return self.eval_prompts or ("builtin" if trains_on_builtin else None)
 
 
 @dataclass
@@ -218,7 +253,7 @@ def _check_dataset(value: str, key: str) -> list[str]:
 
 
 @dataclass
-class SFTConfig(LoraMixin, TrainMixin, BaseConfig):
+class SFTConfig(GoldEvalMixin, LoraMixin, TrainMixin, BaseConfig):
     """Supervised fine-tuning: teaches the base model the task's format."""
 
     stage: ClassVar[str] = "sft"
@@ -231,18 +266,16 @@ class SFTConfig(LoraMixin, TrainMixin, BaseConfig):
     max_length: int = opt(128, "truncate prompt+completion to this many tokens")
     learning_rate: float = opt(2e-4, "peak learning rate (AdamW); LoRA wants ~1e-4..5e-4, full fine-tuning ~1e-5")
     sample_prompts: int = opt(2, "prompts decoded before and after training (and at each evaluation)")
-    sample_max_new_tokens: int = opt(48, "new tokens per decoded sample")
-    gold_eval_prompts: int = opt(128, "built-in task only: held-out prompts sampled once after training (temperature 0.7, 48 tokens) and scored by the gold scorer, reported with a 95% CI; 0 disables")
+    sample_max_new_tokens: int = opt(48, "new tokens per decoded sample and per gold-evaluation response")
 
     def check(self) -> list[str]:
-        errs = super().check() + self.check_train() + self.check_lora()
+        errs = super().check() + self.check_train() + self.check_lora() + self.check_gold_eval()
+        errs += self.check_gold() if self.gold_eval_prompts else []  # SFT uses its gold only there
         errs += _check_dataset(self.dataset, "dataset")
         if self.sft_from not in ("", "chosen"):
             errs.append(f"sft_from={self.sft_from!r}: use 'chosen' (a preference file's chosen side) or leave it empty")
         elif self.sft_from and self.dataset == "builtin":
             errs.append("sft_from=chosen needs `dataset` to be a preference file (the built-in task has SFT rows)")
-        if self.gold_eval_prompts < 0:
-            errs.append(f"gold_eval_prompts={self.gold_eval_prompts} must be >= 0")
         if self.eval_dataset:
             errs += _check_dataset(self.eval_dataset, "eval_dataset")
         if self.max_length < 8:
@@ -256,14 +289,16 @@ class SFTConfig(LoraMixin, TrainMixin, BaseConfig):
 
 
 @dataclass
-class PrefsConfig(BaseConfig):
+class PrefsConfig(GoldMixin, BaseConfig):
     """Preference pairs: sampled from a policy and labelled by the gold scorer, or read from a file."""
 
     stage: ClassVar[str] = "prefs"
 
     policy: str = opt("", "SFT run folder (or its adapter/) to sample from; empty: sample from `model` itself")
     dataset: str = opt("generate", "'generate' (sample k responses per built-in prompt, label with the gold scorer) or a preference file (.jsonl/.json/.csv: prompt/chosen/rejected or HH-RLHF transcripts) or 'hf:<hub id>'")
-    num_prompts: int = opt(300, "built-in training prompts to sample (generate only)")
+    prompts: str = opt("builtin", "generate only: the prompts to sample pairs for: 'builtin' (the task's training prompts) or any file the loaders read (prompt-only, SFT or preference rows: their prompt part)")
+    gold: str = opt("auto", "scores that label generated pairs (and, for a preference file, are recorded beside each pair as gold_chosen / gold_rejected): auto (vader when generating, none for a file) | vader | none | module:function | path/to/file.py:function | a reward run folder")
+    num_prompts: int = opt(300, "prompts to sample (generate only; from a prompts file: at most this many)")
     samples_per_prompt: int = opt(4, "k responses per prompt; every pair of them is a candidate (k=4 gives 6)")
     temperature: float = opt(1.0, "sampling temperature")
     top_k: int = opt(0, "top-k sampling (0: off)")
@@ -279,8 +314,15 @@ class PrefsConfig(BaseConfig):
 
     def check(self) -> list[str]:
         errs = super().check()
+        if self.gold != "auto":
+            errs += self.check_gold()
         if self.dataset != "generate":
             errs += _check_dataset(self.dataset, "dataset")
+        elif self.gold == "none":
+            errs.append("gold=none: generated pairs are labelled by the gold scorer; name one (vader, module:function, "
+                        "a reward run folder) or give a preference file as `dataset`")
+        if self.prompts != "builtin":
+            errs += _check_dataset(self.prompts, "prompts")
         if self.policy and not Path(self.policy).expanduser().exists():
             errs.append(f"policy={self.policy!r}: no such run folder (pass the SFT run folder or leave empty)")
         for k in ("num_prompts", "max_new_tokens", "rollout_batch_size", "max_length"):
@@ -430,7 +472,7 @@ class RMEvalConfig(BaseConfig):
 
 
 @dataclass
-class OnlineRLConfig(LoraMixin, OptimMixin, BaseConfig):
+class OnlineRLConfig(GoldEvalMixin, LoraMixin, OptimMixin, BaseConfig):
     """Fields every online-RL algorithm shares (PPO, GRPO, RLOO): one base model in memory, the policy a
     LoRA adapter on it, the reference that base with the adapter disabled (the SFT change is merged in), the
     reward model separate at the precision chosen (or any callable). Each algorithm's config adds only its own."""
@@ -439,7 +481,8 @@ class OnlineRLConfig(LoraMixin, OptimMixin, BaseConfig):
     # config keys that may change when a run is resumed (everything else must match the stored config)
     RESUMABLE: ClassVar[frozenset] = frozenset({
         "resume", "max_steps", "total_episodes", "progress", "save_steps", "save_total_limit", "report_to",
-        "gold_eval_prompts", "sample_every", "run_name", "output_dir", "max_bad_steps", "lean_update"})
+        "gold_eval_prompts", "eval_prompts", "sample_every", "run_name", "output_dir", "max_bad_steps", "lean_update",
+        "task"})
     # this stage's names for what other tools (or the other algorithms) call differently
     RENAMED: ClassVar[dict] = {
         "max_completion_length": ("response_length", "TRL's `max_completion_length` is `response_length` here"),
@@ -478,7 +521,6 @@ class OnlineRLConfig(LoraMixin, OptimMixin, BaseConfig):
     save_total_limit: int = opt(2, "keep this many newest checkpoints")
     resume: str = opt("", "continue a run: its run folder (latest checkpoint) or one checkpoint folder; the run continues in that folder")
     max_bad_steps: int = opt(3, "stop after this many consecutive steps with NaN/inf in rewards, loss or gradients (each is skipped)")
-    gold_eval_prompts: int = opt(128, "built-in task only: held-out prompts sampled after training and scored by the gold scorer (95% CI); 0 disables")
     sample_every: int = opt(1, "log one decoded rollout with its rewards every N steps")
 
     # -- what the engine reads; each algorithm's config maps its own key names onto these --------------
@@ -497,7 +539,7 @@ class OnlineRLConfig(LoraMixin, OptimMixin, BaseConfig):
     def check(self) -> list[str]:
         from edgerlhf.models.precision import check_precision
 
-        errs = super().check() + self.check_lora() + self.check_optim()
+        errs = super().check() + self.check_lora() + self.check_optim() + self.check_gold() + self.check_gold_eval()
         if not self.lora:
             errs.append(f"lora=false: {self.stage} here trains a LoRA adapter on a shared base (the reference is that base); set lora=true")
         if self.reward and not Path(self.reward).expanduser().exists():
@@ -518,7 +560,7 @@ class OnlineRLConfig(LoraMixin, OptimMixin, BaseConfig):
                   "max_bad_steps", "save_total_limit", "sample_every"):
             if getattr(self, k) <= 0:
                 errs.append(f"{k}={getattr(self, k)} must be a positive integer")
-        for k in ("max_prompts", "total_episodes", "save_steps", "top_k", "gold_eval_prompts"):
+        for k in ("max_prompts", "total_episodes", "save_steps", "top_k"):
             if getattr(self, k) < 0:
                 errs.append(f"{k}={getattr(self, k)} must be >= 0")
         if self.total_episodes == 0 and self.max_steps <= 0:
@@ -689,7 +731,7 @@ class RLOOConfig(_GroupConfig):
 
 
 @dataclass
-class EvalConfig(BaseConfig):
+class EvalConfig(GoldMixin, BaseConfig):
     """Evaluate a policy on held-out prompts against a baseline (by default its own SFT policy)."""
 
     stage: ClassVar[str] = "eval"
@@ -700,7 +742,6 @@ class EvalConfig(BaseConfig):
     reward_precision: str = opt("", "precision of `reward` (empty: the one the RL run used, else fp32)")
     num_prompts: int = opt(128, "held-out prompts: the first N of `prompts`")
     prompts: str = opt("", "evaluation prompts: empty = the built-in task's held-out prompts; or a file any loader reads (.jsonl/.json/.csv: prompt-only, SFT or preference rows, HH-RLHF transcripts; their prompt part)")
-    gold: str = opt("vader", "gold scorer: vader | none (no gold: gain and win rate come from the learned RM, a proxy) | module:function | path/to/file.py:function | a reward run folder (an independent RM as the gold)")
     temperature: float = opt(0.7, "sampling temperature")
     max_new_tokens: int = opt(48, "new tokens per response")
     batch_size: int = opt(64, "prompts per generate call")
@@ -713,9 +754,7 @@ class EvalConfig(BaseConfig):
             errs.append("policy is required: a PPO or SFT run folder")
         elif not Path(self.policy).expanduser().exists():
             errs.append(f"policy={self.policy!r}: no such folder")
-        from edgerlhf.rewards.gold import check_gold
-
-        errs += check_gold(self.gold)
+        errs += self.check_gold()
         if self.prompts and not self.prompts.startswith("hf:") and not Path(self.prompts).expanduser().is_file():
             errs.append(f"prompts={self.prompts!r}: no such file (or leave it empty for the built-in held-out prompts)")
         if self.baseline_eval and not (Path(self.baseline_eval).expanduser() / "responses.jsonl").is_file():
@@ -860,6 +899,11 @@ def from_dict(cls: type[BaseConfig], raw: dict, source: str = "config") -> BaseC
     types_ = _field_types(cls)
     errs, kwargs = [], {}
     raw = dict(raw)
+    if raw.get("task"):  # a task file's settings come first: everything given here overrides them
+        from edgerlhf.data.taskfile import load_task, stage_settings
+
+        task = load_task(str(raw["task"]))  # every problem with the task file, in one ConfigError
+        raw = {**stage_settings(task, cls), **raw, "task": task.path}
     stage = raw.pop("stage", cls.stage)  # a dumped config.yaml carries its stage
     if stage != cls.stage:
         errs.append(f"this config is for stage {stage!r}, not {cls.stage!r}")

@@ -2,7 +2,9 @@
 the study. Pure data: this module imports nothing of EdgeRLHF's.
 """
 
-# Presets: named sets of overrides, applied before the YAML file and the key=value overrides.
+# Presets: named sets of overrides, applied before the YAML file and the key=value overrides (and after a task
+# file's settings). They set budgets, not the task: the response length a task names is not overridden by the
+# quick / full presets (the smoke budget does shorten it).
 STAGE_PRESETS: dict[str, dict[str, dict]] = {
     "sft": {
         # the demo: SmolLM2-135M on the built-in review task, a few minutes on 2 CPU cores
@@ -24,10 +26,10 @@ STAGE_PRESETS: dict[str, dict[str, dict]] = {
         # response length and diversity near the SFT policy's.
         "quick": {"num_rollouts_per_step": 32, "rollout_batch_size": 32, "mini_batch_size": 8,
                   "gradient_accumulation_steps": 1, "num_ppo_epochs": 2, "learning_rate": 2e-4, "kl_coef": 0.05,
-                  "lora_layers": 10, "max_steps": 8, "response_length": 48, "temperature": 0.7},
+                  "lora_layers": 10, "max_steps": 8, "temperature": 0.7},
         "full": {"num_rollouts_per_step": 32, "rollout_batch_size": 32, "mini_batch_size": 8,
                  "gradient_accumulation_steps": 1, "num_ppo_epochs": 2, "learning_rate": 1e-4, "kl_coef": 0.1,
-                 "lora_layers": 10, "total_episodes": 2048, "response_length": 48, "temperature": 0.7,
+                 "lora_layers": 10, "total_episodes": 2048, "temperature": 0.7,
                  "save_steps": 8},
     },
     # The value-free methods at PPO's episode budget and batch shapes (quick: 8 steps x 32 episodes = 256,
@@ -37,18 +39,18 @@ STAGE_PRESETS: dict[str, dict[str, dict]] = {
     "grpo": {
         "quick": {"num_rollouts_per_step": 32, "num_generations": 4, "rollout_batch_size": 32, "mini_batch_size": 8,
                   "gradient_accumulation_steps": 1, "num_iterations": 2, "learning_rate": 2e-4, "beta": 0.0,
-                  "lora_layers": 10, "max_steps": 8, "response_length": 48, "temperature": 0.7},
+                  "lora_layers": 10, "max_steps": 8, "temperature": 0.7},
         "full": {"num_rollouts_per_step": 32, "num_generations": 4, "rollout_batch_size": 32, "mini_batch_size": 8,
                  "gradient_accumulation_steps": 1, "num_iterations": 2, "learning_rate": 1e-4, "beta": 0.0,
-                 "lora_layers": 10, "total_episodes": 2048, "response_length": 48, "temperature": 0.7, "save_steps": 8},
+                 "lora_layers": 10, "total_episodes": 2048, "temperature": 0.7, "save_steps": 8},
     },
     "rloo": {
         "quick": {"num_rollouts_per_step": 32, "num_generations": 4, "rollout_batch_size": 32, "mini_batch_size": 8,
                   "gradient_accumulation_steps": 1, "num_iterations": 2, "learning_rate": 2e-4, "beta": 0.05,
-                  "lora_layers": 10, "max_steps": 8, "response_length": 48, "temperature": 0.7},
+                  "lora_layers": 10, "max_steps": 8, "temperature": 0.7},
         "full": {"num_rollouts_per_step": 32, "num_generations": 4, "rollout_batch_size": 32, "mini_batch_size": 8,
                  "gradient_accumulation_steps": 1, "num_iterations": 2, "learning_rate": 1e-4, "beta": 0.05,
-                 "lora_layers": 10, "total_episodes": 2048, "response_length": 48, "temperature": 0.7, "save_steps": 8},
+                 "lora_layers": 10, "total_episodes": 2048, "temperature": 0.7, "save_steps": 8},
     },
     # DPO at the online presets' budget: quick = 32 steps x 8 pairs (256 pairs, each seen once), so the reference
     # pass covers only the pairs used; LoRA in the top 10 blocks as the online presets. Learning rate measured on

@@ -81,6 +81,7 @@ __all__ = [
     "ROLES",
     "load_preference_rows",
     "load_prompt_rows",
+    "prompt_rows_with_locations",
     "load_sft_rows",
     "read_rows",
     "hh_messages",
@@ -646,3 +647,15 @@ def load_prompt_rows(source: str, *, max_rows: int = 0, skip_bad_rows: bool = Fa
     preference rows (their prompt part); returns ``(prompts, skipped)``. Errors name file and row."""
     rows, skipped = _load(source, _normalize_prompt, lambda r: None, max_rows, skip_bad_rows, "prompt")
     return [r["prompt"] for r in rows], skipped
+
+
+def prompt_rows_with_locations(source: str) -> list[tuple[str, object]]:
+    """``(location, prompt)`` for every row of a file any loader reads (locations as in errors: file and line);
+    raises DataError at the first bad row."""
+    out = []
+    for loc, row in read_rows(source):
+        try:
+            out.append((loc, _normalize_prompt(row)["prompt"]))
+        except _RowProblem as e:
+            raise DataError(loc, str(e)) from None
+    return out

@@ -14,9 +14,10 @@ approximates it; PPO gains are reported in gold.
 from __future__ import annotations
 
 import math
+import time
 from typing import Iterable, Sequence
 
-__all__ = ["GOLD_KINDS", "GoldScorer", "check_gold", "make_gold", "mean_ci95"]
+__all__ = ["GOLD_KINDS", "GoldScorer", "check_gold", "gold_eval", "make_gold", "mean_ci95"]
 
 GOLD_KINDS = "vader, none, module:function, path/to/file.py:function, or a trained reward-model folder"
 
@@ -165,3 +166,34 @@ def make_gold(spec: str, *, device: str = "cpu"):
         rm = load_reward_model(spec, "fp32", device=device)
         return _Checked(rm, f"reward model {spec}")
     return _Checked(_import_callable(spec), spec)
+
+
+_VADER = object()  # the default gold, built on first use
+
+
+def gold_eval(model, tok, prompts: list, *, temperature: float = 0.7, max_new_tokens: int = 48, seed: int = 0,
+              batch_size: int = 64, progress: bool = False, gold=_VADER) -> dict:
+    """Sample one response per prompt and score it with the gold scorer (VADER unless ``gold`` names another
+    ``(prompts, responses) -> list[float]``; ``gold=None``: no gold, only the responses).
+
+    Returns ``eval/gold_mean`` with its 95% CI over prompts (with a gold), the mean response length in tokens,
+    the sampling speed, and the responses themselves (for reports and paired comparisons)."""
+    import torch
+
+    from edgerlhf.models.generation import generate
+
+    torch.manual_seed(seed)
+    t0 = time.perf_counter()
+    texts, n_tokens = generate(model, tok, prompts, max_new_tokens=max_new_tokens, temperature=temperature,
+                               batch_size=batch_size, progress=progress, desc="eval samples")
+    dt = time.perf_counter() - t0
+    out = {"eval/mean_tokens": n_tokens / max(len(texts), 1), "timing/sample_s": dt,
+           "eval/gen_tokens_per_s": n_tokens / dt, "responses": texts, "gold": None}
+    if gold is _VADER:
+        gold = GoldScorer()
+    if gold is not None:
+        scores = gold(prompts, texts)
+        mean, lo, hi = mean_ci95(scores)
+        out.update({"eval/gold_mean": mean, "eval/gold_ci95_low": lo, "eval/gold_ci95_high": hi,
+                    "eval/gold_n": len(scores), "gold": scores})
+    return out

@@ -11,35 +11,8 @@ from pathlib import Path
 
 import torch
 
-from edgerlhf.models.generation import generate, right_pad
-from edgerlhf.rewards import GoldScorer, mean_ci95
-
-
-_VADER = object()  # the default gold, built on first use
-
-
-def gold_eval(model, tok, prompts: list, *, temperature: float = 0.7, max_new_tokens: int = 48, seed: int = 0,
-              batch_size: int = 64, progress: bool = False, gold=_VADER) -> dict:
-    """Sample one response per prompt and score it with the gold scorer (VADER unless ``gold`` names another
-    ``(prompts, responses) -> list[float]``; ``gold=None``: no gold, only the responses).
-
-    Returns ``eval/gold_mean`` with its 95% CI over prompts (with a gold), the mean response length in tokens,
-    the sampling speed, and the responses themselves (for reports and paired comparisons)."""
-    torch.manual_seed(seed)
-    t0 = time.perf_counter()
-    texts, n_tokens = generate(model, tok, prompts, max_new_tokens=max_new_tokens, temperature=temperature,
-                               batch_size=batch_size, progress=progress, desc="eval samples")
-    dt = time.perf_counter() - t0
-    out = {"eval/mean_tokens": n_tokens / max(len(texts), 1), "timing/sample_s": dt,
-           "eval/gen_tokens_per_s": n_tokens / dt, "responses": texts, "gold": None}
-    if gold is _VADER:
-        gold = GoldScorer()
-    if gold is not None:
-        scores = gold(prompts, texts)
-        mean, lo, hi = mean_ci95(scores)
-        out.update({"eval/gold_mean": mean, "eval/gold_ci95_low": lo, "eval/gold_ci95_high": hi,
-                    "eval/gold_n": len(scores), "gold": scores})
-    return out
+from edgerlhf.rewards import mean_ci95
+from edgerlhf.rewards.gold import gold_eval  # noqa: F401  (also this stage's API)
 
 
 @torch.no_grad()

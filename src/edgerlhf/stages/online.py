@@ -292,9 +292,10 @@ class StepResult(NamedTuple):
     sample: str     # one decoded rollout with its rewards
 
 
-def online_step(roles, tok, algo: Algorithm, reward: RewardFn, gold: RewardFn, prompts: list, cfg: OnlineRLConfig,
+def online_step(roles, tok, algo: Algorithm, reward: RewardFn, gold: RewardFn | None, prompts: list, cfg: OnlineRLConfig,
                 optimizer, scheduler, sizes: dict) -> StepResult:
-    """One step on ``prompts`` (one entry per episode); ``sizes`` holds the (OOM-adjusted) batch sizes."""
+    """One step on ``prompts`` (one entry per episode); ``sizes`` holds the (OOM-adjusted) batch sizes. Without a
+    gold (``gold=None``, the task's ``gold: none``) no metric claims one."""
     from edgerlhf.rewards.metrics import distinct_n
 
     t0 = time.perf_counter()
@@ -307,7 +308,7 @@ def online_step(roles, tok, algo: Algorithm, reward: RewardFn, gold: RewardFn, p
     # 2 score
     t1 = time.perf_counter()
     scores = torch.tensor(reward(b.prompts, b.texts), dtype=torch.float32)
-    gold_scores = torch.tensor(gold(b.prompts, b.texts), dtype=torch.float32)
+    gold_scores = torch.tensor(gold(b.prompts, b.texts), dtype=torch.float32) if gold is not None else None
     if cfg.missing_eos_penalty:
         scores = scores - cfg.missing_eos_penalty * (~b.ended).float()
     release_free_memory()
@@ -338,9 +339,7 @@ def online_step(roles, tok, algo: Algorithm, reward: RewardFn, gold: RewardFn, p
     # 6 stats
     step_s, n_tok = time.perf_counter() - t0, int(rm.sum())
     metrics = {
-        "objective/scores": scores.mean().item(), "objective/gold": gold_scores.mean().item(),
-        # does the RM (at its precision) still rank the rollouts as the gold does? (falls when it is exploited)
-        "objective/rm_gold_spearman": spearman(scores.float().tolist(), gold_scores.float().tolist()),
+        "objective/scores": scores.mean().item(),
         "objective/entropy": masked_mean(old["entropy"], rm).item(), **adv.metrics, **up.stats,
         "val/mean_length": rm.sum(1).mean().item(), "val/distinct_2": distinct_n(b.texts, 2),
         "val/eos_rate": b.ended.float().mean().item(), "train/lr": scheduler.get_last_lr()[0],
@@ -349,11 +348,16 @@ def online_step(roles, tok, algo: Algorithm, reward: RewardFn, gold: RewardFn, p
         "timing/step_s": step_s, "timing/tokens_per_s": n_tok / step_s, "timing/generate_tokens_per_s": n_tok / max(t_gen, 1e-9),
         "batch/rollout_batch_size": sizes["rollout_batch_size"], "batch/mini_batch_size": sizes["mini_batch_size"],
     }
+    if gold_scores is not None:
+        metrics.update({"objective/gold": gold_scores.mean().item(),
+                        # does the RM (at its precision) still rank the rollouts as the gold does? (falls when exploited)
+                        "objective/rm_gold_spearman": spearman(scores.float().tolist(), gold_scores.float().tolist())})
     if kl_seq is not None:
         metrics.update({"objective/kl": kl_seq.mean().item(), "objective/kl_per_token": (adv.kl.sum() / rm.sum()).item()})
     kl_txt = f" | kl {kl_seq[0]:+.3f}" if kl_seq is not None else ""
+    gold_txt = f" | gold {gold_scores[0]:+.3f}" if gold_scores is not None else ""
     sample = (f"[prompt] {last_message(b.prompts[0])}\n[response] {b.texts[0]}\n"
-              f"[score {scores[0]:+.3f} | gold {gold_scores[0]:+.3f}{kl_txt}]")
+              f"[score {scores[0]:+.3f}{gold_txt}{kl_txt}]")
     bad = (not adv.finite) or up.optimizer_steps == 0 or up.skipped > 0
     return StepResult(metrics, bad, up.skipped, sample)
 
@@ -454,7 +458,7 @@ def run(cfg: OnlineRLConfig, reward_fn: RewardFn | None = None, algorithm: Algor
     """Align the policy with the config's online algorithm; returns the run folder (``adapter/`` is the
     aligned policy). ``reward_fn(prompts, responses) -> rewards`` replaces the learned RM (Python API)."""
     from edgerlhf.models.roles import Roles
-    from edgerlhf.rewards import GoldScorer
+    from edgerlhf.rewards.gold import make_gold
     from edgerlhf.stages.loop import make_optimizer
     from edgerlhf.tracking.checkpoint import load_checkpoint, save_checkpoint, set_rng_state
 
@@ -470,7 +474,7 @@ def run(cfg: OnlineRLConfig, reward_fn: RewardFn | None = None, algorithm: Algor
     prompts = load_prompts(cfg)
     total_steps = cfg.steps
     reward, reward_info = _make_reward(cfg, reward_fn, device)
-    gold = GoldScorer()
+    gold = make_gold(cfg.gold, device=str(device))  # None for gold=none
 
     run_dir = RunDir(cfg, reopen=run_path)
     mem = PeakMemory().start()
@@ -538,7 +542,9 @@ def run(cfg: OnlineRLConfig, reward_fn: RewardFn | None = None, algorithm: Algor
                 history.append(metrics)
                 if (step % cfg.sample_every) == 0:
                     run_dir.log_text("sample/rollout", st.sample, step + 1)
-                post = {"score": f"{metrics['objective/scores']:+.3f}", "gold": f"{metrics['objective/gold']:+.3f}"}
+                post = {"score": f"{metrics['objective/scores']:+.3f}"}
+                if "objective/gold" in metrics:
+                    post["gold"] = f"{metrics['objective/gold']:+.3f}"
                 if "objective/kl" in metrics:
                     post["kl"] = f"{metrics['objective/kl']:.2f}"
                 bar.set_postfix(**post)
@@ -555,7 +561,7 @@ def run(cfg: OnlineRLConfig, reward_fn: RewardFn | None = None, algorithm: Algor
                     raise KeyboardInterrupt
         bar.close()
         return _finish(cfg, algo, run_dir, roles, tok, history, state, reward_info, mem, t_load, n_trainable,
-                       device, dtype, shared_mb)
+                       device, dtype, shared_mb, gold)
     except BaseException as e:
         mem.stop()
         run_dir.fail(e)
@@ -563,15 +569,16 @@ def run(cfg: OnlineRLConfig, reward_fn: RewardFn | None = None, algorithm: Algor
 
 
 def _finish(cfg, algo, run_dir, roles, tok, history, state, reward_info, mem, t_load, n_trainable, device, dtype,
-            shared_mb: float = 0.0):
+            shared_mb: float = 0.0, gold=None):
     gold_eval = {}
-    if cfg.prompts == "builtin" and cfg.gold_eval_prompts:
-        from edgerlhf.data.task import eval_prompts
-        from edgerlhf.stages.evaluate import gold_eval as run_gold_eval
+    source = cfg.gold_eval_source(trains_on_builtin=cfg.prompts == "builtin")
+    if source:
+        from edgerlhf.data.taskfile import held_out_prompts
+        from edgerlhf.rewards.gold import gold_eval as run_gold_eval
 
         roles.train(False)
-        gold_eval = run_gold_eval(roles.policy, tok, [r["prompt"] for r in eval_prompts(cfg.gold_eval_prompts)],
-                                  seed=cfg.seed, progress=cfg.progress)
+        gold_eval = run_gold_eval(roles.policy, tok, held_out_prompts(source, cfg.gold_eval_prompts), seed=cfg.seed,
+                                  max_new_tokens=cfg.response_length, progress=cfg.progress, gold=gold)
         for text, g in list(zip(gold_eval.pop("responses"), gold_eval.pop("gold")))[:8]:
             run_dir.log_text("sample/gold_eval", f"[gold {g:+.2f}] {text}", len(history))
         run_dir.log(gold_eval, step=cfg.steps)
@@ -606,7 +613,6 @@ def _finish(cfg, algo, run_dir, roles, tok, history, state, reward_info, mem, t_
         "trainable_params": n_trainable, "steps": cfg.steps, "episodes": state["episodes"],
         "bad_steps": state["bad_steps"], "skipped_updates": state["skipped_updates"],
         "objective/scores_first": avg(head, "objective/scores"), "objective/scores_last": avg(tail, "objective/scores"),
-        "objective/gold_first": avg(head, "objective/gold"), "objective/gold_last": avg(tail, "objective/gold"),
         "objective/kl_last": avg(tail, "objective/kl"), "val/mean_length_last": avg(tail, "val/mean_length"),
         "val/distinct_2_last": avg(tail, "val/distinct_2"),
         "timing/step_s_median": step_times[len(step_times) // 2] if step_times else math.nan,
@@ -617,14 +623,18 @@ def _finish(cfg, algo, run_dir, roles, tok, history, state, reward_info, mem, t_
         "batch/final_mini_batch_size": last.get("batch/mini_batch_size"),
         **gold_eval, **mem.stop().as_metrics(), "memory/rm_shared_mb": round(shared_mb, 1),
     }
+    if gold is not None:
+        stats.update({"gold": cfg.gold, "objective/gold_first": avg(head, "objective/gold"),
+                      "objective/gold_last": avg(tail, "objective/gold")})
     if algo.needs_values:
         stats["value_model"] = cfg.value_model
     kl_txt = f", KL {stats['objective/kl_last']:.2f} nats" if math.isfinite(stats["objective/kl_last"]) else ""
+    gold_txt = (f", gold {stats['objective/gold_first']:+.3f} -> {stats['objective/gold_last']:+.3f}"
+                if gold is not None else ", no gold (the learned RM is a proxy)")
     print(f"\n[{cfg.stage}] {len(history)} steps: learned-RM score {stats['objective/scores_first']:+.3f} -> "
-          f"{stats['objective/scores_last']:+.3f}, gold {stats['objective/gold_first']:+.3f} -> "
-          f"{stats['objective/gold_last']:+.3f}{kl_txt}; median step {stats['timing/step_s_median']:.1f}s; "
+          f"{stats['objective/scores_last']:+.3f}{gold_txt}{kl_txt}; median step {stats['timing/step_s_median']:.1f}s; "
           f"peak memory {stats['memory/peak_mb']:.0f} MB; adapter: {artifact}")
     if gold_eval:
-        print(f"[{cfg.stage}] gold (VADER) on {gold_eval['eval/gold_n']} held-out prompts: {gold_eval['eval/gold_mean']:+.3f} "
+        print(f"[{cfg.stage}] gold ({cfg.gold}) on {gold_eval['eval/gold_n']} held-out prompts: {gold_eval['eval/gold_mean']:+.3f} "
               f"(95% CI {gold_eval['eval/gold_ci95_low']:+.3f} .. {gold_eval['eval/gold_ci95_high']:+.3f})")
     return run_dir.finish(stats)

@@ -68,14 +68,13 @@ def _write_jsonl(path: Path, rows: list[dict]) -> None:
     atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
 
 
-def _sample(cfg: PrefsConfig, prompt_rows: list[dict], run_dir: RunDir, mem: PeakMemory) -> tuple[list, list, dict]:
+def _sample(cfg: PrefsConfig, prompt_rows: list[dict], gold, run_dir: RunDir, mem: PeakMemory) -> tuple[list, list, dict]:
     """k samples per prompt from the policy, scored by the gold scorer."""
     import time
 
     from edgerlhf.models.adapters import load_policy
     from edgerlhf.models.generation import generate
     from edgerlhf.models.loading import load_causal_lm, load_tokenizer, resolve_device, resolve_dtype
-    from edgerlhf.rewards import GoldScorer
 
     device = resolve_device(cfg.device)
     dtype = resolve_dtype(cfg.dtype, device)
@@ -90,7 +89,7 @@ def _sample(cfg: PrefsConfig, prompt_rows: list[dict], run_dir: RunDir, mem: Pea
                                top_k=cfg.top_k, top_p=cfg.top_p, batch_size=cfg.rollout_batch_size,
                                progress=cfg.progress, desc=f"sampling {k}x{len(prompt_rows)}")
     gen_s = time.perf_counter() - t0
-    gold = GoldScorer()(flat, texts)
+    gold = gold(flat, texts)
     run_dir.log({"timing/generate_s": gen_s, "prefs/tokens_per_s": n_tokens / gen_s, **mem.as_metrics()}, step=0)
     responses = [texts[i * k:(i + 1) * k] for i in range(len(prompt_rows))]
     golds = [gold[i * k:(i + 1) * k] for i in range(len(prompt_rows))]
@@ -100,36 +99,80 @@ def _sample(cfg: PrefsConfig, prompt_rows: list[dict], run_dir: RunDir, mem: Pea
     return responses, golds, stats
 
 
-def run(cfg: PrefsConfig) -> Path:
-    seed_everything(cfg.seed)
-    rng = random.Random(cfg.seed)
-    if cfg.dataset != "generate":  # 0 validate user data before any folder exists
-        from edgerlhf.data.loaders import load_preference_rows
-        from edgerlhf.models.loading import load_tokenizer
+def _gold_of(cfg: PrefsConfig):
+    from edgerlhf.rewards.gold import make_gold
 
-        rows, skipped = load_preference_rows(cfg.dataset, tokenizer=load_tokenizer(cfg.model),
-                                             max_length=cfg.max_length, skip_bad_rows=cfg.skip_bad_rows)
-        run_dir = RunDir(cfg)
+    spec = cfg.gold if cfg.gold != "auto" else ("vader" if cfg.dataset == "generate" else "none")
+    return make_gold(spec)
+
+
+def _from_file(cfg: PrefsConfig) -> Path:
+    """Pairs from a preference file, split by prompt; with a gold, each pair's gold scores beside it (so the
+    reward model's agreement with the gold is measured downstream)."""
+    from edgerlhf.data.loaders import load_preference_rows
+    from edgerlhf.data.formatting import response_str
+    from edgerlhf.models.loading import load_tokenizer
+
+    rows, skipped = load_preference_rows(cfg.dataset, tokenizer=load_tokenizer(cfg.model),
+                                         max_length=cfg.max_length, skip_bad_rows=cfg.skip_bad_rows)
+    gold = _gold_of(cfg)  # checked (and an RM gold loaded) before any folder exists
+    run_dir = RunDir(cfg)
+    try:
+        stats = {}
+        if gold is not None:
+            prompts = [r["prompt"] for r in rows]
+            gc = gold(prompts, [response_str(r["chosen"]) for r in rows])
+            gr = gold(prompts, [response_str(r["rejected"]) for r in rows])
+            for r, c, j in zip(rows, gc, gr):
+                r.update(gold_chosen=c, gold_rejected=j)
+            stats = {"gold": cfg.gold, "gold_agrees_with_labels": sum(c > j for c, j in zip(gc, gr)) / len(rows)}
         train, evals = split_by_prompt(rows, cfg.eval_fraction, cfg.seed)
         _write_jsonl(run_dir.path / "pairs" / "train.jsonl", train)
         _write_jsonl(run_dir.path / "pairs" / "eval.jsonl", evals)
         print(f"[prefs] {len(rows)} pairs from {cfg.dataset} ({skipped} bad rows skipped): "
-              f"{len(train)} train / {len(evals)} held out, split by prompt")
+              f"{len(train)} train / {len(evals)} held out, split by prompt"
+              + (f"; the gold prefers the chosen side in {stats['gold_agrees_with_labels']:.1%}" if stats else ""))
         return run_dir.finish({"source": cfg.dataset, "pairs_train": len(train), "pairs_eval": len(evals),
-                               "skipped_rows": skipped})
+                               "skipped_rows": skipped, **stats})
+    except BaseException as e:
+        run_dir.fail(e)
+        raise
 
-    from edgerlhf.data.task import train_rows
 
-    prompt_rows = train_rows(cfg.num_prompts)
-    if len(prompt_rows) < cfg.num_prompts:
-        from edgerlhf.config import ConfigError
+def _prompt_rows(cfg: PrefsConfig) -> list[dict]:
+    """The prompts to sample pairs for: the built-in task's first ``num_prompts`` training prompts, or at most
+    ``num_prompts`` of a prompts file."""
+    from edgerlhf.config import ConfigError
 
-        raise ConfigError([f"num_prompts={cfg.num_prompts}: the built-in task has {len(prompt_rows)} training prompts"])
+    if cfg.prompts == "builtin":
+        from edgerlhf.data.task import train_rows
+
+        rows = train_rows(cfg.num_prompts)
+        if len(rows) < cfg.num_prompts:
+            raise ConfigError([f"num_prompts={cfg.num_prompts}: the built-in task has {len(rows)} training prompts"])
+        return rows
+    from edgerlhf.data.loaders import load_prompt_rows
+
+    prompts, _ = load_prompt_rows(cfg.prompts, max_rows=cfg.num_prompts)
+    if len(prompts) < 2:
+        raise ConfigError([f"prompts={cfg.prompts!r}: {len(prompts)} prompt; pairs need at least 2 prompts "
+                           "(one is held out)"])
+    return [{"id": f"prompt-{i:05d}", "prompt": p} for i, p in enumerate(prompts)]
+
+
+def run(cfg: PrefsConfig) -> Path:
+    seed_everything(cfg.seed)
+    rng = random.Random(cfg.seed)
+    if cfg.dataset != "generate":  # 0 validate user data before any folder exists
+        return _from_file(cfg)
+
+    prompt_rows = _prompt_rows(cfg)
+    gold = _gold_of(cfg)
     run_dir = RunDir(cfg)
     mem = PeakMemory().start()
     try:
         # 1 sample k responses per prompt   2 gold-score them
-        responses, golds, stats = _sample(cfg, prompt_rows, run_dir, mem)
+        responses, golds, stats = _sample(cfg, prompt_rows, gold, run_dir, mem)
         # 3 split by prompt, then pair and label (noise drawn per pair)
         ids = [r["id"] for r in prompt_rows]
         order = list(range(len(prompt_rows)))

@@ -151,12 +151,14 @@ def run(cfg: SFTConfig) -> Path:
         loss_after = eval_loss(model, held_enc, cfg.per_device_train_batch_size, tok.pad_token_id, device) if held_enc else float("nan")
         after = _samples(model, tok, sample_prompts, cfg)
         gold = {}
-        if cfg.dataset == "builtin" and cfg.gold_eval_prompts:
-            from edgerlhf.data.task import eval_prompts
-            from edgerlhf.stages.evaluate import gold_eval
+        source = cfg.gold_eval_source(trains_on_builtin=cfg.dataset == "builtin")
+        if source:
+            from edgerlhf.data.taskfile import held_out_prompts
+            from edgerlhf.rewards.gold import gold_eval, make_gold
 
-            gold = gold_eval(model, tok, [r["prompt"] for r in eval_prompts(cfg.gold_eval_prompts)], seed=cfg.seed,
-                             progress=cfg.progress)
+            gold = gold_eval(model, tok, held_out_prompts(source, cfg.gold_eval_prompts), seed=cfg.seed,
+                             max_new_tokens=cfg.sample_max_new_tokens, progress=cfg.progress,
+                             gold=make_gold(cfg.gold))
             for text, g in list(zip(gold.pop("responses"), gold.pop("gold")))[:8]:
                 run_dir.log_text("sample/gold_eval", f"[gold {g:+.2f}] {text}", total_steps)
         run_dir.log({"eval/loss": loss_after, **gold, **mem.as_metrics()}, step=total_steps)
@@ -184,7 +186,7 @@ def run(cfg: SFTConfig) -> Path:
         for p, b, a in zip(sample_prompts, before, after):
             print(f"\n[sft] prompt: {last_message(p)}\n  before: {b}\n  after:  {a}")
         if gold:
-            print(f"\n[sft] gold (VADER) on {gold['eval/gold_n']} held-out prompts: {gold['eval/gold_mean']:+.3f} "
+            print(f"\n[sft] gold ({cfg.gold}) on {gold['eval/gold_n']} held-out prompts: {gold['eval/gold_mean']:+.3f} "
                   f"(95% CI {gold['eval/gold_ci95_low']:+.3f} .. {gold['eval/gold_ci95_high']:+.3f})")
         print(f"\n[sft] eval loss {loss_before:.3f} -> {loss_after:.3f}; {total_steps} steps in "
               f"{history['train_s']:.0f}s; peak memory {stats['memory/peak_mb']:.0f} MB; adapter: {artifact}")

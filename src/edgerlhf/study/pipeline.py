@@ -23,7 +23,8 @@ from edgerlhf.config import ONLINE_STAGES, STAGE_CONFIGS, from_dict, to_dict
 from edgerlhf.presets import STAGE_PRESETS, STUDY_PRESETS  # noqa: F401  (STUDY_PRESETS re-exported)
 
 # keys that never change what a stage computes
-VOLATILE = {"output_dir", "run_name", "progress", "report_to", "resume", "stage", "lean_update"}
+VOLATILE = {"output_dir", "run_name", "progress", "report_to", "resume", "stage", "lean_update", "task"}
+# ("task": the task file's settings are resolved into the other keys, which carry what it changes)
 
 def config_key(cfg, study: Path | None = None) -> str:
     """A hash of what the stage computes. With ``study``, inputs inside the study folder (the run folders of
@@ -208,8 +209,9 @@ def parse_arms(algorithms: list[str] | str | None, precisions: list[str]) -> lis
 
 def run_study(preset: str = "quick", *, precisions: list[str] | None = None, model: str | None = None,
               seed: int = 42, seeds: list[int] | None = None, algorithms: list[str] | str | None = None,
-              rm_per_seed: bool = False, out: str | Path | None = None, device: str = "auto", progress: bool = True,
-              report_to: list[str] | None = None, isolate: bool = True) -> Path:
+              rm_per_seed: bool = False, task: str | Path | None = None, out: str | Path | None = None,
+              device: str = "auto", progress: bool = True, report_to: list[str] | None = None,
+              isolate: bool = True) -> Path:
     """The whole study; returns the study folder (``report.md``, ``report.html``, one folder per stage).
 
     ``seed`` is the study's base seed: the SFT policy, the preference pairs and the reward model are made with
@@ -219,6 +221,10 @@ def run_study(preset: str = "quick", *, precisions: list[str] | None = None, mod
     the spread is RL's own run-to-run variance. ``rm_per_seed=True`` also retrains the RM with each seed (the
     precision question's other source of variance); evaluations still score with the base seed's fp32 RM, one
     yardstick for all. Stages are reused by config hash, so a study extended by seeds later redoes nothing.
+
+    ``task``: a task file (``data.taskfile``) naming the data, gold and response length; every stage reads it
+    (the study's own settings, such as its presets' budgets, come after it). It is checked whole before the study
+    folder exists: a bad task file writes nothing.
     """
     from edgerlhf.models.loading import resolve_device
     from edgerlhf.models.precision import default_precisions, parse_precisions
@@ -236,12 +242,20 @@ def run_study(preset: str = "quick", *, precisions: list[str] | None = None, mod
     model = model or p.get("model", "default")
     common = {"model": model, "seed": seed, "device": device, "progress": progress,
               "report_to": report_to or ["tensorboard"]}
-    study = Path(out or Path("studies") / f"{preset}-{Path(model).name}-seed{seed}")
+    name = f"{preset}-{Path(model).name}-seed{seed}"
+    if task:
+        from edgerlhf.data.taskfile import load_task
+
+        t = load_task(str(task))  # every problem at once, before anything is written
+        common["task"] = t.path
+        name = f"{preset}-{t.label}-{Path(model).name}-seed{seed}" if str(task) not in ("builtin", "default") else name
+    study = Path(out or Path("studies") / name)
     study.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     records: list[StageRecord] = []
     rm_precs = list(dict.fromkeys(precisions + [a.precision for a in arms if a.precision]))
-    plan = {"preset": preset, "precisions": rm_precs, "seed": seed, "seeds": seeds, "rm_per_seed": rm_per_seed,
+    plan = {"preset": preset, "task": common.get("task", ""), "precisions": rm_precs, "seed": seed, "seeds": seeds,
+            "rm_per_seed": rm_per_seed,
             "arms": [{"name": a.name, "algorithm": a.algorithm, "precision": a.precision} for a in arms]}
 
     def stage(name, label, extra):

@@ -93,6 +93,29 @@ def _cell(folder: Path, summary: dict, key: str, spec: str, *, sub: tuple[str, .
     return (folder, sub + (key,), spec, v.get(key))
 
 
+# -- the yardstick: the gold scorer, or (gold: none) the fp32 learned RM, named as the proxy it is -------------
+
+class Yardstick(NamedTuple):
+    """Which score the report judges policies by, and where each evaluation keeps it."""
+
+    name: str       # "gold", or "RM" (no gold: the fp32 learned reward model, a proxy)
+    resp: str       # responses.jsonl: the policy's score / the baseline's
+    base_resp: str
+    gain: str       # summary.json keys
+    mean: str
+    base_mean: str
+    win: str
+
+
+GOLD = Yardstick("gold", "gold", "baseline_gold", "eval/gold_gain", "eval/gold_mean", "baseline/gold_mean", "eval/win_rate")
+PROXY = Yardstick("RM", "rm", "baseline_rm", "eval/rm_gain", "eval/rm_mean", "baseline/rm_mean", "eval/rm_win_rate")
+
+
+def yardstick(evals: list) -> Yardstick:
+    """GOLD when every evaluation has a gold score, else PROXY (a study whose task says ``gold: none``)."""
+    return GOLD if evals and all("eval/gold_mean" in e.summary for e in evals) else PROXY
+
+
 # -- the study's data: every arm at every seed ----------------------------------------------------------
 
 class Run(NamedTuple):
@@ -108,14 +131,15 @@ def _arm_runs(runs: dict) -> dict[str, list[Run]]:
     return {arm.name: [Run(s, t, e) for s, (t, e) in by_seed.items()] for arm, by_seed in runs.items()}
 
 
-def _gains(rs: list[Run]) -> list[list[float]]:
-    """gains[seed][prompt]: the held-out gold of each response minus the SFT policy's on the same prompt."""
+def _gains(rs: list[Run], y: Yardstick = GOLD) -> list[list[float]]:
+    """gains[seed][prompt]: the held-out score (gold, or the proxy RM's) of each response minus the SFT policy's
+    on the same prompt."""
     out = []
     for r in rs:
         rows = _responses(r.eval.path)
-        if not rows or any("gold" not in x or "baseline_gold" not in x for x in rows):
+        if not rows or any(y.resp not in x or y.base_resp not in x for x in rows):
             return []
-        out.append([x["gold"] - x["baseline_gold"] for x in rows])
+        out.append([x[y.resp] - x[y.base_resp] for x in rows])
     return out if len({len(g) for g in out}) == 1 else []
 
 
@@ -150,7 +174,8 @@ def _curve(rs: list[Run], key: str) -> tuple[list[list[tuple[int, float]]], list
     return per, mean
 
 
-def _charts(study: Path, arms: dict[str, list[Run]], stages: list, rm_eval_summary: dict) -> list[tuple[str, str]]:
+def _charts(study: Path, arms: dict[str, list[Run]], stages: list, rm_eval_summary: dict,
+            y: Yardstick = GOLD) -> list[tuple[str, str]]:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -174,17 +199,22 @@ def _charts(study: Path, arms: dict[str, list[Run]], stages: list, rm_eval_summa
         ax.legend(fontsize=7)
         ax.grid(alpha=0.3)
 
-    if online:
+    if online and y is GOLD:
         fig, axes = plt.subplots(1, 2, figsize=(12, 4))
         per_seed(axes[0], "objective/scores", "learned-RM reward (at its precision) per step", "mean RM score")
         per_seed(axes[1], "objective/gold", "gold reward of the rollouts per step", "mean gold")
         made.append(_save(fig, out / "rewards.png", "Learned-RM and gold reward per step: each seed thin, their mean thick"))
+    elif online:
+        fig, ax = plt.subplots(figsize=(7, 4))
+        per_seed(ax, "objective/scores", "learned-RM reward (at its precision) per step", "mean RM score")
+        made.append(_save(fig, out / "rewards.png", "Learned-RM reward per step (no gold): each seed thin, their mean thick"))
 
         fig, axes = plt.subplots(1, 2, figsize=(12, 4))
         per_seed(axes[0], "objective/kl", "KL to the reference per step", "nats per response")
         per_seed(axes[1], "objective/kl_per_token", "KL to the reference per step, per token", "nats per token")
         made.append(_save(fig, out / "kl.png", "KL to the reference per step, per response and per token"))
 
+    if online and y is GOLD:
         fig, ax = plt.subplots(figsize=(7, 4))
         per_seed(ax, "objective/rm_gold_spearman", "does the RM still rank rollouts as the gold does?",
                  "Spearman(RM score, gold) over the step's rollouts")
@@ -193,34 +223,36 @@ def _charts(study: Path, arms: dict[str, list[Run]], stages: list, rm_eval_summa
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for a, rs in arms.items():
-        pts = [(math.sqrt(max(r.eval.summary.get("eval/kl", math.nan), 0.0)), r.eval.summary.get("eval/gold_mean"))
+        pts = [(math.sqrt(max(r.eval.summary.get("eval/kl", math.nan), 0.0)), r.eval.summary.get(y.mean))
                for r in rs if r.eval.summary.get("eval/kl") is not None]
         if pts:
             ax.plot([x for x, _ in pts], [y for _, y in pts], "o", color=colors[a], alpha=0.5)
             ax.plot([sum(x for x, _ in pts) / len(pts)], [sum(y for _, y in pts) / len(pts)], "*", color=colors[a],
                     markersize=16, markeredgecolor="black", label=f"{a}: seeds (dots), mean (star)")
-    ax.set(title="Held-out gold against sqrt(KL) (Gao et al. 2022)", xlabel="sqrt(KL to the SFT policy, nats per response)",
-           ylabel="mean gold")
+    ax.set(title=f"Held-out {y.name} against sqrt(KL) (Gao et al. 2022)",
+           xlabel="sqrt(KL to the SFT policy, nats per response)", ylabel=f"mean {y.name}")
     ax.legend(fontsize=7)
     ax.grid(alpha=0.3)
-    made.append(_save(fig, out / "gold_vs_sqrt_kl.png", "Gold against √KL per algorithm and precision: the over-optimisation frontier"))
+    made.append(_save(fig, out / f"{y.resp}_vs_sqrt_kl.png",
+                      f"{'Gold' if y is GOLD else 'Proxy (fp32 RM) score'} against √KL per algorithm and precision"
+                      + (": the over-optimisation frontier" if y is GOLD else "")))
 
     fig, ax = plt.subplots(figsize=(7, 0.6 * len(arms) + 1.5))
     for i, (a, rs) in enumerate(arms.items()):
-        vals = [r.eval.summary.get("eval/gold_gain") for r in rs]
+        vals = [r.eval.summary.get(y.gain) for r in rs]
         vals = [v for v in vals if v is not None]
         ax.plot(vals, [i] * len(vals), "o", color=colors[a], alpha=0.6)
-        g = _gains(rs)
+        g = _gains(rs, y)
         if g:
             iv = hierarchical_bootstrap(g)
             ax.errorbar([iv.mean], [i], xerr=[[iv.mean - iv.low], [iv.high - iv.mean]], fmt="D", color="black", capsize=4)
     ax.set_yticks(range(len(arms)), list(arms))
     ax.invert_yaxis()
     ax.axvline(0, color="grey", linewidth=0.8)
-    ax.set_title("gold gain over SFT: seeds (dots), mean and 95% interval (seeds, prompts)", fontsize=10)
-    ax.set(xlabel="gold gain")
+    ax.set_title(f"{y.name} gain over SFT: seeds (dots), mean and 95% interval (seeds, prompts)", fontsize=10)
+    ax.set(xlabel=f"{y.name} gain")
     ax.grid(axis="x", alpha=0.3)
-    made.append(_save(fig, out / "seeds.png", "Gold gain over SFT per configuration: seeds and the hierarchical interval"))
+    made.append(_save(fig, out / "seeds.png", f"{y.name} gain over SFT per configuration: seeds and the hierarchical interval"))
 
     labels = [r.label for r in stages]
     mem = [_peak(r) or 0 for r in stages]
@@ -260,7 +292,7 @@ def _save(fig, path: Path, caption: str) -> tuple[str, str]:
 
 # -- comparisons ----------------------------------------------------------------------------------------
 
-def _comparisons(arms: dict[str, list[Run]], names: dict[str, tuple[str, str]]) -> list[dict]:
+def _comparisons(arms: dict[str, list[Run]], names: dict[str, tuple[str, str]], y: Yardstick = GOLD) -> list[dict]:
     """Each precision against fp32 (the first precision) within an algorithm, and each algorithm against PPO at
     that reference precision (DPO against it too), on the seeds both ran and the same prompts; Holm across all."""
     by_algo: dict[str, list[str]] = {}
@@ -282,7 +314,7 @@ def _comparisons(arms: dict[str, list[Run]], names: dict[str, tuple[str, str]]) 
         seeds = [r.seed for r in arms[a] if r.seed in {x.seed for x in arms[b]}]
         ra = [r for r in arms[a] if r.seed in seeds]
         rb = sorted((r for r in arms[b] if r.seed in seeds), key=lambda r: seeds.index(r.seed))
-        ga, gb = _gains(ra), _gains(rb)
+        ga, gb = _gains(ra, y), _gains(rb, y)
         if not ga or not gb or len(ga[0]) != len(gb[0]):
             continue
         c = compare(ga, gb)
@@ -317,7 +349,7 @@ def _verdict(row: dict) -> str:
             "been detected (80% power)")
 
 
-def _verdict_sentences(rows: list[dict], n_seeds: int) -> list[str]:
+def _verdict_sentences(rows: list[dict], n_seeds: int, y: Yardstick = GOLD) -> list[str]:
     if not rows:
         return ["Only one configuration: nothing to compare."]
     out = []
@@ -325,7 +357,7 @@ def _verdict_sentences(rows: list[dict], n_seeds: int) -> list[str]:
         c = r["cmp"]
         over = ("over the evaluation prompts only (one seed: RL's run-to-run variance is not in it)" if len(r["seeds"]) < 2
                 else f"over {len(r['seeds'])} seeds and the evaluation prompts")
-        out.append(f"{r['a']} − {r['b']}: gold gain {c.diff:+.3f}, 95% interval {_iv(c.both)} {over}; "
+        out.append(f"{r['a']} − {r['b']}: {y.name} gain {c.diff:+.3f}, 95% interval {_iv(c.both)} {over}; "
                    f"P(improvement) {c.p_improvement:.2f}; {_verdict(r)}.")
     if n_seeds < 2:
         out.append("With one seed per configuration these intervals cover the prompts, not the RL run: a second seed "
@@ -349,6 +381,8 @@ def write_report(study: Path, *, sft, rm_eval, runs: dict, base_seed: int) -> Pa
     names = {arm.name: (arm.algorithm, arm.precision) for arm in runs}
     seeds = sorted({r.seed for rs in arms.values() for r in rs})
     n_seeds = len(seeds)
+    y = yardstick([r.eval for rs in arms.values() for r in rs])
+    yn = y.name
 
     # 1 RM precision: cost and agreement with fp32
     t = _Table(["RM precision", "RM weights MB", "RM s/batch", "RM acc vs fp32", "Spearman ρ vs fp32", "flip rate"])
@@ -358,13 +392,13 @@ def write_report(study: Path, *, sft, rm_eval, runs: dict, base_seed: int) -> Pa
                       ("spearman_vs_ref", "{:.3f}"), ("flip_rate", "{:.3f}"))])
 
     # 2 alignment per configuration: each seed, the mean, intervals over seeds and over seeds and prompts
-    a = _Table(["configuration", "seeds", "gold gain per seed", "mean gain", "95% t over seeds",
+    a = _Table(["configuration", "seeds", f"{yn} gain per seed", "mean gain", "95% t over seeds",
                 "95% bootstrap (seeds, prompts)", "win rate vs SFT", "KL nats/response", "KL nats/token",
                 "final RM reward", "train peak MB", "train s (median)"])
     for name, rs in arms.items():
-        g = _gains(rs)
-        per_seed = " / ".join(_fmt(r.eval.summary.get("eval/gold_gain"), "{:+.3f}") for r in rs)
-        srcs = [{"file": f"{r.eval.path.name}/summary.json", "key": ["eval/gold_gain"]} for r in rs]
+        g = _gains(rs, y)
+        per_seed = " / ".join(_fmt(r.eval.summary.get(y.gain), "{:+.3f}") for r in rs)
+        srcs = [{"file": f"{r.eval.path.name}/summary.json", "key": [y.gain]} for r in rs]
         def mean_of(key, rs=rs):
             vals = [r.eval.summary.get(key) for r in rs]
             return sum(vals) / len(vals) if vals and None not in vals else None
@@ -373,11 +407,11 @@ def write_report(study: Path, *, sft, rm_eval, runs: dict, base_seed: int) -> Pa
         ti = t_interval([sum(x) / len(x) for x in g]) if g else None
         hb = hierarchical_bootstrap(g) if g else None
         files = [f"{r.eval.path.name}/summary.json" for r in rs]
-        a.add([name, ", ".join(str(r.seed) for r in rs), Derived(per_seed, "each seed's eval/gold_gain", srcs),
-               Derived(_fmt(ti.mean if ti else None, "{:+.3f}"), "mean over seeds of gold - baseline_gold", _files(rs)),
+        a.add([name, ", ".join(str(r.seed) for r in rs), Derived(per_seed, f"each seed's {y.gain}", srcs),
+               Derived(_fmt(ti.mean if ti else None, "{:+.3f}"), f"mean over seeds of {y.resp} - {y.base_resp}", _files(rs)),
                Derived(_iv(ti) if ti else "–", "Student-t 95% over the seeds' means", _files(rs)),
                Derived(_iv(hb) if hb else "–", "hierarchical bootstrap 95% (seeds, then prompts)", _files(rs)),
-               Derived(_fmt(mean_of("eval/win_rate"), "{:.3f}"), "mean over seeds of eval/win_rate", files),
+               Derived(_fmt(mean_of(y.win), "{:.3f}"), f"mean over seeds of {y.win}", files),
                Derived(_fmt(mean_of("eval/kl"), "{:.2f}"), "mean over seeds of eval/kl", files),
                Derived(_fmt(sum(kl_tok) / len(kl_tok) if len(kl_tok) == len(rs) else None, "{:.3f}"),
                        "mean over seeds of eval/kl / eval/mean_tokens", files),
@@ -388,12 +422,12 @@ def write_report(study: Path, *, sft, rm_eval, runs: dict, base_seed: int) -> Pa
                        [f"{r.train.path.name}/summary.json" for r in rs])])
 
     # 3 comparisons with Holm's correction and a power statement
-    rows = _comparisons(arms, names)
+    rows = _comparisons(arms, names, y)
     c = _Table(["comparison", "seeds", "difference", "95% t over seeds", "95% bootstrap (seeds, prompts)",
                 "P(improvement)", "p", "p (Holm)", "detectable at 80% power", "verdict"])
     for r in rows:
         cm, ins = r["cmp"], r["inputs"]
-        c.add([f"{r['a']} vs {r['b']}", len(r["seeds"]), Derived(f"{cm.diff:+.3f}", "mean paired gold-gain difference", ins),
+        c.add([f"{r['a']} vs {r['b']}", len(r["seeds"]), Derived(f"{cm.diff:+.3f}", f"mean paired {yn}-gain difference", ins),
                Derived(_iv(cm.seeds), "Student-t 95% over per-seed differences", ins),
                Derived(_iv(cm.both), "hierarchical bootstrap 95% of the paired difference", ins),
                Derived(f"{cm.p_improvement:.2f}", "P(a > b) on paired prompts", ins),
@@ -401,18 +435,18 @@ def write_report(study: Path, *, sft, rm_eval, runs: dict, base_seed: int) -> Pa
                Derived(_p(r["p_holm"]), "Holm across the table", ins),
                Derived(_fmt(r["mde"], "{:.3f}"), "(t(.975,n-1) + t(.8,n-1)) s_diff / sqrt(n) over seeds", ins),
                _verdict(r)])
-    verdicts = _verdict_sentences(rows, n_seeds)
+    verdicts = _verdict_sentences(rows, n_seeds, y)
 
-    # 4 each run's gold change over SFT, paired over prompts
-    g = _Table(["run", "seed", "SFT gold", "aligned gold", "gain", "paired 95% CI over prompts"])
+    # 4 each run's change over SFT, paired over prompts
+    g = _Table(["run", "seed", f"SFT {yn}", f"aligned {yn}", "gain", "paired 95% CI over prompts"])
     for name, rs in arms.items():
         for r in rs:
             es, ep = r.eval.summary, r.eval.path
-            lo, hi = es.get("eval/gold_gain_ci95_low"), es.get("eval/gold_gain_ci95_high")
-            g.add([name, r.seed, _cell(ep, es, "baseline/gold_mean", "{:+.3f}"), _cell(ep, es, "eval/gold_mean", "{:+.3f}"),
-                   _cell(ep, es, "eval/gold_gain", "{:+.3f}"),
+            lo, hi = es.get(f"{y.gain}_ci95_low"), es.get(f"{y.gain}_ci95_high")
+            g.add([name, r.seed, _cell(ep, es, y.base_mean, "{:+.3f}"), _cell(ep, es, y.mean, "{:+.3f}"),
+                   _cell(ep, es, y.gain, "{:+.3f}"),
                    Derived(f"{_fmt(lo, '{:+.3f}')} .. {_fmt(hi, '{:+.3f}')}" if lo is not None else "–",
-                           "eval/gold_gain_ci95_low .. high", [f"{ep.name}/summary.json"])])
+                           f"{y.gain}_ci95_low .. high", [f"{ep.name}/summary.json"])])
 
     # 5 stages: time, memory, 8 GB fit
     s = _Table(["stage", "run folder", "wall time s", "peak memory MB", "fits 8 GB", "reused"])
@@ -437,7 +471,7 @@ def write_report(study: Path, *, sft, rm_eval, runs: dict, base_seed: int) -> Pa
     # 7 does the RM still rank the rollouts as the gold does, as RL goes on? (per online arm, mean over seeds)
     ag = _Table(["configuration", "seeds logged", "Spearman(RM, gold) first step", "last step", "change"])
     for name, rs in arms.items():
-        if not _is_online(rs):
+        if not _is_online(rs) or y is not GOLD:
             continue
         per, _ = _curve(rs, "objective/rm_gold_spearman")
         per = [c for c in per if len(c) >= 2 and all(math.isfinite(v) for _, v in c)]
@@ -450,13 +484,17 @@ def write_report(study: Path, *, sft, rm_eval, runs: dict, base_seed: int) -> Pa
                 Derived(f"{last:.3f}", "mean over seeds of the last step's objective/rm_gold_spearman", src),
                 Derived(f"{last - first:+.3f}", "last - first", src)])
 
-    charts = _charts(study, arms, stages, rme)
-    samples = _samples(arms, base_seed, n=3)
+    charts = _charts(study, arms, stages, rme, y)
+    samples = _samples(arms, base_seed, n=3, y=y)
     first = next(iter(arms.values()))[0]
     meta = {"preset": index.get("preset"), "seed": base_seed, "seeds": seeds, "device": first.train.summary.get("device"),
             "wall_min": index.get("wall_time_s", 0) / 60, "compute_min": index.get("compute_s", 0) / 60,
-            "arms": list(arms)}
-    lead = [f"Configurations: {', '.join(arms)}; seeds {', '.join(map(str, seeds))} (SFT policy, preference pairs, "
+            "arms": list(arms), "yardstick": yn}
+    proxy = ["**No gold scorer (the task's `gold: none`): every gain below is the fp32 learned reward model's score, a "
+             "proxy, not ground truth.** The policies were trained against that RM (or a quantised copy of it), so a "
+             "policy that exploits the RM scores higher here without being better; name a gold (a callable, or an "
+             "independently trained RM folder) to measure alignment."] if y is PROXY else []
+    lead = proxy + [f"Configurations: {', '.join(arms)}; seeds {', '.join(map(str, seeds))} (SFT policy, preference pairs, "
             f"reward model and every evaluation's sampling use the base seed {base_seed}; the seeds replicate the "
             "training of each configuration). Device: " + str(meta["device"]) + ".",
             f"Compute: {meta['compute_min']:.1f} min over all stages (a reused stage counts what it took when it ran); "
@@ -471,32 +509,35 @@ def write_report(study: Path, *, sft, rm_eval, runs: dict, base_seed: int) -> Pa
     kl_note = ("KL is reported per response (nats summed over the response's tokens, what `eval` measures against the "
                "SFT policy on the held-out prompts) and per token (that figure over the mean response length). The "
                "original report's 0.15–0.25 target is a per-token figure; compare it with the per-token column.")
+    title = ("held-out gold gain over the SFT policy" if y is GOLD
+             else "held-out gain over the SFT policy by the fp32 learned RM: a proxy, not ground truth")
     md = [f"# EdgeRLHF study ({meta['preset']} preset)", "", *[x + "\n" for x in lead],
-          "## Alignment per configuration (held-out gold gain over the SFT policy)", "", a.md(), "", kl_note, "",
+          f"## Alignment per configuration ({title})", "", a.md(), "", kl_note, "",
           "## Comparisons (paired by seed and prompt; Holm-corrected across the table)", "", c.md(), "",
           *[f"- {v}" for v in verdicts], "",
           "## Reward-model precision: cost and agreement with fp32", "", t.md(), "",
-          "## Does the RM keep agreeing with the gold during RL?", "", ag.md(), "",
-          "Spearman rank correlation between the RM's scores (at its precision) and the gold's over each step's "
-          "rollouts; a fall means the policy found responses the RM over-rates (runs made before this metric "
-          "existed are not counted).", "",
-          "## Each run's gold change over SFT (paired over prompts)", "", g.md(), "",
+          *(["## Does the RM keep agreeing with the gold during RL?", "", ag.md(), "",
+             "Spearman rank correlation between the RM's scores (at its precision) and the gold's over each step's "
+             "rollouts; a fall means the policy found responses the RM over-rates (runs made before this metric "
+             "existed are not counted).", ""] if y is GOLD else []),
+          f"## Each run's {yn} change over SFT (paired over prompts)", "", g.md(), "",
           "## Stages: time, memory, and the 8 GB budget", "", s.md(), "", "## Where online RL's time goes", "", tt.md(), "",
           "## Charts", ""]
     md += [f"![{cap}]({src})\n" for src, cap in charts]
     md += [f"## Samples (same held-out prompts, seed {base_seed})", ""]
     for smp in samples:
-        md += [f"**Prompt:** {smp['prompt']}", "", f"- SFT: {smp['sft']}  *(gold {smp['sft_gold']:+.2f})*"]
-        md += [f"- {a_}: {txt}  *(gold {gold:+.2f})*" for a_, txt, gold in smp["aligned"]]
+        md += [f"**Prompt:** {smp['prompt']}", "", f"- SFT: {smp['sft']}  *({yn} {smp['sft_score']:+.2f})*"]
+        md += [f"- {a_}: {txt}  *({yn} {sc:+.2f})*" for a_, txt, sc in smp["aligned"]]
         md.append("")
     report = study / "report.md"
     atomic_write_text(report, "\n".join(md) + "\n")
-    tables = [("Alignment per configuration", a), ("Comparisons", c), ("Reward-model precision", t),
-              ("RM-vs-gold agreement during RL", ag),
-              ("Each run's gold change over SFT", g), ("Stages", s), ("Where online RL's time goes", tt)]
+    tables = [("Alignment per configuration" + ("" if y is GOLD else " (proxy: fp32 learned RM)"), a),
+              ("Comparisons", c), ("Reward-model precision", t)] + \
+        ([("RM-vs-gold agreement during RL", ag)] if y is GOLD else []) + \
+        [(f"Each run's {yn} change over SFT", g), ("Stages", s), ("Where online RL's time goes", tt)]
     atomic_write_text(study / "report.html", _html(meta, lead, kl_note, verdicts, tables, charts, samples))
     atomic_write_json(study / "report.json", {
-        "cells": [x for _, tb in tables for x in tb.sources], "charts": [src for src, _ in charts],
+        "yardstick": y._asdict(), "cells": [x for _, tb in tables for x in tb.sources], "charts": [src for src, _ in charts],
         "comparisons": [{"a": r["a"], "b": r["b"], "kind": r["kind"], "seeds": r["seeds"], "diff": r["cmp"].diff,
                          "ci_seeds": list(r["cmp"].seeds[:3]), "ci_both": list(r["cmp"].both[:3]),
                          "p_improvement": r["cmp"].p_improvement, "p": r["cmp"].p_value, "p_holm": r["p_holm"],
@@ -511,14 +552,14 @@ def _records(study: Path, index: dict):
                         _summary(study / s["path"])) for s in index["stages"]]
 
 
-def _samples(arms: dict[str, list[Run]], base_seed: int, n: int) -> list[dict]:
+def _samples(arms: dict[str, list[Run]], base_seed: int, n: int, y: Yardstick = GOLD) -> list[dict]:
     by = {}
     for a, rs in arms.items():
         r = next((x for x in rs if x.seed == base_seed), rs[0])
         by[a] = _responses(r.eval.path)
     first = next(iter(by.values()), [])
-    return [{"prompt": r["prompt"], "sft": r.get("baseline_response", ""), "sft_gold": r.get("baseline_gold", 0.0),
-             "aligned": [(a, rows[i]["response"], rows[i]["gold"]) for a, rows in by.items() if i < len(rows)]}
+    return [{"prompt": r["prompt"], "sft": r.get("baseline_response", ""), "sft_score": r.get(y.base_resp, math.nan),
+             "aligned": [(a, rows[i]["response"], rows[i].get(y.resp, math.nan)) for a, rows in by.items() if i < len(rows)]}
             for i, r in enumerate(first[:n])]
 
 
@@ -540,8 +581,9 @@ def _html(meta, lead, kl_note, verdicts, tables, charts, samples) -> str:
     parts += [f"<figure><img src='{e(src)}' alt='{e(c)}'><figcaption>{e(c)}</figcaption></figure>" for src, c in charts]
     parts.append(f"<h2>Samples (same held-out prompts, seed {meta['seed']})</h2>")
     for smp in samples:
-        items = [f"<li>SFT: {e(smp['sft'])} <em>(gold {smp['sft_gold']:+.2f})</em></li>"]
-        items += [f"<li>{e(a)}: {e(txt)} <em>(gold {gold:+.2f})</em></li>" for a, txt, gold in smp["aligned"]]
+        yn = meta.get("yardstick", "gold")
+        items = [f"<li>SFT: {e(smp['sft'])} <em>({yn} {smp['sft_score']:+.2f})</em></li>"]
+        items += [f"<li>{e(a)}: {e(txt)} <em>({yn} {sc:+.2f})</em></li>" for a, txt, sc in smp["aligned"]]
         parts.append(f"<p><b>Prompt:</b> {e(smp['prompt'])}</p><ul>{''.join(items)}</ul>")
     parts.append("</body></html>")
     return "\n".join(parts)
