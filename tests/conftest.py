@@ -93,3 +93,20 @@ def write_toy_prefs(path, n, seed, gold: bool = True):
         rows.append(row)
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return path
+
+
+def load_hh_style():
+    """tests/data/hh_style.py: the offline HH-RLHF-style task generator (and its rule-based gold)."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).parent / "data" / "hh_style.py"
+    spec = importlib.util.spec_from_file_location("hh_style", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="session")
+def hh_style():
+    return load_hh_style()

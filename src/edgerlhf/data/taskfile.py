@@ -189,6 +189,8 @@ def load_task(spec: str | Path) -> Task:
             if loader is not None:
                 loader(value)
             readable[key] = task_prompts(value, "")
+            if not readable[key]:
+                errs.append(f"{key}: {value} has no rows")
         except DataError as e:
             errs.append(f"{key}: {e}")
 
