@@ -106,9 +106,30 @@ class BaseConfig:
     dtype: str = opt("auto", "compute dtype: auto (fp32 on CPU, bf16 on a GPU that supports it) | fp32 | bf16 | fp16")
     report_to: list = opt(["tensorboard"], "metric sinks besides metrics.jsonl: none | tensorboard | mlflow | wandb (a list)")
     progress: bool = opt(True, "show progress bars")
+    chat_template: bool = opt(True, "format rows with the model's chat template (false: plain text, prompt then response then EOS, as for a base model or a text-continuation task); recorded in each artifact, and a stage reading an artifact must use the same")
     task: str = opt("", "a task file (YAML) naming the data, gold and response length (README: 'Your own task'; 'builtin': the shipped default); its settings come before presets, the config file and key=value overrides")
 
     # -- validation --------------------------------------------------------------------------------
+    def check_formatting(self, *keys: str) -> list[str]:
+        """An input artifact (policy, reward model) formats rows as it was trained: with or without the chat
+        template. A stage that reads it with the other setting would score or continue text it never saw."""
+        errs = []
+        for key in keys:
+            value = getattr(self, key, "")
+            if not value or not Path(value).expanduser().exists():
+                continue
+            try:
+                from edgerlhf.models.adapters import find_artifact, read_artifact_meta
+
+                used = read_artifact_meta(find_artifact(value)).get("use_chat_template", True)
+            except (FileNotFoundError, ValueError, OSError):
+                continue  # not an artifact: the stage's own check names that
+            if used != self.chat_template:
+                word = str(used).lower()
+                errs.append(f"chat_template={str(self.chat_template).lower()}, but {key}={value!r} was trained with "
+                            f"chat_template={word}: set chat_template={word} (a task file sets it for every stage)")
+        return errs
+
     def check(self) -> list[str]:
         """Value rules; return one message per problem (subclasses extend)."""
         errs = []
@@ -313,7 +334,7 @@ class PrefsConfig(GoldMixin, BaseConfig):
     skip_bad_rows: bool = opt(False, "drop and count bad rows in files instead of stopping at the first")
 
     def check(self) -> list[str]:
-        errs = super().check()
+        errs = super().check() + self.check_formatting("policy")
         if self.gold != "auto":
             errs += self.check_gold()
         if self.dataset != "generate":
@@ -420,6 +441,7 @@ class DPOConfig(LoraMixin, TrainMixin, PairsMixin, BaseConfig):
 
     def check(self) -> list[str]:
         errs = super().check() + self.check_train() + self.check_lora() + self.check_pairs()
+        errs += self.check_formatting("policy")
         if not self.lora:
             errs.append("lora=false: DPO here trains a LoRA adapter (its reference is the base with the adapter off)")
         if self.loss_type not in ("sigmoid", "ipo"):
@@ -540,6 +562,7 @@ class OnlineRLConfig(GoldEvalMixin, LoraMixin, OptimMixin, BaseConfig):
         from edgerlhf.models.precision import check_precision
 
         errs = super().check() + self.check_lora() + self.check_optim() + self.check_gold() + self.check_gold_eval()
+        errs += self.check_formatting("policy")
         if not self.lora:
             errs.append(f"lora=false: {self.stage} here trains a LoRA adapter on a shared base (the reference is that base); set lora=true")
         if self.reward and not Path(self.reward).expanduser().exists():
@@ -749,7 +772,7 @@ class EvalConfig(GoldMixin, BaseConfig):
     baseline_eval: str = opt("", "an eval run folder of the baseline policy itself (same prompts, seed, temperature, length): its responses are reused instead of sampled again")
 
     def check(self) -> list[str]:
-        errs = super().check()
+        errs = super().check() + self.check_formatting("policy")
         if not self.policy:
             errs.append("policy is required: a PPO or SFT run folder")
         elif not Path(self.policy).expanduser().exists():

@@ -135,3 +135,26 @@ def test_sft_from_the_chosen_side_of_hh_transcripts(tmp_path):
     with pytest.raises(DataError, match=r"sft.jsonl, line 1: field 'chosen' is missing"):
         sft.run(_cfg(tmp_path, plain, sft_from="chosen", run_name="x"))
     assert not (tmp_path / "runs" / "x").exists()
+
+
+def test_chat_template_off_trains_plain_text_and_later_stages_must_agree(tmp_path, sft_file):
+    """chat_template=false: rows are plain text (prompt, response, EOS); the artifact records it, every loader
+    formats as it was trained, and a later stage set the other way is an error naming the fix."""
+    from edgerlhf.config import PPOConfig
+    from edgerlhf.data.formatting import completion_text, prompt_text
+    from edgerlhf.models.adapters import find_artifact, read_artifact_meta
+
+    run = sft.run(_cfg(tmp_path, sft_file, max_steps=2, chat_template=False))
+    assert read_artifact_meta(find_artifact(run))["use_chat_template"] is False
+    _, tok, _ = load_policy(run)
+    assert tok.chat_template is None
+    msgs = [{"role": "user", "content": "Rate item 3."}]
+    assert prompt_text(tok, msgs) == "Rate item 3.\n"
+    assert completion_text(tok, msgs, "Great.") == "Great." + tok.eos_token
+    with pytest.raises(ConfigError, match="was trained with chat_template=false: set chat_template=false"):
+        load_config(PPOConfig, overrides={"model": "tiny", "policy": str(run)})
+    assert load_config(PPOConfig, overrides={"model": "tiny", "policy": str(run), "chat_template": False}).policy
+    # the default keeps the template, and says so in the artifact
+    run2 = sft.run(_cfg(tmp_path, sft_file, max_steps=1, run_name="with-template"))
+    assert read_artifact_meta(find_artifact(run2))["use_chat_template"] is True
+    assert load_policy(run2)[1].chat_template

@@ -66,6 +66,8 @@ class Task:
     eval_prompts: str = opt("builtin", "held-out evaluation prompts: builtin | a file; none of them may be a training prompt")
     gold: str = opt("vader", "the gold scorer: vader | none (reports use the learned RM and say it is a proxy) | "
                              "module:function | path/file.py:function | a reward run folder (RM as gold)")
+    chat_template: bool = opt(True, "format rows with the model's chat template (false: plain text, prompt then "
+                                    "response then EOS: for a base model or a text-continuation task)")
     response_length: int = opt(48, "new tokens per response: RL rollouts, generated pairs, evaluations, SFT samples")
     max_length: int | None = opt(None, "tokens of prompt + response per training row (null: each stage's default)")
 
@@ -239,6 +241,7 @@ def stage_settings(task: Task, stage_cls) -> dict:
     names = {f.name for f in dataclasses.fields(stage_cls)}
     if "gold" in names:
         out.setdefault("gold", task.gold)
+    out["chat_template"] = task.chat_template
     if task.max_length is not None and "max_length" in names:
         out["max_length"] = task.max_length
     return {k: v for k, v in out.items() if k in names}

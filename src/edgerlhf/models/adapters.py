@@ -104,7 +104,7 @@ def fill_policy_artifact(folder: Path, model, tok, *, stage: str, seed: int, mod
         shutil.copytree(src, Path(folder) / "sft")
         sft = read_artifact_meta(src)
     write_artifact_meta(folder, stage=stage, kind="lora", base_model=(sft or {}).get("base_model", model_name), seed=seed,
-                        sft="sft" if sft_policy else None, use_chat_template=True, **meta)
+                        sft="sft" if sft_policy else None, **{"use_chat_template": True, **meta})
 
 
 def load_policy(path: str | Path, *, dtype: torch.dtype = torch.float32, device="cpu", merge: bool = True):
@@ -116,7 +116,7 @@ def load_policy(path: str | Path, *, dtype: torch.dtype = torch.float32, device=
 
     art = find_artifact(path)
     meta = read_artifact_meta(art)
-    tok = load_tokenizer(meta["base_model"])
+    tok = load_tokenizer(meta["base_model"], meta.get("use_chat_template", True))  # formatted as it was trained
     if meta.get("kind") == "full":
         from transformers import AutoModelForCausalLM
 

@@ -108,13 +108,17 @@ def resolve_model_path(model: str) -> str:
     return model  # hub id: from_pretrained reads the local HF cache, and downloads only when online
 
 
-def load_tokenizer(model: str):
+def load_tokenizer(model: str, chat_template: bool = True):
+    """The model's tokenizer; ``chat_template=False`` drops its chat template, so every stage formats rows as plain
+    text (prompt, then response, then EOS: ``data.formatting``), as for a base model or a text-continuation task."""
     from transformers import AutoTokenizer
 
     path = _default_tokenizer_dir() if model in ("tiny", "default") else resolve_model_path(model)
     tok = AutoTokenizer.from_pretrained(path)
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
+    if not chat_template:
+        tok.chat_template = None
     return tok
 
 

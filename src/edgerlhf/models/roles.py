@@ -146,7 +146,8 @@ def frozen_bottom_blocks(model, lora_layers: int) -> int:
     return max(0, n - lora_layers)
 
 
-def load_base(policy: str, model: str, *, dtype: torch.dtype, device, seed: int, base_precision: str = "fp32"):
+def load_base(policy: str, model: str, *, dtype: torch.dtype, device, seed: int, base_precision: str = "fp32",
+              chat_template: bool = True):
     """The frozen base every role shares: the SFT policy merged (or ``model`` itself), optionally
     re-loaded through bitsandbytes in int8 / int4. Returns (model, tokenizer, sft_meta or {})."""
     from edgerlhf.models.adapters import load_policy
@@ -155,7 +156,7 @@ def load_base(policy: str, model: str, *, dtype: torch.dtype, device, seed: int,
     if policy:
         m, tok, meta = load_policy(policy, dtype=torch.float32 if base_precision != "fp32" else dtype, device="cpu")
     else:
-        m, tok, meta = load_causal_lm(model, dtype=dtype, seed=seed), load_tokenizer(model), {}
+        m, tok, meta = load_causal_lm(model, dtype=dtype, seed=seed), load_tokenizer(model, chat_template), {}
     if base_precision != "fp32":
         from transformers import AutoModelForCausalLM
 
@@ -224,7 +225,7 @@ class Roles:
         self.layout, self.has_reference = cfg.layout, reference
         self.value_mode = getattr(cfg, "value_model", "head") if values else None
         load = lambda: load_base(cfg.policy, cfg.model, dtype=dtype, device=self.device, seed=cfg.seed,  # noqa: E731
-                                 base_precision=cfg.base_precision)
+                                 base_precision=cfg.base_precision, chat_template=cfg.chat_template)
         base, self.tokenizer, self.sft_meta = load()
         self.policy = get_peft_model(base, lora_config(cfg, "CAUSAL_LM", base))  # adapter "default"
         self.ref = self.value_trunk = self.value_head = None

@@ -16,7 +16,7 @@ from edgerlhf.models.generation import length_batches, right_pad
 
 
 def load_seq_cls(model: str, dtype: torch.dtype = torch.float32, seed: int = 0, base_precision: str = "fp32",
-                 device="cpu"):
+                 device="cpu", chat_template: bool = True):
     """The base model with a fresh one-output score head (``tiny`` is built from ``seed``).
 
     ``base_precision`` int8 / int4 loads the body quantised through bitsandbytes (QLoRA-style training:
@@ -26,7 +26,7 @@ def load_seq_cls(model: str, dtype: torch.dtype = torch.float32, seed: int = 0, 
 
     from edgerlhf.models.loading import load_tokenizer, resolve_model_path, tiny_config
 
-    tok = load_tokenizer(model)
+    tok = load_tokenizer(model, chat_template)
     torch.manual_seed(seed)  # the fresh score head's init
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()  # the load report lists score.weight as "newly initialized": by design
@@ -156,7 +156,8 @@ class RewardModel:
 def merged_fp32(art: Path, meta: dict):
     from peft import PeftModel
 
-    base, tok = load_seq_cls(meta["base_model"], seed=meta.get("seed", 0))
+    base, tok = load_seq_cls(meta["base_model"], seed=meta.get("seed", 0),
+                             chat_template=meta.get("use_chat_template", True))
     return PeftModel.from_pretrained(base, art).merge_and_unload(), tok
 
 
@@ -165,7 +166,7 @@ def _qlora(art: Path, meta: dict, device):
     from peft import PeftModel
 
     base, tok = load_seq_cls(meta["base_model"], seed=meta.get("seed", 0), base_precision=meta["base_precision"],
-                             device=device)
+                             device=device, chat_template=meta.get("use_chat_template", True))
     return PeftModel.from_pretrained(base, art).eval(), tok
 
 
@@ -231,7 +232,8 @@ def load_reward_model(path: str | Path, precision: str | None = None, *, device:
         with P.quiet_bnb():
             model = AutoModelForSequenceClassification.from_pretrained(
                 art, dtype=P.compute_dtype(meta["precision"].partition(":")[0], device), device_map={"": str(device)})
-        return RewardModel(model.requires_grad_(False), load_tokenizer(meta["base_model"]), meta, device, batch_size)
+        tok = load_tokenizer(meta["base_model"], meta.get("use_chat_template", True))
+        return RewardModel(model.requires_grad_(False), tok, meta, device, batch_size)
     with safe_open(str(art / "adapter_model.safetensors"), "pt") as f:
         if not any(".score." in k or k.endswith("score.weight") for k in f.keys()):
             raise ValueError(f"{art} holds no trained score head (it would reload with a random head and score "

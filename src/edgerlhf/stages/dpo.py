@@ -95,7 +95,7 @@ def run(cfg: DPOConfig) -> Path:
     seed_everything(cfg.seed)
     device = resolve_device(cfg.device)
     dtype = resolve_dtype(cfg.dtype, device)
-    train, held, skipped = load_pairs(cfg, load_tokenizer(cfg.model))
+    train, held, skipped = load_pairs(cfg, load_tokenizer(cfg.model, cfg.chat_template))
     run_dir = RunDir(cfg)
     mem = PeakMemory().start()
     try:
@@ -149,6 +149,7 @@ def run(cfg: DPOConfig) -> Path:
         def fill(tmp: Path):
             fill_policy_artifact(tmp, model, tok, stage="dpo", seed=cfg.seed, model_name=cfg.model, sft_policy=cfg.policy,
                                  base_precision="fp32", algorithm="dpo", beta=cfg.beta, loss_type=cfg.loss_type,
+                                 use_chat_template=cfg.chat_template,
                                  prefs=str(Path(cfg.prefs).resolve()) if Path(cfg.prefs).is_dir() else cfg.prefs)
 
         artifact = atomic_write_dir(run_dir.path / "adapter", fill)

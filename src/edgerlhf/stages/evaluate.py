@@ -128,7 +128,7 @@ def run(cfg) -> Path:
         base_texts = base_g = None
         if base_path is not None:
             if base_path == "base":
-                bmodel, btok = load_causal_lm(meta["base_model"], seed=meta.get("seed", 0)), load_tokenizer(meta["base_model"])
+                bmodel, btok = load_causal_lm(meta["base_model"], seed=meta.get("seed", 0)), load_tokenizer(meta["base_model"], meta.get("use_chat_template", True))
             else:
                 bmodel, btok, _ = load_policy(base_path)
             if reused is not None:

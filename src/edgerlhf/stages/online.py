@@ -591,7 +591,7 @@ def _finish(cfg, algo, run_dir, roles, tok, history, state, reward_info, mem, t_
         # the SFT adapter travels with the policy adapter: the artifact is self-contained
         fill_policy_artifact(tmp, roles.policy, tok, stage=cfg.stage, seed=cfg.seed, model_name=cfg.model,
                              sft_policy=cfg.policy, base_precision=cfg.base_precision, algorithm=algo.name,
-                             **reward_info)
+                             use_chat_template=cfg.chat_template, **reward_info)
         if roles.value_head is not None:
             save_file({k: v.detach().cpu().contiguous() for k, v in roles.value_head.state_dict().items()},
                       str(tmp / "value_head.safetensors"))

@@ -81,7 +81,8 @@ def _sample(cfg: PrefsConfig, prompt_rows: list[dict], gold, run_dir: RunDir, me
     if cfg.policy:
         model, tok, _ = load_policy(cfg.policy, dtype=dtype, device=device)
     else:
-        model, tok = load_causal_lm(cfg.model, dtype=dtype, device=device, seed=cfg.seed), load_tokenizer(cfg.model)
+        model = load_causal_lm(cfg.model, dtype=dtype, device=device, seed=cfg.seed)
+        tok = load_tokenizer(cfg.model, cfg.chat_template)
     k = cfg.samples_per_prompt
     flat = [r["prompt"] for r in prompt_rows for _ in range(k)]
     t0 = time.perf_counter()
@@ -113,7 +114,7 @@ def _from_file(cfg: PrefsConfig) -> Path:
     from edgerlhf.data.formatting import response_str
     from edgerlhf.models.loading import load_tokenizer
 
-    rows, skipped = load_preference_rows(cfg.dataset, tokenizer=load_tokenizer(cfg.model),
+    rows, skipped = load_preference_rows(cfg.dataset, tokenizer=load_tokenizer(cfg.model, cfg.chat_template),
                                          max_length=cfg.max_length, skip_bad_rows=cfg.skip_bad_rows)
     gold = _gold_of(cfg)  # checked (and an RM gold loaded) before any folder exists
     run_dir = RunDir(cfg)

@@ -55,7 +55,7 @@ def run(cfg: RewardConfig) -> Path:
     seed_everything(cfg.seed)
     device = resolve_device(cfg.device)
     dtype = resolve_dtype(cfg.dtype, device)
-    tok = load_tokenizer(cfg.model)
+    tok = load_tokenizer(cfg.model, cfg.chat_template)
     train, held, skipped = load_pairs(cfg, tok)
     prompts = [p["prompt"] for p in train]
     enc = list(zip(encode_for_rm(tok, prompts, [p["chosen"] for p in train], cfg.max_length),
@@ -65,7 +65,8 @@ def run(cfg: RewardConfig) -> Path:
     run_dir = RunDir(cfg)
     mem = PeakMemory().start()
     try:
-        model, _ = load_seq_cls(cfg.model, dtype=dtype, seed=cfg.seed, base_precision=cfg.base_precision, device=device)
+        model, _ = load_seq_cls(cfg.model, dtype=dtype, seed=cfg.seed, base_precision=cfg.base_precision, device=device,
+                                chat_template=cfg.chat_template)
         model.config.use_cache = False
         if cfg.base_precision != "fp32":
             from peft import prepare_model_for_kbit_training
@@ -118,7 +119,7 @@ def run(cfg: RewardConfig) -> Path:
                                 seed=cfg.seed, max_length=cfg.max_length, base_precision=cfg.base_precision,
                                 precision=cfg.base_precision,
                                 prefs=str(Path(cfg.prefs).resolve()) if Path(cfg.prefs).is_dir() else cfg.prefs,
-                                high_precision_modules=["score"])
+                                high_precision_modules=["score"], use_chat_template=cfg.chat_template)
 
         artifact = atomic_write_dir(run_dir.path / "adapter", fill)
         stats = {"artifact": str(artifact), "device": str(device), "compute_dtype": str(dtype).removeprefix("torch."),

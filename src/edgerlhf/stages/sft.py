@@ -110,7 +110,7 @@ def run(cfg: SFTConfig) -> Path:
     seed_everything(cfg.seed)
     device = resolve_device(cfg.device)
     dtype = resolve_dtype(cfg.dtype, device)
-    tok = load_tokenizer(cfg.model)
+    tok = load_tokenizer(cfg.model, cfg.chat_template)
     train_rows, held_rows, skipped = load_rows(cfg, tok)
     encoded = _encode(tok, train_rows, cfg.max_length, cfg.dataset)
     held_enc = _encode(tok, held_rows, cfg.max_length, cfg.eval_dataset or cfg.dataset)
@@ -172,7 +172,7 @@ def run(cfg: SFTConfig) -> Path:
             model.save_pretrained(tmp, safe_serialization=True)
             tok.save_pretrained(tmp)
             write_artifact_meta(tmp, stage="sft", kind=kind, base_model=cfg.model, seed=cfg.seed,
-                                use_chat_template=True)
+                                use_chat_template=cfg.chat_template)
 
         artifact = atomic_write_dir(run_dir.path / ("adapter" if cfg.lora else "model"), fill)
         stats = {
