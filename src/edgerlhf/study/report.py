@@ -131,15 +131,19 @@ def _arm_runs(runs: dict) -> dict[str, list[Run]]:
     return {arm.name: [Run(s, t, e) for s, (t, e) in by_seed.items()] for arm, by_seed in runs.items()}
 
 
-def _gains(rs: list[Run], y: Yardstick = GOLD) -> list[list[float]]:
+def _gains(rs: list[Run], y: Yardstick = GOLD, cache: dict | None = None) -> list[list[float]]:
     """gains[seed][prompt]: the held-out score (gold, or the proxy RM's) of each response minus the SFT policy's
-    on the same prompt."""
+    on the same prompt. ``cache`` (one report's) keeps each evaluation's gains, so its responses.jsonl is read once."""
     out = []
+    cache = {} if cache is None else cache
     for r in rs:
-        rows = _responses(r.eval.path)
-        if not rows or any(y.resp not in x or y.base_resp not in x for x in rows):
+        if r.eval.path not in cache:
+            rows = _responses(r.eval.path)
+            ok = rows and all(y.resp in x and y.base_resp in x for x in rows)
+            cache[r.eval.path] = [x[y.resp] - x[y.base_resp] for x in rows] if ok else None
+        if cache[r.eval.path] is None:
             return []
-        out.append([x[y.resp] - x[y.base_resp] for x in rows])
+        out.append(cache[r.eval.path])
     return out if len({len(g) for g in out}) == 1 else []
 
 
@@ -175,7 +179,9 @@ def _curve(rs: list[Run], key: str) -> tuple[list[list[tuple[int, float]]], list
 
 
 def _charts(study: Path, arms: dict[str, list[Run]], stages: list, rm_eval_summary: dict,
-            y: Yardstick = GOLD) -> list[tuple[str, str]]:
+            y: Yardstick, intervals: dict) -> list[tuple[str, str]]:
+    """The report's charts; ``intervals`` holds each arm's hierarchical-bootstrap interval (computed once, for the
+    table and the seeds chart alike)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -242,9 +248,8 @@ def _charts(study: Path, arms: dict[str, list[Run]], stages: list, rm_eval_summa
         vals = [r.eval.summary.get(y.gain) for r in rs]
         vals = [v for v in vals if v is not None]
         ax.plot(vals, [i] * len(vals), "o", color=colors[a], alpha=0.6)
-        g = _gains(rs, y)
-        if g:
-            iv = hierarchical_bootstrap(g)
+        iv = intervals.get(a)
+        if iv:
             ax.errorbar([iv.mean], [i], xerr=[[iv.mean - iv.low], [iv.high - iv.mean]], fmt="D", color="black", capsize=4)
     ax.set_yticks(range(len(arms)), list(arms))
     ax.invert_yaxis()
@@ -292,7 +297,8 @@ def _save(fig, path: Path, caption: str) -> tuple[str, str]:
 
 # -- comparisons ----------------------------------------------------------------------------------------
 
-def _comparisons(arms: dict[str, list[Run]], names: dict[str, tuple[str, str]], y: Yardstick = GOLD) -> list[dict]:
+def _comparisons(arms: dict[str, list[Run]], names: dict[str, tuple[str, str]], y: Yardstick = GOLD,
+                 cache: dict | None = None) -> list[dict]:
     """Each precision against fp32 (the first precision) within an algorithm, and each algorithm against PPO at
     that reference precision (DPO against it too), on the seeds both ran and the same prompts; Holm across all."""
     by_algo: dict[str, list[str]] = {}
@@ -314,7 +320,7 @@ def _comparisons(arms: dict[str, list[Run]], names: dict[str, tuple[str, str]], 
         seeds = [r.seed for r in arms[a] if r.seed in {x.seed for x in arms[b]}]
         ra = [r for r in arms[a] if r.seed in seeds]
         rb = sorted((r for r in arms[b] if r.seed in seeds), key=lambda r: seeds.index(r.seed))
-        ga, gb = _gains(ra, y), _gains(rb, y)
+        ga, gb = _gains(ra, y, cache), _gains(rb, y, cache)
         if not ga or not gb or len(ga[0]) != len(gb[0]):
             continue
         c = compare(ga, gb)
@@ -383,6 +389,8 @@ def write_report(study: Path, *, sft, rm_eval, runs: dict, base_seed: int) -> Pa
     n_seeds = len(seeds)
     y = yardstick([r.eval for rs in arms.values() for r in rs])
     yn = y.name
+    cache: dict = {}  # each evaluation's per-prompt gains, read once
+    intervals: dict = {}  # each arm's hierarchical-bootstrap interval, drawn once
 
     # 1 RM precision: cost and agreement with fp32
     t = _Table(["RM precision", "RM weights MB", "RM s/batch", "RM acc vs fp32", "Spearman ρ vs fp32", "flip rate"])
@@ -396,7 +404,7 @@ def write_report(study: Path, *, sft, rm_eval, runs: dict, base_seed: int) -> Pa
                 "95% bootstrap (seeds, prompts)", "win rate vs SFT", "KL nats/response", "KL nats/token",
                 "final RM reward", "train peak MB", "train s (median)"])
     for name, rs in arms.items():
-        g = _gains(rs, y)
+        g = _gains(rs, y, cache)
         per_seed = " / ".join(_fmt(r.eval.summary.get(y.gain), "{:+.3f}") for r in rs)
         srcs = [{"file": f"{r.eval.path.name}/summary.json", "key": [y.gain]} for r in rs]
         def mean_of(key, rs=rs):
@@ -405,7 +413,7 @@ def write_report(study: Path, *, sft, rm_eval, runs: dict, base_seed: int) -> Pa
         kl_tok = [r.eval.summary["eval/kl"] / r.eval.summary["eval/mean_tokens"] for r in rs
                   if r.eval.summary.get("eval/kl") is not None and r.eval.summary.get("eval/mean_tokens")]
         ti = t_interval([sum(x) / len(x) for x in g]) if g else None
-        hb = hierarchical_bootstrap(g) if g else None
+        hb = intervals[name] = hierarchical_bootstrap(g) if g else None
         files = [f"{r.eval.path.name}/summary.json" for r in rs]
         a.add([name, ", ".join(str(r.seed) for r in rs), Derived(per_seed, f"each seed's {y.gain}", srcs),
                Derived(_fmt(ti.mean if ti else None, "{:+.3f}"), f"mean over seeds of {y.resp} - {y.base_resp}", _files(rs)),
@@ -422,7 +430,7 @@ def write_report(study: Path, *, sft, rm_eval, runs: dict, base_seed: int) -> Pa
                        [f"{r.train.path.name}/summary.json" for r in rs])])
 
     # 3 comparisons with Holm's correction and a power statement
-    rows = _comparisons(arms, names, y)
+    rows = _comparisons(arms, names, y, cache)
     c = _Table(["comparison", "seeds", "difference", "95% t over seeds", "95% bootstrap (seeds, prompts)",
                 "P(improvement)", "p", "p (Holm)", "detectable at 80% power", "verdict"])
     for r in rows:
@@ -484,7 +492,7 @@ def write_report(study: Path, *, sft, rm_eval, runs: dict, base_seed: int) -> Pa
                 Derived(f"{last:.3f}", "mean over seeds of the last step's objective/rm_gold_spearman", src),
                 Derived(f"{last - first:+.3f}", "last - first", src)])
 
-    charts = _charts(study, arms, stages, rme, y)
+    charts = _charts(study, arms, stages, rme, y, intervals)
     samples = _samples(arms, base_seed, n=3, y=y)
     first = next(iter(arms.values()))[0]
     meta = {"preset": index.get("preset"), "seed": base_seed, "seeds": seeds, "device": first.train.summary.get("device"),
