@@ -82,3 +82,20 @@ def test_grpo_command_refuses_a_missing_reward_before_writing(tmp_path, capsys):
                  "gold_eval_prompts=0", "report_to=none", "progress=false", "max_prompts=16",
                  "reward=" + str(tmp_path / "missing")]) == 2
     assert "reward='" in capsys.readouterr().err and not (tmp_path / "g").exists()
+
+
+def test_eval_takes_the_folder_as_a_word_or_as_policy_equals(capsys, tmp_path):
+    # with no folder word, the first key=value is a key=value (it used to become policy='policy=...')
+    assert main(["eval", f"policy={tmp_path / 'nope'}", "num_prompts=0"]) == 2
+    err = capsys.readouterr().err
+    assert f"policy='{tmp_path / 'nope'}': no such folder" in err and "num_prompts=0" in err
+    assert main(["eval", str(tmp_path / "nope2"), "num_prompts=0"]) == 2
+    assert f"policy='{tmp_path / 'nope2'}': no such folder" in capsys.readouterr().err
+
+
+def test_stage_task_flag_reads_the_task_file(capsys, tmp_path):
+    (tmp_path / "t.yaml").write_text("gold: nosuchgold\nrespons_length: 8\n")
+    assert main(["sft", "--task", str(tmp_path / "t.yaml"), f"output_dir={tmp_path / 'runs'}"]) == 2
+    err = capsys.readouterr().err
+    assert "did you mean 'response_length'" in err and "nosuchgold" in err
+    assert not (tmp_path / "runs").exists()

@@ -38,6 +38,13 @@ def _load(stage: str, args) -> object:
     return load_config(cls, args.config, overrides, base=base)
 
 
+def _is_override(word: str) -> bool:
+    """``key=value`` (a config override) rather than a folder name: a key-like word before the first '='."""
+    import re
+
+    return re.match(r"^[A-Za-z_][A-Za-z0-9_-]*=", word) is not None
+
+
 def _int_list(text: str | None, flag: str) -> list[int] | None:
     if not text:
         return None
@@ -151,11 +158,11 @@ def main(argv: list[str] | None = None) -> int:
             check_precision(args.precision)
             quantize(args.rm_dir, args.precision, args.out, args.device)
             return 0
-        if args.command == "eval" and not args.help_config and args.policy_dir:
-            args.overrides.append(f"policy={args.policy_dir}")
+        for cmd, pos, key in (("eval", "policy_dir", "policy"), ("rm-eval", "rm_dir", "rm")):
+            value = getattr(args, pos, None) if args.command == cmd else None
+            if value and not args.help_config:  # the folder, or (no folder given) the first key=value
+                args.overrides.insert(0, value if _is_override(value) else f"{key}={value}")
         if args.command == "rm-eval" and not args.help_config:
-            if args.rm_dir:
-                args.overrides.append(f"rm={args.rm_dir}")
             if args.precisions:
                 args.overrides.append(f"precisions={args.precisions}")
         if getattr(args, "help_config", False):
