@@ -118,3 +118,10 @@ def test_overlap_counts_a_string_and_a_message_prompt_as_the_same(tmp_path):
         load_task(tmp_path / "t.yaml")
     assert "also in sft (training)" in str(e.value) and "also in prompts (training)" in str(e.value)
     assert "eval.jsonl, line 1 = " in str(e.value)
+
+
+def test_keywords_in_the_wrong_place(tmp_path):
+    (tmp_path / "t.yaml").write_text("prefs: builtin\nsft: generate\n")
+    with pytest.raises(ConfigError) as e:
+        load_task(tmp_path / "t.yaml")
+    assert "prefs='builtin': use generate" in str(e.value) and "sft=generate: `generate` is for prefs only" in str(e.value)

@@ -168,8 +168,10 @@ def load_task(spec: str | Path) -> Task:
     errs += check_gold(task.gold)
     if task.prefs == "generate" and task.gold == "none":
         errs.append("prefs: generate labels sampled pairs with the gold, and gold is none: name a gold "
-                    f"({'vader, module:function, a reward run folder'}) or give a preference file")
-    for k in ("prompts", "eval_prompts"):
+                    "(vader, module:function, a reward run folder) or give a preference file")
+    if task.prefs in ("builtin", ""):
+        errs.append(f"prefs={task.prefs!r}: use generate (sample pairs, label them with the gold) or a preference file")
+    for k in ("sft", "prompts", "eval_prompts"):
         if getattr(task, k) == "generate":
             errs.append(f"{k}=generate: `generate` is for prefs only; use builtin or a file")
 
