@@ -170,3 +170,57 @@ def test_fail_records_the_error_and_ctrl_c_reads_as_interrupted(tmp_path):
     assert json.loads((out / "metrics.jsonl").read_text())["train/loss"] == 1.0  # nothing lost
     rd2 = RunDir(cfg)
     assert (rd2.fail(ValueError("bad")) / "status").read_text().strip() == "failed"
+
+
+def test_a_sink_that_fails_to_start_marks_the_folder_failed_and_names_the_fix(tmp_path, monkeypatch):
+    """A third-party sink that cannot start (mlflow's refused file store, a missing wandb login) never leaves a
+    folder 'running': the sinks already started are closed, the folder is failed with the reason, and the
+    error names the sink and what to do."""
+    from edgerlhf.tracking import run as run_mod
+
+    closed = []
+
+    class Fine:
+        def __init__(self, path):
+            pass
+
+        def close(self):
+            closed.append(True)
+
+    def refused(path, cfg):
+        raise RuntimeError("The filesystem tracking backend (e.g., './mlruns') is in maintenance mode")
+
+    monkeypatch.setattr(run_mod, "_TensorBoard", Fine)
+    monkeypatch.setattr(run_mod, "_MLflow", refused)
+    cfg = SFTConfig(output_dir=str(tmp_path), run_name="r", report_to=["tensorboard", "mlflow"])
+    with pytest.raises(run_mod.SinkError) as e:
+        RunDir(cfg)
+    msg = str(e.value)
+    assert "metric sink 'mlflow' failed to start" in msg and "maintenance mode" in msg
+    assert "MLFLOW_TRACKING_URI" in msg and "marked failed" in msg
+    assert (tmp_path / "r" / "status").read_text().strip() == "failed"
+    assert "mlflow" in json.loads((tmp_path / "r" / "summary.json").read_text())["error"]
+    assert closed == [True]  # the sink that did start was closed
+    from edgerlhf.tracking.listing import runs_table
+
+    assert "running" not in runs_table(tmp_path) and "failed" in runs_table(tmp_path)
+
+
+def test_tracking_defaults_work_with_todays_mlflow_and_without_a_wandb_key(tmp_path, monkeypatch):
+    from edgerlhf.tracking.run import mlflow_uri, wandb_mode
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    assert mlflow_uri(tmp_path / "runs" / "r") == f"sqlite:///{(tmp_path / 'runs' / 'mlflow.db').resolve()}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://localhost:5000")
+    assert mlflow_uri(tmp_path / "r") == "http://localhost:5000"  # an explicit store is respected
+    for k in ("WANDB_MODE", "WANDB_API_KEY"):
+        monkeypatch.delenv(k, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.netrc
+    monkeypatch.setenv("NETRC", str(tmp_path / "none"))
+    assert wandb_mode() == "offline"
+    (tmp_path / ".netrc").write_text("machine api.wandb.ai\n  login user\n  password abc\n")
+    (tmp_path / ".netrc").chmod(0o600)
+    monkeypatch.delenv("NETRC")
+    assert wandb_mode() == "online"  # `wandb login` wrote the key
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    assert wandb_mode() == "disabled"

@@ -113,7 +113,7 @@ class RunDir:
             self.path, self.t0 = Path(reopen), time.time() - self.before_s
             self.set_status("running")
             self._metrics = open(self.path / "metrics.jsonl", "a", buffering=1)
-            self._sinks = _make_sinks(cfg.report_to, self.path, cfg)
+            self._start_sinks()
             return
         name = cfg.run_name or f"{cfg.stage}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
         base = Path(root or cfg.output_dir)
@@ -131,7 +131,21 @@ class RunDir:
         atomic_write_text(path / "config.yaml", yaml.safe_dump(to_dict(cfg), sort_keys=False))
         self.set_status("running")
         self._metrics = open(path / "metrics.jsonl", "a", buffering=1)
-        self._sinks = _make_sinks(cfg.report_to, path, cfg)
+        self._start_sinks()
+
+    def _start_sinks(self) -> None:
+        """Start the metric sinks; one that fails leaves the folder marked failed (never "running"), the sinks
+        already started closed, and raises a SinkError naming the sink and the fix."""
+        self._sinks = []
+        for name in (n for n in self.cfg.report_to if n != "none"):
+            try:
+                self._sinks.append(_make_sink(name, self.path, self.cfg))
+            except Exception as e:  # noqa: BLE001 - any failure of a third-party sink: name it, record it
+                err = SinkError(f"metric sink {name!r} failed to start ({type(e).__name__}: {e}); {_SINK_FIX.get(name, '')}"
+                                f"or drop it from report_to (e.g. report_to=tensorboard). The run folder {self.path} is "
+                                "marked failed.")
+                self.fail(err)
+                raise err from e
 
     def set_status(self, status: str) -> None:
         atomic_write_text(self.path / "status", status + "\n")
@@ -191,6 +205,27 @@ class _TensorBoard:
         self.w.close()
 
 
+def mlflow_uri(path: Path) -> str:
+    """``MLFLOW_TRACKING_URI`` when set, else a SQLite store beside the run folders: current mlflow (3.x) refuses
+    the old default, a ``file:`` store ("the filesystem tracking backend is in maintenance mode")."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{(Path(path).parent / 'mlflow.db').resolve()}"
+
+
+def wandb_mode() -> str:
+    """``WANDB_MODE`` when set; else online with a key (``WANDB_API_KEY`` or a ``wandb login`` entry in ~/.netrc),
+    offline without one (runs are kept under the run folder; ``wandb sync`` uploads them later)."""
+    if os.environ.get("WANDB_MODE"):
+        return os.environ["WANDB_MODE"]
+    if os.environ.get("WANDB_API_KEY"):
+        return "online"
+    try:
+        import netrc
+
+        return "online" if netrc.netrc().authenticators("api.wandb.ai") else "offline"
+    except (FileNotFoundError, OSError, netrc.NetrcParseError):
+        return "offline"
+
+
 class _MLflow:
     def __init__(self, path: Path, cfg):
         try:
@@ -198,7 +233,7 @@ class _MLflow:
         except ImportError:
             raise RuntimeError("report_to includes 'mlflow' but mlflow is not installed: pip install 'edgerlhf[mlflow]'") from None
         self.m = mlflow
-        mlflow.set_tracking_uri(os.environ.get("MLFLOW_TRACKING_URI", (path.parent / "mlruns").resolve().as_uri()))
+        mlflow.set_tracking_uri(mlflow_uri(path))
         mlflow.start_run(run_name=path.name)
         mlflow.log_params({k: str(v) for k, v in to_dict(cfg).items()})
 
@@ -219,7 +254,7 @@ class _Wandb:
             import wandb
         except ImportError:
             raise RuntimeError("report_to includes 'wandb' but wandb is not installed: pip install 'edgerlhf[wandb]'") from None
-        self.run = wandb.init(name=path.name, dir=str(path), config=to_dict(cfg))
+        self.run = wandb.init(name=path.name, dir=str(path), config=to_dict(cfg), mode=wandb_mode())
 
     def log(self, metrics, step):
         self.run.log(dict(metrics), step=step)
@@ -231,13 +266,17 @@ class _Wandb:
         self.run.finish()
 
 
-def _make_sinks(report_to: list[str], path: Path, cfg) -> list:
-    sinks = []
-    for name in report_to:
-        if name == "tensorboard":
-            sinks.append(_TensorBoard(path))
-        elif name == "mlflow":
-            sinks.append(_MLflow(path, cfg))
-        elif name == "wandb":
-            sinks.append(_Wandb(path, cfg))
-    return sinks
+class SinkError(RuntimeError):
+    """A metric sink (tensorboard, mlflow, wandb) could not start; the message names it and the fix."""
+
+
+_SINK_FIX = {
+    "tensorboard": "install it (pip install tensorboard) ",
+    "mlflow": "set MLFLOW_TRACKING_URI to a store your mlflow accepts (e.g. sqlite:///runs/mlflow.db) ",
+    "wandb": "log in (wandb login) or set WANDB_MODE=offline ",
+}
+
+
+def _make_sink(name: str, path: Path, cfg):
+    return {"tensorboard": lambda: _TensorBoard(path), "mlflow": lambda: _MLflow(path, cfg),
+            "wandb": lambda: _Wandb(path, cfg)}[name]()
