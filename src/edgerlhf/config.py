@@ -905,17 +905,22 @@ def load_config(cls: type[BaseConfig], path: str | Path | None = None, overrides
         source = str(p)
         if not p.is_file():
             raise ConfigError([f"config file {str(p)!r} not found"], source)
-        try:
-            data = yaml.safe_load(p.read_text()) or {}
-        except yaml.YAMLError as e:
-            raise ConfigError([f"not valid YAML: {e}"], source) from None
-        if not isinstance(data, dict):
-            raise ConfigError(["top level must be a mapping of key: value"], source)
-        raw.update(data)
+        raw.update(read_yaml_mapping(p))
     if isinstance(overrides, list):
         overrides = parse_overrides(overrides)
     raw.update(overrides or {})
     return from_dict(cls, raw, source)
+
+
+def read_yaml_mapping(path: Path) -> dict:
+    """A YAML file whose top level is a mapping (config and task files); a ConfigError naming the file otherwise."""
+    try:
+        data = yaml.safe_load(Path(path).read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError([f"not valid YAML: {e}"], str(path)) from None
+    if not isinstance(data, dict):
+        raise ConfigError(["top level must be a mapping of key: value"], str(path))
+    return data
 
 
 def from_dict(cls: type[BaseConfig], raw: dict, source: str = "config") -> BaseConfig:

@@ -29,7 +29,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from edgerlhf.config import ConfigError, _coerce, opt, unknown_key_message
+from edgerlhf.config import ConfigError, _coerce, opt, read_yaml_mapping, unknown_key_message
 
 __all__ = ["BUILTIN_TASK", "Task", "held_out_prompts", "load_task", "stage_settings", "task_prompts"]
 
@@ -128,14 +128,7 @@ def load_task(spec: str | Path) -> Task:
     if not path.is_file():
         raise ConfigError([f"task file {str(spec)!r} not found (use a YAML file, or `builtin` for the built-in task)"],
                           "task")
-    import yaml
-
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as e:
-        raise ConfigError([f"not valid YAML: {e}"], source) from None
-    if not isinstance(data, dict):
-        raise ConfigError(["top level must be a mapping of key: value"], source)
+    data = read_yaml_mapping(path)
     import typing
 
     types_ = {k: t for k, t in typing.get_type_hints(Task).items() if k != "path"}
