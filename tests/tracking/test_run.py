@@ -184,8 +184,11 @@ def test_a_sink_that_fails_to_start_marks_the_folder_failed_and_names_the_fix(tm
         def __init__(self, path):
             pass
 
-        def close(self):
-            closed.append(True)
+        def summary(self, summary):
+            pass
+
+        def close(self, status="finished"):
+            closed.append(status)
 
     def refused(path, cfg):
         raise RuntimeError("The filesystem tracking backend (e.g., './mlruns') is in maintenance mode")
@@ -200,7 +203,7 @@ def test_a_sink_that_fails_to_start_marks_the_folder_failed_and_names_the_fix(tm
     assert "MLFLOW_TRACKING_URI" in msg and "marked failed" in msg
     assert (tmp_path / "r" / "status").read_text().strip() == "failed"
     assert "mlflow" in json.loads((tmp_path / "r" / "summary.json").read_text())["error"]
-    assert closed == [True]  # the sink that did start was closed
+    assert closed == ["failed"]  # the sink that did start was closed, and told the run failed
     from edgerlhf.tracking.listing import runs_table
 
     assert "running" not in runs_table(tmp_path) and "failed" in runs_table(tmp_path)

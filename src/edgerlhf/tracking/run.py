@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import shutil
 import tempfile
 import time
@@ -169,7 +170,9 @@ class RunDir:
         if self.before_s:
             summary["wall_time_s_this_attempt"] = round(now - self.t0 - self.before_s, 2)
         atomic_write_json(self.path / "summary.json", summary)
-        self.close()
+        for sink in self._sinks:
+            sink.summary(summary)
+        self.close(status)
         self.set_status(status)
         return self.path
 
@@ -178,12 +181,24 @@ class RunDir:
         status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
         return self.finish({"error": f"{type(exc).__name__}: {exc}"}, status=status)
 
-    def close(self) -> None:
+    def close(self, status: str = "finished") -> None:
         if not self._metrics.closed:
             self._metrics.close()
         for sink in self._sinks:
-            sink.close()
+            sink.close(status)
         self._sinks = []
+
+
+def _numeric(metrics: dict[str, Any]) -> dict[str, float]:
+    """The finite numbers of a metrics row (a sink has no place for text, and NaN/inf stay visible in
+    metrics.jsonl as strings)."""
+    out = {}
+    for k, v in metrics.items():
+        if hasattr(v, "item") and callable(v.item):
+            v = v.item()
+        if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v):
+            out[k] = float(v)
+    return out
 
 
 class _TensorBoard:
@@ -193,15 +208,17 @@ class _TensorBoard:
         self.w = SummaryWriter(log_dir=str(path / "tb"))
 
     def log(self, metrics, step):
-        for k, v in metrics.items():
-            if isinstance(v, (int, float)) and not isinstance(v, bool):
-                self.w.add_scalar(k, v, step)
+        for k, v in _numeric(metrics).items():
+            self.w.add_scalar(k, v, step)
         self.w.flush()
 
     def text(self, tag, text, step):
         self.w.add_text(tag, text, step)
 
-    def close(self):
+    def summary(self, summary):
+        pass  # summary.json beside the event files; TensorBoard has no place for final numbers
+
+    def close(self, status="finished"):
         self.w.close()
 
 
@@ -226,26 +243,60 @@ def wandb_mode() -> str:
         return "offline"
 
 
+MLFLOW_EXPERIMENT = "edgerlhf"
+_MLFLOW_KEY = re.compile(r"[^\w\-. /]")  # mlflow's allowed name characters: alphanumerics, _ - . space /
+
+
 class _MLflow:
+    """One mlflow run per stage run, in experiment ``edgerlhf`` (``MLFLOW_EXPERIMENT_NAME`` overrides), through an
+    explicit client: nothing global (the fluent API's active run, its tracking URI) changes in the caller's process.
+    Metric names are metrics.jsonl's (``train/loss``); the run's artifacts (samples, summary.json) go beside the
+    store, in ``mlartifacts/``, not into the working directory."""
+
     def __init__(self, path: Path, cfg):
         try:
-            import mlflow
+            from mlflow.entities import Param
+            from mlflow.tracking import MlflowClient
         except ImportError:
             raise RuntimeError("report_to includes 'mlflow' but mlflow is not installed: pip install 'edgerlhf[mlflow]'") from None
-        self.m = mlflow
-        mlflow.set_tracking_uri(mlflow_uri(path))
-        mlflow.start_run(run_name=path.name)
-        mlflow.log_params({k: str(v) for k, v in to_dict(cfg).items()})
+        uri = mlflow_uri(path)
+        self.c = MlflowClient(tracking_uri=uri)
+        name = os.environ.get("MLFLOW_EXPERIMENT_NAME", MLFLOW_EXPERIMENT)
+        exp = self.c.get_experiment_by_name(name)
+        if exp is None:
+            where = (Path(path).parent / "mlartifacts").resolve().as_uri() if uri.startswith("sqlite:") else None
+            try:
+                exp_id = self.c.create_experiment(name, artifact_location=where)
+            except Exception:  # noqa: BLE001 - created meanwhile by another process: use that one
+                exp_id = self.c.get_experiment_by_name(name).experiment_id
+        else:
+            exp_id = exp.experiment_id
+        self.run_id = self.c.create_run(exp_id, run_name=Path(path).name,
+                                        tags={"edgerlhf.stage": cfg.stage, "edgerlhf.run_dir": str(Path(path).resolve())}
+                                        ).info.run_id
+        self.c.log_batch(self.run_id, params=[Param(k, str(v)[:6000]) for k, v in to_dict(cfg).items()])
 
     def log(self, metrics, step):
-        self.m.log_metrics({k.replace("/", "."): float(v) for k, v in metrics.items()
-                            if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)}, step=step)
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        self.c.log_batch(self.run_id, metrics=[Metric(_MLFLOW_KEY.sub("_", k), v, now, step)
+                                               for k, v in _numeric(metrics).items()])
 
     def text(self, tag, text, step):
-        self.m.log_text(text, f"{tag.replace('/', '_')}_{step}.txt")
+        self.c.log_text(self.run_id, text, f"samples/{tag.replace('/', '_')}_{step}.txt")
 
-    def close(self):
-        self.m.end_run()
+    def summary(self, summary):
+        """The final numbers as metrics named ``summary/<key>`` (step 0), summary.json itself as an artifact."""
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        self.c.log_batch(self.run_id, metrics=[Metric(_MLFLOW_KEY.sub("_", f"summary/{k}"), v, now, 0)
+                                               for k, v in _numeric(summary).items()])
+        self.c.log_dict(self.run_id, _jsonable(summary), "summary.json")
+
+    def close(self, status="finished"):
+        self.c.set_terminated(self.run_id, {"finished": "FINISHED", "interrupted": "KILLED"}.get(status, "FAILED"))
 
 
 class _Wandb:
@@ -254,16 +305,20 @@ class _Wandb:
             import wandb
         except ImportError:
             raise RuntimeError("report_to includes 'wandb' but wandb is not installed: pip install 'edgerlhf[wandb]'") from None
-        self.run = wandb.init(name=path.name, dir=str(path), config=to_dict(cfg), mode=wandb_mode())
+        self.run = wandb.init(name=path.name, dir=str(path), config=to_dict(cfg), mode=wandb_mode(),
+                              project=os.environ.get("WANDB_PROJECT", "edgerlhf"), reinit="finish_previous")
 
     def log(self, metrics, step):
-        self.run.log(dict(metrics), step=step)
+        self.run.log(_numeric(metrics), step=step)
 
     def text(self, tag, text, step):
         self.run.log({tag: text}, step=step)
 
-    def close(self):
-        self.run.finish()
+    def summary(self, summary):
+        self.run.summary.update({f"summary/{k}": v for k, v in _numeric(summary).items()})
+
+    def close(self, status="finished"):
+        self.run.finish(exit_code=0 if status == "finished" else 1)
 
 
 class SinkError(RuntimeError):
