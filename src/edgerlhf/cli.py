@@ -96,13 +96,33 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default="auto")
     p.add_argument("--report-to", default="tensorboard", help="comma-separated: none | tensorboard | mlflow | wandb")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p = sub.add_parser("plan", help="predict each stage's peak memory before running it, and what fits a budget")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="settings, applied to every stage that has the key")
+    p.add_argument("--model", default="default", help="default | tiny | a model folder | a hub id")
+    p.add_argument("--vram", help="GPU memory budget (e.g. 8GB): plans for a CUDA device, bf16")
+    p.add_argument("--ram", help="CPU memory budget (e.g. 16GB): plans for the CPU, fp32")
+    p.add_argument("--stage", default=",".join(("sft", "prefs", "reward", "ppo", "grpo", "rloo", "dpo", "eval")),
+                   help="comma-separated stages to plan (default: all planned ones)")
+    p.add_argument("--preset", default="quick", help="study preset whose settings to plan (default: quick, the demo)")
+    p.add_argument("--task", help="task file: its settings, and its data's longest prompt and answer")
+    p.add_argument("--prompt-tokens", type=int, help="longest prompt in tokens (default: measured on the task's data)")
+    p.add_argument("--response-tokens", type=int, help="longest answer in tokens (default: measured on the task's data)")
+    p.add_argument("--validate", metavar="STUDY", help="instead: predict every finished stage under STUDY from its "
+                   "config.yaml and compare with the peak it measured")
     p = sub.add_parser("runs", help="list run folders: stage, status, wall time, peak memory, key metrics")
     p.add_argument("root", nargs="?", default=".", help="folder to search (default: here; e.g. runs/ or a study)")
     p = sub.add_parser("compare", help="side-by-side table of runs: differing config keys and every summary number")
     p.add_argument("run_dirs", nargs="+")
-    p = sub.add_parser("export", help="write a policy as a plain Hugging Face model folder (LoRA merged)")
-    p.add_argument("policy_dir", help="PPO / GRPO / RLOO / DPO or SFT run folder")
-    p.add_argument("--merge", required=True, metavar="OUT", help="output folder")
+    p = sub.add_parser("export", help="write a policy (LoRA merged) as a Hugging Face model folder or a GGUF file")
+    p.add_argument("policy_dir", help="PPO / GRPO / RLOO / DPO or SFT run folder, a folder written by --merge, or "
+                   "a base model name (default, tiny) to export the base unchanged")
+    p.add_argument("--merge", metavar="OUT", help="output folder: a plain Hugging Face model (safetensors)")
+    p.add_argument("--gguf", nargs=2, metavar=("TYPE", "OUT.gguf"),
+                   help="one GGUF file for llama.cpp / Ollama / LM Studio, TYPE f16 | q8_0 | q4_0 | q4_1, with an "
+                   "Ollama Modelfile beside it (OUT.Modelfile)")
+    p.add_argument("--no-check", action="store_true", help="--gguf: skip reloading the file to measure it against "
+                   "the policy")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
     for name, text in (("generate", "sample a response from a policy"), ("chat", "chat with a policy (empty line or Ctrl-D ends)")):
         p = sub.add_parser(name, help=text)
         p.add_argument("policy_dir", help="PPO / GRPO / RLOO / DPO or SFT run folder, or an exported model folder")
@@ -134,6 +154,8 @@ def main(argv: list[str] | None = None) -> int:
                           device=args.device,
                           progress=not args.no_progress, report_to=args.report_to.split(","))
             return 0
+        if args.command == "plan":
+            return _plan(args, parser)
         if args.command == "runs":
             from edgerlhf.tracking.listing import runs_table
 
@@ -145,9 +167,15 @@ def main(argv: list[str] | None = None) -> int:
             print(compare_table(args.run_dirs))
             return 0
         if args.command == "export":
-            from edgerlhf.models.export import export_policy
+            from edgerlhf.models.export import export_gguf, export_policy
 
-            export_policy(args.policy_dir, args.merge)
+            if not (args.merge or args.gguf):
+                parser.error("export needs --merge OUT (a Hugging Face folder) or --gguf TYPE OUT.gguf (or both)")
+            if args.merge:
+                export_policy(args.policy_dir, args.merge)
+            if args.gguf:
+                export_gguf(args.policy_dir, args.gguf[0], args.gguf[1], check=not args.no_check,
+                            progress=not args.no_progress)
             return 0
         if args.command in ("generate", "chat"):
             return _talk(args)
@@ -184,6 +212,32 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
+def _plan(args, parser) -> int:
+    from edgerlhf.config import parse_overrides
+    from edgerlhf.study import plan
+
+    if args.validate:
+        L = plan.task_lengths(args.task, args.model)
+        checks = plan.validate(args.validate, runtime=plan.runtime_bytes(),
+                               prompt_tokens=args.prompt_tokens or L.prompt, response_tokens=args.response_tokens or L.answer)
+        if not checks:
+            print(f"edgerlhf plan: no finished stage run with a measured peak under {args.validate}", file=sys.stderr)
+            return 2
+        print(plan.format_checks(checks))
+        return 0
+    if args.vram and args.ram:
+        parser.error("plan takes --vram (a GPU) or --ram (the CPU), not both")
+    stages = [s.strip() for s in args.stage.split(",") if s.strip()]
+    bad = [s for s in stages if s not in plan.PLANNED_STAGES]
+    if bad:
+        parser.error(f"--stage: no memory plan for {', '.join(bad)}; planned: {', '.join(plan.PLANNED_STAGES)}")
+    budget = plan.parse_size(args.vram or args.ram) if (args.vram or args.ram) else None
+    print(plan.plan_study(args.model, device="cuda" if args.vram else "cpu", budget=budget, stages=stages,
+                          preset=args.preset, task=args.task, overrides=parse_overrides(args.overrides or []),
+                          prompt_tokens=args.prompt_tokens, response_tokens=args.response_tokens))
+    return 0
+
+
 def _talk(args) -> int:
     """``generate`` and ``chat``: the policy as a chat model (the same template it was trained with)."""
     from pathlib import Path
@@ -192,15 +246,9 @@ def _talk(args) -> int:
 
     from edgerlhf.models.generation import generate
 
-    p = Path(args.policy_dir)
-    if (p / "config.json").is_file() and not (p / "edgerlhf.json").is_file():  # an exported folder
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+    from edgerlhf.models.export import load_for_export
 
-        model, tok = AutoModelForCausalLM.from_pretrained(p), AutoTokenizer.from_pretrained(p)
-    else:
-        from edgerlhf.models.adapters import load_policy
-
-        model, tok, _ = load_policy(p)
+    model, tok, _ = load_for_export(args.policy_dir)  # a policy run, an exported folder, or a base model name
 
     def reply(messages) -> str:
         torch.manual_seed(args.seed)

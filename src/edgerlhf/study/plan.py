@@ -1,0 +1,558 @@
+"""The memory planner (``edgerlhf plan``): each stage's peak predicted from the model's shape and the stage's
+settings, before anything runs, and the settings that fit a budget.
+
+A prediction is a sum of named terms, each a count of bytes of tensors that live at the same time at the stage's
+peak (the stage's code decides which; the docstring of each ``_stage`` function says what it follows):
+
+- weights at their precision (fp32 4 bytes, bf16 / fp16 2, int8 1, int4 0.53 per parameter of the quantised
+  linears; embeddings stay at the compute dtype), a tied output matrix once, the RM's embedding shared with the
+  policy's when both hold the same bytes (``share_identical_weights``);
+- LoRA and optimizer state: 16 bytes per trainable parameter (fp32 weight, gradient, AdamW's two moments);
+- activations saved for the backward, per token per block in the graph (blocks with LoRA: the frozen trunk below
+  ``lora_layers`` keeps nothing): the inputs of the norms, projections, attention and MLP, LoRA's dropout copies
+  (counted from the block's shape below); with gradient checkpointing only each block's input, plus one block's
+  activations while it is recomputed;
+- logits: full (batch x length x vocabulary, five fp32 copies at the loss's backward: logits, log-softmax, their
+  gradients, the softmax) where a stage lets transformers compute the loss (SFT), one chunk of 128 positions
+  (four copies) where the chunked log-probs run (RM, DPO, online RL);
+- the KV cache of generation (2 x blocks x batch x tokens x kv heads x head dim) and the decoding step's logits;
+- the runtime: on the CPU the resident size of Python with torch, transformers and peft imported, **measured** in
+  the planning process itself (it is this machine's, not a constant); on a GPU the CUDA context is outside
+  ``max_memory_allocated`` and is shown as a separate estimate.
+
+Pure functions of (shape, settings) except :func:`runtime_bytes` and :func:`model_shape`; validated against the
+measured peaks of a study's stages by :func:`validate` (``edgerlhf plan --validate STUDY``).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import NamedTuple
+
+MiB = 2**20
+GiB = 2**30
+CHUNK = 128  # positions per logits chunk in rl/logprobs.py (token_logprobs)
+CUDA_CONTEXT = 500 * MiB  # the CUDA context and kernels: outside max_memory_allocated, seen by nvidia-smi
+PRECISION_BYTES = {"fp32": 4.0, "bf16": 2.0, "fp16": 2.0, "int8": 1.0, "int4": 0.53}  # per quantised-linear weight
+PLANNED_STAGES = ("sft", "prefs", "reward", "ppo", "grpo", "rloo", "dpo", "eval")
+
+
+class Shape(NamedTuple):
+    """What memory depends on in a decoder-only model."""
+
+    layers: int
+    hidden: int
+    intermediate: int
+    heads: int
+    kv_heads: int
+    head_dim: int
+    vocab: int
+    params: int  # all parameters, a tied output matrix once
+    embed_params: int
+    tied: bool
+
+    @property
+    def linear_params(self) -> int:
+        """Parameters of the quantisable linears (everything but embeddings, norms and an untied head)."""
+        head = 0 if self.tied else self.embed_params
+        return self.params - self.embed_params - head - (2 * self.layers + 1) * self.hidden
+
+
+def shape_from_config(c) -> Shape:
+    head_dim = getattr(c, "head_dim", None) or c.hidden_size // c.num_attention_heads
+    kv = getattr(c, "num_key_value_heads", None) or c.num_attention_heads
+    H, I, L, V = c.hidden_size, c.intermediate_size, c.num_hidden_layers, c.vocab_size
+    attn = H * c.num_attention_heads * head_dim * 2 + H * kv * head_dim * 2
+    block = attn + 3 * H * I + 2 * H
+    tied = bool(getattr(c, "tie_word_embeddings", False))
+    params = V * H + L * block + H + (0 if tied else V * H)
+    return Shape(L, H, I, c.num_attention_heads, kv, head_dim, V, params, V * H, tied)
+
+
+def model_shape(model: str) -> Shape:
+    """The shape of ``model`` (default, tiny, a folder or hub id) from its config, without loading weights."""
+    if model == "tiny":
+        from edgerlhf.models.loading import load_tokenizer, tiny_config
+
+        return shape_from_config(tiny_config(len(load_tokenizer("tiny"))))
+    from transformers import AutoConfig
+
+    from edgerlhf.models.loading import resolve_model_path
+
+    return shape_from_config(AutoConfig.from_pretrained(resolve_model_path(model)))
+
+
+def runtime_bytes() -> int:
+    """This process's resident size with the libraries every stage imports loaded: the runtime a stage starts
+    from on this machine (measured, Linux; 0 where /proc is missing)."""
+    import peft  # noqa: F401
+    import torch  # noqa: F401
+    import transformers  # noqa: F401
+
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+class Lengths(NamedTuple):
+    """The longest prompt and answer of a task's data, in tokens as the stages encode them."""
+
+    prompt: int
+    answer: int
+    rows: int  # rows read
+
+
+def task_lengths(task: str | None, model: str) -> Lengths:
+    """Read a task's data (a task file, or the built-in task for None / 'builtin') and measure its longest prompt
+    (chat-formatted, generation prompt included) and longest answer (a completion, chosen or rejected, with its
+    end-of-turn): what a batch is padded to at worst."""
+    from edgerlhf.data.formatting import completion_text, encode_prompt
+    from edgerlhf.data.loaders import load_preference_rows, load_prompt_rows, load_sft_rows
+    from edgerlhf.data.task import eval_prompts, train_rows
+    from edgerlhf.data.taskfile import load_task
+    from edgerlhf.models.loading import load_tokenizer
+
+    t = load_task(task or "builtin")
+    tok = load_tokenizer(model, t.chat_template)
+    pairs: list[tuple[object, object]] = []  # (prompt, answer or None)
+
+    def rows_of(src: str, kind: str) -> list[dict]:
+        if src == "builtin":
+            return train_rows() if kind != "eval" else eval_prompts()
+        if kind == "prefs":
+            return load_preference_rows(src)[0]
+        if kind == "sft":
+            return load_sft_rows(src)[0]
+        return [{"prompt": p} for p in load_prompt_rows(src)[0]]
+
+    for src, kind in ((t.sft if not t.sft_from else "", "sft"), (t.prefs if t.prefs != "generate" else "", "prefs"),
+                      (t.prompts, "prompts"), (t.eval_prompts, "eval")):
+        if not src:
+            continue
+        for r in rows_of(src, kind):
+            answers = [r[k] for k in ("completion", "chosen", "rejected") if k in r and kind in ("sft", "prefs")]
+            pairs += [(r["prompt"], a) for a in answers] or [(r["prompt"], None)]
+    P = A = 0
+    for prompt, answer in pairs:
+        P = max(P, len(encode_prompt(tok, prompt, t.chat_template)))
+        if answer is not None:
+            text = completion_text(tok, prompt, answer, t.chat_template)
+            A = max(A, len(tok(text, add_special_tokens=False)["input_ids"]))
+    if t.prefs == "generate" or not A:  # answers the SFT policy samples: the response budget
+        A = max(A, t.response_length)
+    return Lengths(P, A, len(pairs))
+
+
+# -- terms (bytes) ------------------------------------------------------------------------------------------------
+
+def weight_bytes(s: Shape, precision: str, compute_bytes: float) -> float:
+    """A model's weights: quantised linears at ``precision``, embeddings and norms at the compute dtype."""
+    p = precision.split(":")[0]
+    if p in ("fp32", "bf16", "fp16"):
+        return s.params * PRECISION_BYTES[p]
+    return s.linear_params * PRECISION_BYTES[p] + (s.params - s.linear_params) * compute_bytes
+
+
+def lora_params(s: Shape, r: int, layers: int) -> int:
+    """LoRA on every linear of ``layers`` blocks (0: all): r x (in + out) per linear."""
+    q, kv = s.heads * s.head_dim, s.kv_heads * s.head_dim
+    per_block = r * ((s.hidden + q) * 2 + (s.hidden + kv) * 2 + (s.hidden + s.intermediate) * 3)
+    return per_block * (layers or s.layers)
+
+
+def act_per_token_block(s: Shape, wbytes: float, lora_dropout: float) -> float:
+    """Bytes autograd saves per token in one LLaMA block with LoRA on its linears (eager PyTorch, SDPA): the two
+    norms' inputs and outputs (4 H), the rotated q (H), k and v (2 x kv), the attention output before and after the
+    head reshape (2 H), the MLP's gate, up, SiLU and product (4 I); with LoRA dropout each adapted linear's input is
+    copied and masked (6 H + I values, fp32 plus a bool mask). tests/study/test_plan.py counts what autograd saves
+    in the tiny model against this (the default model's count: 67.7 KB per token per block, this: 66.6)."""
+    n = (7 * s.hidden + 2 * s.kv_heads * s.head_dim + 4 * s.intermediate) * wbytes
+    drop = (6 * s.hidden + s.intermediate) * (4.0 + 1.0) if lora_dropout > 0 else 0.0
+    return n + drop
+
+
+def activation_bytes(s: Shape, rows: int, tokens: int, graph_blocks: int, wbytes: float, lora_dropout: float,
+                     checkpointing: bool) -> float:
+    per = act_per_token_block(s, wbytes, lora_dropout)
+    if checkpointing:  # block inputs kept, one block's activations alive while it is recomputed
+        return rows * tokens * (graph_blocks * s.hidden * wbytes + per)
+    return rows * tokens * graph_blocks * per
+
+
+def kv_bytes(s: Shape, rows: int, tokens: int, wbytes: float) -> float:
+    return 2 * s.layers * rows * tokens * s.kv_heads * s.head_dim * wbytes
+
+
+def full_logits_bytes(s: Shape, rows: int, tokens: int) -> float:
+    """transformers' causal-LM loss at its backward: the logits, the saved log-softmax, the gradients of both and
+    the softmax the log-softmax backward makes (five fp32 copies)."""
+    return 5 * rows * tokens * s.vocab * 4.0
+
+
+def chunk_logits_bytes(s: Shape) -> float:
+    return 4 * CHUNK * s.vocab * 4.0
+
+
+def decode_logits_bytes(s: Shape, rows: int) -> float:
+    return 4 * rows * s.vocab * 4.0  # logits, warped, softmax, cdf (fp32) of one step
+
+
+# -- stages ---------------------------------------------------------------------------------------------------
+
+class Term(NamedTuple):
+    name: str
+    nbytes: float
+
+
+class StagePlan(NamedTuple):
+    stage: str
+    device: str
+    terms: tuple[Term, ...]  # the peak phase's terms, runtime first
+    phase: str  # which phase of the stage peaks
+
+    @property
+    def peak(self) -> float:
+        return sum(t.nbytes for t in self.terms)
+
+    def term(self, name: str) -> float:
+        return sum(t.nbytes for t in self.terms if t.name == name)
+
+
+def _phase_max(phases: dict[str, list[Term]]) -> tuple[str, list[Term]]:
+    name = max(phases, key=lambda k: sum(t.nbytes for t in phases[k]))
+    return name, phases[name]
+
+
+def _train_terms(s, cfg, rows, tokens, wbytes, graph_blocks, trainable) -> list[Term]:
+    return [Term("LoRA + AdamW state", trainable * 16.0),
+            Term("activations", activation_bytes(s, rows, tokens, graph_blocks, wbytes, cfg.lora_dropout,
+                                                 cfg.gradient_checkpointing))]
+
+
+def _base_weights(s: Shape, base_precision: str, cdt: float) -> float:
+    """A trained model's frozen base: quantised (int8 / int4) or at the compute dtype ('fp32' means unquantised)."""
+    bp = base_precision.split(":")[0]
+    return weight_bytes(s, bp if bp in ("int8", "int4") else ("fp32" if cdt == 4.0 else "bf16"), cdt)
+
+
+def _prompt_answer(cfg, P: int, R: int) -> tuple[int, int]:
+    """Prompt and answer tokens of a preference pair, the pair capped at ``max_length``."""
+    T = min(cfg.max_length, P + R)
+    return min(P, T - 1), T - min(P, T - 1)
+
+
+def _pair_terms(s, cfg, pairs, Lp, Lc, wbytes, blocks) -> list[Term]:
+    """A pair step with the prompt shared (the RM's and DPO's default): the prompt's pass over ``pairs`` rows,
+    the answers' over 2 x ``pairs``; the graph holds both in the top ``blocks``, the KV cache of every block."""
+    trainable = lora_params(s, cfg.lora_r, cfg.lora_layers)
+    if getattr(cfg, "gradient_checkpointing", False):  # the shared prompt is off: both sequences in full
+        acts = activation_bytes(s, 2 * pairs, Lp + Lc, blocks, wbytes, cfg.lora_dropout, True)
+    else:
+        per = act_per_token_block(s, wbytes, cfg.lora_dropout)
+        acts = (pairs * Lp + 2 * pairs * Lc) * blocks * per
+    return [Term("LoRA + AdamW state", trainable * 16.0), Term("activations", acts),
+            Term("KV cache (shared prompt)", kv_bytes(s, 2 * pairs, Lp, wbytes)),
+            Term("logits (chunk)", chunk_logits_bytes(s))]
+
+
+def _gold_rm(cfg, stage: str) -> bool:
+    """Does the stage load a reward model as its gold (``gold`` = a reward run folder) at its peak? Online RL scores
+    every rollout with it, eval scores the answers, SFT only for its after-training gold evaluation."""
+    gold = str(getattr(cfg, "gold", "") or "")
+    if not gold or gold in ("vader", "none", "auto") or ":" in gold.split("/")[-1]:
+        return False
+    if stage == "sft":
+        return getattr(cfg, "gold_eval_prompts", 0) > 0
+    return stage in ("ppo", "grpo", "rloo", "eval", "prefs")
+
+
+def plan_stage(stage: str, cfg, s: Shape, *, device: str = "cpu", runtime: float = 0.0,
+               prompt_tokens: int = 64, response_tokens: int = 48) -> StagePlan:
+    """The predicted peak of ``stage`` run with ``cfg`` on ``device`` (cpu | cuda): the terms of its largest phase.
+    ``prompt_tokens`` / ``response_tokens``: the data's longest prompt (chat-formatted) and response in tokens.
+    The settings bound them only loosely (``max_length`` caps a training row, ``response_length`` / ``max_new_tokens``
+    a generated answer, nothing a prompt), and a batch is padded to its longest row, not to ``max_length``; the
+    defaults are the built-in task's (prompts up to about 60 tokens with the chat template, answers 48)."""
+    P, R = prompt_tokens, response_tokens
+    gpu = device.startswith("cuda")
+    cdt = {"fp32": 4.0, "bf16": 2.0, "fp16": 2.0}.get(getattr(cfg, "dtype", "auto"), 2.0 if gpu else 4.0)
+    base = [Term("CUDA context (outside allocated)", CUDA_CONTEXT)] if gpu else [Term("runtime (measured)", runtime)]
+    W = weight_bytes(s, "fp32" if cdt == 4.0 else "bf16", cdt)
+    if stage == "sft":
+        # stages/sft.py: one model, LoRA (all blocks unless lora_layers), transformers' loss on full logits
+        rows, T = cfg.per_device_train_batch_size, min(cfg.max_length, P + R)
+        blocks = cfg.lora_layers or s.layers
+        phase, terms = "train step", [Term("policy weights", W),
+                                      *_train_terms(s, cfg, rows, T, cdt, blocks, lora_params(s, cfg.lora_r, cfg.lora_layers)),
+                                      Term("logits (full)", full_logits_bytes(s, rows, T))]
+    elif stage == "prefs":
+        # stages/prefs.py: the SFT policy samples rollout_batch_size sequences at a time
+        rows, T = cfg.rollout_batch_size, P + cfg.max_new_tokens
+        phase, terms = "generation", [Term("policy weights", W), Term("KV cache", kv_bytes(s, rows, T, cdt)),
+                                      Term("decode logits", decode_logits_bytes(s, rows))]
+    elif stage == "reward":
+        # stages/reward.py: chosen and rejected of per_device_train_batch_size pairs, graph in the top lora_layers
+        # (models/logprobs.py: the prompt once per pair, its KV cache copied to both answers)
+        pairs, Lp, Lc = cfg.per_device_train_batch_size, *_prompt_answer(cfg, P, R)
+        blocks = cfg.lora_layers or s.layers
+        phase, terms = "train step", [Term("RM weights", _base_weights(s, cfg.base_precision, cdt)),
+                                      *_pair_terms(s, cfg, pairs, Lp, Lc, cdt, blocks)]
+    elif stage in ("ppo", "grpo", "rloo"):
+        # stages/online.py + models/roles.py: one base serves policy / reference / value, the RM at its precision
+        # (its embedding shared with the policy's when the bytes are the same); rollouts, then the update
+        Wp = _base_weights(s, cfg.base_precision, cdt)
+        rp = cfg.reward_precision.split(":")[0]
+        Wr = weight_bytes(s, rp, cdt)
+        if (PRECISION_BYTES[rp] if rp in ("fp32", "bf16", "fp16") else cdt) == cdt:
+            Wr -= s.embed_params * cdt  # share_identical_weights: the RM uses the policy's embedding
+        T = P + cfg.response_length
+        blocks = cfg.lora_layers or s.layers
+        resident = [Term("policy / reference weights", Wp), Term("RM weights", Wr),
+                    Term("LoRA + AdamW state", lora_params(s, cfg.lora_r, cfg.lora_layers) * 16.0
+                         * (2 if getattr(cfg, "value_model", "head") == "adapter" else 1))]
+        phase, terms = _phase_max({
+            "rollout": resident + [Term("KV cache", kv_bytes(s, cfg.rollout_batch_size, T, cdt)),
+                                   Term("decode logits", decode_logits_bytes(s, cfg.rollout_batch_size))],
+            "update": resident + [Term("activations", activation_bytes(
+                s, cfg.mini_batch_size, T, blocks, cdt, cfg.lora_dropout, cfg.gradient_checkpointing)),
+                Term("logits (chunk)", chunk_logits_bytes(s))],
+        })
+    elif stage == "dpo":
+        # stages/dpo.py: one base (the reference is the adapter switched off), chosen + rejected in the graph
+        pairs, Lp, Lc = cfg.per_device_train_batch_size, *_prompt_answer(cfg, P, R)
+        blocks = cfg.lora_layers or s.layers
+        phase, terms = "train step", [Term("policy / reference weights", W),
+                                      *_pair_terms(s, cfg, pairs, Lp, Lc, cdt, blocks)]
+    elif stage == "eval":
+        # stages/evaluate.py: CPU fp32 always; the policy and the baseline side by side while sampling, then the
+        # policy and the RM
+        Wf = weight_bytes(s, "fp32", 4.0)
+        T = P + cfg.max_new_tokens
+        two = cfg.baseline != "none"
+        phase, terms = _phase_max({
+            "sampling": [Term("policy weights", Wf)] + ([Term("baseline weights", Wf)] if two else []) +
+                        [Term("KV cache", kv_bytes(s, cfg.batch_size, T, 4.0)),
+                         Term("decode logits", decode_logits_bytes(s, cfg.batch_size))],
+            "scoring": [Term("policy weights", Wf)] + ([Term("RM weights", Wf)] if cfg.reward != "none" else []),
+        })
+        base = [Term("runtime (measured)", runtime)]
+        device = "cpu"
+    else:
+        raise ValueError(f"no memory plan for stage {stage!r}; planned: {', '.join(PLANNED_STAGES)}")
+    if _gold_rm(cfg, stage):  # rewards/gold.py: an fp32 reward model beside everything else
+        terms = list(terms) + [Term("gold RM weights", weight_bytes(s, "fp32", 4.0))]
+    return StagePlan(stage, device, tuple(base + list(terms)), phase)
+
+
+# -- what fits -----------------------------------------------------------------------------------------------------
+
+def _batch_key(stage: str) -> str:
+    return {"prefs": "rollout_batch_size", "eval": "batch_size"}.get(
+        stage, "mini_batch_size" if stage in ("ppo", "grpo", "rloo") else "per_device_train_batch_size")
+
+
+def fits(stage: str, cfg, s: Shape, budget: float, **kw) -> list[str]:
+    """What to change for ``stage`` to fit ``budget`` bytes: the largest micro-batch that fits with gradient
+    checkpointing off and on (training stages), and the RM / base precisions that fit (online RL)."""
+    from types import SimpleNamespace
+
+    def replace(c, **kw):
+        return SimpleNamespace(**{**vars(c), **kw})
+
+    key = _batch_key(stage)
+    lines = []
+    for ckpt in ((False, True) if hasattr(cfg, "gradient_checkpointing") and stage not in ("prefs", "eval") else (None,)):
+        best = 0
+        b = 1
+        while b <= 1024:
+            c = replace(cfg, **{key: b}, **({} if ckpt is None else {"gradient_checkpointing": ckpt}))
+            if plan_stage(stage, c, s, **kw).peak <= budget:
+                best = b
+            b *= 2
+        what = "" if ckpt is None else f" (gradient_checkpointing={'true' if ckpt else 'false'})"
+        lines.append(f"largest {key} that fits{what}: {best if best else 'none (even 1 is over)'}")
+    if stage in ("ppo", "grpo", "rloo"):
+        ok = [p for p in ("fp32", "bf16", "int8", "int4")
+              if plan_stage(stage, replace(cfg, reward_precision=p), s, **kw).peak <= budget]
+        lines.append(f"reward_precision that fits at these settings: {', '.join(ok) or 'none'}")
+        okb = [p for p in ("fp32", "int8", "int4")
+               if plan_stage(stage, replace(cfg, base_precision=p), s, **kw).peak <= budget]
+        lines.append(f"base_precision that fits at these settings: {', '.join(okb) or 'none'}")
+    return lines
+
+
+def parse_size(text: str) -> float:
+    """'8GB', '8GiB', '7.5G', '800MB' -> bytes (GB and GiB both read as 2**30: what a device reports)."""
+    t = text.strip().upper().replace("IB", "B")
+    for unit, mult in (("TB", 2**40), ("GB", GiB), ("MB", MiB), ("T", 2**40), ("G", GiB), ("M", MiB)):
+        if t.endswith(unit):
+            try:
+                return float(t[: -len(unit)]) * mult
+            except ValueError:
+                break
+    raise ValueError(f"cannot read the memory size {text!r}; write e.g. 8GB, 7.5GiB or 800MB")
+
+
+def format_plan(plans: list[StagePlan], budget: float | None = None) -> str:
+    lines = []
+    for p in plans:
+        verdict = "" if budget is None else ("  fits" if p.peak <= budget else f"  OVER by {(p.peak - budget) / MiB:,.0f} MiB")
+        lines.append(f"{p.stage:<7} {p.device:<4} peak {p.peak / MiB:8,.0f} MiB ({p.phase}){verdict}")
+        lines += [f"          {t.name:<34} {t.nbytes / MiB:8,.0f} MiB" for t in p.terms if t.nbytes]
+    return "\n".join(lines)
+
+
+def stage_settings(stage: str, *, preset: str = "quick", task: str | None = None, overrides: dict | None = None):
+    """A stage's settings as a study would run it: the config's defaults < the task file's settings < the study
+    preset's (and the stage preset it names) < ``overrides`` (applied to every stage that has the key). Unvalidated:
+    the runs it would read need not exist yet."""
+    from edgerlhf.config import STAGE_CONFIGS
+    from edgerlhf.presets import STAGE_PRESETS, STUDY_PRESETS
+
+    cls = STAGE_CONFIGS[stage]
+    raw: dict = {}
+    if task:
+        from edgerlhf.data.taskfile import load_task, stage_settings as task_settings
+
+        raw.update(task_settings(load_task(task), cls))
+    study = dict(STUDY_PRESETS.get(preset, {}).get(stage, {}))
+    if study.get("preset"):
+        raw.update(STAGE_PRESETS.get(stage, {}).get(study.pop("preset"), {}))
+    raw.update(study)
+    raw.update(overrides or {})
+    return _settings(cls, raw)
+
+
+def check_override_keys(overrides: dict, stages) -> None:
+    """Every key=value must name a setting of at least one planned stage (else a ConfigError with a "did you
+    mean")."""
+    import dataclasses
+    import difflib
+
+    from edgerlhf.config import STAGE_CONFIGS, ConfigError
+
+    known = {f.name for st in stages for f in dataclasses.fields(STAGE_CONFIGS[st])}
+    bad = []
+    for k in overrides:
+        if k not in known:
+            near = difflib.get_close_matches(k, sorted(known), n=1)
+            bad.append(f"unknown key {k!r} for the planned stages ({', '.join(stages)})"
+                       + (f"; did you mean {near[0]!r}?" if near else ""))
+    if bad:
+        raise ConfigError(bad, "the plan's settings")
+
+
+def plan_study(model: str = "default", *, device: str = "cpu", budget: float | None = None, stages=PLANNED_STAGES,
+               preset: str = "quick", task: str | None = None, overrides: dict | None = None,
+               prompt_tokens: int | None = None, response_tokens: int | None = None) -> str:
+    """``edgerlhf plan``: every stage's predicted peak at the study's settings, and, with a budget, what fits."""
+    overrides = dict(overrides or {})
+    check_override_keys(overrides, stages)
+    if "model" in overrides:
+        model = overrides.pop("model")
+    shape = model_shape(model)
+    if prompt_tokens is None or response_tokens is None:
+        L = task_lengths(task, model)
+        prompt_tokens = L.prompt if prompt_tokens is None else prompt_tokens
+        response_tokens = L.answer if response_tokens is None else response_tokens
+        how = f"measured on the task's {L.rows:,} rows"
+    else:
+        how = "as given"
+    gpu = device.startswith("cuda")
+    runtime = 0.0 if gpu else runtime_bytes()
+    kw = dict(device=device, runtime=runtime, prompt_tokens=prompt_tokens, response_tokens=response_tokens)
+    plans, advice = [], []
+    for st in stages:
+        cfg = stage_settings(st, preset=preset, task=task, overrides=overrides)
+        p = plan_stage(st, cfg, shape, **kw)
+        plans.append(p)
+        if budget is not None and p.peak > budget:
+            advice.append(f"{st}: " + "; ".join(fits(st, cfg, shape, budget, **kw)))
+    head = [f"memory plan: {model} ({shape.params / 1e6:,.0f} M parameters, {shape.layers} blocks, vocabulary "
+            f"{shape.vocab:,}) on {'a GPU (max_memory_allocated + the CUDA context)' if gpu else 'the CPU (resident set)'}"
+            f", study preset {preset!r}{', task ' + task if task else ''}",
+            f"longest prompt {prompt_tokens} tokens, longest answer {response_tokens} ({how})"
+            + ("" if gpu else f"; runtime {runtime / MiB:,.0f} MiB measured here (Python + torch + transformers + peft)")]
+    if budget is not None:
+        head.append(f"budget {budget / GiB:.2f} GiB: {sum(p.peak <= budget for p in plans)} of {len(plans)} stages fit")
+    out = "\n".join(head) + "\n\n" + format_plan(plans, budget)
+    if advice:
+        out += "\n\nto fit the budget:\n" + "\n".join(f"  {a}" for a in advice)
+    return out
+
+
+# -- validation against a study's measured peaks ---------------------------------------------------------------------
+
+class Check(NamedTuple):
+    run: str
+    stage: str
+    predicted_mb: float
+    measured_mb: float
+
+    @property
+    def error(self) -> float:
+        return self.predicted_mb / self.measured_mb - 1
+
+
+def _settings(cls, raw: dict):
+    """A stage's recorded settings (its config.yaml) over the config class's defaults, unvalidated: the paths it
+    names may be gone, only the numbers matter here."""
+    import dataclasses
+    from types import SimpleNamespace
+
+    values = {}
+    for f in dataclasses.fields(cls):
+        if f.default is not dataclasses.MISSING:
+            values[f.name] = f.default
+        elif f.default_factory is not dataclasses.MISSING:
+            values[f.name] = f.default_factory()
+    values.update({k: v for k, v in raw.items() if k in values})
+    return SimpleNamespace(**values)
+
+
+def validate(root: str | Path, *, runtime: float, prompt_tokens: int = 64, response_tokens: int = 48) -> list[Check]:
+    """Predict the peak of every finished stage run under ``root`` from its config.yaml and compare it with the
+    ``memory/peak_mb`` it measured (the kernel's high-water mark on a CPU; max_memory_allocated on a GPU)."""
+    import yaml
+
+    from edgerlhf.config import STAGE_CONFIGS
+
+    out, shapes = [], {}
+    for summary in sorted(Path(root).rglob("summary.json")):
+        run = summary.parent
+        try:
+            s = json.loads(summary.read_text())
+        except ValueError:
+            continue
+        stage, measured = s.get("stage"), s.get("memory/peak_mb")
+        if stage not in PLANNED_STAGES or s.get("status") != "finished" or not isinstance(measured, (int, float)):
+            continue
+        raw = yaml.safe_load((run / "config.yaml").read_text())
+        cfg = _settings(STAGE_CONFIGS[stage], raw)
+        model = raw.get("model", "default")
+        if model not in shapes:
+            shapes[model] = model_shape(model)
+        device = "cuda" if str(s.get("device", "cpu")).startswith("cuda") else "cpu"
+        p = plan_stage(stage, cfg, shapes[model], device=device, runtime=runtime, prompt_tokens=prompt_tokens,
+                       response_tokens=response_tokens)
+        predicted = p.peak - (p.term("CUDA context (outside allocated)") if device == "cuda" else 0)
+        out.append(Check(run.name, stage, predicted / MiB, float(measured)))
+    return out
+
+
+def format_checks(checks: list[Check]) -> str:
+    lines = ["| run | stage | predicted MiB | measured MiB | error |", "|---|---|---|---|---|"]
+    lines += [f"| {c.run} | {c.stage} | {c.predicted_mb:,.0f} | {c.measured_mb:,.0f} | {c.error:+.1%} |" for c in checks]
+    if checks:
+        worst = max(checks, key=lambda c: abs(c.error))
+        within = sum(abs(c.error) <= 0.20 for c in checks)
+        lines.append(f"\n{within} of {len(checks)} within ±20%; largest error {worst.error:+.1%} ({worst.run}); "
+                     f"mean |error| {sum(abs(c.error) for c in checks) / len(checks):.1%}")
+    return "\n".join(lines)
+
+
