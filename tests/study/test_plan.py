@@ -94,6 +94,9 @@ def test_stage_plans_follow_the_settings():
     assert ppo4.term("RM weights") < ppo32.term("RM weights") / 2
     gpu = plan.plan_stage("ppo", plan.stage_settings("ppo"), SMOL, device="cuda", **kw)
     assert gpu.term("policy / reference weights") == SMOL.params * 2 and gpu.term("CUDA context (outside allocated)")
+    # reward=none is a callable reward: no RM at all
+    assert plan.plan_stage("ppo", plan.stage_settings("ppo", overrides={"reward": "none"}), SMOL, **kw).term(
+        "RM weights") == 0
     # an RM as the gold adds its weights
     gold = plan.plan_stage("ppo", plan.stage_settings("ppo", overrides={"gold": "/runs/gold-rm"}), SMOL, **kw)
     assert gold.term("gold RM weights") == SMOL.params * 4

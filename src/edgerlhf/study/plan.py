@@ -310,6 +310,8 @@ def plan_stage(stage: str, cfg, s: Shape, *, device: str = "cpu", runtime: float
         Wr = weight_bytes(s, rp, cdt)
         if (PRECISION_BYTES[rp] if rp in ("fp32", "bf16", "fp16") else cdt) == cdt:
             Wr -= s.embed_params * cdt  # share_identical_weights: the RM uses the policy's embedding
+        if cfg.reward == "none":  # the planner's word for a callable reward (online.run(reward_fn=...)): no RM
+            Wr = 0.0
         T = P + cfg.response_length
         blocks = cfg.lora_layers or s.layers
         resident = [Term("policy / reference weights", Wp), Term("RM weights", Wr),
