@@ -452,3 +452,18 @@ def test_resume_is_exact_with_a_cached_trunk(tmp_path):
     for r in again:
         for k in ("loss/policy", "objective/scores", "objective/kl", "policy/approxkl"):
             assert r[k] == full[r["step"]][k], (r["step"], k)
+
+
+@pytest.mark.parametrize("algo", ["ppo", "grpo"])
+def test_bf16_with_a_cached_trunk_trains(tmp_path, algo):
+    """A GPU runs in bf16 with the presets' lora_layers=10: the frozen trunk the decode records must be in the blocks'
+    dtype (it was fp32 and the first block above it failed: 'expected m1 and m2 to have the same dtype'). bf16 on
+    the CPU exercises the same path."""
+    run = online.run(_cfg(tmp_path, algo, dtype="bf16", lora_layers=1, max_steps=1), reward_fn=length_reward)
+    s = json.loads((run / "summary.json").read_text())
+    assert s["status"] == "finished"
+    from edgerlhf.models.adapters import read_artifact_meta
+
+    weights = load_file(run / "adapter" / "adapter_model.safetensors")
+    assert any(v.float().abs().max() > 0 for k, v in weights.items() if "lora_B" in k)  # the adapter moved
+    assert read_artifact_meta(run / "adapter")["stage"] == algo

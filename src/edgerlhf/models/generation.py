@@ -184,7 +184,9 @@ def sample_rollout(model, ids: torch.Tensor, mask: torch.Tensor, *, max_new_toke
     lps = torch.zeros((B, max_new_tokens), device=dev) if record else None
     ents = torch.zeros((B, max_new_tokens), device=dev) if record else None
     hid = torch.zeros((B, max_new_tokens, H), device=dev) if record else None
-    trunk = torch.zeros((B, P + max_new_tokens, H), device=dev) if split else None
+    # the trunk is what the blocks above read as their input: kept in the blocks' own dtype (bf16 on a GPU)
+    tdt = body.get_input_embeddings().weight.dtype
+    trunk = torch.zeros((B, P + max_new_tokens, H), device=dev, dtype=tdt) if split else None
     rows = torch.arange(B, device=dev)  # which output rows are still decoding
     col = [None]  # the column the trunk hook writes next (None: the prefill, every row of its batch from 0)
 
@@ -204,7 +206,7 @@ def sample_rollout(model, ids: torch.Tensor, mask: torch.Tensor, *, max_new_toke
         shared = len(uniq) < B
         p_ids, p_mask = (uniq[:, :P], uniq[:, P:]) if shared else (ids, mask)
         if trunk is not None and shared:
-            trunk_u = torch.zeros((len(p_ids), P, H), device=dev)
+            trunk_u = torch.zeros((len(p_ids), P, H), device=dev, dtype=tdt)
             trunk, trunk_full = trunk_u, trunk
         h = body(input_ids=p_ids, attention_mask=p_mask, position_ids=position_ids(p_mask), use_cache=True,
                  **{cache_kw: cache}).last_hidden_state[:, -1]
