@@ -172,8 +172,7 @@ def chat_pieces(tok) -> ChatPieces:
         if not (head.startswith(sp) and head.endswith(end + up)):
             raise bad
         default_system = head[len(sp):len(head) - len(end + up)]
-    sp, ss, us, as_ = sp, end, end, end
-    pieces = ChatPieces(sp, ss, up, us, ap, as_, default_system)
+    pieces = ChatPieces(sp, end, up, end, ap, end, default_system)
     # the pieces must reproduce the template's own rendering of a conversation
     msgs = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"},
             {"role": "assistant", "content": "Hello."}, {"role": "user", "content": "Bye"}]
