@@ -218,8 +218,9 @@ def _plan(args, parser) -> int:
 
     if args.validate:
         L = plan.task_lengths(args.task, args.model)
-        checks = plan.validate(args.validate, runtime=plan.runtime_bytes(),
-                               prompt_tokens=args.prompt_tokens or L.prompt, response_tokens=args.response_tokens or L.answer)
+        checks = plan.validate(args.validate, runtime=plan.runtime_bytes(), prompt_tokens=args.prompt_tokens or L.prompt,
+                               response_tokens=args.response_tokens or L.answer,
+                               sft_tokens=None if (args.prompt_tokens or args.response_tokens) else L.sft_row)
         if not checks:
             print(f"edgerlhf plan: no finished stage run with a measured peak under {args.validate}", file=sys.stderr)
             return 2

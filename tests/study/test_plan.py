@@ -100,6 +100,12 @@ def test_stage_plans_follow_the_settings():
     # an RM as the gold adds its weights
     gold = plan.plan_stage("ppo", plan.stage_settings("ppo", overrides={"gold": "/runs/gold-rm"}), SMOL, **kw)
     assert gold.term("gold RM weights") == SMOL.params * 4
+    # on the CPU glibc keeps part of a training forward's freed memory (measured 0.6 x the activations); not on a
+    # GPU, not with lean_update's fixed mmap threshold
+    assert a.term("freed, kept by glibc (CPU)") == pytest.approx(plan.GLIBC_KEPT * a.term("activations"))
+    assert not plan.plan_stage("sft", sft, SMOL, device="cuda", **kw).term("freed, kept by glibc (CPU)")
+    lean = plan.plan_stage("ppo", plan.stage_settings("ppo", overrides={"lean_update": True}), SMOL, **kw)
+    assert not lean.term("freed, kept by glibc (CPU)") and ppo32.term("freed, kept by glibc (CPU)") > 0
     # eval with no baseline holds one policy while sampling
     ev = plan.plan_stage("eval", plan.stage_settings("eval", overrides={"baseline": "none"}), SMOL, **kw)
     assert ev.term("baseline weights") == 0
@@ -155,3 +161,29 @@ def test_cli_plan_budget_and_bad_keys(capsys):
     with pytest.raises(SystemExit):
         main(["plan", "--stage", "rm-eval"])
     assert "no memory plan for rm-eval" in capsys.readouterr().err
+
+
+def test_task_lengths_are_the_datas_longest_rows(tmp_path, sft_file):
+    from conftest import write_toy_prefs
+
+    from edgerlhf.data.formatting import encode_pair, encode_prompt
+    from edgerlhf.data.loaders import load_preference_rows, load_sft_rows
+    from edgerlhf.models.loading import load_tokenizer
+
+    write_toy_prefs(tmp_path / "prefs.jsonl", 12, seed=0)
+    (tmp_path / "eval.jsonl").write_text(json.dumps({"prompt": "A held-out question that is rather longer than the "
+                                                                "training prompts, to be the longest prompt of all?"}) + "\n")
+    (tmp_path / "task.yaml").write_text(yaml.safe_dump({"sft": str(sft_file), "prefs": "prefs.jsonl",
+                                                        "prompts": "prefs.jsonl", "eval_prompts": "eval.jsonl",
+                                                        "gold": "none"}))
+    L = plan.task_lengths(str(tmp_path / "task.yaml"), "tiny")
+    tok = load_tokenizer("tiny")
+    sft = load_sft_rows(str(sft_file))[0]
+    prefs = load_preference_rows(str(tmp_path / "prefs.jsonl"))[0]
+    assert L.sft_row == max(len(encode_pair(tok, r["prompt"], r["completion"], 10**6)[0]) for r in sft)
+    assert L.prompt == len(encode_prompt(tok, json.loads((tmp_path / "eval.jsonl").read_text())["prompt"]))
+    def answer(r, k):
+        return len(encode_pair(tok, r["prompt"], r[k], 10**6)[0]) - len(encode_prompt(tok, r["prompt"]))
+
+    longest = max([answer(r, k) for r in prefs for k in ("chosen", "rejected")] + [answer(r, "completion") for r in sft])
+    assert L.answer == longest and L.rows == len(sft) * 1 + len(prefs) * 2 + len(prefs) + 1

@@ -16,6 +16,8 @@ peak (the stage's code decides which; the docstring of each ``_stage`` function 
   gradients, the softmax) where a stage lets transformers compute the loss (SFT), one chunk of 128 positions
   (four copies) where the chunked log-probs run (RM, DPO, online RL);
 - the KV cache of generation (2 x blocks x batch x tokens x kv heads x head dim) and the decoding step's logits;
+- on the CPU, what glibc keeps of a training forward's freed transients: 0.6 x the activations, measured
+  (``GLIBC_KEPT``; none with ``lean_update`` in online RL, whose update fixes the mmap threshold);
 - the runtime: on the CPU the resident size of Python with torch, transformers and peft imported, **measured** in
   the planning process itself (it is this machine's, not a constant); on a GPU the CUDA context is outside
   ``max_memory_allocated`` and is shown as a separate estimate.
@@ -104,6 +106,7 @@ class Lengths(NamedTuple):
 
     prompt: int
     answer: int
+    sft_row: int  # the longest SFT row, prompt and completion together (what SFT's batches are padded to at worst)
     rows: int  # rows read
 
 
@@ -120,6 +123,7 @@ def task_lengths(task: str | None, model: str) -> Lengths:
     t = load_task(task or "builtin")
     tok = load_tokenizer(model, t.chat_template)
     pairs: list[tuple[object, object]] = []  # (prompt, answer or None)
+    sft_rows: list[tuple[object, object]] = []
 
     def rows_of(src: str, kind: str) -> list[dict]:
         if src == "builtin":
@@ -137,15 +141,22 @@ def task_lengths(task: str | None, model: str) -> Lengths:
         for r in rows_of(src, kind):
             answers = [r[k] for k in ("completion", "chosen", "rejected") if k in r and kind in ("sft", "prefs")]
             pairs += [(r["prompt"], a) for a in answers] or [(r["prompt"], None)]
-    P = A = 0
+            if kind == "sft" or (kind == "prefs" and t.sft_from):
+                sft_rows.append((r["prompt"], r["completion" if kind == "sft" else "chosen"]))
+
+    def answer_tokens(prompt, answer) -> int:
+        return len(tok(completion_text(tok, prompt, answer, t.chat_template), add_special_tokens=False)["input_ids"])
+
+    P = A = S = 0
     for prompt, answer in pairs:
         P = max(P, len(encode_prompt(tok, prompt, t.chat_template)))
         if answer is not None:
-            text = completion_text(tok, prompt, answer, t.chat_template)
-            A = max(A, len(tok(text, add_special_tokens=False)["input_ids"]))
+            A = max(A, answer_tokens(prompt, answer))
+    for prompt, answer in sft_rows:
+        S = max(S, len(encode_prompt(tok, prompt, t.chat_template)) + answer_tokens(prompt, answer))
     if t.prefs == "generate" or not A:  # answers the SFT policy samples: the response budget
         A = max(A, t.response_length)
-    return Lengths(P, A, len(pairs))
+    return Lengths(P, A, S or P + A, len(pairs))
 
 
 # -- terms (bytes) ------------------------------------------------------------------------------------------------
@@ -260,6 +271,19 @@ def _pair_terms(s, cfg, pairs, Lp, Lc, wbytes, blocks) -> list[Term]:
             Term("logits (chunk)", chunk_logits_bytes(s))]
 
 
+# glibc keeps freed memory of a training forward's transients in its heaps (its mmap threshold rises to the
+# largest block freed, up to 32 MiB, so later blocks come from the heap and stay): measured on the default model,
+# one LoRA forward of 8 or 16 x 93 tokens with LoRA in 30 / 20 / 10 blocks raises the high-water mark 1.58-1.62x
+# the saved activations, and 1.03-1.08x with MALLOC_MMAP_THRESHOLD_=1048576 (README, "Will it fit?").
+GLIBC_KEPT = 0.6
+
+
+def _with_kept(terms: list[Term], off: bool) -> list[Term]:
+    """``terms`` plus what glibc keeps on the CPU (none on a GPU, none with a fixed mmap threshold)."""
+    acts = sum(t.nbytes for t in terms if t.name == "activations")
+    return terms if off or not acts else terms + [Term("freed, kept by glibc (CPU)", GLIBC_KEPT * acts)]
+
+
 def _gold_rm(cfg, stage: str) -> bool:
     """Does the stage load a reward model as its gold (``gold`` = a reward run folder) at its peak? Online RL scores
     every rollout with it, eval scores the answers, SFT only for its after-training gold evaluation."""
@@ -272,12 +296,13 @@ def _gold_rm(cfg, stage: str) -> bool:
 
 
 def plan_stage(stage: str, cfg, s: Shape, *, device: str = "cpu", runtime: float = 0.0,
-               prompt_tokens: int = 64, response_tokens: int = 48) -> StagePlan:
+               prompt_tokens: int = 64, response_tokens: int = 48, sft_tokens: int | None = None) -> StagePlan:
     """The predicted peak of ``stage`` run with ``cfg`` on ``device`` (cpu | cuda): the terms of its largest phase.
     ``prompt_tokens`` / ``response_tokens``: the data's longest prompt (chat-formatted) and response in tokens.
     The settings bound them only loosely (``max_length`` caps a training row, ``response_length`` / ``max_new_tokens``
     a generated answer, nothing a prompt), and a batch is padded to its longest row, not to ``max_length``; the
-    defaults are the built-in task's (prompts up to about 60 tokens with the chat template, answers 48)."""
+    defaults are near the built-in task's (its prompts are up to 45 tokens with the chat template, answers 48);
+    ``sft_tokens``: the longest SFT row (prompt and completion; default their sum)."""
     P, R = prompt_tokens, response_tokens
     gpu = device.startswith("cuda")
     cdt = {"fp32": 4.0, "bf16": 2.0, "fp16": 2.0}.get(getattr(cfg, "dtype", "auto"), 2.0 if gpu else 4.0)
@@ -285,7 +310,7 @@ def plan_stage(stage: str, cfg, s: Shape, *, device: str = "cpu", runtime: float
     W = weight_bytes(s, "fp32" if cdt == 4.0 else "bf16", cdt)
     if stage == "sft":
         # stages/sft.py: one model, LoRA (all blocks unless lora_layers), transformers' loss on full logits
-        rows, T = cfg.per_device_train_batch_size, min(cfg.max_length, P + R)
+        rows, T = cfg.per_device_train_batch_size, min(cfg.max_length, sft_tokens or P + R)
         blocks = cfg.lora_layers or s.layers
         phase, terms = "train step", [Term("policy weights", W),
                                       *_train_terms(s, cfg, rows, T, cdt, blocks, lora_params(s, cfg.lora_r, cfg.lora_layers)),
@@ -320,9 +345,9 @@ def plan_stage(stage: str, cfg, s: Shape, *, device: str = "cpu", runtime: float
         phase, terms = _phase_max({
             "rollout": resident + [Term("KV cache", kv_bytes(s, cfg.rollout_batch_size, T, cdt)),
                                    Term("decode logits", decode_logits_bytes(s, cfg.rollout_batch_size))],
-            "update": resident + [Term("activations", activation_bytes(
+            "update": resident + _with_kept([Term("activations", activation_bytes(
                 s, cfg.mini_batch_size, T, blocks, cdt, cfg.lora_dropout, cfg.gradient_checkpointing)),
-                Term("logits (chunk)", chunk_logits_bytes(s))],
+                Term("logits (chunk)", chunk_logits_bytes(s))], gpu or getattr(cfg, "lean_update", False)),
         })
     elif stage == "dpo":
         # stages/dpo.py: one base (the reference is the adapter switched off), chosen + rejected in the graph
@@ -346,6 +371,8 @@ def plan_stage(stage: str, cfg, s: Shape, *, device: str = "cpu", runtime: float
         device = "cpu"
     else:
         raise ValueError(f"no memory plan for stage {stage!r}; planned: {', '.join(PLANNED_STAGES)}")
+    if stage in ("sft", "reward", "dpo"):
+        terms = _with_kept(list(terms), gpu)
     if _gold_rm(cfg, stage):  # rewards/gold.py: an fp32 reward model beside everything else
         terms = list(terms) + [Term("gold RM weights", weight_bytes(s, "fp32", 4.0))]
     return StagePlan(stage, device, tuple(base + list(terms)), phase)
@@ -451,7 +478,8 @@ def check_override_keys(overrides: dict, stages) -> None:
 
 def plan_study(model: str = "default", *, device: str = "cpu", budget: float | None = None, stages=PLANNED_STAGES,
                preset: str = "quick", task: str | None = None, overrides: dict | None = None,
-               prompt_tokens: int | None = None, response_tokens: int | None = None) -> str:
+               prompt_tokens: int | None = None, response_tokens: int | None = None,
+               sft_tokens: int | None = None) -> str:
     """``edgerlhf plan``: every stage's predicted peak at the study's settings, and, with a budget, what fits."""
     overrides = dict(overrides or {})
     check_override_keys(overrides, stages)
@@ -462,12 +490,14 @@ def plan_study(model: str = "default", *, device: str = "cpu", budget: float | N
         L = task_lengths(task, model)
         prompt_tokens = L.prompt if prompt_tokens is None else prompt_tokens
         response_tokens = L.answer if response_tokens is None else response_tokens
+        sft_tokens = L.sft_row if sft_tokens is None else sft_tokens
         how = f"measured on the task's {L.rows:,} rows"
     else:
         how = "as given"
     gpu = device.startswith("cuda")
     runtime = 0.0 if gpu else runtime_bytes()
-    kw = dict(device=device, runtime=runtime, prompt_tokens=prompt_tokens, response_tokens=response_tokens)
+    kw = dict(device=device, runtime=runtime, prompt_tokens=prompt_tokens, response_tokens=response_tokens,
+              sft_tokens=sft_tokens)
     plans, advice = [], []
     for st in stages:
         cfg = stage_settings(st, preset=preset, task=task, overrides=overrides)
@@ -478,7 +508,8 @@ def plan_study(model: str = "default", *, device: str = "cpu", budget: float | N
     head = [f"memory plan: {model} ({shape.params / 1e6:,.0f} M parameters, {shape.layers} blocks, vocabulary "
             f"{shape.vocab:,}) on {'a GPU (max_memory_allocated + the CUDA context)' if gpu else 'the CPU (resident set)'}"
             f", study preset {preset!r}{', task ' + task if task else ''}",
-            f"longest prompt {prompt_tokens} tokens, longest answer {response_tokens} ({how})"
+            f"longest prompt {prompt_tokens} tokens, longest answer {response_tokens}, longest SFT row "
+            f"{sft_tokens or prompt_tokens + response_tokens} ({how})"
             + ("" if gpu else f"; runtime {runtime / MiB:,.0f} MiB measured here (Python + torch + transformers + peft)")]
     if budget is not None:
         head.append(f"budget {budget / GiB:.2f} GiB: {sum(p.peak <= budget for p in plans)} of {len(plans)} stages fit")
@@ -517,7 +548,8 @@ def _settings(cls, raw: dict):
     return SimpleNamespace(**values)
 
 
-def validate(root: str | Path, *, runtime: float, prompt_tokens: int = 64, response_tokens: int = 48) -> list[Check]:
+def validate(root: str | Path, *, runtime: float, prompt_tokens: int = 64, response_tokens: int = 48,
+             sft_tokens: int | None = None) -> list[Check]:
     """Predict the peak of every finished stage run under ``root`` from its config.yaml and compare it with the
     ``memory/peak_mb`` it measured (the kernel's high-water mark on a CPU; max_memory_allocated on a GPU)."""
     import yaml
@@ -541,7 +573,7 @@ def validate(root: str | Path, *, runtime: float, prompt_tokens: int = 64, respo
             shapes[model] = model_shape(model)
         device = "cuda" if str(s.get("device", "cpu")).startswith("cuda") else "cpu"
         p = plan_stage(stage, cfg, shapes[model], device=device, runtime=runtime, prompt_tokens=prompt_tokens,
-                       response_tokens=response_tokens)
+                       response_tokens=response_tokens, sft_tokens=sft_tokens)
         predicted = p.peak - (p.term("CUDA context (outside allocated)") if device == "cuda" else 0)
         out.append(Check(run.name, stage, predicted / MiB, float(measured)))
     return out
