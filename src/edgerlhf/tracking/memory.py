@@ -126,13 +126,15 @@ class PeakMemory:
         self._proc = psutil.Process()
         self._stop = threading.Event()
         self._peak_rss = 0
+        self._thread_peak = 0  # the sampler thread's own maximum: only that thread writes it (no lost update when
+        #                        the main thread raises _peak_rss at the same moment)
         self._thread: threading.Thread | None = None
         self._running = False
 
     # -- the sampler (fallback) ---------------------------------------------------------------------
     def _sample(self):
         while not self._stop.is_set():
-            self._peak_rss = max(self._peak_rss, self._proc.memory_info().rss)
+            self._thread_peak = max(self._thread_peak, self._proc.memory_info().rss)
             self._stop.wait(self.interval_s)
 
     def start(self) -> "PeakMemory":
@@ -156,6 +158,7 @@ class PeakMemory:
                 raise OSError(f"cannot reset the kernel's memory high-water mark ({_CLEAR_REFS} not writable)")
         self.method = "sampled"
         self._peak_rss = self._proc.memory_info().rss
+        self._thread_peak = 0
         self._stop.clear()
         self._thread = threading.Thread(target=self._sample, daemon=True, name="edgerlhf-peak-memory")
         self._thread.start()
@@ -179,6 +182,7 @@ class PeakMemory:
             self._stop.set()
             if self._thread is not None:
                 self._thread.join()
+            self._peak_rss = max(self._peak_rss, self._thread_peak)
         self._running = False
         return self
 
@@ -191,7 +195,7 @@ class PeakMemory:
     @property
     def rss_mb(self) -> float:
         if self._running:
-            self._peak_rss = max(self._peak_rss, self._current_peak())
+            self._peak_rss = max(self._peak_rss, self._thread_peak, self._current_peak())
         return self._peak_rss / 2**20
 
     @property
