@@ -5,35 +5,16 @@ in PyTorch, which separates the type's own loss from the writer's. Prints measur
 
     python bench/gguf_export.py POLICY_RUN [OUT_DIR]
 """
-import copy
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from edgerlhf.data.formatting import encode_prompt
 from edgerlhf.models.export import CHECK_PROMPTS, export_gguf, load_for_export
-from edgerlhf.models.gguf_export import GGUF_TYPES, _named_weights, tensor_type
-
-
-def quantised_in_torch(model, kind):
-    import gguf
-
-    q = copy.deepcopy(model)
-    sd = q.state_dict()
-    with torch.no_grad():
-        for g, hf, _ in _named_weights(q):
-            w = sd[hf].numpy()
-            qt = tensor_type(g, w.shape, kind)
-            if qt == gguf.GGMLQuantizationType.F32:
-                continue
-            d = (w.astype(np.float16).astype(np.float32) if qt == gguf.GGMLQuantizationType.F16
-                 else gguf.quants.dequantize(gguf.quants.quantize(w, qt), qt).reshape(w.shape))
-            sd[hf].copy_(torch.from_numpy(d))
-    return q.eval()
+from edgerlhf.models.gguf_export import GGUF_TYPES, check_gguf, quantised_in_torch
 
 
 def torch_agreement(model, q, tok):
@@ -61,11 +42,9 @@ for kind in GGUF_TYPES:
     t0 = time.time()
     r = export_gguf(policy, kind, out / f"policy-{kind}.gguf", check=False, progress=False)
     t1 = time.time()
-    from edgerlhf.models.gguf_export import check_gguf
-
     c = check_gguf(out / f"policy-{kind}.gguf", model, tok, CHECK_PROMPTS)
     t2 = time.time()
-    sim = torch_agreement(model, quantised_in_torch(model, kind), tok)
+    sim = torch_agreement(model, quantised_in_torch(model, kind).eval(), tok)
     print(f"| {kind} | {r['file_bytes'] / 2**20:.1f} | {t1 - t0:.1f} | {t2 - t1:.1f} | {c.max_abs_logit_diff:.3f} "
           f"(logits up to {c.logit_scale:.1f}) | {c.top1_agreement:.1%} of {c.n_tokens} | {sim:.1%} | "
           f"{c.greedy_identical:.0%} of {c.n_prompts} |", flush=True)

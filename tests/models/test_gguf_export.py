@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from edgerlhf.models.gguf_export import (GGUF_TYPES, GGUFExportError, chat_pieces, expected_tensor_bytes,
-                                         gguf_shapes, ollama_modelfile, permute_qk, pre_tokenizer, tensor_type,
-                                         write_gguf)
+                                         gguf_shapes, ollama_modelfile, permute_qk, pre_tokenizer, quantised_in_torch,
+                                         tensor_type, write_gguf)
 from edgerlhf.models.loading import load_causal_lm, load_tokenizer
 
 
@@ -85,30 +85,6 @@ def trained_tiny(tmp_path_factory):
     return (run, *load_for_export(run))
 
 
-def _quantised_in_torch(model, kind):
-    """The model with every weight the file quantises replaced by its quantise-dequantise through the gguf
-    package, in Hugging Face's layout: what a correct file must reload as."""
-    import gguf
-
-    from edgerlhf.models.gguf_export import _named_weights
-
-    q = copy.deepcopy(model)
-    names = {hf: g for g, hf, _ in _named_weights(q)}
-    sd = q.state_dict()
-    with torch.no_grad():
-        for hf, g in names.items():
-            w = sd[hf].numpy()
-            qt = tensor_type(g, w.shape, kind)
-            if qt in (gguf.GGMLQuantizationType.F32,):
-                continue
-            if qt == gguf.GGMLQuantizationType.F16:
-                d = w.astype(np.float16).astype(np.float32)
-            else:
-                d = gguf.quants.dequantize(gguf.quants.quantize(w, qt), qt).reshape(w.shape)
-            sd[hf].copy_(torch.from_numpy(d))
-    return q
-
-
 # q4_0 is q4_1's path with another quantizer (written and sized by the last test); reading the
 # 49k-token tokenizer arrays back costs ~20 s per file on a 2-core machine, so three types are read back here
 @pytest.mark.parametrize("kind", ["f16", "q8_0", "q4_1"])
@@ -123,7 +99,7 @@ def test_every_type_reloads_in_transformers_as_the_same_weights_quantised(traine
     reloaded = AutoModelForCausalLM.from_pretrained(tmp_path, gguf_file=out.name, dtype=torch.float32).eval()
     ids = torch.tensor([tok.encode("Rate item 3. It was great, I love it!")])
     with torch.no_grad():
-        want = _quantised_in_torch(model, kind).eval()(ids).logits
+        want = quantised_in_torch(model, kind).eval()(ids).logits
         got = reloaded(ids).logits
         exact = model.eval()(ids).logits
     assert torch.allclose(got, want, atol=1e-4), (got - want).abs().max()

@@ -315,6 +315,30 @@ def gguf_tensors(model, kind: str):
         yield name, data, qtype
 
 
+def quantised_in_torch(model, kind: str):
+    """A copy of ``model`` with every weight a ``kind`` file quantises replaced by its quantise-dequantise through
+    the ``gguf`` package, in Hugging Face's layout: what a correct file reloads as, and the reference that tells a
+    type's own loss from a writer's (tests, bench/gguf_export.py)."""
+    import copy
+
+    import gguf
+    import torch
+
+    q = copy.deepcopy(model)
+    sd = q.state_dict()
+    Q = gguf.GGMLQuantizationType
+    with torch.no_grad():
+        for name, hf_name, _ in _named_weights(q):
+            w = sd[hf_name].detach().to(torch.float32).cpu().numpy()
+            qt = tensor_type(name, w.shape, kind)
+            if qt == Q.F32:
+                continue
+            d = (w.astype(np.float16).astype(np.float32) if qt == Q.F16
+                 else gguf.quants.dequantize(gguf.quants.quantize(w, qt), qt).reshape(w.shape))
+            sd[hf_name].copy_(torch.from_numpy(d))
+    return q
+
+
 def write_gguf(model, tok, out: str | Path, kind: str, *, name: str = "", chat_template: bool = True,
                progress: bool = True) -> Path:
     """Write ``model`` (a merged Hugging Face causal LM) and ``tok`` as one GGUF file of ``kind`` (f16, q8_0,
