@@ -101,8 +101,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--model", default="default", help="default | tiny | a model folder | a hub id")
     p.add_argument("--vram", help="GPU memory budget (e.g. 8GB): plans for a CUDA device, bf16")
     p.add_argument("--ram", help="CPU memory budget (e.g. 16GB): plans for the CPU, fp32")
-    p.add_argument("--stage", default=",".join(("sft", "prefs", "reward", "ppo", "grpo", "rloo", "dpo", "eval")),
-                   help="comma-separated stages to plan (default: all planned ones)")
+    p.add_argument("--stage", default="", help="comma-separated stages to plan (default: every planned one: sft, "
+                   "prefs, reward, ppo, grpo, rloo, dpo, eval)")
     p.add_argument("--preset", default="quick", help="study preset whose settings to plan (default: quick, the demo)")
     p.add_argument("--task", help="task file: its settings, and its data's longest prompt and answer")
     p.add_argument("--prompt-tokens", type=int, help="longest prompt in tokens (default: measured on the task's data)")
@@ -228,7 +228,7 @@ def _plan(args, parser) -> int:
         return 0
     if args.vram and args.ram:
         parser.error("plan takes --vram (a GPU) or --ram (the CPU), not both")
-    stages = [s.strip() for s in args.stage.split(",") if s.strip()]
+    stages = [s.strip() for s in args.stage.split(",") if s.strip()] or list(plan.PLANNED_STAGES)
     bad = [s for s in stages if s not in plan.PLANNED_STAGES]
     if bad:
         parser.error(f"--stage: no memory plan for {', '.join(bad)}; planned: {', '.join(plan.PLANNED_STAGES)}")

@@ -19,10 +19,14 @@ def load_for_export(src: str | Path):
     ``export --merge``, or a base model name (``default``, ``tiny``, a hub id): the base exported unchanged."""
     import torch
 
-    from edgerlhf.models.adapters import ARTIFACT_META, load_policy
+    from edgerlhf.models.adapters import ARTIFACT_META, find_artifact, load_policy
 
     p = Path(src).expanduser()
-    if p.is_dir() and any((c / ARTIFACT_META).is_file() for c in (p, p / "adapter", p / "model")):
+    try:
+        find_artifact(p)  # a run folder or its artifact folder
+    except FileNotFoundError:
+        pass
+    else:  # (load_policy's own errors, e.g. a missing SFT adapter, stay its own)
         return load_policy(p, dtype=torch.float32, merge=True)
     if (p / "config.json").is_file():  # an exported (merged) folder
         from transformers import AutoModelForCausalLM, AutoTokenizer

@@ -265,7 +265,7 @@ def _metadata(writer, model, tok, kind: str, name: str, chat_template: bool, tmp
     if backend.get("model", {}).get("type") != "BPE":
         raise GGUFExportError("only byte-level BPE tokenizers are written by this exporter (the SentencePiece kind "
                               "needs llama.cpp's converter)")
-    added = {i: t for i, t in tok.backend_tokenizer.get_added_tokens_decoder().items()}
+    added = tok.backend_tokenizer.get_added_tokens_decoder()
     vocab = tok.get_vocab()
     by_id = {i: t for t, i in vocab.items()}
     tokens, types = [], []

@@ -458,20 +458,15 @@ def stage_settings(stage: str, *, preset: str = "quick", task: str | None = None
 
 
 def check_override_keys(overrides: dict, stages) -> None:
-    """Every key=value must name a setting of at least one planned stage (else a ConfigError with a "did you
-    mean")."""
+    """Every key=value must name a setting of at least one planned stage, else a ConfigError with the config's own
+    unknown-key message ("did you mean", keys renamed in other tools)."""
     import dataclasses
-    import difflib
 
-    from edgerlhf.config import STAGE_CONFIGS, ConfigError
+    from edgerlhf.config import STAGE_CONFIGS, ConfigError, unknown_key_message
 
-    known = {f.name for st in stages for f in dataclasses.fields(STAGE_CONFIGS[st])}
-    bad = []
-    for k in overrides:
-        if k not in known:
-            near = difflib.get_close_matches(k, sorted(known), n=1)
-            bad.append(f"unknown key {k!r} for the planned stages ({', '.join(stages)})"
-                       + (f"; did you mean {near[0]!r}?" if near else ""))
+    known = sorted({f.name for st in stages for f in dataclasses.fields(STAGE_CONFIGS[st])})
+    renamed = {k: v for st in stages for k, v in (getattr(STAGE_CONFIGS[st], "RENAMED", None) or {}).items()}
+    bad = [unknown_key_message(k, known, ", ".join(stages), renamed) for k in overrides if k not in known]
     if bad:
         raise ConfigError(bad, "the plan's settings")
 

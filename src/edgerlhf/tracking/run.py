@@ -276,11 +276,11 @@ class _MLflow:
                                         ).info.run_id
         self.c.log_batch(self.run_id, params=[Param(k, str(v)[:6000]) for k, v in to_dict(cfg).items()])
 
-    def log(self, metrics, step):
+    def log(self, metrics, step, prefix: str = ""):
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
-        self.c.log_batch(self.run_id, metrics=[Metric(_MLFLOW_KEY.sub("_", k), v, now, step)
+        self.c.log_batch(self.run_id, metrics=[Metric(_MLFLOW_KEY.sub("_", prefix + k), v, now, step)
                                                for k, v in _numeric(metrics).items()])
 
     def text(self, tag, text, step):
@@ -288,11 +288,7 @@ class _MLflow:
 
     def summary(self, summary):
         """The final numbers as metrics named ``summary/<key>`` (step 0), summary.json itself as an artifact."""
-        from mlflow.entities import Metric
-
-        now = int(time.time() * 1000)
-        self.c.log_batch(self.run_id, metrics=[Metric(_MLFLOW_KEY.sub("_", f"summary/{k}"), v, now, 0)
-                                               for k, v in _numeric(summary).items()])
+        self.log(summary, 0, prefix="summary/")
         self.c.log_dict(self.run_id, _jsonable(summary), "summary.json")
 
     def close(self, status="finished"):
