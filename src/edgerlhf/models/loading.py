@@ -136,6 +136,13 @@ def tiny_config(vocab_size: int, num_labels: int | None = None):
 
 
 def resolve_device(device: str = "auto") -> torch.device:
+    """``auto``: a GPU when one is visible, else the CPU; under ``torchrun`` / ``accelerate launch`` each process
+    takes the GPU of its ``LOCAL_RANK``."""
+    from edgerlhf.rl.distributed import local_device
+
+    mine = local_device(device)
+    if mine is not None:
+        return mine
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device.startswith("cuda") and not torch.cuda.is_available():

@@ -1,21 +1,34 @@
-"""Data-parallel pieces of online RL whose results must not depend on the world size (issue 16): each rank's
-share of a step's episodes, each rank's seed, and the statistics that span ranks (whitening, token counts) computed
-from sums all-reduced over the process group. Pure functions of tensors and (rank, world size); the only
-collective is :func:`global_sum`, a no-op in one process, so every function here runs unchanged on one device.
+"""Data parallelism (issue 16): one process per device, launched by ``torchrun`` or ``accelerate launch``, each
+holding its own copy of every frozen model (base, reference, reward model, at their precisions) and of the
+trainable parameters (LoRA, value head), which stay identical because every process applies the same summed
+gradient.
 
-Why the statistics are rebuilt from sums rather than gathered: whitening needs the mean and the variance over every
-episode of the step; the sums (count, sum, sum of squares) are three numbers per rank, the same arithmetic as
-:func:`edgerlhf.rl.ppo_math.whiten` on the concatenated batch, without moving the batch.
+The rule that keeps results independent of the world size: **what a step computes is decided by the step, not by
+the process**. A step's items (episodes, rows) are the same list at any world size and each process takes a
+contiguous share of it (:func:`shard`); statistics that span the step (whitening, group baselines, token counts)
+are computed from the whole step's tensors gathered to every process (:func:`gather_rows`, a few KB per step);
+random draws are seeded by (run seed, step, item index) (:func:`item_seed`), not by the process's rank.
+
+Why a summed all-reduce of the trainable gradients (:func:`sync_gradients`) rather than wrapping a module in
+``torch.nn.parallel.DistributedDataParallel``: the same arithmetic (DDP averages the gradients of its buckets), but
+EdgeRLHF's forwards do not go through one module's ``forward`` (one base serves policy, reference and values with
+adapters toggled and a cached trunk; DPO and the RM run a shared prompt once and its two continuations), a process
+may halve its micro-batch on CUDA OOM and so run a different number of backwards than the others, and the value head
+is not used by every forward: DDP's reducer hooks need one wrapped forward per backward and every parameter used
+(or ``find_unused_parameters``). The gradients synchronised are LoRA's and the value head's, a few MB, once per
+optimizer step, so DDP's overlap of communication with the backward would save nothing measurable.
 """
 
 from __future__ import annotations
 
+import atexit
+import os
 from collections.abc import Sequence
+from datetime import timedelta
 
 import torch
 
-# a large prime stride: ranks' seeds never collide with the next run seeds users pick (0, 1, 2, 42, ...)
-_SEED_STRIDE = 1_000_003
+_BUCKET = 25 * 2**20  # elements per all-reduce bucket (DDP's default bucket is 25 MB)
 
 
 def world() -> tuple[int, int]:
@@ -27,10 +40,56 @@ def world() -> tuple[int, int]:
     return 0, 1
 
 
-def rank_seed(seed: int, rank: int) -> int:
-    """The seed of ``rank``'s sampling: rank 0 keeps the run seed (one process is exactly the single-device run),
-    the others are spread by a prime stride."""
-    return seed + _SEED_STRIDE * rank
+def is_main() -> bool:
+    return world()[0] == 0
+
+
+def launched_world_size() -> int:
+    """The world size ``torchrun`` / ``accelerate launch`` announced in the environment (1 when not launched)."""
+    return int(os.environ.get("WORLD_SIZE", "1") or 1)
+
+
+def init_from_env(device: str = "auto") -> tuple[int, int]:
+    """Join the process group a launcher set up (``WORLD_SIZE``, ``RANK``, ``LOCAL_RANK``, ``MASTER_ADDR``,
+    ``MASTER_PORT`` in the environment); nothing in a plain single process or when a group exists already (the
+    Python API, tests). NCCL when the processes use GPUs, else gloo. Returns (rank, world size)."""
+    import torch.distributed as dist
+
+    if dist.is_initialized() or launched_world_size() <= 1:
+        return world()
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    gpu = torch.cuda.is_available() and device != "cpu"
+    if gpu:
+        if local >= torch.cuda.device_count():
+            raise RuntimeError(f"LOCAL_RANK={local} but this node has {torch.cuda.device_count()} visible GPUs: launch at "
+                               "most one process per GPU (--nproc_per_node / --num_processes)")
+        torch.cuda.set_device(local)
+    dist.init_process_group("nccl" if gpu else "gloo", timeout=timedelta(minutes=30))
+    atexit.register(lambda: dist.is_initialized() and dist.destroy_process_group())
+    return world()
+
+
+def local_device(device: str) -> torch.device | None:
+    """The device of this process under a launcher: ``cuda:LOCAL_RANK`` for ``auto`` / ``cuda``; an error for one
+    fixed GPU, which every process would share; None outside a launched group (the caller decides)."""
+    if world()[1] <= 1 or not torch.cuda.is_available() or device == "cpu":
+        return None
+    if device not in ("auto", "cuda"):
+        raise RuntimeError(f"device={device!r} puts all {world()[1]} processes on one GPU; with torchrun / accelerate "
+                           "launch use device=auto (each process takes the GPU of its LOCAL_RANK)")
+    return torch.device("cuda", int(os.environ.get("LOCAL_RANK", torch.cuda.current_device())))
+
+
+def divisible(what: dict[str, int], world_size: int) -> list[str]:
+    """Errors for the per-step counts that must split evenly among the processes, each naming the fix."""
+    errs = []
+    for key, n in what.items():
+        if n % world_size:
+            lo, hi = n // world_size * world_size, (n // world_size + 1) * world_size
+            alt = f"{lo} or {hi}" if lo else f"{hi}"
+            errs.append(f"{key}={n} does not divide among {world_size} processes: make it a multiple of {world_size} "
+                        f"(e.g. {alt}), or launch a number of processes that divides it")
+    return errs
 
 
 def shard(items: Sequence, rank: int, world_size: int) -> list:
@@ -42,41 +101,143 @@ def shard(items: Sequence, rank: int, world_size: int) -> list:
         raise ValueError(f"rank {rank} is not in a world of {world_size} processes")
     if n % world_size:
         raise ValueError(f"{n} items per step do not divide among {world_size} processes; make the per-step count "
-                         f"(num_rollouts_per_step) a multiple of {world_size}")
+                         f"a multiple of {world_size}")
     k = n // world_size
     return list(items[rank * k:(rank + 1) * k])
 
 
-def global_sum(t: torch.Tensor) -> torch.Tensor:
-    """``t`` summed over every rank (a copy; ``t`` itself is left alone); ``t`` in one process."""
+def item_seed(seed: int, step: int, index: int, stream: int = 0) -> int:
+    """The seed of the random draws that start at item ``index`` of step ``step`` (``stream`` tells apart draws of
+    different kinds, e.g. sampling and each update epoch's shuffle): a function of the run seed and the data
+    position only, so the same items draw the same numbers at any world size and after a resume."""
+    return (((seed * 1_000_003 + step) * 1_000_033 + index) * 7_919 + stream) & (2**63 - 1)
+
+
+# -- collectives (each a no-op, or the identity, in one process) -------------------------------------------------
+
+def barrier() -> None:
+    import torch.distributed as dist
+
+    if world()[1] > 1:
+        dist.barrier()
+
+
+def broadcast_object(obj, src: int = 0):
+    """``obj`` of process ``src``, on every process."""
+    import torch.distributed as dist
+
+    if world()[1] <= 1:
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=src)
+    return box[0]
+
+
+def _comm_device(t: torch.Tensor) -> torch.device:
+    import torch.distributed as dist
+
+    return torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else t.device
+
+
+def reduce_sum(t: torch.Tensor) -> torch.Tensor:
+    """``t`` summed over every process (a copy on ``t``'s device; ``t`` itself is left alone)."""
     import torch.distributed as dist
 
     out = t.detach().clone()
     if world()[1] > 1:
-        dist.all_reduce(out, op=dist.ReduceOp.SUM)
+        buf = out.to(_comm_device(out))
+        dist.all_reduce(buf, op=dist.ReduceOp.SUM)
+        out = buf.to(t.device)
     return out
 
 
-def global_whiten(x: torch.Tensor, mask: torch.Tensor, shift_mean: bool = True, eps: float = 1e-8,
-                  reduce=global_sum) -> torch.Tensor:
-    """:func:`~edgerlhf.rl.ppo_math.whiten` over the masked positions of every rank's ``x``: the mean and the
-    unbiased variance from the all-reduced count, sum and sum of squares (so each rank's result equals its rows of
-    the single-process whitening of the concatenated batch). Masked positions come back as 0."""
-    m = mask.to(x.dtype)
-    stats = reduce(torch.stack([m.sum(), (x * m).sum(), (x * x * m).sum()]).double())
-    n, s1, s2 = stats[0], stats[1], stats[2]
-    if n < 2:
-        raise ValueError("global_whiten: need at least 2 unmasked values over all ranks for an unbiased variance")
-    mean = s1 / n
-    var = (s2 - n * mean * mean).clamp(min=0) / (n - 1)
-    mean, var = mean.to(x.dtype), var.to(x.dtype)
-    out = (x - mean) * torch.rsqrt(var + eps)
-    if not shift_mean:
-        out = out + mean
-    return out * m
+def reduce_max(t: torch.Tensor) -> torch.Tensor:
+    import torch.distributed as dist
+
+    out = t.detach().clone()
+    if world()[1] > 1:
+        buf = out.to(_comm_device(out))
+        dist.all_reduce(buf, op=dist.ReduceOp.MAX)
+        out = buf.to(t.device)
+    return out
 
 
-def global_count(mask: torch.Tensor, reduce=global_sum) -> torch.Tensor:
-    """The number of unmasked positions over every rank (e.g. the tokens of an optimizer step, which the DAPO loss
-    divides by): each rank divides its own sum by it, and the all-reduced gradient equals one process's."""
-    return reduce(mask.sum().double().reshape(1))[0]
+def any_process(flag: bool) -> bool:
+    """True on every process when ``flag`` is true on any (a decision every process must take together)."""
+    return bool(reduce_max(torch.tensor([int(flag)]))[0])
+
+
+def gather_rows(t: torch.Tensor | None) -> torch.Tensor | None:
+    """Every process's ``t`` (the same shape on each) concatenated along the first dimension, in rank order: the
+    whole step's tensor, on every process."""
+    import torch.distributed as dist
+
+    if t is None or world()[1] <= 1:
+        return t
+    src = t.detach().contiguous().to(_comm_device(t))
+    if src.dtype == torch.bool:  # not every backend gathers bool
+        return gather_rows(src.to(torch.uint8)).bool().to(t.device)
+    parts = [torch.empty_like(src) for _ in range(world()[1])]
+    dist.all_gather(parts, src)
+    return torch.cat(parts).to(t.device)
+
+
+def gather_objects(items: list) -> list:
+    """Every process's list, concatenated in rank order (e.g. the decoded responses of the whole step)."""
+    import torch.distributed as dist
+
+    if world()[1] <= 1:
+        return list(items)
+    out = [None] * world()[1]
+    dist.all_gather_object(out, list(items))
+    return [x for part in out for x in part]
+
+
+def _buckets(tensors: list[torch.Tensor]):
+    bucket, size = [], 0
+    for t in tensors:
+        if bucket and (size + t.numel() > _BUCKET or t.dtype != bucket[0].dtype or t.device != bucket[0].device):
+            yield bucket
+            bucket, size = [], 0
+        bucket.append(t)
+        size += t.numel()
+    if bucket:
+        yield bucket
+
+
+def sync_gradients(params: list[torch.Tensor], scale: float = 1.0) -> None:
+    """Replace each parameter's gradient by the sum over every process (times ``scale``), in flat buckets: after
+    it every process holds the same gradient, so the same optimizer step keeps the copies identical. A parameter
+    without a gradient on this process counts as zero (it still takes part, so every process sends the same
+    buckets)."""
+    import torch.distributed as dist
+
+    if world()[1] <= 1:
+        return
+    params = [p for p in params if p.requires_grad]
+    for p in params:
+        if p.grad is None:
+            p.grad = torch.zeros_like(p)
+    for bucket in _buckets([p.grad for p in params]):
+        flat = torch.cat([g.reshape(-1) for g in bucket]).to(_comm_device(bucket[0]))
+        dist.all_reduce(flat, op=dist.ReduceOp.SUM)
+        if scale != 1.0:
+            flat.mul_(scale)
+        flat = flat.to(bucket[0].device)
+        i = 0
+        for g in bucket:
+            g.copy_(flat[i:i + g.numel()].view_as(g))
+            i += g.numel()
+
+
+@torch.no_grad()
+def broadcast_params(params: list[torch.Tensor], src: int = 0) -> None:
+    """Every process starts from process ``src``'s trainable values (as DDP does when it wraps a module)."""
+    import torch.distributed as dist
+
+    if world()[1] <= 1:
+        return
+    for p in params:
+        buf = p.data.to(_comm_device(p))
+        dist.broadcast(buf, src=src)
+        p.data.copy_(buf)

@@ -25,10 +25,10 @@ from edgerlhf.models.adapters import count_params, fill_policy_artifact, lora_co
 from edgerlhf.models.loading import load_tokenizer, resolve_device, resolve_dtype
 from edgerlhf.models.logprobs import pair_logprobs
 from edgerlhf.rl.losses import dpo_loss
-from edgerlhf.stages.loop import (fit, fit_stats, held_out_line, make_optimizer, seed_everything,
+from edgerlhf.stages.loop import (fit, fit_stats, held_out_line, join_launch, make_optimizer, seed_everything,
                                   total_steps_for)
 from edgerlhf.tracking import PeakMemory, RunDir
-from edgerlhf.tracking.run import atomic_write_dir
+from edgerlhf.tracking.run import main_write_dir, say
 
 
 def _encode(tok, pairs: list[dict], max_length: int) -> list[tuple[tuple, tuple]]:
@@ -92,6 +92,7 @@ def run(cfg: DPOConfig) -> Path:
     from edgerlhf.models.roles import _no_dropout, load_base
 
     # 0 set-up and validation (nothing written yet)
+    cfg = join_launch(cfg)
     seed_everything(cfg.seed)
     device = resolve_device(cfg.device)
     dtype = resolve_dtype(cfg.dtype, device)
@@ -112,7 +113,7 @@ def run(cfg: DPOConfig) -> Path:
         trainable, total = count_params(model)
         total_steps = total_steps_for(cfg, len(train_rows))
         pad, avg = tok.pad_token_id, cfg.loss_type == "ipo"
-        print(f"[dpo] {cfg.policy or cfg.model} on {device} ({str(dtype).removeprefix('torch.')}), {cfg.loss_type}, "
+        say(f"[dpo] {cfg.policy or cfg.model} on {device} ({str(dtype).removeprefix('torch.')}), {cfg.loss_type}, "
               f"beta={cfg.beta}; {trainable:,} trainable / {total:,} parameters, {len(train_rows)} train pairs, "
               f"{len(held_rows)} held-out pairs, {total_steps} steps")
         # 1 the reference's log-probs, once: the same network with the adapter off
@@ -152,14 +153,14 @@ def run(cfg: DPOConfig) -> Path:
                                  use_chat_template=cfg.chat_template,
                                  prefs=str(Path(cfg.prefs).resolve()) if Path(cfg.prefs).is_dir() else cfg.prefs)
 
-        artifact = atomic_write_dir(run_dir.path / "adapter", fill)
+        artifact = main_write_dir(run_dir.path / "adapter", fill)
         stats = {"artifact": str(artifact), "device": str(device), "compute_dtype": str(dtype).removeprefix("torch."),
                  "algorithm": "dpo", "trainable_params": trainable, "total_params": total, "pairs_train": len(train_rows),
                  "pairs_eval": len(held_rows), "skipped_rows": skipped,
                  **fit_stats(history, total_steps), **{f"before/{k}": v for k, v in before.items()}, **after,
                  **mem.stop().as_metrics()}
         keys = ("eval/loss", "eval/accuracy", "eval/margin")
-        print(held_out_line("dpo", before, after, keys, history, total_steps, stats["memory/peak_mb"], artifact))
+        say(held_out_line("dpo", before, after, keys, history, total_steps, stats["memory/peak_mb"], artifact))
         return run_dir.finish(stats)
     except BaseException as e:
         mem.stop()

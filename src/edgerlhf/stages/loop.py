@@ -36,8 +36,23 @@ def seed_everything(seed: int) -> None:
         pass
 
 
+def join_launch(cfg):
+    """Join the process group of ``torchrun`` / ``accelerate launch`` when launched by one (nothing otherwise), and
+    return the config this process runs: progress bars on the main process only."""
+    import dataclasses
+
+    from edgerlhf.rl.distributed import init_from_env
+
+    rank, _ = init_from_env(cfg.device)
+    return dataclasses.replace(cfg, progress=False) if rank > 0 and cfg.progress else cfg
+
+
 def total_steps_for(cfg, n_rows: int) -> int:
-    per_step = cfg.per_device_train_batch_size * cfg.gradient_accumulation_steps
+    """Optimizer steps of a supervised stage: ``max_steps``, or the epochs over ``n_rows`` rows with a step of
+    ``per_device_train_batch_size x gradient_accumulation_steps x processes`` rows."""
+    from edgerlhf.rl.distributed import world
+
+    per_step = cfg.per_device_train_batch_size * cfg.gradient_accumulation_steps * world()[1]
     if cfg.max_steps > 0:
         return cfg.max_steps
     return max(1, int(max(1, n_rows // per_step) * cfg.num_train_epochs))
@@ -53,52 +68,84 @@ def make_optimizer(model, cfg, total_steps: int):
     return optimizer, scheduler
 
 
-def train_step(model, optimizer, scheduler, micro_batches: list, loss_fn: Callable, max_grad_norm: float) -> StepStats:
-    """One optimizer step over the micro-batches; NaN/inf never reaches the weights."""
+def train_step(model, optimizer, scheduler, micro_batches: list, loss_fn: Callable, max_grad_norm: float,
+               count: Callable | None = None) -> StepStats:
+    """One optimizer step over the micro-batches; NaN/inf never reaches the weights.
+
+    Two weightings, the same at any world size (every process holds its share of the step's rows):
+    ``count=None``: every micro-batch (of equal size) weighs the same, ``loss_fn(model, batch)`` returns its mean
+    loss, and the gradient is the mean over the micro-batches of every process. ``count(batch) -> targets``: every
+    target token of the whole step weighs the same (transformers' ``num_items_in_batch``): ``loss_fn(model, batch,
+    n)`` returns its summed loss divided by ``n``, the step's targets over every process."""
+    from edgerlhf.rl.distributed import reduce_sum, sync_gradients, world
+
     t0 = time.perf_counter()
+    ws = world()[1]
     optimizer.zero_grad(set_to_none=True)
+    denom = None
+    if count is not None:
+        denom = float(reduce_sum(torch.tensor([float(sum(count(b) for b in micro_batches))], dtype=torch.float64))[0])
     losses, tokens, extras = [], 0, []
     for b in micro_batches:
-        loss, n_tok, extra = loss_fn(model, b)
-        losses.append(loss.detach())
+        loss, n_tok, extra = loss_fn(model, b) if denom is None else loss_fn(model, b, max(denom, 1.0))
+        losses.append(loss.detach().float())
         tokens += n_tok
         extras.append(extra)
-        (loss / len(micro_batches)).backward()
-    loss = torch.stack(losses).mean().item()
+        (loss if denom is not None else loss / len(micro_batches)).backward()
     params = [p for p in model.parameters() if p.requires_grad]
+    sync_gradients(params, scale=1.0 if denom is not None else 1.0 / ws)
+    keys = sorted(extras[0]) if extras else []
+    local = torch.stack(losses).sum() if denom is not None else torch.stack(losses).mean()
+    # one all-reduce for what the processes must agree on, or report for the whole step: the loss (summed, or a
+    # mean of equal shares), the tokens, the extra metrics (means of equal shares)
+    row = torch.tensor([float(local), float(tokens)] + [sum(e[k] for e in extras) / len(extras) for k in keys],
+                       dtype=torch.float64)
+    row = reduce_sum(row)
+    loss = float(row[0]) if denom is not None else float(row[0]) / ws
     grad_norm = float(torch.nn.utils.clip_grad_norm_(params, max_grad_norm if max_grad_norm > 0 else float("inf")))
-    skipped = not (math.isfinite(loss) and math.isfinite(grad_norm))
+    skipped = not (math.isfinite(loss) and math.isfinite(grad_norm))  # the same on every process
     if skipped:
         optimizer.zero_grad(set_to_none=True)
     else:
         optimizer.step()
         scheduler.step()
-    extra = {k: sum(e[k] for e in extras) / len(extras) for k in (extras[0] if extras else {})}
-    return StepStats(loss, grad_norm, tokens, time.perf_counter() - t0, skipped, extra)
+    extra = {k: float(row[2 + i]) / ws for i, k in enumerate(keys)}
+    return StepStats(loss, grad_norm, int(row[1]), time.perf_counter() - t0, skipped, extra)
 
 
 def fit(model, optimizer, scheduler, rows: list, collate: Callable, loss_fn: Callable, cfg, total_steps: int,
-        run_dir, mem, desc: str, on_eval: Callable[[int], None] | None = None, max_bad_in_row: int = 3) -> dict:
-    """Run ``total_steps`` optimizer steps over shuffled ``rows``; log every ``cfg.logging_steps``."""
+        run_dir, mem, desc: str, on_eval: Callable[[int], None] | None = None, max_bad_in_row: int = 3,
+        count: Callable | None = None) -> dict:
+    """Run ``total_steps`` optimizer steps over shuffled ``rows``; log every ``cfg.logging_steps``. Under data
+    parallelism every process draws the same shuffled order and takes its contiguous share of each micro-step's
+    ``per_device_train_batch_size x processes`` rows, so one process with a micro-batch of ``2b`` and two with
+    ``b`` train on the same rows. ``count``: see :func:`train_step`."""
     from tqdm.auto import tqdm
 
+    from edgerlhf.rl.distributed import shard, world
+
+    from edgerlhf.rl.distributed import broadcast_params
+
+    rank, ws = world()
+    broadcast_params([p for p in model.parameters() if p.requires_grad])  # every process starts from rank 0's values
     rng = random.Random(cfg.seed)
     order: list[int] = []
     bs, accum = cfg.per_device_train_batch_size, cfg.gradient_accumulation_steps
     window: list[StepStats] = []
     losses, skipped_steps, bad_in_row, tokens, train_s = [], 0, 0, 0, 0.0
     model.train()
-    bar = tqdm(range(1, total_steps + 1), desc=desc, disable=not cfg.progress, unit="step", dynamic_ncols=True)
+    bar = tqdm(range(1, total_steps + 1), desc=desc, disable=not cfg.progress or rank > 0, unit="step",
+               dynamic_ncols=True)
     for step in bar:
         micro = []
         for _ in range(accum):  # 1 draw micro-batches (reshuffle at each epoch boundary)
-            if len(order) < bs:
+            while len(order) < bs * ws:
                 fresh = list(range(len(rows)))
                 rng.shuffle(fresh)
                 order += fresh
-            idx, order = order[:bs], order[bs:]
-            micro.append(collate([rows[i] for i in idx]))
-        st = train_step(model, optimizer, scheduler, micro, loss_fn, cfg.max_grad_norm)  # 2 forward/backward/update
+            idx, order = order[:bs * ws], order[bs * ws:]
+            micro.append(collate([rows[i] for i in shard(idx, rank, ws)]))
+        st = train_step(model, optimizer, scheduler, micro, loss_fn, cfg.max_grad_norm, count)  # 2 forward/backward/update
         window.append(st)
         tokens += st.tokens
         train_s += st.step_s
@@ -117,7 +164,7 @@ def fit(model, optimizer, scheduler, rows: list, collate: Callable, loss_fn: Cal
             metrics = {"train/loss": sum(s.loss for s in good) / len(good), "train/lr": scheduler.get_last_lr()[0],
                        "train/grad_norm": sum(s.grad_norm for s in good) / len(good),
                        "train/tokens_per_s": sum(s.tokens for s in window) / sum(s.step_s for s in window),
-                       "train/epoch": step * bs * accum / len(rows),
+                       "train/epoch": step * bs * accum * ws / len(rows),
                        "timing/step_s": sum(s.step_s for s in window) / len(window),
                        "train/skipped_steps": skipped_steps, **mem.as_metrics()}
             for k in good[0].extra:

@@ -38,13 +38,14 @@ from edgerlhf.data.formatting import encode_prompt, last_message
 from edgerlhf.models.generation import left_pad
 from edgerlhf.models.loading import resolve_device, resolve_dtype
 from edgerlhf.models.roles import Trunk
+from edgerlhf.rl.distributed import shard, world
 from edgerlhf.rl.algorithms import Algorithm, MicroBatch, Rollout, make_algorithm
 from edgerlhf.rewards.metrics import spearman
 from edgerlhf.rl.ppo_math import masked_mean
 from edgerlhf.stages.loop import seed_everything
 from edgerlhf.tracking import PeakMemory, RunDir
 from edgerlhf.tracking.memory import lean_heap, release_free_memory
-from edgerlhf.tracking.run import atomic_write_dir
+from edgerlhf.tracking.run import main_write_dir, say
 
 RewardFn = Callable[[list, list[str]], list[float]]
 
@@ -120,19 +121,31 @@ def _oom_retry(fn: Callable[[int], object], size: int, what: str, on_shrink: Cal
             size = max(1, size // 2)
             if torch.cuda.is_available():
                 torch.cuda.empty_cache()
-            print(f"[online] CUDA out of memory in {what}: retrying with {what} batch {size}")
+            say(f"[online] CUDA out of memory in {what}: retrying with {what} batch {size}")
             on_shrink(size)
 
 
-def rollout(roles, tok, prompts: list, cfg: OnlineRLConfig, batch_size: int) -> Batch:
+def rollout(roles, tok, prompts: list, cfg: OnlineRLConfig, batch_size: int, *, step: int = 0, offset: int = 0,
+            prompt_len: int = 0) -> Batch:
+    """Sample a response for each of ``prompts``: episodes ``offset ..`` of step ``step`` (this process's share
+    under data parallelism). Each generate chunk draws from a seed of (run seed, step, its first episode), so the
+    same episodes get the same samples at any world size and after a resume; prompts are left-padded to at least
+    ``prompt_len`` (the step's longest, so every process decodes the shapes one process would)."""
+    from edgerlhf.rl.distributed import item_seed
+
     R, eos, pad = cfg.response_length, tok.eos_token_id, tok.pad_token_id
     prompt_ids, prompt_mask = left_pad([encode_prompt(tok, p) for p in prompts], pad)  # one P for the whole step
+    if prompt_ids.shape[1] < prompt_len:
+        more = prompt_len - prompt_ids.shape[1]
+        prompt_ids = torch.nn.functional.pad(prompt_ids, (more, 0), value=pad)
+        prompt_mask = torch.nn.functional.pad(prompt_mask, (more, 0), value=0)
     P = prompt_ids.shape[1]
     kw = dict(temperature=cfg.temperature, top_k=cfg.top_k, top_p=cfg.top_p, max_new_tokens=R, pad_token_id=pad,
               eos_token_id=eos)
     chunks, rec = [], {"logprobs": [], "entropy": [], "hidden": [], "trunk": []}
     for i in range(0, len(prompts), batch_size):
         ids, mask = prompt_ids[i:i + batch_size].to(roles.device), prompt_mask[i:i + batch_size].to(roles.device)
+        torch.manual_seed(item_seed(cfg.seed, step, offset + i))
         if cfg.sampler == "edgerlhf":  # its decode already computed the trunk (and the old log-probs, hidden states)
             s = roles.sample_rollout(ids, mask, logprobs=cfg.rollout_logprobs, **kw)
             out, more = s.tokens.cpu(), R - s.tokens.shape[1]
@@ -165,6 +178,23 @@ def rollout(roles, tok, prompts: list, cfg: OnlineRLConfig, batch_size: int) -> 
         recorded["trunk"] = torch.cat(rec["trunk"])[:, :P + n] if rec["trunk"] else None
     return Batch(prompts, torch.cat([prompt_ids, resp], 1), torch.cat([prompt_mask, resp_mask], 1), P, resp_mask,
                  texts, ended, recorded)
+
+
+def widen(b: Batch, n: int, pad: int) -> Batch:
+    """``b`` with its response columns padded to ``n`` (padding: pad tokens, mask 0, zeros recorded), so that every
+    process's tensors of the step have one shape and can be gathered."""
+    more = n - b.resp_mask.shape[1]
+    if more <= 0:
+        return b
+    N = len(b.ids)
+    ids = torch.cat([b.ids, torch.full((N, more), pad, dtype=b.ids.dtype)], 1)
+    mask = torch.nn.functional.pad(b.mask, (0, more))
+    resp_mask = torch.nn.functional.pad(b.resp_mask, (0, more))
+    rec = b.recorded
+    if rec is not None:
+        rec = {k: None if v is None else torch.nn.functional.pad(v, (0, 0) * (v.dim() - 2) + (0, more))
+               for k, v in rec.items()}
+    return b._replace(ids=ids, mask=mask, resp_mask=resp_mask, recorded=rec)
 
 
 # -- 3 forward ------------------------------------------------------------------------------------------
@@ -229,20 +259,29 @@ def _recorded_forwards(roles, b: Batch, temperature: float, batch_size: int, *, 
 # -- 5 update -------------------------------------------------------------------------------------------
 
 def update(roles, algo: Algorithm, optimizer, scheduler, b: Batch, old: dict, adv, cfg: OnlineRLConfig,
-           sizes: dict, on_shrink: Callable[[int], None]) -> UpdateStats:
+           sizes: dict, on_shrink: Callable[[int], None], step: int = 0) -> UpdateStats:
     """``update_epochs`` passes over the step's episodes in shuffled optimizer steps of
-    ``mini_batch_size x gradient_accumulation_steps`` episodes, ``algorithm.loss`` per micro-batch."""
+    ``mini_batch_size x gradient_accumulation_steps`` episodes, ``algorithm.loss`` per micro-batch.
+
+    Under data parallelism ``b``, ``old`` and ``adv`` are this process's share of the step: each optimizer step
+    takes ``1 / processes`` of its episodes from every process (micro-batches of at most ``sizes["mini_batch_size"]``),
+    the losses are weighted by the whole optimizer step's episodes and tokens, and the gradients are summed over the
+    processes before clipping: the update of one process with micro-batches of ``2b`` and of two with ``b`` is the
+    same. The shuffles are seeded by (run seed, step, epoch, process), never by a running random state."""
+    from edgerlhf.rl.distributed import gather_rows, item_seed, reduce_sum, sync_gradients, world
+
+    rank, ws = world()
     n = len(b.ids)
-    per_opt = cfg.mini_batch_size * cfg.gradient_accumulation_steps
+    per_rank = cfg.mini_batch_size * cfg.gradient_accumulation_steps // ws  # episodes per optimizer step, per process
     acc: dict[str, list[float]] = {}
     skipped = steps = 0
     early = False
     loss_mask = adv.loss_mask.float()
+    all_masks = gather_rows(loss_mask)  # every process's, to count the tokens of an optimizer step
     roles.train()
 
-    def opt_step(idx: torch.Tensor, micro: int) -> list[tuple[float, dict, int]]:
+    def opt_step(idx: torch.Tensor, micro: int, n_step: int, step_tokens: float) -> list[tuple[float, dict, int]]:
         optimizer.zero_grad(set_to_none=True)
-        step_tokens = float(loss_mask[idx].sum())
         rows = []
         for j in range(0, len(idx), micro):
             sel = idx[j:j + micro]
@@ -254,20 +293,29 @@ def update(roles, algo: Algorithm, optimizer, scheduler, b: Batch, old: dict, ad
                                entropy=algo.entropy_in_update, trunk=trunk)
             out = algo.loss(MicroBatch(fw.logprobs, fw.values, fw.entropy, dev(old["logprobs"]), dev(old["ref_logprobs"]),
                                        dev(old["values"]), dev(adv.advantages), dev(adv.returns), dev(loss_mask),
-                                       len(sel), len(idx), step_tokens))
+                                       len(sel), n_step, step_tokens))
             out.loss.backward()
             rows.append((out.loss.item(), {k: float(v.detach()) for k, v in out.stats.items()}, len(sel)))
         return rows
 
-    for _ in range(algo.update_epochs):
-        perm = torch.randperm(n)
-        for s in range(0, n, per_opt):
-            idx = perm[s:s + per_opt]
-            rows = _oom_retry(lambda m: opt_step(idx, m), sizes["mini_batch_size"], "update", on_shrink)
+    for epoch in range(algo.update_epochs):
+        perms = [torch.randperm(n, generator=torch.Generator().manual_seed(item_seed(cfg.seed, step, r, 1 + epoch)))
+                 for r in range(ws)]  # every process's shuffle, so each can count the optimizer step's tokens
+        for s in range(0, n, per_rank):
+            idx = perms[rank][s:s + per_rank]
+            n_step = sum(len(p[s:s + per_rank]) for p in perms)
+            step_tokens = sum(float(all_masks[r * n + p[s:s + per_rank]].sum()) for r, p in enumerate(perms))
+            rows = _oom_retry(lambda m: opt_step(idx, m, n_step, step_tokens), sizes["mini_batch_size"], "update",
+                              on_shrink)
+            sync_gradients(roles.trainable)
             w = sum(r[2] for r in rows)
-            mean = {k: sum(r[1][k] * r[2] for r in rows) / w for k in rows[0][1]}
+            keys = sorted(rows[0][1])
+            # what every process must agree on (skip, early stop) and report: one all-reduce per optimizer step
+            row = reduce_sum(torch.tensor([float(not all(math.isfinite(r[0]) for r in rows))] +
+                                          [sum(r[1][k] * r[2] for r in rows) / w for k in keys], dtype=torch.float64))
+            mean = {k: float(row[1 + i]) / ws for i, k in enumerate(keys)}
             gn = float(torch.nn.utils.clip_grad_norm_(roles.trainable, cfg.max_grad_norm or float("inf")))
-            if not (all(math.isfinite(r[0]) for r in rows) and math.isfinite(gn)):
+            if row[0] > 0 or not math.isfinite(gn):
                 optimizer.zero_grad(set_to_none=True)  # NaN/inf never reaches the weights
                 skipped += 1
                 continue
@@ -293,16 +341,24 @@ class StepResult(NamedTuple):
 
 
 def online_step(roles, tok, algo: Algorithm, reward: RewardFn, gold: RewardFn | None, prompts: list, cfg: OnlineRLConfig,
-                optimizer, scheduler, sizes: dict) -> StepResult:
+                optimizer, scheduler, sizes: dict, step: int = 0, offset: int = 0, prompt_len: int = 0) -> StepResult:
     """One step on ``prompts`` (one entry per episode); ``sizes`` holds the (OOM-adjusted) batch sizes. Without a
-    gold (``gold=None``, the task's ``gold: none``) no metric claims one."""
-    from edgerlhf.rewards.metrics import distinct_n
+    gold (``gold=None``, the task's ``gold: none``) no metric claims one.
 
+    Under data parallelism ``prompts`` are this process's share of the step's episodes, starting at episode
+    ``offset``; the advantages and every metric are computed from the whole step's tensors, gathered to every
+    process, so they are the numbers one process would compute."""
+    from edgerlhf.rewards.metrics import distinct_n
+    from edgerlhf.rl.distributed import gather_objects, gather_rows, reduce_max, world
+
+    rank, ws = world()
     t0 = time.perf_counter()
     # 1 rollout
     roles.train(False)
-    b = _oom_retry(lambda bs: rollout(roles, tok, prompts, cfg, bs), sizes["rollout_batch_size"], "rollout",
-                   lambda n: sizes.__setitem__("rollout_batch_size", n))
+    b = _oom_retry(lambda bs: rollout(roles, tok, prompts, cfg, bs, step=step, offset=offset, prompt_len=prompt_len),
+                   sizes["rollout_batch_size"], "rollout", lambda n: sizes.__setitem__("rollout_batch_size", n))
+    if ws > 1:  # one response width for the whole step (the longest of any process)
+        b = widen(b, int(reduce_max(torch.tensor([b.resp_mask.shape[1]]))[0]), tok.pad_token_id)
     release_free_memory()  # each phase hands back what it freed: the update's peak does not stack on it
     t_gen = time.perf_counter() - t0
     # 2 score
@@ -320,44 +376,51 @@ def online_step(roles, tok, algo: Algorithm, reward: RewardFn, gold: RewardFn | 
                      sizes["rollout_batch_size"], "rollout", lambda n: sizes.__setitem__("rollout_batch_size", n))
     release_free_memory()
     t_fwd = time.perf_counter() - t2
-    # 4 advantages
+    # 4 advantages, over the whole step (every process's episodes: group baselines and whitening see them all)
     rm = b.resp_mask.float()
-    adv = algo.advantages(Rollout(scores, old["logprobs"], old["ref_logprobs"], old["values"], rm, b.ended))
+    full = Rollout(*(gather_rows(t) for t in (scores, old["logprobs"], old["ref_logprobs"], old["values"], rm, b.ended)))
+    adv_all = algo.advantages(full)
+    mine = slice(rank * len(b.ids), (rank + 1) * len(b.ids))
+    adv = adv_all._replace(**{k: getattr(adv_all, k)[mine] for k in ("advantages", "returns", "kl", "loss_mask")
+                              if getattr(adv_all, k) is not None})
     # 5 update (skipped whole when rewards, advantages or values are not finite)
     t3 = time.perf_counter()
     if adv.finite:
         with lean_heap() if cfg.lean_update else contextlib.nullcontext():
             up = update(roles, algo, optimizer, scheduler, b, old, adv, cfg, sizes,
-                        lambda n: sizes.__setitem__("mini_batch_size", n))
+                        lambda n: sizes.__setitem__("mini_batch_size", n), step)
     else:
         up = UpdateStats({}, skipped=1, optimizer_steps=0, early_stopped=False)
     release_free_memory()  # the update's activations: give them back before the next rollout stacks on them
     t_upd = time.perf_counter() - t3
-    kl_seq = adv.kl.sum(1) if adv.kl is not None else None
+    kl_seq = adv_all.kl.sum(1) if adv_all.kl is not None else None
     if kl_seq is not None:
-        algo.after_step(kl_seq.mean().item(), len(b.ids))
-    # 6 stats
-    step_s, n_tok = time.perf_counter() - t0, int(rm.sum())
+        algo.after_step(kl_seq.mean().item(), len(full.scores))
+    # 6 stats, of the whole step
+    rm_all, texts = full.mask, gather_objects(b.texts)
+    gold_all = gather_rows(gold_scores)
+    step_s, n_tok = time.perf_counter() - t0, int(rm_all.sum())
     metrics = {
-        "objective/scores": scores.mean().item(),
-        "objective/entropy": masked_mean(old["entropy"], rm).item(), **adv.metrics, **up.stats,
-        "val/mean_length": rm.sum(1).mean().item(), "val/distinct_2": distinct_n(b.texts, 2),
-        "val/eos_rate": b.ended.float().mean().item(), "train/lr": scheduler.get_last_lr()[0],
+        "objective/scores": full.scores.mean().item(),
+        "objective/entropy": masked_mean(gather_rows(old["entropy"]), rm_all).item(), **adv_all.metrics, **up.stats,
+        "val/mean_length": rm_all.sum(1).mean().item(), "val/distinct_2": distinct_n(texts, 2),
+        "val/eos_rate": full.ended.float().mean().item(), "train/lr": scheduler.get_last_lr()[0],
         "train/optimizer_steps": up.optimizer_steps, "train/early_stopped": int(up.early_stopped),
         "timing/generate": t_gen, "timing/score": t_score, "timing/forward": t_fwd, "timing/update": t_upd,
         "timing/step_s": step_s, "timing/tokens_per_s": n_tok / step_s, "timing/generate_tokens_per_s": n_tok / max(t_gen, 1e-9),
         "batch/rollout_batch_size": sizes["rollout_batch_size"], "batch/mini_batch_size": sizes["mini_batch_size"],
     }
-    if gold_scores is not None:
-        metrics.update({"objective/gold": gold_scores.mean().item(),
+    if gold_all is not None:
+        metrics.update({"objective/gold": gold_all.mean().item(),
                         # does the RM (at its precision) still rank the rollouts as the gold does? (falls when exploited)
-                        "objective/rm_gold_spearman": spearman(scores.float().tolist(), gold_scores.float().tolist())})
+                        "objective/rm_gold_spearman": spearman(full.scores.float().tolist(), gold_all.float().tolist())})
     if kl_seq is not None:
-        metrics.update({"objective/kl": kl_seq.mean().item(), "objective/kl_per_token": (adv.kl.sum() / rm.sum()).item()})
+        metrics.update({"objective/kl": kl_seq.mean().item(),
+                        "objective/kl_per_token": (adv_all.kl.sum() / rm_all.sum()).item()})
     kl_txt = f" | kl {kl_seq[0]:+.3f}" if kl_seq is not None else ""
-    gold_txt = f" | gold {gold_scores[0]:+.3f}" if gold_scores is not None else ""
-    sample = (f"[prompt] {last_message(b.prompts[0])}\n[response] {b.texts[0]}\n"
-              f"[score {scores[0]:+.3f}{gold_txt}{kl_txt}]")
+    gold_txt = f" | gold {gold_all[0]:+.3f}" if gold_all is not None else ""
+    sample = (f"[prompt] {last_message(b.prompts[0])}\n[response] {texts[0]}\n"
+              f"[score {full.scores[0]:+.3f}{gold_txt}{kl_txt}]")
     bad = (not adv.finite) or up.optimizer_steps == 0 or up.skipped > 0
     return StepResult(metrics, bad, up.skipped, sample)
 
@@ -382,7 +445,7 @@ class _Interrupt:
                     raise KeyboardInterrupt
                 self.requested = True
                 what = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
-                print(f"\n[{self.name}] {what}: finishing this step, then writing a checkpoint (again to stop now)")
+                say(f"\n[{self.name}] {what}: finishing this step, then writing a checkpoint (again to stop now)")
 
             for s in self.SIGNALS:
                 self._old[s] = signal.getsignal(s)
@@ -464,6 +527,16 @@ def run(cfg: OnlineRLConfig, reward_fn: RewardFn | None = None, algorithm: Algor
 
     name = cfg.stage
     # 0 set-up: bad input fails before any folder is written
+    from edgerlhf.rl.distributed import any_process, barrier, broadcast_params, divisible, is_main
+    from edgerlhf.stages.loop import join_launch
+
+    cfg = join_launch(cfg)
+    rank, ws = world()
+    per_opt = cfg.mini_batch_size * cfg.gradient_accumulation_steps
+    errs = divisible({"num_rollouts_per_step": cfg.num_rollouts_per_step,
+                      "mini_batch_size x gradient_accumulation_steps": per_opt}, ws)
+    if errs:
+        raise ConfigError(errs, f"the launch of {ws} processes (these counts are over all processes; each takes its share)")
     ckpt = run_path = None
     if cfg.resume:
         cfg, run_path, ckpt = _resume_config(cfg)
@@ -490,12 +563,13 @@ def run(cfg: OnlineRLConfig, reward_fn: RewardFn | None = None, algorithm: Algor
         release_free_memory()
         t_load = time.perf_counter() - t_load
         n_trainable = sum(p.numel() for p in roles.trainable)
-        per_opt = cfg.mini_batch_size * cfg.gradient_accumulation_steps
         opt_steps_total = total_steps * algo.update_epochs * (cfg.num_rollouts_per_step // per_opt)
+        broadcast_params(roles.trainable)  # every process starts from rank 0's values
         holder = torch.nn.Module()
         holder.params = torch.nn.ParameterList(roles.trainable)
         optimizer, scheduler = make_optimizer(holder, cfg, opt_steps_total)
-        sizes = {"rollout_batch_size": cfg.rollout_batch_size, "mini_batch_size": cfg.mini_batch_size}
+        # per process: the generate / forward chunk, and the update's micro-batch (at most its share of a step)
+        sizes = {"rollout_batch_size": cfg.rollout_batch_size, "mini_batch_size": min(cfg.mini_batch_size, per_opt // ws)}
         state = {"bad_in_row": 0, "bad_steps": 0, "skipped_updates": 0, "episodes": 0}
         start = 0
         seed_everything(cfg.seed)  # rollouts start from the seed whatever loading drew (layouts compare 1:1)
@@ -507,20 +581,26 @@ def run(cfg: OnlineRLConfig, reward_fn: RewardFn | None = None, algorithm: Algor
             set_rng_state(c["rng"])
             start = c["state"]["step"]
             algo.load_state(c["state"].get("algorithm", c["state"]))
-            sizes.update(c["state"]["sizes"])
+            if c["state"].get("world_size", 1) == ws:  # sizes OOM halving chose: per process, so for this world
+                sizes.update(c["state"]["sizes"])
             state.update(c["state"]["counters"])
-            print(f"[{name}] resumed from {ckpt} at step {start}")
+            say(f"[{name}] resumed from {ckpt} at step {start}")
         value_txt = f"value={cfg.value_model}, " if algo.needs_values else ""
         group_txt = f" ({algo.samples_per_prompt} per prompt)" if algo.samples_per_prompt > 1 else ""
-        print(f"[{name}] {cfg.policy or cfg.model} on {device} ({str(dtype).removeprefix('torch.')}), layout={cfg.layout}, "
+        say(f"[{name}] {cfg.policy or cfg.model} on {device} ({str(dtype).removeprefix('torch.')}), layout={cfg.layout}, "
               f"{value_txt}base={cfg.base_precision}, reference={'on' if algo.needs_reference else 'off'}; "
               f"{n_trainable:,} trainable parameters; reward: {reward_info['reward']} ({reward_info['reward_precision']}); "
               f"{total_steps} steps x {cfg.num_rollouts_per_step} episodes{group_txt}")
 
-        def checkpoint(step):
-            return save_checkpoint(run_dir.path, step, roles.trainable_state(), optimizer, scheduler,
-                                   {"algorithm": algo.state(), "sizes": dict(sizes), "counters": dict(state)},
-                                   cfg.save_total_limit)
+        def checkpoint(step):  # the main process writes it; every process waits until it is complete
+            from edgerlhf.tracking.checkpoint import checkpoint_path
+
+            if is_main():
+                save_checkpoint(run_dir.path, step, roles.trainable_state(), optimizer, scheduler,
+                                {"algorithm": algo.state(), "sizes": dict(sizes), "counters": dict(state),
+                                 "world_size": ws}, cfg.save_total_limit)
+            barrier()
+            return checkpoint_path(run_dir.path, step)
 
         from tqdm.auto import tqdm
 
@@ -530,8 +610,11 @@ def run(cfg: OnlineRLConfig, reward_fn: RewardFn | None = None, algorithm: Algor
         history = [r for r in _logged_steps(run_dir.path) if r["step"] <= start] if ckpt is not None else []
         with _Interrupt(name) as interrupt:
             for step in bar:
-                episodes = episodes_for_step(prompts, step, cfg)
-                st = online_step(roles, tok, algo, reward, gold, episodes, cfg, optimizer, scheduler, sizes)
+                episodes = episodes_for_step(prompts, step, cfg)  # the whole step's; this process takes its share
+                share = len(episodes) // ws
+                st = online_step(roles, tok, algo, reward, gold, shard(episodes, rank, ws), cfg, optimizer, scheduler,
+                                 sizes, step=step, offset=rank * share,
+                                 prompt_len=max(len(encode_prompt(tok, p)) for p in episodes) if ws > 1 else 0)
                 state["bad_in_row"] = state["bad_in_row"] + 1 if st.bad else 0
                 state["bad_steps"] += int(st.bad)
                 state["skipped_updates"] += st.skipped
@@ -555,9 +638,9 @@ def run(cfg: OnlineRLConfig, reward_fn: RewardFn | None = None, algorithm: Algor
                         "intact. Lower learning_rate, or check the reward model / reward_fn outputs.")
                 if cfg.save_steps and (step + 1) % cfg.save_steps == 0 and not st.bad:
                     checkpoint(step + 1)
-                if interrupt.requested:
+                if any_process(interrupt.requested):  # all stop at the same step
                     path = checkpoint(step + 1)
-                    print(f"[{name}] checkpoint written: {path}; continue with: edgerlhf {name} resume={run_dir.path}")
+                    say(f"[{name}] checkpoint written: {path}; continue with: edgerlhf {name} resume={run_dir.path}")
                     raise KeyboardInterrupt
         bar.close()
         return _finish(cfg, algo, run_dir, roles, tok, history, state, reward_info, mem, t_load, n_trainable,
@@ -596,7 +679,7 @@ def _finish(cfg, algo, run_dir, roles, tok, history, state, reward_info, mem, t_
             save_file({k: v.detach().cpu().contiguous() for k, v in roles.value_head.state_dict().items()},
                       str(tmp / "value_head.safetensors"))
 
-    artifact = atomic_write_dir(run_dir.path / "adapter", fill)
+    artifact = main_write_dir(run_dir.path / "adapter", fill)
     last = history[-1] if history else {}
     k = max(1, len(history) // 5)  # first / last fifth of the run, for a less noisy before/after
     head, tail = history[:k], history[-k:]
@@ -631,10 +714,10 @@ def _finish(cfg, algo, run_dir, roles, tok, history, state, reward_info, mem, t_
     kl_txt = f", KL {stats['objective/kl_last']:.2f} nats" if math.isfinite(stats["objective/kl_last"]) else ""
     gold_txt = (f", gold {stats['objective/gold_first']:+.3f} -> {stats['objective/gold_last']:+.3f}"
                 if gold is not None else ", no gold (the learned RM is a proxy)")
-    print(f"\n[{cfg.stage}] {len(history)} steps: learned-RM score {stats['objective/scores_first']:+.3f} -> "
+    say(f"\n[{cfg.stage}] {len(history)} steps: learned-RM score {stats['objective/scores_first']:+.3f} -> "
           f"{stats['objective/scores_last']:+.3f}{gold_txt}{kl_txt}; median step {stats['timing/step_s_median']:.1f}s; "
           f"peak memory {stats['memory/peak_mb']:.0f} MB; adapter: {artifact}")
     if gold_eval:
-        print(f"[{cfg.stage}] gold ({cfg.gold}) on {gold_eval['eval/gold_n']} held-out prompts: {gold_eval['eval/gold_mean']:+.3f} "
+        say(f"[{cfg.stage}] gold ({cfg.gold}) on {gold_eval['eval/gold_n']} held-out prompts: {gold_eval['eval/gold_mean']:+.3f} "
               f"(95% CI {gold_eval['eval/gold_ci95_low']:+.3f} .. {gold_eval['eval/gold_ci95_high']:+.3f})")
     return run_dir.finish(stats)

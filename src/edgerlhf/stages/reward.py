@@ -20,10 +20,10 @@ from edgerlhf.models.generation import right_pad
 from edgerlhf.rewards.learned import RewardModel, encode_for_rm, load_seq_cls, pair_rewards, rewards_of
 from edgerlhf.rewards.metrics import agreement_with_labels, mean_std, pairwise_accuracy, spearman
 from edgerlhf.rl.losses import bradley_terry_loss
-from edgerlhf.stages.loop import (fit, fit_stats, held_out_line, make_optimizer, seed_everything,
+from edgerlhf.stages.loop import (fit, fit_stats, held_out_line, join_launch, make_optimizer, seed_everything,
                                   total_steps_for)
 from edgerlhf.tracking import PeakMemory, RunDir
-from edgerlhf.tracking.run import atomic_write_dir
+from edgerlhf.tracking.run import main_write_dir, say
 
 
 def evaluate(rm: RewardModel, pairs: list[dict]) -> dict[str, float]:
@@ -52,6 +52,7 @@ def evaluate(rm: RewardModel, pairs: list[dict]) -> dict[str, float]:
 
 def run(cfg: RewardConfig) -> Path:
     # 0 set-up and validation (nothing written yet)
+    cfg = join_launch(cfg)
     seed_everything(cfg.seed)
     device = resolve_device(cfg.device)
     dtype = resolve_dtype(cfg.dtype, device)
@@ -83,7 +84,7 @@ def run(cfg: RewardConfig) -> Path:
             model.to(device)  # bitsandbytes models are placed at load time
         trainable, total = count_params(model)
         rm = RewardModel(model, tok, {"max_length": cfg.max_length}, device, cfg.eval_batch_size)
-        print(f"[reward] {cfg.model} on {device} ({str(dtype).removeprefix('torch.')}), {trainable:,} trainable / "
+        say(f"[reward] {cfg.model} on {device} ({str(dtype).removeprefix('torch.')}), {trainable:,} trainable / "
               f"{total:,} parameters, {len(train)} train pairs, {len(held)} held-out pairs, {total_steps} steps")
         before = evaluate(rm, held) if held else {}
         run_dir.log(before, step=0)
@@ -121,14 +122,14 @@ def run(cfg: RewardConfig) -> Path:
                                 prefs=str(Path(cfg.prefs).resolve()) if Path(cfg.prefs).is_dir() else cfg.prefs,
                                 high_precision_modules=["score"], use_chat_template=cfg.chat_template)
 
-        artifact = atomic_write_dir(run_dir.path / "adapter", fill)
+        artifact = main_write_dir(run_dir.path / "adapter", fill)
         stats = {"artifact": str(artifact), "device": str(device), "compute_dtype": str(dtype).removeprefix("torch."),
                  "trainable_params": trainable, "total_params": total, "pairs_train": len(train),
                  "pairs_eval": len(held), "skipped_rows": skipped,
                  **fit_stats(history, total_steps), **{f"before/{k}": v for k, v in before.items()}, **after,
                  **mem.stop().as_metrics()}
         keys = ("eval/accuracy", "eval/accuracy_gold", "eval/spearman_gold", "eval/reward_std")
-        print(held_out_line("reward", before, after, keys, history, total_steps, stats["memory/peak_mb"], artifact))
+        say(held_out_line("reward", before, after, keys, history, total_steps, stats["memory/peak_mb"], artifact))
         return run_dir.finish(stats)
     except BaseException as e:
         mem.stop()

@@ -18,9 +18,9 @@ from edgerlhf.models.adapters import (apply_lora, count_params, enable_gradient_
                                       write_artifact_meta)
 from edgerlhf.models.generation import generate, right_pad
 from edgerlhf.models.loading import load_causal_lm, load_tokenizer, resolve_device, resolve_dtype
-from edgerlhf.stages.loop import fit, fit_stats, make_optimizer, seed_everything, total_steps_for
+from edgerlhf.stages.loop import fit, fit_stats, join_launch, make_optimizer, seed_everything, total_steps_for
 from edgerlhf.tracking import PeakMemory, RunDir
-from edgerlhf.tracking.run import atomic_write_dir
+from edgerlhf.tracking.run import main_write_dir, say
 
 
 # -- data ------------------------------------------------------------------------------------------------
@@ -107,6 +107,7 @@ def _samples(model, tok, prompts, cfg: SFTConfig) -> list[str]:
 def run(cfg: SFTConfig) -> Path:
     """Train, save the adapter, and return the run folder."""
     # 0 set-up: everything that can fail on bad input happens before the run folder exists
+    cfg = join_launch(cfg)
     seed_everything(cfg.seed)
     device = resolve_device(cfg.device)
     dtype = resolve_dtype(cfg.dtype, device)
@@ -126,7 +127,7 @@ def run(cfg: SFTConfig) -> Path:
         if cfg.gradient_checkpointing:
             enable_gradient_checkpointing(model)
         trainable, total = count_params(model)
-        print(f"[sft] {cfg.model} on {device} ({str(dtype).removeprefix('torch.')}), "
+        say(f"[sft] {cfg.model} on {device} ({str(dtype).removeprefix('torch.')}), "
               f"{trainable:,} trainable / {total:,} parameters, {len(encoded)} train rows, {total_steps} steps")
         sample_prompts = [r["prompt"] for r in held_rows[: cfg.sample_prompts]]
         before = _samples(model, tok, sample_prompts, cfg)
@@ -135,9 +136,12 @@ def run(cfg: SFTConfig) -> Path:
         for text in before:
             run_dir.log_text("sample/before", text, 0)
 
-        def loss_fn(m, b):
+        def targets(b):  # completion tokens that are predicted (a label at position t is predicted at t - 1)
+            return int((b["labels"][:, 1:] != -100).sum())
+
+        def loss_fn(m, b, n):  # summed over the completion tokens, divided by the step's (every process's) count
             b = {k: v.to(device) for k, v in b.items()}
-            return m(**b).loss, int(b["attention_mask"].sum()), {}
+            return m(**b, num_items_in_batch=n).loss, int(b["attention_mask"].sum()), {}
 
         def on_eval(step):
             run_dir.log({"eval/loss": eval_loss(model, held_enc, cfg.per_device_train_batch_size, tok.pad_token_id, device)}, step=step)
@@ -146,7 +150,7 @@ def run(cfg: SFTConfig) -> Path:
 
         optimizer, scheduler = make_optimizer(model, cfg, total_steps)
         history = fit(model, optimizer, scheduler, encoded, lambda b: collate(b, tok.pad_token_id), loss_fn, cfg,
-                      total_steps, run_dir, mem, "sft", on_eval)
+                      total_steps, run_dir, mem, "sft", on_eval, count=targets)
 
         loss_after = eval_loss(model, held_enc, cfg.per_device_train_batch_size, tok.pad_token_id, device) if held_enc else float("nan")
         after = _samples(model, tok, sample_prompts, cfg)
@@ -174,7 +178,7 @@ def run(cfg: SFTConfig) -> Path:
             write_artifact_meta(tmp, stage="sft", kind=kind, base_model=cfg.model, seed=cfg.seed,
                                 use_chat_template=cfg.chat_template)
 
-        artifact = atomic_write_dir(run_dir.path / ("adapter" if cfg.lora else "model"), fill)
+        artifact = main_write_dir(run_dir.path / ("adapter" if cfg.lora else "model"), fill)
         stats = {
             "artifact": str(artifact), "device": str(device), "compute_dtype": str(dtype).removeprefix("torch."),
             "trainable_params": trainable, "total_params": total, "train_rows": len(encoded),
@@ -184,11 +188,11 @@ def run(cfg: SFTConfig) -> Path:
                         for p, b, a in zip(sample_prompts, before, after)],
         }
         for p, b, a in zip(sample_prompts, before, after):
-            print(f"\n[sft] prompt: {last_message(p)}\n  before: {b}\n  after:  {a}")
+            say(f"\n[sft] prompt: {last_message(p)}\n  before: {b}\n  after:  {a}")
         if gold:
-            print(f"\n[sft] gold ({cfg.gold}) on {gold['eval/gold_n']} held-out prompts: {gold['eval/gold_mean']:+.3f} "
+            say(f"\n[sft] gold ({cfg.gold}) on {gold['eval/gold_n']} held-out prompts: {gold['eval/gold_mean']:+.3f} "
                   f"(95% CI {gold['eval/gold_ci95_low']:+.3f} .. {gold['eval/gold_ci95_high']:+.3f})")
-        print(f"\n[sft] eval loss {loss_before:.3f} -> {loss_after:.3f}; {total_steps} steps in "
+        say(f"\n[sft] eval loss {loss_before:.3f} -> {loss_after:.3f}; {total_steps} steps in "
               f"{history['train_s']:.0f}s; peak memory {stats['memory/peak_mb']:.0f} MB; adapter: {artifact}")
         return run_dir.finish(stats)
     except BaseException as e:

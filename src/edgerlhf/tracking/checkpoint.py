@@ -60,10 +60,15 @@ def save_checkpoint(run_path: Path, step: int, tensors: dict[str, torch.Tensor],
         (tmp / "state.json").write_text(json.dumps({"step": step, **state}, indent=2) + "\n")
 
     root = Path(run_path) / "checkpoints"
-    out = atomic_write_dir(root / f"step-{step:06d}", fill)
+    out = atomic_write_dir(checkpoint_path(run_path, step), fill)
     for old in list_checkpoints(root)[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
     return out
+
+
+def checkpoint_path(run_path: Path, step: int) -> Path:
+    """Where the checkpoint of ``step`` lives in a run folder."""
+    return Path(run_path) / "checkpoints" / f"step-{step:06d}"
 
 
 def list_checkpoints(root: Path) -> list[Path]:

@@ -68,6 +68,30 @@ def atomic_write_dir(final: Path, fill) -> Path:
     return final
 
 
+def main_write_dir(final: Path, fill) -> Path:
+    """:func:`atomic_write_dir` by the main process only; every process waits until the folder is complete (so
+    none reads, or returns, a folder still being written) and gets its path."""
+    from edgerlhf.rl.distributed import barrier, is_main
+
+    if is_main():
+        atomic_write_dir(final, fill)
+    barrier()
+    return Path(final)
+
+
+def say(*args, **kw) -> None:
+    """``print`` on the main process only (one line per run, not one per process)."""
+    from edgerlhf.rl.distributed import is_main
+
+    if is_main():
+        print(*args, **kw)
+
+
+def _visible(path: Path) -> bool:
+    """Can this process see the run folder the main process created (its config.yaml)?"""
+    return (Path(path) / "config.yaml").is_file()
+
+
 def _jsonable(v: Any) -> Any:
     if isinstance(v, float) and not math.isfinite(v):
         return str(v)  # JSON has no NaN/inf; keep them visible instead of crashing or lying
@@ -97,15 +121,59 @@ def _last_time_s(metrics: Path) -> float:
 
 
 class RunDir:
-    """Create only after the config validated: nothing is written for a bad config."""
+    """Create only after the config validated: nothing is written for a bad config.
+
+    Under data parallelism (``torchrun`` / ``accelerate launch``) the main process alone creates and writes the
+    folder; the others learn its path from it, check that they can see it (a folder only one node can see would
+    leave the others' checkpoints and artifacts nowhere), and write nothing."""
 
     def __init__(self, cfg: BaseConfig, root: Path | None = None, reopen: Path | None = None):
+        from edgerlhf.rl.distributed import broadcast_object, world
+
         self.cfg = cfg
         if not cfg.progress:  # no weight-loading bars either, here or in the processes a stage spawns
             from transformers.utils import logging as hf_logging
 
             hf_logging.disable_progress_bar()
             os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"  # read by transformers when a child imports it
+        rank, ws = world()
+        self.writes = rank == 0
+        self._sinks = []
+        if ws == 1:
+            self._open(cfg, root, reopen)
+            return
+        failed = None
+        if self.writes:
+            try:
+                self._open(cfg, root, reopen)
+            except BaseException as e:
+                failed = e
+        path, why = broadcast_object((None, f"{type(failed).__name__}: {failed}") if failed else (str(self.path), None))
+        if failed is not None:
+            raise failed
+        if why is not None:
+            raise RuntimeError(f"the main process could not open the run folder ({why})")
+        if not self.writes:
+            self.path, self.t0, self.before_s = Path(path), time.time(), 0.0
+        self._check_shared()
+
+    def _check_shared(self) -> None:
+        """Every process must see the main process's folder; else all stop, naming the processes that cannot."""
+        import socket
+
+        from edgerlhf.rl.distributed import gather_objects, world
+
+        seen = gather_objects([(world()[0], socket.gethostname(), _visible(self.path))])
+        blind = [f"rank {r} on {host}" for r, host, ok in seen if not ok]
+        if blind:
+            err = RuntimeError(f"the run folder {self.path} is not visible from {', '.join(blind)}: every process must "
+                               "see the same folder (checkpoints, artifacts and the resume read it). Put output_dir on "
+                               "a filesystem every node mounts (NFS, Lustre, a shared volume) with the same path")
+            if self.writes:
+                self.fail(err)
+            raise err
+
+    def _open(self, cfg: BaseConfig, root: Path | None, reopen: Path | None) -> None:
         self.before_s = 0.0  # compute of earlier attempts (a resumed run), counted in wall_time_s
         if reopen is not None:  # resume: continue the same folder, appending to its metrics
             # the clock goes on from the last logged step, so time_s and wall_time_s count every attempt's
@@ -149,21 +217,29 @@ class RunDir:
                 raise err from e
 
     def set_status(self, status: str) -> None:
+        if not self.writes:
+            return
         atomic_write_text(self.path / "status", status + "\n")
 
     def log(self, metrics: dict[str, Any], step: int) -> None:
+        if not self.writes:
+            return
         row = {"step": step, "time_s": round(time.time() - self.t0, 3), **_jsonable(metrics)}
         self._metrics.write(json.dumps(row, ensure_ascii=False) + "\n")
         for sink in self._sinks:
             sink.log(metrics, step)
 
     def log_text(self, tag: str, text: str, step: int) -> None:
+        if not self.writes:
+            return
         with open(self.path / "samples.jsonl", "a") as f:
             f.write(json.dumps({"step": step, "tag": tag, "text": text}, ensure_ascii=False) + "\n")
         for sink in self._sinks:
             sink.text(tag, text, step)
 
     def finish(self, summary: dict[str, Any], status: str = "finished") -> Path:
+        if not self.writes:
+            return self.path
         now = time.time()
         summary = {"stage": self.cfg.stage, "status": status, "run_dir": str(self.path),
                    "wall_time_s": round(now - self.t0, 2), **summary}
@@ -182,6 +258,8 @@ class RunDir:
         return self.finish({"error": f"{type(exc).__name__}: {exc}"}, status=status)
 
     def close(self, status: str = "finished") -> None:
+        if not self.writes:
+            return
         if not self._metrics.closed:
             self._metrics.close()
         for sink in self._sinks:
