@@ -124,10 +124,12 @@ def fit(model, optimizer, scheduler, rows: list, collate: Callable, loss_fn: Cal
 
     from edgerlhf.rl.distributed import shard, world
 
-    from edgerlhf.rl.distributed import broadcast_params
+    from edgerlhf.rl.distributed import broadcast_params, item_seed
 
     rank, ws = world()
     broadcast_params([p for p in model.parameters() if p.requires_grad])  # every process starts from rank 0's values
+    if rank > 0:  # dropout: each process's rows get masks of their own (rank 0 keeps the run's stream)
+        torch.manual_seed(item_seed(cfg.seed, 0, rank))
     rng = random.Random(cfg.seed)
     order: list[int] = []
     bs, accum = cfg.per_device_train_batch_size, cfg.gradient_accumulation_steps

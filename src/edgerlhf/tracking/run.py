@@ -148,7 +148,9 @@ class RunDir:
                 self._open(cfg, root, reopen)
             except BaseException as e:
                 failed = e
-        path, why = broadcast_object((None, f"{type(failed).__name__}: {failed}") if failed else (str(self.path), None))
+        mine = (None, None) if not self.writes else \
+            (None, f"{type(failed).__name__}: {failed}") if failed else (str(self.path), None)
+        path, why = broadcast_object(mine)
         if failed is not None:
             raise failed
         if why is not None:
