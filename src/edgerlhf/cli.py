@@ -6,7 +6,9 @@ import argparse
 import os
 import sys
 
-from edgerlhf.config import ONLINE_STAGES, STAGE_CONFIGS, ConfigError, config_help, load_config
+from edgerlhf.config import (DATA_PARALLEL_STAGES, ONLINE_STAGES, STAGE_CONFIGS, ConfigError, config_help,
+                             load_config)
+from edgerlhf.rl.distributed import LaunchError
 
 from edgerlhf.presets import STAGE_PRESETS as PRESETS
 
@@ -142,6 +144,10 @@ def main(argv: list[str] | None = None) -> int:
 
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     try:
+        if args.command not in DATA_PARALLEL_STAGES:  # under torchrun / accelerate launch: the training stages only
+            from edgerlhf.rl.distributed import require_one_process
+
+            require_one_process(f"edgerlhf {args.command}")
         if args.command in ("demo", "run"):
             from edgerlhf.study.pipeline import run_study
 
@@ -204,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as e:
         print(f"edgerlhf {args.command}: {e}", file=sys.stderr)
         return 2
-    except (FileNotFoundError, FileExistsError, ValueError) as e:
+    except (FileNotFoundError, FileExistsError, ValueError, LaunchError) as e:
         print(f"edgerlhf {args.command}: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -798,6 +798,8 @@ STAGE_CONFIGS: dict[str, type[BaseConfig]] = {"sft": SFTConfig, "prefs": PrefsCo
                                               "rm-eval": RMEvalConfig, "ppo": PPOConfig, "grpo": GRPOConfig,
                                               "rloo": RLOOConfig, "dpo": DPOConfig, "eval": EvalConfig}
 ONLINE_STAGES = tuple(k for k, c in STAGE_CONFIGS.items() if issubclass(c, OnlineRLConfig))
+# the stages that run data-parallel under torchrun / accelerate launch (the others run in one process)
+DATA_PARALLEL_STAGES = ("sft", "reward", "dpo") + ONLINE_STAGES
 
 
 # -- loading -------------------------------------------------------------------------------------------

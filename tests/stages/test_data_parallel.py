@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from edgerlhf.config import DPOConfig, GRPOConfig, PPOConfig, RewardConfig, SFTConfig, load_config
+from edgerlhf.config import DPOConfig, GRPOConfig, PPOConfig, PrefsConfig, RewardConfig, SFTConfig, load_config
 
 # Weights after Adam steps differ with the summation order (two processes, or one with another micro-batch split):
 # Adam divides each gradient by its own size, so rounding moves a weight by more than fp32's 1e-7. The yardstick is
@@ -239,3 +239,42 @@ def test_errors_stop_every_process_and_name_the_fix(two):
     status = (two["root"] / "blind" / "blind" / "status").read_text().strip()
     assert status == "failed"  # the main process recorded why; nothing was trained
     assert not (two["root"] / "blind" / "blind" / "adapter").exists()
+
+
+def test_torchrun_launches_the_cli(tmp_path, sft_file):
+    """The real launcher (torchrun; ``accelerate launch --multi_gpu`` starts the same elastic agent): two processes
+    join through the environment, train, and leave one run folder written once."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "runs"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "edgerlhf.cli",
+           "sft", "model=tiny", f"dataset={sft_file}", f"output_dir={out}", "run_name=tr", "max_steps=3",
+           "per_device_train_batch_size=2", "report_to=none", "sample_prompts=1", "sample_max_new_tokens=4",
+           "progress=false", "logging_steps=1", "device=cpu"]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert [p.name for p in out.iterdir()] == ["tr"]
+    assert (out / "tr" / "status").read_text().strip() == "finished"
+    steps = [r["step"] for r in _metrics(out / "tr") if "train/loss" in r]
+    assert steps == [1, 2, 3]  # one row per step: only the main process logged
+    assert done.stdout.count("[sft] eval loss") == 1  # and printed
+
+
+def test_commands_that_run_in_one_process_refuse_a_launch(monkeypatch, capsys):
+    from edgerlhf.cli import main
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert main(["eval", "some-run"]) == 2
+    err = capsys.readouterr().err
+    assert "edgerlhf eval runs in one process, but 2 were launched" in err and "dpo, ppo, grpo, rloo" in err
+    assert main(["run", "--preset", "quick"]) == 2
+    assert "edgerlhf run runs in one process" in capsys.readouterr().err
+    from edgerlhf.rl.distributed import LaunchError
+    from edgerlhf.stages import prefs
+    from edgerlhf.study.pipeline import run_study
+
+    with pytest.raises(LaunchError, match=r"the study \(edgerlhf run\) runs in one process"):  # the Python API too
+        run_study("quick")
+    with pytest.raises(LaunchError, match="edgerlhf prefs runs in one process"):
+        prefs.run(load_config(PrefsConfig, overrides={"model": "tiny"}))

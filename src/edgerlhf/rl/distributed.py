@@ -31,6 +31,10 @@ import torch
 _BUCKET = 25 * 2**20  # elements per all-reduce bucket (DDP's default bucket is 25 MB)
 
 
+class LaunchError(RuntimeError):
+    """A data-parallel launch that cannot work as set up; the message names the fix."""
+
+
 def world() -> tuple[int, int]:
     """(rank, world size) of the default process group; (0, 1) when none is initialised."""
     import torch.distributed as dist
@@ -49,6 +53,17 @@ def launched_world_size() -> int:
     return int(os.environ.get("WORLD_SIZE", "1") or 1)
 
 
+def require_one_process(what: str) -> None:
+    """Stop a command that runs in one process when a launcher started several (each would repeat the work and
+    write the same folders)."""
+    from edgerlhf.config import DATA_PARALLEL_STAGES
+
+    n = max(launched_world_size(), world()[1])
+    if n > 1:
+        raise LaunchError(f"{what} runs in one process, but {n} were launched (torchrun / accelerate launch): run it "
+                           f"without the launcher; the data-parallel stages are {', '.join(DATA_PARALLEL_STAGES)}")
+
+
 def init_from_env(device: str = "auto") -> tuple[int, int]:
     """Join the process group a launcher set up (``WORLD_SIZE``, ``RANK``, ``LOCAL_RANK``, ``MASTER_ADDR``,
     ``MASTER_PORT`` in the environment); nothing in a plain single process or when a group exists already (the
@@ -61,7 +76,7 @@ def init_from_env(device: str = "auto") -> tuple[int, int]:
     gpu = torch.cuda.is_available() and device != "cpu"
     if gpu:
         if local >= torch.cuda.device_count():
-            raise RuntimeError(f"LOCAL_RANK={local} but this node has {torch.cuda.device_count()} visible GPUs: launch at "
+            raise LaunchError(f"LOCAL_RANK={local} but this node has {torch.cuda.device_count()} visible GPUs: launch at "
                                "most one process per GPU (--nproc_per_node / --num_processes)")
         torch.cuda.set_device(local)
     dist.init_process_group("nccl" if gpu else "gloo", timeout=timedelta(minutes=30))
@@ -75,7 +90,7 @@ def local_device(device: str) -> torch.device | None:
     if world()[1] <= 1 or not torch.cuda.is_available() or device == "cpu":
         return None
     if device not in ("auto", "cuda"):
-        raise RuntimeError(f"device={device!r} puts all {world()[1]} processes on one GPU; with torchrun / accelerate "
+        raise LaunchError(f"device={device!r} puts all {world()[1]} processes on one GPU; with torchrun / accelerate "
                            "launch use device=auto (each process takes the GPU of its LOCAL_RANK)")
     return torch.device("cuda", int(os.environ.get("LOCAL_RANK", torch.cuda.current_device())))
 

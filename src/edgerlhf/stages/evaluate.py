@@ -94,6 +94,10 @@ def _reuse(cfg, prompts) -> tuple[list[str], list[float], dict]:
 
 def run(cfg) -> Path:
     """Evaluate ``cfg.policy`` against its baseline; returns the run folder (summary.json, responses.jsonl)."""
+    from edgerlhf.rl.distributed import require_one_process
+
+    require_one_process("edgerlhf eval")
+
     from edgerlhf.data.task import eval_prompts
     from edgerlhf.models.adapters import find_artifact, load_policy, read_artifact_meta
     from edgerlhf.models.loading import load_causal_lm, load_tokenizer

@@ -162,6 +162,10 @@ def _prompt_rows(cfg: PrefsConfig) -> list[dict]:
 
 
 def run(cfg: PrefsConfig) -> Path:
+    from edgerlhf.rl.distributed import require_one_process
+
+    require_one_process("edgerlhf prefs")
+
     seed_everything(cfg.seed)
     rng = random.Random(cfg.seed)
     if cfg.dataset != "generate":  # 0 validate user data before any folder exists

@@ -122,6 +122,10 @@ def format_table(rows: list[dict]) -> str:
 
 
 def run(cfg: RMEvalConfig) -> Path:
+    from edgerlhf.rl.distributed import require_one_process
+
+    require_one_process("edgerlhf rm-eval")
+
     from edgerlhf.models.loading import resolve_device
     from edgerlhf.models.precision import default_precisions, parse_precisions
     from edgerlhf.rewards.metrics import agreement_with_labels, agreement_with_reference

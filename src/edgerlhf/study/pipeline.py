@@ -226,6 +226,10 @@ def run_study(preset: str = "quick", *, precisions: list[str] | None = None, mod
     (the study's own settings, such as its presets' budgets, come after it). It is checked whole before the study
     folder exists: a bad task file writes nothing.
     """
+    from edgerlhf.rl.distributed import require_one_process
+
+    require_one_process("the study (edgerlhf run)")  # it launches its stages itself, one process each
+
     from edgerlhf.models.loading import resolve_device
     from edgerlhf.models.precision import default_precisions, parse_precisions
     from edgerlhf.study.report import write_report

@@ -128,7 +128,7 @@ class RunDir:
     leave the others' checkpoints and artifacts nowhere), and write nothing."""
 
     def __init__(self, cfg: BaseConfig, root: Path | None = None, reopen: Path | None = None):
-        from edgerlhf.rl.distributed import broadcast_object, world
+        from edgerlhf.rl.distributed import LaunchError, broadcast_object, world
 
         self.cfg = cfg
         if not cfg.progress:  # no weight-loading bars either, here or in the processes a stage spawns
@@ -154,7 +154,7 @@ class RunDir:
         if failed is not None:
             raise failed
         if why is not None:
-            raise RuntimeError(f"the main process could not open the run folder ({why})")
+            raise LaunchError(f"the main process could not open the run folder ({why})")
         if not self.writes:
             self.path, self.t0, self.before_s = Path(path), time.time(), 0.0
         self._check_shared()
@@ -163,12 +163,12 @@ class RunDir:
         """Every process must see the main process's folder; else all stop, naming the processes that cannot."""
         import socket
 
-        from edgerlhf.rl.distributed import gather_objects, world
+        from edgerlhf.rl.distributed import LaunchError, gather_objects, world
 
         seen = gather_objects([(world()[0], socket.gethostname(), _visible(self.path))])
         blind = [f"rank {r} on {host}" for r, host, ok in seen if not ok]
         if blind:
-            err = RuntimeError(f"the run folder {self.path} is not visible from {', '.join(blind)}: every process must "
+            err = LaunchError(f"the run folder {self.path} is not visible from {', '.join(blind)}: every process must "
                                "see the same folder (checkpoints, artifacts and the resume read it). Put output_dir on "
                                "a filesystem every node mounts (NFS, Lustre, a shared volume) with the same path")
             if self.writes:
