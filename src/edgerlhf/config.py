@@ -239,7 +239,7 @@ class OptimMixin:
 class TrainMixin(OptimMixin):
     """Supervised training over a data set (SFT, reward model)."""
 
-    per_device_train_batch_size: int = opt(8, "sequences per micro-batch")
+    per_device_train_batch_size: int = opt(8, "sequences per micro-batch, per process (a step: this x gradient_accumulation_steps x processes)")
     num_train_epochs: float = opt(1.0, "passes over the training data (ignored when max_steps > 0)")
     max_steps: int = opt(-1, "optimizer steps; -1 means derive from num_train_epochs")
     logging_steps: int = opt(5, "log metrics every N optimizer steps")
@@ -401,7 +401,7 @@ class RewardConfig(LoraMixin, TrainMixin, PairsMixin, BaseConfig):
 
     learning_rate: float = opt(1e-3, "peak learning rate (AdamW) for the LoRA body and the score head; measured on the built-in task: 1e-3 reaches 0.80 held-out gold accuracy in one epoch where 3e-4 reaches 0.66")
     lora_layers: int = opt(10, "LoRA only in the last N transformer blocks (0: all); measured on SmolLM2-135M (30 blocks), a 16x64-token step: 2.3 s and 2.4 GB with 10 vs 4.1 s and 4.8 GB with all")
-    per_device_train_batch_size: int = opt(8, "preference pairs per micro-batch (2x sequences)")
+    per_device_train_batch_size: int = opt(8, "preference pairs per micro-batch (2x sequences), per process")
     margin: float = opt(0.0, "Bradley-Terry margin m: loss = -log sigmoid(r_chosen - r_rejected - m)")
     center_rewards_coef: float = opt(0.01, "weight of the reward-centering term coef * mean((r_c + r_r)^2), keeps rewards near zero mean (Eisenstein et al. 2023)")
     base_precision: str = opt("fp32", "precision of the frozen body during training: fp32, or int8 / int4 through bitsandbytes (QLoRA-style: the adapter and score head stay in floating point)")
@@ -437,7 +437,7 @@ class DPOConfig(LoraMixin, TrainMixin, PairsMixin, BaseConfig):
     label_smoothing: float = opt(0.0, "sigmoid only: the labels' assumed flip probability (cDPO); 0 is plain DPO")
     learning_rate: float = opt(5e-5, "peak learning rate (AdamW) for the LoRA adapter")
     lora_layers: int = opt(10, "LoRA only in the last N transformer blocks (0: all), as the online presets")
-    per_device_train_batch_size: int = opt(8, "preference pairs per micro-batch (2x sequences)")
+    per_device_train_batch_size: int = opt(8, "preference pairs per micro-batch (2x sequences), per process")
 
     def check(self) -> list[str]:
         errs = super().check() + self.check_train() + self.check_lora() + self.check_pairs()
@@ -519,10 +519,10 @@ class OnlineRLConfig(GoldEvalMixin, LoraMixin, OptimMixin, BaseConfig):
     max_prompts: int = opt(0, "use at most this many prompts (0: all)")
     layout: str = opt("shared", "shared: one base model serves every role | separate: a copy of the base per role (the classic layout, to measure the saving)")
     base_precision: str = opt("fp32", "precision of the frozen base under the LoRA adapters: fp32, or int8 / int4 through bitsandbytes (QLoRA-style)")
-    num_rollouts_per_step: int = opt(32, "episodes (prompt + sampled response) per step; with groups, prompts per step x samples per prompt")
-    rollout_batch_size: int = opt(8, "episodes per generate / log-prob / scoring forward during rollouts")
-    mini_batch_size: int = opt(2, "episodes per forward/backward micro-batch in the update")
-    gradient_accumulation_steps: int = opt(4, "micro-batches per optimizer step (an optimizer step sees mini_batch_size x this episodes)")
+    num_rollouts_per_step: int = opt(32, "episodes (prompt + sampled response) per step, over all processes under torchrun / accelerate launch (each takes its share); with groups, prompts per step x samples per prompt")
+    rollout_batch_size: int = opt(8, "episodes per generate / log-prob / scoring forward during rollouts (per process)")
+    mini_batch_size: int = opt(2, "episodes per forward/backward micro-batch in the update (with several processes, at most this per process: an optimizer step's mini_batch_size x gradient_accumulation_steps episodes are split among them)")
+    gradient_accumulation_steps: int = opt(4, "micro-batches per optimizer step (an optimizer step sees mini_batch_size x this episodes, over all processes)")
     max_steps: int = opt(20, "steps (ignored when total_episodes > 0)")
     total_episodes: int = opt(0, "episodes in all; 0: max_steps x num_rollouts_per_step")
     learning_rate: float = opt(1e-4, "AdamW learning rate for the adapter(s) (and PPO's value head)")
