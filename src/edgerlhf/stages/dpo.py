@@ -60,6 +60,20 @@ def _all_logprobs(model, rows, pad_id: int, batch: int, average: bool, shared: b
     return torch.cat(out) if out else torch.zeros(0, 2)
 
 
+def _shared_pass(model, rows, pad_id: int, batch: int, average: bool, shared: bool, desc: str = "") -> torch.Tensor:
+    """:func:`_all_logprobs` of every pair, each process computing its contiguous share (padded to equal shares)
+    and every process getting the whole (N, 2) result; one process computes them all."""
+    from edgerlhf.rl.distributed import gather_rows, world
+
+    rank, ws = world()
+    if ws == 1:
+        return _all_logprobs(model, rows, pad_id, batch, average, shared, desc)
+    k = -(-len(rows) // ws)
+    mine = _all_logprobs(model, rows[rank * k:(rank + 1) * k], pad_id, batch, average, shared, desc)
+    mine = torch.nn.functional.pad(mine, (0, 0, 0, k - len(mine)))
+    return gather_rows(mine)[:len(rows)]
+
+
 def _accuracy(rc: torch.Tensor, rr: torch.Tensor) -> float:
     """How often the implicit reward prefers the chosen side; a tie (a fresh adapter: both margins 0) counts 1/2."""
     return ((rc > rr).float() + 0.5 * (rc == rr).float()).mean().item()
@@ -116,11 +130,11 @@ def run(cfg: DPOConfig) -> Path:
         say(f"[dpo] {cfg.policy or cfg.model} on {device} ({str(dtype).removeprefix('torch.')}), {cfg.loss_type}, "
               f"beta={cfg.beta}; {trainable:,} trainable / {total:,} parameters, {len(train_rows)} train pairs, "
               f"{len(held_rows)} held-out pairs, {total_steps} steps")
-        # 1 the reference's log-probs, once: the same network with the adapter off
+        # 1 the reference's log-probs, once: the same network with the adapter off (each process its share)
         with model.disable_adapter():
             desc = "reference log-probs" if cfg.progress else ""
-            ref_train = _all_logprobs(model, train_rows, pad, max(1, cfg.eval_batch_size // 2), avg, shared, desc)
-            ref_held = _all_logprobs(model, held_rows, pad, max(1, cfg.eval_batch_size // 2), avg, shared, desc)
+            ref_train = _shared_pass(model, train_rows, pad, max(1, cfg.eval_batch_size // 2), avg, shared, desc)
+            ref_held = _shared_pass(model, held_rows, pad, max(1, cfg.eval_batch_size // 2), avg, shared, desc)
         # 2 held-out before (the fresh adapter is the reference: accuracy of a zero margin)
         # (a fresh LoRA adapter adds exactly 0, so the policy is its reference: no pass needed)
         before = held_out_stats(ref_held, ref_held, cfg) if held_rows else {}
