@@ -52,6 +52,8 @@ def _jobs(root: Path, files: dict) -> dict:
                         "lora_layers": 1, "per_device_train_batch_size": 2}, {"per_device_train_batch_size": 4}),
         "ppo": ("ppo", {**online, "kl_coef": 0.2, "ent_coef": 0.01}, {}),
         "grpo": ("grpo", {**online, "num_generations": 4, "beta": 0.05}, {}),
+        # a 4-bit bitsandbytes base: each process loads its own quantised copy, never wrapped or synchronised
+        "ppo_int4": ("ppo", {**online, "base_precision": "int4", "kl_coef": 0.2}, {}),
         # groups of 4 over 2 processes of 2 episodes each: the group baseline spans the processes
         "grpo_span": ("grpo", {**online, "num_generations": 4, "num_rollouts_per_step": 4, "mini_batch_size": 4,
                                "rollout_batch_size": 2, "beta": 0.0, "lora_layers": 1}, {}),
@@ -168,7 +170,7 @@ def _one(two, name, tmp_path, **more):
     return _run(stage, cfg)
 
 
-@pytest.mark.parametrize("name", ["sft", "sft_ckpt", "reward", "dpo", "ppo", "grpo", "grpo_span"])
+@pytest.mark.parametrize("name", ["sft", "sft_ckpt", "reward", "dpo", "ppo", "ppo_int4", "grpo", "grpo_span"])
 def test_two_processes_train_as_one(two, tmp_path, name):
     run2 = two["runs"][name]
     assert two["paths"][1][name] == str(run2)  # every process returns the main process's folder
@@ -188,6 +190,8 @@ def test_two_processes_train_as_one(two, tmp_path, name):
     noise = max((split[k] - one[k]).abs().max().item() for k in one)  # one process, the micro-batch split in two
     assert noise < 1e-4
     diff = max((art[k] - one[k]).abs().max().item() for k in one)
+    print(f"[{name}] largest weight difference, two processes vs one: {diff:.1e}; one process vs one with the "
+          f"micro-batch split: {noise:.1e}")
     assert diff <= 3 * noise + 1e-6, (diff, noise)
     # metrics: one row per logged step, written once, equal to the single process's
     m2, m1 = _metrics(run2), _metrics(run1)

@@ -45,6 +45,17 @@ def _gguf_path() -> Path:
     return path
 
 
+def save_here(model, folder, **kw) -> None:
+    """``model.save_pretrained(folder)`` written by this process whatever its rank: once ``torch.distributed`` is
+    initialised, transformers 5 writes only on rank 0 (``should_save_on_this_rank``, meant for sharded
+    checkpoints), which would leave another process's own temporary or cache folder without weights or config."""
+    model.should_save_on_this_rank = lambda is_main_process: True
+    try:
+        model.save_pretrained(folder, **kw)
+    finally:
+        del model.should_save_on_this_rank
+
+
 def _cache_dir_once(final: Path, fill) -> Path:
     from edgerlhf.tracking.run import atomic_write_dir
 
@@ -88,7 +99,7 @@ def _default_model_dir() -> Path:
         model.hf_quantizer = None
         if hasattr(model.config, "quantization_config"):
             del model.config.quantization_config
-        model.save_pretrained(tmp, safe_serialization=True)
+        save_here(model, tmp, safe_serialization=True)  # under a launch every process may convert it
         AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name).save_pretrained(tmp)
 
     return _cache_dir_once(out, fill)
@@ -246,7 +257,7 @@ def reload_through_disk(model, auto_cls, prefix: str = "edgerlhf-", **from_pretr
     from edgerlhf.tracking.memory import release_free_memory
 
     with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
-        model.save_pretrained(tmp, safe_serialization=True)
+        save_here(model, tmp, safe_serialization=True)  # this process's own folder, also under a launch
         model.to("meta")  # frees every weight while the caller still holds the module
         release_free_memory()
         out = auto_cls.from_pretrained(tmp, **from_pretrained_kw)

@@ -128,8 +128,8 @@ def run(cfg: DPOConfig) -> Path:
         total_steps = total_steps_for(cfg, len(train_rows))
         pad, avg = tok.pad_token_id, cfg.loss_type == "ipo"
         say(f"[dpo] {cfg.policy or cfg.model} on {device} ({str(dtype).removeprefix('torch.')}), {cfg.loss_type}, "
-              f"beta={cfg.beta}; {trainable:,} trainable / {total:,} parameters, {len(train_rows)} train pairs, "
-              f"{len(held_rows)} held-out pairs, {total_steps} steps")
+            f"beta={cfg.beta}; {trainable:,} trainable / {total:,} parameters, {len(train_rows)} train pairs, "
+            f"{len(held_rows)} held-out pairs, {total_steps} steps")
         # 1 the reference's log-probs, once: the same network with the adapter off (each process its share)
         with model.disable_adapter():
             desc = "reference log-probs" if cfg.progress else ""

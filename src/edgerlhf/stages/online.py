@@ -588,9 +588,9 @@ def run(cfg: OnlineRLConfig, reward_fn: RewardFn | None = None, algorithm: Algor
         value_txt = f"value={cfg.value_model}, " if algo.needs_values else ""
         group_txt = f" ({algo.samples_per_prompt} per prompt)" if algo.samples_per_prompt > 1 else ""
         say(f"[{name}] {cfg.policy or cfg.model} on {device} ({str(dtype).removeprefix('torch.')}), layout={cfg.layout}, "
-              f"{value_txt}base={cfg.base_precision}, reference={'on' if algo.needs_reference else 'off'}; "
-              f"{n_trainable:,} trainable parameters; reward: {reward_info['reward']} ({reward_info['reward_precision']}); "
-              f"{total_steps} steps x {cfg.num_rollouts_per_step} episodes{group_txt}")
+            f"{value_txt}base={cfg.base_precision}, reference={'on' if algo.needs_reference else 'off'}; "
+            f"{n_trainable:,} trainable parameters; reward: {reward_info['reward']} ({reward_info['reward_precision']}); "
+            f"{total_steps} steps x {cfg.num_rollouts_per_step} episodes{group_txt}")
 
         def checkpoint(step):  # the main process writes it; every process waits until it is complete
             from edgerlhf.tracking.checkpoint import checkpoint_path
@@ -715,9 +715,9 @@ def _finish(cfg, algo, run_dir, roles, tok, history, state, reward_info, mem, t_
     gold_txt = (f", gold {stats['objective/gold_first']:+.3f} -> {stats['objective/gold_last']:+.3f}"
                 if gold is not None else ", no gold (the learned RM is a proxy)")
     say(f"\n[{cfg.stage}] {len(history)} steps: learned-RM score {stats['objective/scores_first']:+.3f} -> "
-          f"{stats['objective/scores_last']:+.3f}{gold_txt}{kl_txt}; median step {stats['timing/step_s_median']:.1f}s; "
-          f"peak memory {stats['memory/peak_mb']:.0f} MB; adapter: {artifact}")
+        f"{stats['objective/scores_last']:+.3f}{gold_txt}{kl_txt}; median step {stats['timing/step_s_median']:.1f}s; "
+        f"peak memory {stats['memory/peak_mb']:.0f} MB; adapter: {artifact}")
     if gold_eval:
         say(f"[{cfg.stage}] gold ({cfg.gold}) on {gold_eval['eval/gold_n']} held-out prompts: {gold_eval['eval/gold_mean']:+.3f} "
-              f"(95% CI {gold_eval['eval/gold_ci95_low']:+.3f} .. {gold_eval['eval/gold_ci95_high']:+.3f})")
+            f"(95% CI {gold_eval['eval/gold_ci95_low']:+.3f} .. {gold_eval['eval/gold_ci95_high']:+.3f})")
     return run_dir.finish(stats)

@@ -85,7 +85,7 @@ def run(cfg: RewardConfig) -> Path:
         trainable, total = count_params(model)
         rm = RewardModel(model, tok, {"max_length": cfg.max_length}, device, cfg.eval_batch_size)
         say(f"[reward] {cfg.model} on {device} ({str(dtype).removeprefix('torch.')}), {trainable:,} trainable / "
-              f"{total:,} parameters, {len(train)} train pairs, {len(held)} held-out pairs, {total_steps} steps")
+            f"{total:,} parameters, {len(train)} train pairs, {len(held)} held-out pairs, {total_steps} steps")
         before = evaluate(rm, held) if held else {}
         run_dir.log(before, step=0)
 

@@ -128,7 +128,7 @@ def run(cfg: SFTConfig) -> Path:
             enable_gradient_checkpointing(model)
         trainable, total = count_params(model)
         say(f"[sft] {cfg.model} on {device} ({str(dtype).removeprefix('torch.')}), "
-              f"{trainable:,} trainable / {total:,} parameters, {len(encoded)} train rows, {total_steps} steps")
+            f"{trainable:,} trainable / {total:,} parameters, {len(encoded)} train rows, {total_steps} steps")
         sample_prompts = [r["prompt"] for r in held_rows[: cfg.sample_prompts]]
         before = _samples(model, tok, sample_prompts, cfg)
         loss_before = eval_loss(model, held_enc, cfg.per_device_train_batch_size, tok.pad_token_id, device) if held_enc else float("nan")
@@ -191,9 +191,9 @@ def run(cfg: SFTConfig) -> Path:
             say(f"\n[sft] prompt: {last_message(p)}\n  before: {b}\n  after:  {a}")
         if gold:
             say(f"\n[sft] gold ({cfg.gold}) on {gold['eval/gold_n']} held-out prompts: {gold['eval/gold_mean']:+.3f} "
-                  f"(95% CI {gold['eval/gold_ci95_low']:+.3f} .. {gold['eval/gold_ci95_high']:+.3f})")
+                f"(95% CI {gold['eval/gold_ci95_low']:+.3f} .. {gold['eval/gold_ci95_high']:+.3f})")
         say(f"\n[sft] eval loss {loss_before:.3f} -> {loss_after:.3f}; {total_steps} steps in "
-              f"{history['train_s']:.0f}s; peak memory {stats['memory/peak_mb']:.0f} MB; adapter: {artifact}")
+            f"{history['train_s']:.0f}s; peak memory {stats['memory/peak_mb']:.0f} MB; adapter: {artifact}")
         return run_dir.finish(stats)
     except BaseException as e:
         mem.stop()
