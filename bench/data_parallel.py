@@ -6,8 +6,9 @@ main process's), and the largest difference between the two runs' trained weight
     python bench/data_parallel.py --procs 4 --stages grpo --model default --steps 6
 
 On a CPU the processes share the cores: 1 process gets every core's threads, N processes get cores / N each (so the
-comparison is of the same hardware, split two ways). The one-process run uses twice the micro-batch, so both runs
-train on the same rows / episodes.
+comparison is of the same hardware, split N ways). Both runs train on the same rows / episodes: SFT's one process
+takes N times the per-process micro-batch; GRPO's step (16 episodes, one optimizer step) is the same setting, with a
+generate chunk of one process's share in both runs, so both draw the same samples.
 """
 
 from __future__ import annotations
