@@ -154,27 +154,26 @@ def _comm_device(t: torch.Tensor) -> torch.device:
     return torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else t.device
 
 
-def reduce_sum(t: torch.Tensor) -> torch.Tensor:
-    """``t`` summed over every process (a copy on ``t``'s device; ``t`` itself is left alone)."""
+def _all_reduce(t: torch.Tensor, op: str) -> torch.Tensor:
+    """``t`` reduced with ``op`` (``SUM``, ``MAX``) over every process: a copy on ``t``'s device, ``t`` left alone."""
     import torch.distributed as dist
 
     out = t.detach().clone()
     if world()[1] > 1:
         buf = out.to(_comm_device(out))
-        dist.all_reduce(buf, op=dist.ReduceOp.SUM)
+        dist.all_reduce(buf, op=getattr(dist.ReduceOp, op))
         out = buf.to(t.device)
     return out
+
+
+def reduce_sum(t: torch.Tensor) -> torch.Tensor:
+    """``t`` summed over every process (``t`` in one process)."""
+    return _all_reduce(t, "SUM")
 
 
 def reduce_max(t: torch.Tensor) -> torch.Tensor:
-    import torch.distributed as dist
-
-    out = t.detach().clone()
-    if world()[1] > 1:
-        buf = out.to(_comm_device(out))
-        dist.all_reduce(buf, op=dist.ReduceOp.MAX)
-        out = buf.to(t.device)
-    return out
+    """The elementwise largest ``t`` of any process (``t`` in one process)."""
+    return _all_reduce(t, "MAX")
 
 
 def any_process(flag: bool) -> bool:
