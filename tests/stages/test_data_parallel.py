@@ -1,5 +1,5 @@
 """Every training stage data-parallel (issue 16), on the CPU: two gloo processes on the loopback (a file store, no
-ports) run SFT, the reward model, DPO, PPO and GRPO on the tiny model; this process runs the same stages alone.
+ports) run SFT, the reward model, DPO, PPO, GRPO and RLOO on the tiny model; this process runs the same stages alone.
 
 * after the steps the trainable parameters are identical, bitwise, on both processes;
 * two processes with a micro-batch of b make the update one process makes with 2b (fp32 tolerance), and their
@@ -16,13 +16,15 @@ from pathlib import Path
 import pytest
 import torch
 
-from edgerlhf.config import DPOConfig, GRPOConfig, PPOConfig, PrefsConfig, RewardConfig, SFTConfig, load_config
+from edgerlhf.config import (DPOConfig, GRPOConfig, PPOConfig, PrefsConfig, RewardConfig, RLOOConfig, SFTConfig,
+                             load_config)
 
 # Weights after Adam steps differ with the summation order (two processes, or one with another micro-batch split):
 # Adam divides each gradient by its own size, so rounding moves a weight by more than fp32's 1e-7. The yardstick is
 # what splitting the micro-batch in one process moves (measured in each test), never above 1e-4, where a wrong
 # gradient (no synchronisation, a wrong weighting, other rows) moves weights by ~ lr (1e-3 .. 1e-2 here)
-CONFIGS = {"sft": SFTConfig, "reward": RewardConfig, "dpo": DPOConfig, "ppo": PPOConfig, "grpo": GRPOConfig}
+CONFIGS = {"sft": SFTConfig, "reward": RewardConfig, "dpo": DPOConfig, "ppo": PPOConfig, "grpo": GRPOConfig,
+           "rloo": RLOOConfig}
 
 
 def length_reward(prompts, responses):
@@ -46,7 +48,7 @@ def _jobs(root: Path, files: dict) -> dict:
         "sft_ckpt": ("sft", {**sup, "dataset": files["sft"], "sample_prompts": 0, "learning_rate": 1e-2,
                              "per_device_train_batch_size": 2, "gradient_checkpointing": True},
                      {"per_device_train_batch_size": 4}),
-        "reward": ("reward", {**sup, "prefs": files["prefs"], "eval_prefs": files["eval_prefs"], "learning_rate": 5e-3,
+        "reward": ("reward", {**sup, "prefs": files["prefs"], "eval_prefs": files["eval_prefs"], "learning_rate": 1e-3,
                               "per_device_train_batch_size": 2}, {"per_device_train_batch_size": 4}),
         "dpo": ("dpo", {**sup, "prefs": files["prefs"], "eval_prefs": files["eval_prefs"], "learning_rate": 5e-3,
                         "lora_layers": 1, "per_device_train_batch_size": 2}, {"per_device_train_batch_size": 4}),
@@ -54,6 +56,7 @@ def _jobs(root: Path, files: dict) -> dict:
         "grpo": ("grpo", {**online, "num_generations": 4, "beta": 0.05}, {}),
         # a 4-bit bitsandbytes base: each process loads its own quantised copy, never wrapped or synchronised
         "ppo_int4": ("ppo", {**online, "base_precision": "int4", "kl_coef": 0.2}, {}),
+        "rloo": ("rloo", {**online, "num_generations": 4, "beta": 0.05}, {}),
         # groups of 4 over 2 processes of 2 episodes each: the group baseline spans the processes
         "grpo_span": ("grpo", {**online, "num_generations": 4, "num_rollouts_per_step": 4, "mini_batch_size": 4,
                                "rollout_batch_size": 2, "beta": 0.0, "lora_layers": 1}, {}),
@@ -72,7 +75,7 @@ def _config(stage, overrides):
 def _run(stage, cfg):
     from edgerlhf.stages import dpo, online, reward, sft
 
-    if stage in ("ppo", "grpo"):
+    if stage in ("ppo", "grpo", "rloo"):
         return online.run(cfg, reward_fn=length_reward)
     return {"sft": sft, "reward": reward, "dpo": dpo}[stage].run(cfg)
 
@@ -170,7 +173,7 @@ def _one(two, name, tmp_path, **more):
     return _run(stage, cfg)
 
 
-@pytest.mark.parametrize("name", ["sft", "sft_ckpt", "reward", "dpo", "ppo", "ppo_int4", "grpo", "grpo_span"])
+@pytest.mark.parametrize("name", ["sft", "sft_ckpt", "reward", "dpo", "ppo", "ppo_int4", "grpo", "rloo", "grpo_span"])
 def test_two_processes_train_as_one(two, tmp_path, name):
     run2 = two["runs"][name]
     assert two["paths"][1][name] == str(run2)  # every process returns the main process's folder
@@ -192,7 +195,7 @@ def test_two_processes_train_as_one(two, tmp_path, name):
     diff = max((art[k] - one[k]).abs().max().item() for k in one)
     print(f"[{name}] largest weight difference, two processes vs one: {diff:.1e}; one process vs one with the "
           f"micro-batch split: {noise:.1e}")
-    assert diff <= 3 * noise + 1e-6, (diff, noise)
+    assert diff <= 3 * noise + 2e-6, (diff, noise)
     # metrics: one row per logged step, written once, equal to the single process's
     m2, m1 = _metrics(run2), _metrics(run1)
     assert [r["step"] for r in m2] == [r["step"] for r in m1]
@@ -227,7 +230,7 @@ def test_a_checkpoint_of_two_processes_resumes_in_one(two, tmp_path):
     split = _tensors(_one(two, "ppo_ckpt", tmp_path / "split", max_steps=4, **_split(two, "ppo_ckpt")) / "adapter")
     noise = max((split[k] - b[k]).abs().max().item() for k in b)
     assert noise < 1e-4
-    assert max((a[k] - b[k]).abs().max().item() for k in a) <= 3 * noise + 1e-6
+    assert max((a[k] - b[k]).abs().max().item() for k in a) <= 3 * noise + 2e-6
     ma = [r for r in _metrics(resumed) if "objective/scores" in r]
     mb = [r for r in _metrics(straight) if "objective/scores" in r]
     assert [r["step"] for r in ma] == [1, 2, 3, 4] == [r["step"] for r in mb]
