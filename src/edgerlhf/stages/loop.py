@@ -122,9 +122,7 @@ def fit(model, optimizer, scheduler, rows: list, collate: Callable, loss_fn: Cal
     ``b`` train on the same rows. ``count``: see :func:`train_step`."""
     from tqdm.auto import tqdm
 
-    from edgerlhf.rl.distributed import shard, world
-
-    from edgerlhf.rl.distributed import broadcast_params, item_seed
+    from edgerlhf.rl.distributed import broadcast_params, item_seed, shard, world
 
     rank, ws = world()
     broadcast_params([p for p in model.parameters() if p.requires_grad])  # every process starts from rank 0's values
@@ -136,8 +134,7 @@ def fit(model, optimizer, scheduler, rows: list, collate: Callable, loss_fn: Cal
     window: list[StepStats] = []
     losses, skipped_steps, bad_in_row, tokens, train_s = [], 0, 0, 0, 0.0
     model.train()
-    bar = tqdm(range(1, total_steps + 1), desc=desc, disable=not cfg.progress or rank > 0, unit="step",
-               dynamic_ncols=True)
+    bar = tqdm(range(1, total_steps + 1), desc=desc, disable=not cfg.progress, unit="step", dynamic_ncols=True)
     for step in bar:
         micro = []
         for _ in range(accum):  # 1 draw micro-batches (reshuffle at each epoch boundary)

@@ -148,9 +148,9 @@ class RunDir:
                 self._open(cfg, root, reopen)
             except BaseException as e:
                 failed = e
-        mine = (None, None) if not self.writes else \
-            (None, f"{type(failed).__name__}: {failed}") if failed else (str(self.path), None)
-        path, why = broadcast_object(mine)
+        # the main process tells the others its folder, or why it has none
+        path, why = broadcast_object((str(self.path), None) if self.writes and failed is None
+                                     else (None, f"{type(failed).__name__}: {failed}" if failed else None))
         if failed is not None:
             raise failed
         if why is not None:
