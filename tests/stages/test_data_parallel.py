@@ -81,13 +81,22 @@ def _run(stage, cfg):
 
 
 def _worker(rank, world_size, store, root, files):
+    import faulthandler
+    import os
+
     import torch.distributed as dist
 
     import edgerlhf.tracking.run as run_mod
     from edgerlhf.stages import dpo, online, reward, sft
 
-    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=world_size)
     root = Path(root)
+    # this process's stderr (C++ aborts included) and, on a fatal signal, every thread's Python stack, in a log the
+    # fixture shows when a process dies
+    log = open(root / f"rank{rank}.log", "w", buffering=1)
+    os.dup2(log.fileno(), 2)
+    faulthandler.enable(file=log, all_threads=True)
+    phase = root / f"phase-{rank}"
+    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=world_size)
     # each process's trainable state, as its artifact would hold it (only the main process writes the real one)
     for mod in (sft, reward, dpo, online):
         orig = mod.main_write_dir
@@ -100,7 +109,9 @@ def _worker(rank, world_size, store, root, files):
     out = {}
     try:
         for name, (stage, two, _) in _jobs(root, files).items():
+            phase.write_text(f"job {name}")
             out[name] = str(_run(stage, _config(stage, two)))
+        phase.write_text("errors")
         errors = {}
         try:  # a valid config alone (6 episodes, optimizer steps of 3) whose optimizer step cannot split in two
             _run("ppo", _config("ppo", {**_jobs(root, files)["ppo"][1], "num_rollouts_per_step": 6,
@@ -116,7 +127,13 @@ def _worker(rank, world_size, store, root, files):
         out["errors"] = errors
     finally:
         (root / f"out-{rank}.json").write_text(json.dumps(out))
+        phase.write_text("destroy_process_group")
         dist.destroy_process_group()
+        phase.write_text("exit")
+
+
+def _read(path: Path) -> str:
+    return path.read_text(errors="replace") if path.exists() else "(nothing)"
 
 
 def _mine(root, rank, name):
@@ -153,7 +170,14 @@ def two(tmp_path_factory):
     (root / "sft.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
     files = {"sft": str(root / "sft.jsonl"), "prefs": str(write_toy_prefs(root / "train.jsonl", 48, 1)),
              "eval_prefs": str(write_toy_prefs(root / "eval.jsonl", 8, 2))}
-    mp.spawn(_worker, args=(2, str(root / "store"), str(root), files), nprocs=2, join=True)
+    try:
+        mp.spawn(_worker, args=(2, str(root / "store"), str(root), files), nprocs=2, join=True)
+    except mp.ProcessExitedException as e:  # say where each process was, and what it printed last (on one line)
+        said = {r: (_read(root / f"phase-{r}"), " | ".join(line for line in _read(root / f"rank{r}.log").splitlines()
+                                                             if line.strip() and "Extension modules" not in line)[-3000:])
+                for r in range(2)}
+        raise AssertionError(f"{e}; " + "; ".join(f"rank {r} at {ph!r}, its log ends: {log}"
+                                                  for r, (ph, log) in said.items())) from e
     outs = [json.loads((root / f"out-{r}.json").read_text()) for r in range(2)]
     return {"root": root, "files": files, "runs": {k: Path(v) for k, v in outs[0].items() if k != "errors"},
             "errors": [o["errors"] for o in outs], "paths": outs}
