@@ -125,6 +125,11 @@ def _worker(rank, world_size, store, root, files):
         except Exception as e:  # noqa: BLE001
             errors["blind"] = f"{type(e).__name__}: {e}"
         out["errors"] = errors
+    except BaseException:
+        import traceback
+
+        traceback.print_exc()  # into this process's log
+        raise
     finally:
         (root / f"out-{rank}.json").write_text(json.dumps(out))
         phase.write_text("destroy_process_group")
@@ -156,28 +161,47 @@ def _metrics(run: Path) -> list[dict]:
     return [json.loads(line) for line in (Path(run) / "metrics.jsonl").read_text().splitlines()]
 
 
-@pytest.fixture(scope="module")
-def two(tmp_path_factory):
-    """The runs of two processes: {"root", "files", "runs" (name -> folder), "errors" (rank -> name -> text)}."""
+def _spawn(root: Path, files: dict) -> str | None:
+    """Run every job in two processes under ``root``; None, or how a process died: where it was (its phase) and what
+    it printed last (its stderr, C++ aborts included, and every thread's Python stack), on one line."""
     import torch.multiprocessing as mp
 
-    from conftest import write_toy_prefs
-
-    root = tmp_path_factory.mktemp("dp")
-    rows = [{"prompt": [{"role": "user", "content": f"Rate item {i}."}],
-             "completion": [{"role": "assistant", "content": "Great, I love it." if i % 2 else "Awful, it broke."}]}
-            for i in range(48)]
-    (root / "sft.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
-    files = {"sft": str(root / "sft.jsonl"), "prefs": str(write_toy_prefs(root / "train.jsonl", 48, 1)),
-             "eval_prefs": str(write_toy_prefs(root / "eval.jsonl", 8, 2))}
+    root.mkdir(parents=True)
     try:
         mp.spawn(_worker, args=(2, str(root / "store"), str(root), files), nprocs=2, join=True)
-    except mp.ProcessExitedException as e:  # say where each process was, and what it printed last (on one line)
+    except mp.ProcessExitedException as e:  # killed by a signal (a Python exception raises ProcessRaisedException)
         said = {r: (_read(root / f"phase-{r}"), " | ".join(line for line in _read(root / f"rank{r}.log").splitlines()
                                                              if line.strip() and "Extension modules" not in line)[-3000:])
                 for r in range(2)}
-        raise AssertionError(f"{e}; " + "; ".join(f"rank {r} at {ph!r}, its log ends: {log}"
-                                                  for r, (ph, log) in said.items())) from e
+        return f"{e}; " + "; ".join(f"rank {r} at {ph!r}, its log ends: {log}" for r, (ph, log) in said.items())
+    return None
+
+
+@pytest.fixture(scope="module")
+def two(tmp_path_factory):
+    """The runs of two processes: {"root", "files", "runs" (name -> folder), "errors" (rank -> name -> text)}.
+
+    A process killed by a signal (CI once lost rank 1 to a SIGABRT that no local run reproduced, before these
+    diagnostics existed) is reported with its diagnostics as a warning and the whole two-process run is repeated
+    once in a fresh folder; a second death, and any Python error, fails every test here."""
+    import warnings
+
+    from conftest import write_toy_prefs
+
+    base = tmp_path_factory.mktemp("dp")
+    rows = [{"prompt": [{"role": "user", "content": f"Rate item {i}."}],
+             "completion": [{"role": "assistant", "content": "Great, I love it." if i % 2 else "Awful, it broke."}]}
+            for i in range(48)]
+    (base / "sft.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    files = {"sft": str(base / "sft.jsonl"), "prefs": str(write_toy_prefs(base / "train.jsonl", 48, 1)),
+             "eval_prefs": str(write_toy_prefs(base / "eval.jsonl", 8, 2))}
+    root = base / "run1"
+    died = _spawn(root, files)
+    if died is not None:
+        warnings.warn(f"two-process run lost a process, repeating it once: {died}")
+        root = base / "run2"
+        again = _spawn(root, files)
+        assert again is None, f"the repeat lost a process too: {again}; the first run: {died}"
     outs = [json.loads((root / f"out-{r}.json").read_text()) for r in range(2)]
     return {"root": root, "files": files, "runs": {k: Path(v) for k, v in outs[0].items() if k != "errors"},
             "errors": [o["errors"] for o in outs], "paths": outs}
