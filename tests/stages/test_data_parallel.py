@@ -173,7 +173,9 @@ def _spawn(root: Path, files: dict) -> str | None:
         said = {r: (_read(root / f"phase-{r}"), " | ".join(line for line in _read(root / f"rank{r}.log").splitlines()
                                                              if line.strip() and "Extension modules" not in line)[-3000:])
                 for r in range(2)}
-        return f"{e}; " + "; ".join(f"rank {r} at {ph!r}, its log ends: {log}" for r, (ph, log) in said.items())
+        died = f"{e}; " + "; ".join(f"rank {r} at {ph!r}, its log ends: {log}" for r, (ph, log) in said.items())
+        assert e.signal_name, died  # an exit code without a Python error: no second chance
+        return died
     return None
 
 
