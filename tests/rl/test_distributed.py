@@ -65,11 +65,17 @@ def _worker(rank, world_size, store, out):
             mismatch = "no error"
         except RuntimeError as e:
             mismatch = str(e)
+        try:  # and a sum of rows whose lengths differ (e.g. metric names one process lacks): no silent garbage
+            reduce_sum(torch.zeros(2 + rank, dtype=torch.float64))
+            mismatch_sum = "no error"
+        except RuntimeError as e:
+            mismatch_sum = str(e)
         torch.save({"world": world(), "rows": gather_rows(rows), "ended": gather_rows(ended),
                     "objs": gather_objects([f"r{rank}"]), "sum": reduce_sum(torch.tensor([rank + 1.0])),
                     "max": reduce_max(torch.tensor([rank])), "any": any_process(rank == 1),
                     "none": any_process(False), "obj": broadcast_object(f"from {rank}"),
                     "a": a.grad, "b": b.grad, "frozen": frozen.grad, "w": w.detach(), "mismatch": mismatch,
+                    "mismatch_sum": mismatch_sum,
                     "after": gather_rows(torch.tensor([rank]))}, f"{out}/{rank}.pt")
     finally:
         dist.destroy_process_group()
@@ -91,5 +97,6 @@ def test_two_processes_see_the_whole_step(tmp_path):
         assert torch.equal(g["b"], torch.tensor([2.0, 3.0]))  # rank 1's missing gradient counted as zero
         assert g["frozen"] is None  # frozen parameters take no part
         assert torch.equal(g["w"], torch.zeros(2))  # rank 0's values everywhere
-        assert "differ" in g["mismatch"] and "rank 0: float32 (2, 3), rank 1: float32 (2, 4)" in g["mismatch"]
+        assert "differ (a bug" in g["mismatch"] and "rank 0: float32 (2, 3), rank 1: float32 (2, 4)" in g["mismatch"]
+        assert "rank 0: float64 (2,), rank 1: float64 (3,)" in g["mismatch_sum"]
         assert g["after"].tolist() == [0, 1]  # and the processes still agree on what comes next

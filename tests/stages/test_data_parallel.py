@@ -170,9 +170,9 @@ def _spawn(root: Path, files: dict) -> str | None:
     try:
         mp.spawn(_worker, args=(2, str(root / "store"), str(root), files), nprocs=2, join=True)
     except mp.ProcessExitedException as e:  # killed by a signal (a Python exception raises ProcessRaisedException)
-        said = {r: (_read(root / f"phase-{r}"), " | ".join(line for line in _read(root / f"rank{r}.log").splitlines()
-                                                             if line.strip() and "Extension modules" not in line)[-3000:])
-                for r in range(2)}
+        logs = {r: [line for line in _read(root / f"rank{r}.log").splitlines()
+                    if line.strip() and "Extension modules" not in line] for r in range(2)}
+        said = {r: (_read(root / f"phase-{r}"), " | ".join(logs[r])[-3000:]) for r in range(2)}
         died = f"{e}; " + "; ".join(f"rank {r} at {ph!r}, its log ends: {log}" for r, (ph, log) in said.items())
         assert e.signal_name, died  # an exit code without a Python error: no second chance
         return died

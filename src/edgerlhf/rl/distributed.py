@@ -161,6 +161,7 @@ def _all_reduce(t: torch.Tensor, op: str) -> torch.Tensor:
     out = t.detach().clone()
     if world()[1] > 1:
         buf = out.to(_comm_device(out))
+        _same_layout(buf)
         dist.all_reduce(buf, op=getattr(dist.ReduceOp, op))
         out = buf.to(t.device)
     return out
@@ -197,18 +198,20 @@ def gather_rows(t: torch.Tensor | None) -> torch.Tensor | None:
     return torch.cat(parts).to(t.device)
 
 
-_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16, torch.int64, torch.int32, torch.uint8, torch.int8)
+_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16, torch.int64, torch.int32, torch.uint8,
+           torch.int8)
 _MAX_DIMS = 8
 
 
 def _same_layout(t: torch.Tensor) -> None:
-    """Raise, on every process alike, when the processes' tensors for one gather differ in shape or dtype. Without
-    this check such a bug is no error at all: gloo aborts the receiving process in C++ (SIGABRT, no Python trace),
-    NCCL hangs or gathers garbage. It costs one gather of 10 integers."""
+    """Raise, on every process alike, when the processes' tensors for one gather or all-reduce differ in shape or
+    dtype. Without this check such a bug is no error at all: gloo aborts the receiving process of a gather in C++
+    (SIGABRT, no Python trace) or sums what does not belong together, NCCL hangs or returns garbage. It costs one
+    gather of 10 integers (the step's own gathers and reductions are a handful of small tensors)."""
     import torch.distributed as dist
 
     if t.dim() > _MAX_DIMS:
-        raise ValueError(f"gather_rows takes at most {_MAX_DIMS} dimensions, got {tuple(t.shape)}")
+        raise ValueError(f"a collective here takes at most {_MAX_DIMS} dimensions, got {tuple(t.shape)}")
     code = _DTYPES.index(t.dtype) if t.dtype in _DTYPES else -1
     meta = torch.tensor([code, t.dim(), *t.shape] + [0] * (_MAX_DIMS - t.dim()), dtype=torch.int64, device=t.device)
     metas = [torch.empty_like(meta) for _ in range(world()[1])]
@@ -216,9 +219,9 @@ def _same_layout(t: torch.Tensor) -> None:
     seen = [(int(m[0]), tuple(int(x) for x in m[2:2 + int(m[1])])) for m in metas]
     if len(set(seen)) > 1:
         name = lambda c: str(_DTYPES[c]).removeprefix("torch.") if c >= 0 else "another dtype"  # noqa: E731
-        raise RuntimeError("the processes' tensors of one gather differ (a bug: every process must gather the same "
-                           "shape; please report it): " + ", ".join(f"rank {r}: {name(c)} {shape}"
-                                                                   for r, (c, shape) in enumerate(seen)))
+        raise RuntimeError("the processes' tensors of one collective differ (a bug: every process must send the "
+                           "same shape; please report it): "
+                           + ", ".join(f"rank {r}: {name(c)} {shape}" for r, (c, shape) in enumerate(seen)))
 
 
 def gather_objects(items: list) -> list:
