@@ -81,6 +81,12 @@ def init_from_env(device: str = "auto") -> tuple[int, int]:
         torch.cuda.set_device(local)
     dist.init_process_group("nccl" if gpu else "gloo", timeout=timedelta(minutes=30))
     atexit.register(lambda: dist.is_initialized() and dist.destroy_process_group())
+    # a process killed by a fatal signal (a C++ abort in a collective, a segfault in a kernel) prints every thread's
+    # Python stack to its stderr: the launcher itself reports only "exitcode -6" for it
+    import faulthandler
+
+    if not faulthandler.is_enabled():
+        faulthandler.enable(all_threads=True)
     return world()
 
 
