@@ -322,6 +322,22 @@ def test_torchrun_launches_the_cli(tmp_path, sft_file):
     assert done.stdout.count("[sft] eval loss") == 1  # and printed
 
 
+def test_a_launched_process_killed_by_a_signal_prints_its_stack(tmp_path):
+    """torchrun reports a process killed by a fatal signal (a C++ abort in a collective, say) only by its exit code;
+    a process that joined the launch prints every thread's Python stack first."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "dies.py"
+    script.write_text("import os\nfrom edgerlhf.rl.distributed import init_from_env\n"
+                      "if init_from_env('cpu')[0] == 1:\n    os.abort()  # rank 1 dies\n")
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                           str(script)], capture_output=True, text=True, timeout=300)
+    assert done.returncode != 0
+    assert "Fatal Python error: Aborted" in done.stderr
+    assert f'File "{script}", line 4' in done.stderr  # where it died
+
+
 def test_commands_that_run_in_one_process_refuse_a_launch(monkeypatch, capsys):
     from edgerlhf.cli import main
 
