@@ -216,13 +216,14 @@ def _same_layout(t: torch.Tensor) -> None:
     gather of 10 integers (the step's own gathers and reductions are a handful of small tensors)."""
     import torch.distributed as dist
 
-    if t.dim() > _MAX_DIMS:
-        raise ValueError(f"a collective here takes at most {_MAX_DIMS} dimensions, got {tuple(t.shape)}")
     code = _DTYPES.index(t.dtype) if t.dtype in _DTYPES else -1
-    meta = torch.tensor([code, t.dim(), *t.shape] + [0] * (_MAX_DIMS - t.dim()), dtype=torch.int64, device=t.device)
+    shape = list(t.shape[:_MAX_DIMS])  # every process sends 10 integers, whatever its tensor (no error before it)
+    meta = torch.tensor([code, t.dim(), *shape] + [0] * (_MAX_DIMS - len(shape)), dtype=torch.int64, device=t.device)
     metas = [torch.empty_like(meta) for _ in range(world()[1])]
     dist.all_gather(metas, meta)
-    seen = [(int(m[0]), tuple(int(x) for x in m[2:2 + int(m[1])])) for m in metas]
+    seen = [(int(m[0]), tuple(int(x) for x in m[2:2 + min(int(m[1]), _MAX_DIMS)])) for m in metas]
+    if any(int(m[1]) > _MAX_DIMS for m in metas):
+        raise ValueError(f"a collective here takes at most {_MAX_DIMS} dimensions; the processes sent {seen}")
     if len(set(seen)) > 1:
         name = lambda c: str(_DTYPES[c]).removeprefix("torch.") if c >= 0 else "another dtype"  # noqa: E731
         raise RuntimeError("the processes' tensors of one collective differ (a bug: every process must send the "
