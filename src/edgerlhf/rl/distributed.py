@@ -22,6 +22,7 @@ optimizer step, so DDP's overlap of communication with the backward would save n
 from __future__ import annotations
 
 import atexit
+import faulthandler
 import os
 from collections.abc import Sequence
 from datetime import timedelta
@@ -83,8 +84,6 @@ def init_from_env(device: str = "auto") -> tuple[int, int]:
     atexit.register(lambda: dist.is_initialized() and dist.destroy_process_group())
     # a process killed by a fatal signal (a C++ abort in a collective, a segfault in a kernel) prints every thread's
     # Python stack to its stderr: the launcher itself reports only "exitcode -6" for it
-    import faulthandler
-
     if not faulthandler.is_enabled():
         faulthandler.enable(all_threads=True)
     return world()
