@@ -1,4 +1,4 @@
-"""What the shape check before each gather / all-reduce costs (rl/distributed.py ``_same_layout``): N gloo processes
+"""What the shape check before each gather / all-reduce costs (distributed.py ``_same_layout``): N gloo processes
 on this machine (a file store, no ports) time the collectives one online step makes, with the check and with it
 switched off (the honest baseline), side by side in one invocation. Prints microseconds per call.
 
@@ -24,7 +24,7 @@ import torch
 def worker(rank: int, world_size: int, store: str, out: str, calls: int) -> None:
     import torch.distributed as dist
 
-    from edgerlhf.rl import distributed as D
+    from edgerlhf import distributed as D
 
     dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=world_size)
     torch.set_num_threads(1)

@@ -8,7 +8,7 @@ import sys
 
 from edgerlhf.config import (DATA_PARALLEL_STAGES, ONLINE_STAGES, STAGE_CONFIGS, ConfigError, config_help,
                              load_config)
-from edgerlhf.rl.distributed import LaunchError
+from edgerlhf.distributed import LaunchError
 
 from edgerlhf.presets import STAGE_PRESETS as PRESETS
 
@@ -145,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     try:
         if args.command not in DATA_PARALLEL_STAGES:  # under torchrun / accelerate launch: the training stages only
-            from edgerlhf.rl.distributed import require_one_process
+            from edgerlhf.distributed import require_one_process
 
             require_one_process(f"edgerlhf {args.command}")
         if args.command in ("demo", "run"):

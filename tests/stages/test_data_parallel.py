@@ -329,7 +329,7 @@ def test_a_launched_process_killed_by_a_signal_prints_its_stack(tmp_path):
     import sys
 
     script = tmp_path / "dies.py"
-    script.write_text("import os\nfrom edgerlhf.rl.distributed import init_from_env\n"
+    script.write_text("import os\nfrom edgerlhf.distributed import init_from_env\n"
                       "if init_from_env('cpu')[0] == 1:\n    os.abort()  # rank 1 dies\n")
     done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
                            str(script)], capture_output=True, text=True, timeout=300)
@@ -347,7 +347,7 @@ def test_commands_that_run_in_one_process_refuse_a_launch(monkeypatch, capsys):
     assert "edgerlhf eval runs in one process, but 2 were launched" in err and "dpo, ppo, grpo, rloo" in err
     assert main(["run", "--preset", "quick"]) == 2
     assert "edgerlhf run runs in one process" in capsys.readouterr().err
-    from edgerlhf.rl.distributed import LaunchError
+    from edgerlhf.distributed import LaunchError
     from edgerlhf.stages import prefs
     from edgerlhf.study.pipeline import run_study
 

@@ -149,7 +149,7 @@ def tiny_config(vocab_size: int, num_labels: int | None = None):
 def resolve_device(device: str = "auto") -> torch.device:
     """``auto``: a GPU when one is visible, else the CPU; under ``torchrun`` / ``accelerate launch`` each process
     takes the GPU of its ``LOCAL_RANK``."""
-    from edgerlhf.rl.distributed import local_device
+    from edgerlhf.distributed import local_device
 
     mine = local_device(device)
     if mine is not None:

@@ -255,3 +255,19 @@ def load_reward_model(path: str | Path, precision: str | None = None, *, device:
 
     release_free_memory()  # loading and merging left freed blocks in the C heap
     return RewardModel(model.requires_grad_(False), tok, {**meta, **info}, device, batch_size)  # scoring only
+
+
+def stores_own_precision(meta: dict) -> bool:
+    """An RM artifact that has a precision of its own (a quantized RM folder, or one trained on a quantised body,
+    QLoRA-style) loads as stored: a precision asked of it would be a second, different conversion."""
+    return meta.get("kind") == "quantized" or meta.get("base_precision", "fp32") != "fp32"
+
+
+def load_reward_as_stored(path: str | Path, precision: str | None = None, *, device: str = "cpu",
+                          batch_size: int = 32) -> RewardModel:
+    """The one rule every consumer of a stored RM follows (online RL, eval, the gold): at ``precision`` (fp32 when
+    None) when it is a trained fp32 RM, as stored when it has a precision of its own (:func:`stores_own_precision`)."""
+    from edgerlhf.models.adapters import find_artifact, read_artifact_meta
+
+    own = stores_own_precision(read_artifact_meta(find_artifact(path)))
+    return load_reward_model(path, None if own else precision, device=device, batch_size=batch_size)

@@ -63,7 +63,7 @@ def _all_logprobs(model, rows, pad_id: int, batch: int, average: bool, shared: b
 def _shared_pass(model, rows, pad_id: int, batch: int, average: bool, shared: bool, desc: str = "") -> torch.Tensor:
     """:func:`_all_logprobs` of every pair, each process computing its contiguous share (padded to equal shares)
     and every process getting the whole (N, 2) result; one process computes them all."""
-    from edgerlhf.rl.distributed import gather_rows, world
+    from edgerlhf.distributed import gather_rows, world
 
     rank, ws = world()
     if ws == 1:

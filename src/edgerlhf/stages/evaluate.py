@@ -94,7 +94,7 @@ def _reuse(cfg, prompts) -> tuple[list[str], list[float], dict]:
 
 def run(cfg) -> Path:
     """Evaluate ``cfg.policy`` against its baseline; returns the run folder (summary.json, responses.jsonl)."""
-    from edgerlhf.rl.distributed import require_one_process
+    from edgerlhf.distributed import require_one_process
 
     require_one_process("edgerlhf eval")
 

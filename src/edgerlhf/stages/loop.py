@@ -41,7 +41,7 @@ def join_launch(cfg):
     return the config this process runs: progress bars on the main process only."""
     import dataclasses
 
-    from edgerlhf.rl.distributed import init_from_env
+    from edgerlhf.distributed import init_from_env
 
     rank, _ = init_from_env(cfg.device)
     return dataclasses.replace(cfg, progress=False) if rank > 0 and cfg.progress else cfg
@@ -50,7 +50,7 @@ def join_launch(cfg):
 def total_steps_for(cfg, n_rows: int) -> int:
     """Optimizer steps of a supervised stage: ``max_steps``, or the epochs over ``n_rows`` rows with a step of
     ``per_device_train_batch_size x gradient_accumulation_steps x processes`` rows."""
-    from edgerlhf.rl.distributed import world
+    from edgerlhf.distributed import world
 
     per_step = cfg.per_device_train_batch_size * cfg.gradient_accumulation_steps * world()[1]
     if cfg.max_steps > 0:
@@ -77,7 +77,7 @@ def train_step(model, optimizer, scheduler, micro_batches: list, loss_fn: Callab
     loss, and the gradient is the mean over the micro-batches of every process. ``count(batch) -> targets``: every
     target token of the whole step weighs the same (transformers' ``num_items_in_batch``): ``loss_fn(model, batch,
     n)`` returns its summed loss divided by ``n``, the step's targets over every process."""
-    from edgerlhf.rl.distributed import reduce_sum, sync_gradients, world
+    from edgerlhf.distributed import reduce_sum, sync_gradients, world
 
     t0 = time.perf_counter()
     ws = world()[1]
@@ -122,7 +122,7 @@ def fit(model, optimizer, scheduler, rows: list, collate: Callable, loss_fn: Cal
     ``b`` train on the same rows. ``count``: see :func:`train_step`."""
     from tqdm.auto import tqdm
 
-    from edgerlhf.rl.distributed import broadcast_params, item_seed, shard, world
+    from edgerlhf.distributed import broadcast_params, item_seed, shard, world
 
     rank, ws = world()
     broadcast_params([p for p in model.parameters() if p.requires_grad])  # every process starts from rank 0's values

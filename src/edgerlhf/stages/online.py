@@ -38,7 +38,7 @@ from edgerlhf.data.formatting import encode_prompt, last_message
 from edgerlhf.models.generation import left_pad
 from edgerlhf.models.loading import resolve_device, resolve_dtype
 from edgerlhf.models.roles import Trunk
-from edgerlhf.rl.distributed import shard, world
+from edgerlhf.distributed import shard, world
 from edgerlhf.rl.algorithms import Algorithm, MicroBatch, Rollout, make_algorithm
 from edgerlhf.rewards.metrics import spearman
 from edgerlhf.rl.ppo_math import masked_mean
@@ -131,7 +131,7 @@ def rollout(roles, tok, prompts: list, cfg: OnlineRLConfig, batch_size: int, *, 
     under data parallelism). Each generate chunk draws from a seed of (run seed, step, its first episode), so the
     same episodes get the same samples at any world size and after a resume; prompts are left-padded to at least
     ``prompt_len`` (the step's longest, so every process decodes the shapes one process would)."""
-    from edgerlhf.rl.distributed import item_seed
+    from edgerlhf.distributed import item_seed
 
     R, eos, pad = cfg.response_length, tok.eos_token_id, tok.pad_token_id
     prompt_ids, prompt_mask = left_pad([encode_prompt(tok, p) for p in prompts], pad)  # one P for the whole step
@@ -268,7 +268,7 @@ def update(roles, algo: Algorithm, optimizer, scheduler, b: Batch, old: dict, ad
     the losses are weighted by the whole optimizer step's episodes and tokens, and the gradients are summed over the
     processes before clipping: the update of one process with micro-batches of ``2b`` and of two with ``b`` is the
     same. The shuffles are seeded by (run seed, step, epoch, process), never by a running random state."""
-    from edgerlhf.rl.distributed import gather_rows, item_seed, reduce_sum, sync_gradients, world
+    from edgerlhf.distributed import gather_rows, item_seed, reduce_sum, sync_gradients, world
 
     rank, ws = world()
     n = len(b.ids)
@@ -349,7 +349,7 @@ def online_step(roles, tok, algo: Algorithm, reward: RewardFn, gold: RewardFn | 
     ``offset``; the advantages and every metric are computed from the whole step's tensors, gathered to every
     process, so they are the numbers one process would compute."""
     from edgerlhf.rewards.metrics import distinct_n
-    from edgerlhf.rl.distributed import gather_objects, gather_rows, reduce_max, world
+    from edgerlhf.distributed import gather_objects, gather_rows, reduce_max, world
 
     rank, ws = world()
     t0 = time.perf_counter()
@@ -527,7 +527,7 @@ def run(cfg: OnlineRLConfig, reward_fn: RewardFn | None = None, algorithm: Algor
 
     name = cfg.stage
     # 0 set-up: bad input fails before any folder is written
-    from edgerlhf.rl.distributed import any_process, barrier, broadcast_params, divisible, is_main
+    from edgerlhf.distributed import any_process, barrier, broadcast_params, divisible, is_main
     from edgerlhf.stages.loop import join_launch
 
     cfg = join_launch(cfg)

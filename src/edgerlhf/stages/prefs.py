@@ -162,7 +162,7 @@ def _prompt_rows(cfg: PrefsConfig) -> list[dict]:
 
 
 def run(cfg: PrefsConfig) -> Path:
-    from edgerlhf.rl.distributed import require_one_process
+    from edgerlhf.distributed import require_one_process
 
     require_one_process("edgerlhf prefs")
 

@@ -122,7 +122,7 @@ def format_table(rows: list[dict]) -> str:
 
 
 def run(cfg: RMEvalConfig) -> Path:
-    from edgerlhf.rl.distributed import require_one_process
+    from edgerlhf.distributed import require_one_process
 
     require_one_process("edgerlhf rm-eval")
 

@@ -226,7 +226,7 @@ def run_study(preset: str = "quick", *, precisions: list[str] | None = None, mod
     (the study's own settings, such as its presets' budgets, come after it). It is checked whole before the study
     folder exists: a bad task file writes nothing.
     """
-    from edgerlhf.rl.distributed import require_one_process
+    from edgerlhf.distributed import require_one_process
 
     require_one_process("the study (edgerlhf run)")  # it launches its stages itself, one process each
 

@@ -71,7 +71,7 @@ def atomic_write_dir(final: Path, fill) -> Path:
 def main_write_dir(final: Path, fill) -> Path:
     """:func:`atomic_write_dir` by the main process only; every process waits until the folder is complete (so
     none reads, or returns, a folder still being written) and gets its path."""
-    from edgerlhf.rl.distributed import barrier, is_main
+    from edgerlhf.distributed import barrier, is_main
 
     if is_main():
         atomic_write_dir(final, fill)
@@ -81,7 +81,7 @@ def main_write_dir(final: Path, fill) -> Path:
 
 def say(*args, **kw) -> None:
     """``print`` on the main process only (one line per run, not one per process)."""
-    from edgerlhf.rl.distributed import is_main
+    from edgerlhf.distributed import is_main
 
     if is_main():
         print(*args, **kw)
@@ -128,7 +128,7 @@ class RunDir:
     leave the others' checkpoints and artifacts nowhere), and write nothing."""
 
     def __init__(self, cfg: BaseConfig, root: Path | None = None, reopen: Path | None = None):
-        from edgerlhf.rl.distributed import LaunchError, broadcast_object, world
+        from edgerlhf.distributed import LaunchError, broadcast_object, world
 
         self.cfg = cfg
         if not cfg.progress:  # no weight-loading bars either, here or in the processes a stage spawns
@@ -163,7 +163,7 @@ class RunDir:
         """Every process must see the main process's folder; else all stop, naming the processes that cannot."""
         import socket
 
-        from edgerlhf.rl.distributed import LaunchError, gather_objects, world
+        from edgerlhf.distributed import LaunchError, gather_objects, world
 
         seen = gather_objects([(world()[0], socket.gethostname(), _visible(self.path))])
         blind = [f"rank {r} on {host}" for r, host, ok in seen if not ok]

@@ -1,10 +1,10 @@
-"""The data-parallel pieces (rl/distributed.py): in one process each is the identity or a no-op; in two gloo
+"""The data-parallel pieces (distributed.py): in one process each is the identity or a no-op; in two gloo
 processes on the loopback (a file store, no ports, as CI can run them) each gives every process the whole step."""
 
 import pytest
 import torch
 
-from edgerlhf.rl.distributed import (any_process, broadcast_object, broadcast_params, divisible, gather_objects,
+from edgerlhf.distributed import (any_process, broadcast_object, broadcast_params, divisible, gather_objects,
                                      gather_rows, item_seed, reduce_max, reduce_sum, shard, sync_gradients, world)
 
 
