@@ -42,14 +42,14 @@ def overrides(stage: str, model: str, steps: int, procs: int, out: str, most: in
 
 
 def worker(stage: str, over: dict) -> None:
-    from edgerlhf.config import STAGE_CONFIGS, load_config
-    from edgerlhf.stages import stage_module
+    from edgerlhf import registry
+    from edgerlhf.config import load_config
 
-    cfg = load_config(STAGE_CONFIGS[stage], overrides=over)
+    cfg = load_config(registry.get(stage).config, overrides=over)
     if stage == "sft":
-        stage_module(stage).run(cfg)
+        registry.get(stage).runner()(cfg)
     else:
-        stage_module(stage).run(cfg, reward_fn=length_reward)
+        registry.get(stage).runner()(cfg, reward_fn=length_reward)
 
 
 def launch(stage: str, over: dict, procs: int) -> float:

@@ -46,7 +46,8 @@ def make_model(size: str, root: Path) -> Path:
 
 CHILD = """
 import json, sys
-from edgerlhf.config import STAGE_CONFIGS, load_config
+from edgerlhf.config import load_config
+from edgerlhf.registry import STAGE_CONFIGS
 from edgerlhf.rewards import GoldScorer
 from edgerlhf.stages import online
 cfg = load_config(STAGE_CONFIGS[sys.argv[1]], overrides=sys.argv[2:])

@@ -1,5 +1,5 @@
-"""The Python API a notebook user expects: every stage at the top level, documented, and the README's
-Python section running as written (on the tiny model, with tiny step counts)."""
+"""The Python API a notebook user expects: every stage at the top level, documented, and the Python API page
+of the docs (docs/python-api.md) running as written (on the tiny model, with tiny step counts)."""
 
 import inspect
 import json
@@ -10,14 +10,14 @@ import pytest
 
 import edgerlhf
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+PYTHON_API_PAGE = Path(__file__).resolve().parents[1] / "docs" / "python-api.md"
 
 API = ["SFTConfig", "PrefsConfig", "RewardConfig", "RMEvalConfig", "PPOConfig", "GRPOConfig", "RLOOConfig",
        "EvalConfig", "load_config", "run_sft", "run_prefs", "run_reward", "run_rm_eval", "run_ppo", "run_grpo",
        "run_rloo", "run_eval", "run_study", "load_policy", "load_reward_model", "ConfigError", "DPOConfig", "run_dpo"]
 
-# What the README shows for the default model -> the same call on the tiny model with tiny step counts.
-# Each left side must stand in the README: a README edit that drops one fails here, not silently.
+# What the docs' Python API page shows for the default model -> the same call on the tiny model with tiny step
+# counts. Each left side must stand on the page: an edit of the page that drops one fails here, not silently.
 TINY = [
     ('"model": "default"', '"model": "tiny"'),
     ('"max_steps": 40}', '"max_steps": 2, "max_eval_samples": 4, "sample_max_new_tokens": 4, "gold_eval_prompts": 0, '
@@ -54,21 +54,21 @@ def test_load_config_takes_a_preset_and_names_a_bad_one():
         edgerlhf.load_config(edgerlhf.PPOConfig, preset="fast")
 
 
-def _readme_python() -> str:
-    section = README.read_text().split("## Python API", 1)[1].split("\n## ", 1)[0]
-    blocks = re.findall(r"```python\n(.*?)```", section, re.S)
-    assert len(blocks) == 1, "the README's Python section should hold one python block"
+def _docs_python() -> str:
+    page = PYTHON_API_PAGE.read_text()
+    blocks = re.findall(r"```python\n(.*?)```", page, re.S)
+    assert len(blocks) == 1, f"{PYTHON_API_PAGE} should hold one python block"
     return blocks[0]
 
 
-def test_readme_python_section_runs_as_written(tmp_path, monkeypatch, capsys):
-    code = _readme_python()
+def test_docs_python_api_page_runs_as_written(tmp_path, monkeypatch, capsys):
+    code = _docs_python()
     for default, tiny in TINY:
-        assert default in code, f"README's Python section no longer has {default!r}: update TINY in this test"
+        assert default in code, f"{PYTHON_API_PAGE.name} no longer has {default!r}: update TINY in this test"
         code = code.replace(default, tiny)
     monkeypatch.chdir(tmp_path)
     ns: dict = {}
-    exec(compile(code, str(README), "exec"), ns)  # noqa: S102 - the README's own example
+    exec(compile(code, str(PYTHON_API_PAGE), "exec"), ns)  # noqa: S102 - the docs' own example
     for name in ("sft", "prefs", "rm", "table", "ppo", "ppo_len", "grpo", "dpo", "report", "study"):
         assert Path(ns[name]).is_dir(), name
     for name in ("sft", "prefs", "rm", "table", "ppo", "ppo_len", "grpo", "dpo", "report"):

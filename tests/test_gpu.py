@@ -15,7 +15,8 @@ def _reward(prompts, responses):
 @pytest.mark.parametrize("algo,base_precision", [("ppo", "fp32"), ("ppo", "int8"), ("ppo", "int4"), ("grpo", "int4"),
                                                  ("rloo", "fp32")])
 def test_online_rl_on_cuda_with_a_quantized_base(tmp_path, algo, base_precision):
-    from edgerlhf.config import STAGE_CONFIGS, load_config
+    from edgerlhf.config import load_config
+    from edgerlhf.registry import STAGE_CONFIGS
     from edgerlhf.stages import online
 
     extra = {} if algo == "ppo" else {"num_generations": 4, "beta": 0.05}

@@ -32,78 +32,39 @@ _logging.getLogger("torch.utils._pytree").setLevel(_logging.ERROR)
 _logging.getLogger("bitsandbytes.autograd._functions").setLevel(_logging.ERROR)
 _warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*is deprecated", category=FutureWarning)
 
+from edgerlhf import registry as _registry  # noqa: E402 - after the logging set-up above
 from edgerlhf.config import (ConfigError, DPOConfig, EvalConfig, GRPOConfig, PPOConfig, PrefsConfig,  # noqa: E402
                              RewardConfig, RLOOConfig, RMEvalConfig, SFTConfig, load_config)
 
 __version__ = "0.1.0"
 
 
-def run_sft(cfg: SFTConfig):
-    """Supervised fine-tuning (LoRA by default) on the task's demonstrations.
+def _stage_function(stage: _registry.Stage):
+    """``edgerlhf.run_<stage>(cfg)`` for one row of the registry (online stages also take ``reward_fn``): checks that
+    ``cfg`` is that stage's config, then runs the stage (imported on first use, so ``import edgerlhf`` stays cheap)."""
 
-    Returns the run folder; its ``adapter/`` is the SFT policy that prefs, PPO and eval take as ``policy``."""
-    from edgerlhf.stages.sft import run
+    def check(cfg):
+        if not isinstance(cfg, stage.config):
+            right = next((s.function_name for s in _registry.STAGES if isinstance(cfg, s.config)), None)
+            raise TypeError(f"{stage.function_name} takes a {stage.config.__name__}, not a {type(cfg).__name__}"
+                            + (f"; use {right}" if right else ""))
 
-    return run(cfg)
-
-
-def run_prefs(cfg: PrefsConfig):
-    """Preference pairs: k responses per prompt sampled from ``cfg.policy`` and labelled by the gold scorer,
-    or a user's preference file converted. Returns the run folder (``train.jsonl``, ``eval.jsonl``)."""
-    from edgerlhf.stages.prefs import run
-
-    return run(cfg)
-
-
-def run_reward(cfg: RewardConfig):
-    """A Bradley-Terry reward model (score head + LoRA) on ``cfg.prefs``. Returns the run folder; load the
-    RM with :func:`load_reward_model`."""
-    from edgerlhf.stages.reward import run
-
-    return run(cfg)
-
-
-def run_rm_eval(cfg: RMEvalConfig):
-    """The RM measured at each precision (size, peak memory, latency, agreement with its fp32 self).
-    Returns the run folder (``table.md``, ``summary.json``)."""
-    from edgerlhf.stages.rm_eval import run
-
-    return run(cfg)
+    if stage.online:
+        def run(cfg, reward_fn=None):
+            check(cfg)
+            return stage.runner()(cfg, reward_fn)
+    else:
+        def run(cfg):
+            check(cfg)
+            return stage.runner()(cfg)
+    run.__name__ = run.__qualname__ = stage.function_name
+    run.__doc__ = stage.doc
+    run.__module__ = __name__
+    return run
 
 
-def run_ppo(cfg: PPOConfig, reward_fn=None):
-    """PPO on one shared base model (policy adapter, value head, reference = adapter off).
-    ``reward_fn(prompts, responses) -> list[float]`` replaces the learned RM named by ``cfg.reward``.
-    Returns the run folder; its ``adapter/`` is the aligned policy."""
-    from edgerlhf.stages.online import run
-
-    return run(cfg, reward_fn)
-
-
-def run_grpo(cfg: GRPOConfig, reward_fn=None):
-    """GRPO (value-free; group-normalised advantages over ``num_generations`` samples per prompt; KL in the
-    loss with weight ``beta``, 0 by default, which skips the reference entirely). ``reward_fn`` as in
-    :func:`run_ppo`. Returns the run folder; its ``adapter/`` is the aligned policy."""
-    from edgerlhf.stages.online import run
-
-    return run(cfg, reward_fn)
-
-
-def run_rloo(cfg: RLOOConfig, reward_fn=None):
-    """RLOO (value-free; leave-one-out baseline over ``num_generations`` samples per prompt; KL in the
-    reward with weight ``beta``). ``reward_fn`` as in :func:`run_ppo`. Returns the run folder; its
-    ``adapter/`` is the aligned policy."""
-    from edgerlhf.stages.online import run
-
-    return run(cfg, reward_fn)
-
-
-def run_eval(cfg: EvalConfig):
-    """A policy on held-out prompts against its baseline (by default the SFT policy it started from): gold
-    and learned-RM means with CIs, win rate, paired gain, KL, diversity. Returns the run folder."""
-    from edgerlhf.stages.evaluate import run
-
-    return run(cfg)
+for _stage in _registry.STAGES:  # run_sft, run_prefs, run_reward, run_rm_eval, run_ppo, run_grpo, run_rloo, run_dpo, ...
+    globals()[_stage.function_name] = _stage_function(_stage)
 
 
 def run_study(preset: str = "quick", *, precisions: list | None = None, model: str | None = None, seed: int = 42,
@@ -128,15 +89,6 @@ def run_study(preset: str = "quick", *, precisions: list | None = None, model: s
                isolate=isolate)
 
 
-def run_dpo(cfg: DPOConfig):
-    """DPO on preference pairs (a prefs run folder or a file): the SFT policy merged as the base, a LoRA adapter
-    as the policy, the base with the adapter off as the reference (its log-probs computed once). Returns the
-    run folder; ``adapter/`` is the policy, read by eval, export and chat like the online ones."""
-    from edgerlhf.stages.dpo import run
-
-    return run(cfg)
-
-
 def load_policy(path, *, dtype=None, device="cpu", merge: bool = True):
     """A trained policy (SFT or PPO run folder, its ``adapter/``) as ``(model, tokenizer, meta)``: the base
     model with the adapter(s) merged in (``merge=False`` keeps the PEFT wrapper)."""
@@ -156,7 +108,6 @@ def load_reward_model(path, precision: str | None = None, *, device: str = "cpu"
     return load(path, precision, device=device, batch_size=batch_size)
 
 
-__all__ = ["ConfigError", "DPOConfig", "EvalConfig", "GRPOConfig", "PPOConfig", "PrefsConfig", "RLOOConfig", "RMEvalConfig",
-           "RewardConfig", "SFTConfig", "load_config", "load_policy", "load_reward_model", "run_eval", "run_grpo",
-           "run_dpo", "run_ppo", "run_prefs", "run_reward", "run_rloo", "run_rm_eval", "run_sft", "run_study",
-           "__version__"]
+__all__ = ["ConfigError", "DPOConfig", "EvalConfig", "GRPOConfig", "PPOConfig", "PrefsConfig", "RLOOConfig",
+           "RMEvalConfig", "RewardConfig", "SFTConfig", "load_config", "load_policy", "load_reward_model", "run_study",
+           "__version__", *(s.function_name for s in _registry.STAGES)]

@@ -4,46 +4,51 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 
-from edgerlhf.config import (DATA_PARALLEL_STAGES, ONLINE_STAGES, STAGE_CONFIGS, ConfigError, config_help,
-                             load_config)
-from edgerlhf.distributed import LaunchError
+import torch
 
-from edgerlhf.presets import STAGE_PRESETS as PRESETS
+from edgerlhf import registry
+from edgerlhf.config import ConfigError, UserCodeError, config_help, load_config, parse_overrides
+from edgerlhf.distributed import LaunchError, require_one_process
+from edgerlhf.models.export import export_gguf, export_policy, load_for_export
+from edgerlhf.models.generation import generate
+from edgerlhf.models.precision import check_precision
+from edgerlhf.stages.online import resume_base
+from edgerlhf.stages.rm_eval import quantize
+from edgerlhf.study import plan
+from edgerlhf.study.pipeline import run_study
+from edgerlhf.tracking.listing import compare_table, runs_table
 
 
-def _stage_parser(sub, stage: str, help_text: str, positional: tuple[str, str] | None = None):
-    p = sub.add_parser(stage, help=help_text, description=help_text)
-    if positional:  # before the key=value list, which takes every remaining word
-        p.add_argument(positional[0], nargs="?", help=positional[1])
+def _stage_parser(sub, stage: registry.Stage):
+    p = sub.add_parser(stage.name, help=stage.help, description=stage.help)
+    if stage.positional:  # before the key=value list, which takes every remaining word
+        p.add_argument(stage.positional[0], nargs="?", help=stage.positional[2])
     p.add_argument("--config", "-c", help="YAML file of config keys")
-    p.add_argument("--preset", choices=sorted(PRESETS.get(stage, {})), help="named settings applied before --config")
+    if stage.presets:  # only where the stage has presets
+        p.add_argument("--preset", choices=sorted(stage.presets), help="named settings applied before --config "
+                       "(smoke: the tiny random model, seconds)")
     p.add_argument("--task", help="task file (YAML): data, gold, response length (same as task=FILE); 'builtin' is the shipped default")
     p.add_argument("--help-config", action="store_true", help="list every config key with its default and help")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. learning_rate=1e-4")
     return p
 
 
-def _load(stage: str, args) -> object:
-    cls = STAGE_CONFIGS[stage]
-    base = dict(PRESETS.get(stage, {}).get(args.preset, {})) if args.preset else {}
-    if stage in ONLINE_STAGES:  # `edgerlhf ppo resume=RUN` continues RUN with its stored config
-        from edgerlhf.config import parse_overrides
-
+def _load(stage: registry.Stage, args) -> object:
+    preset = getattr(args, "preset", None)
+    base = dict(stage.presets.get(preset, {})) if preset else {}
+    if stage.online:  # `edgerlhf ppo resume=RUN` continues RUN with its stored config
         resume = parse_overrides(list(args.overrides)).get("resume")
         if resume:
-            from edgerlhf.stages.online import resume_base
-
             base = {**resume_base(str(resume)), **base}
     overrides = list(args.overrides) + ([f"task={args.task}"] if args.task else [])
-    return load_config(cls, args.config, overrides, base=base)
+    return load_config(stage.config, args.config, overrides, base=base)
 
 
 def _is_override(word: str) -> bool:
     """``key=value`` (a config override) rather than a folder name: a key-like word before the first '='."""
-    import re
-
     return re.match(r"^[A-Za-z_][A-Za-z0-9_-]*=", word) is not None
 
 
@@ -59,18 +64,10 @@ def _int_list(text: str | None, flag: str) -> list[int] | None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="edgerlhf", description="RLHF (SFT -> reward model -> PPO / GRPO / RLOO) on one small machine.")
     sub = parser.add_subparsers(dest="command", required=True)
-    _stage_parser(sub, "sft", "supervised fine-tuning with LoRA (stage 1)")
-    _stage_parser(sub, "prefs", "preference pairs: sample k responses per prompt and label them with the gold scorer, or read a file (stage 2)")
-    _stage_parser(sub, "reward", "reward model: Bradley-Terry training of a score head with LoRA (stage 3)")
-    p = _stage_parser(sub, "rm-eval", "reward-model precision table: size, memory, latency, agreement with fp32",
-                      positional=("rm_dir", "reward run folder (same as rm=...)"))
-    p.add_argument("--precisions", help="comma-separated, e.g. fp32,bf16,int8,int4 (default: device-aware)")
-    _stage_parser(sub, "ppo", "PPO alignment: one base model serves policy, reference and value; RM at a chosen precision (stage 4)")
-    _stage_parser(sub, "grpo", "GRPO alignment: groups of samples per prompt, no value function, no reference at beta=0 (stage 4)")
-    _stage_parser(sub, "rloo", "RLOO alignment: groups of samples per prompt, leave-one-out baseline, KL in the reward (stage 4)")
-    _stage_parser(sub, "dpo", "DPO alignment from the preference pairs directly: no reward model, no sampling; the SFT policy is the reference (stage 4)")
-    _stage_parser(sub, "eval", "evaluate a policy on held-out prompts: gold mean with CI, RM mean, KL, win rate vs SFT, diversity",
-                  positional=("policy_dir", "PPO or SFT run folder (same as policy=...)"))
+    for stage in registry.STAGES:
+        p = _stage_parser(sub, stage)
+        if stage.name == "rm-eval":
+            p.add_argument("--precisions", help="comma-separated, e.g. fp32,bf16,int8,int4 (default: device-aware)")
     p = sub.add_parser("quantize", help="write a reward model quantized to a precision, that reloads as stored")
     p.add_argument("rm_dir", help="reward run folder")
     p.add_argument("--precision", required=True, help="fp32 | bf16 | fp16 | int8 | int4")
@@ -87,8 +84,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seeds", help="comma-separated seeds that replicate each configuration's training, e.g. 1,2,3 "
                                    "(default: the base seed only; the base seed's runs keep their names, so a study "
                                    "extended by seeds reuses them)")
-    p.add_argument("--algorithms", default="ppo", help="comma-separated: ppo, grpo, rloo, dpo; an RM-based one may name "
-                                                       "its own precisions, e.g. ppo,grpo@fp32,dpo (default: ppo)")
+    p.add_argument("--algorithms", default="ppo", help=f"comma-separated: {', '.join(registry.algorithms())}; an RM-based "
+                                                       "one may name its own precisions, e.g. ppo,grpo@fp32,dpo (default: ppo)")
     p.add_argument("--rm-per-seed", action="store_true", help="also retrain the reward model with each seed (the "
                                                               "precision question's other source of variance)")
     p.add_argument("--task", help="task file (YAML) naming SFT data, preference pairs or prompts to sample them for, "
@@ -103,8 +100,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--model", default="default", help="default | tiny | a model folder | a hub id")
     p.add_argument("--vram", help="GPU memory budget (e.g. 8GB): plans for a CUDA device, bf16")
     p.add_argument("--ram", help="CPU memory budget (e.g. 16GB): plans for the CPU, fp32")
-    p.add_argument("--stage", default="", help="comma-separated stages to plan (default: every planned one: sft, "
-                   "prefs, reward, ppo, grpo, rloo, dpo, eval)")
+    p.add_argument("--stage", default="", help="comma-separated stages to plan (default: every planned one: "
+                   f"{', '.join(plan.PLANNED_STAGES)})")
     p.add_argument("--preset", default="quick", help="study preset whose settings to plan (default: quick, the demo)")
     p.add_argument("--task", help="task file: its settings, and its data's longest prompt and answer")
     p.add_argument("--prompt-tokens", type=int, help="longest prompt in tokens (default: measured on the task's data)")
@@ -144,13 +141,9 @@ def main(argv: list[str] | None = None) -> int:
 
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     try:
-        if args.command not in DATA_PARALLEL_STAGES:  # under torchrun / accelerate launch: the training stages only
-            from edgerlhf.distributed import require_one_process
-
-            require_one_process(f"edgerlhf {args.command}")
+        if args.command not in registry.data_parallel_stages():  # under a launcher: the training stages only
+            require_one_process(f"edgerlhf {args.command}", registry.data_parallel_stages())
         if args.command in ("demo", "run"):
-            from edgerlhf.study.pipeline import run_study
-
             if args.command == "demo":
                 run_study("quick")
             else:
@@ -163,18 +156,12 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "plan":
             return _plan(args, parser)
         if args.command == "runs":
-            from edgerlhf.tracking.listing import runs_table
-
             print(runs_table(args.root))
             return 0
         if args.command == "compare":
-            from edgerlhf.tracking.listing import compare_table
-
             print(compare_table(args.run_dirs))
             return 0
         if args.command == "export":
-            from edgerlhf.models.export import export_gguf, export_policy
-
             if not (args.merge or args.gguf):
                 parser.error("export needs --merge OUT (a Hugging Face folder) or --gguf TYPE OUT.gguf (or both)")
             if args.merge:
@@ -186,26 +173,22 @@ def main(argv: list[str] | None = None) -> int:
         if args.command in ("generate", "chat"):
             return _talk(args)
         if args.command == "quantize":
-            from edgerlhf.models.precision import check_precision
-            from edgerlhf.stages.rm_eval import quantize
-
             check_precision(args.precision)
             quantize(args.rm_dir, args.precision, args.out, args.device)
             return 0
-        for cmd, pos, key in (("eval", "policy_dir", "policy"), ("rm-eval", "rm_dir", "rm")):
-            value = getattr(args, pos, None) if args.command == cmd else None
+        stage = registry.get(args.command)
+        if stage.positional:
+            pos, key, _ = stage.positional
+            value = getattr(args, pos, None)
             if value and not args.help_config:  # the folder, or (no folder given) the first key=value
                 args.overrides.insert(0, value if _is_override(value) else f"{key}={value}")
         if args.command == "rm-eval" and not args.help_config:
             if args.precisions:
                 args.overrides.append(f"precisions={args.precisions}")
         if getattr(args, "help_config", False):
-            print(config_help(STAGE_CONFIGS[args.command]))
+            print(config_help(stage.config))
             return 0
-        cfg = _load(args.command, args)
-        from edgerlhf.stages import stage_module
-
-        stage_module(args.command).run(cfg)
+        stage.runner()(_load(stage, args))
         return 0
     except ConfigError as e:
         print(f"edgerlhf {args.command}: {e}", file=sys.stderr)
@@ -213,15 +196,15 @@ def main(argv: list[str] | None = None) -> int:
     except (FileNotFoundError, FileExistsError, ValueError, LaunchError) as e:
         print(f"edgerlhf {args.command}: {e}", file=sys.stderr)
         return 2
+    except UserCodeError as e:  # the user's gold / reward code raised: its frames, not ours
+        print(f"edgerlhf {args.command}: {e}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print(f"\nedgerlhf {args.command}: interrupted", file=sys.stderr)
         return 130
 
 
 def _plan(args, parser) -> int:
-    from edgerlhf.config import parse_overrides
-    from edgerlhf.study import plan
-
     if args.validate:
         L = plan.task_lengths(args.task, args.model)
         checks = plan.validate(args.validate, runtime=plan.runtime_bytes(), prompt_tokens=args.prompt_tokens or L.prompt,
@@ -247,14 +230,6 @@ def _plan(args, parser) -> int:
 
 def _talk(args) -> int:
     """``generate`` and ``chat``: the policy as a chat model (the same template it was trained with)."""
-    from pathlib import Path
-
-    import torch
-
-    from edgerlhf.models.generation import generate
-
-    from edgerlhf.models.export import load_for_export
-
     model, tok, _ = load_for_export(args.policy_dir)  # a policy run, an exported folder, or a base model name
 
     def reply(messages) -> str:

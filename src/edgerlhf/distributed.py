@@ -54,15 +54,14 @@ def launched_world_size() -> int:
     return int(os.environ.get("WORLD_SIZE", "1") or 1)
 
 
-def require_one_process(what: str) -> None:
+def require_one_process(what: str, parallel: Sequence[str] = ()) -> None:
     """Stop a command that runs in one process when a launcher started several (each would repeat the work and
-    write the same folders)."""
-    from edgerlhf.config import DATA_PARALLEL_STAGES
-
+    write the same folders); ``parallel`` names the commands that do run data-parallel."""
     n = max(launched_world_size(), world()[1])
     if n > 1:
+        also = f"; the data-parallel stages are {', '.join(parallel)}" if parallel else ""
         raise LaunchError(f"{what} runs in one process, but {n} were launched (torchrun / accelerate launch): run it "
-                           f"without the launcher; the data-parallel stages are {', '.join(DATA_PARALLEL_STAGES)}")
+                           f"without the launcher{also}")
 
 
 def init_from_env(device: str = "auto") -> tuple[int, int]:

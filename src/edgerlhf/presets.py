@@ -5,6 +5,29 @@ the study. Pure data: this module imports nothing of EdgeRLHF's.
 # Presets: named sets of overrides, applied before the YAML file and the key=value overrides (and after a task
 # file's settings). They set budgets, not the task: the response length a task names is not overridden by the
 # quick / full presets (the smoke budget does shorten it).
+
+# The smoke budget per stage: the tiny random model, every artifact in seconds. The study's smoke preset and every
+# stage's ``--preset smoke`` (``edgerlhf reward --preset smoke prefs=...``) are these settings.
+SMOKE: dict[str, dict] = {
+    "sft": {"max_steps": 4, "per_device_train_batch_size": 4, "max_eval_samples": 8,
+            "logging_steps": 2, "sample_max_new_tokens": 8, "gold_eval_prompts": 0},
+    "prefs": {"num_prompts": 12, "samples_per_prompt": 4, "max_new_tokens": 8, "eval_fraction": 0.25,
+              "tie_threshold": 0.0, "label_noise": 0.0},
+    "reward": {"max_steps": 4, "per_device_train_batch_size": 4, "logging_steps": 2, "lora_layers": 0},
+    "rm-eval": {"max_pairs": 16, "batch_size": 8},
+    "ppo": {"max_steps": 2, "num_rollouts_per_step": 8, "rollout_batch_size": 8, "mini_batch_size": 4,
+            "gradient_accumulation_steps": 1, "response_length": 8, "gold_eval_prompts": 0, "max_prompts": 64},
+    "grpo": {"max_steps": 2, "num_rollouts_per_step": 8, "num_generations": 4, "rollout_batch_size": 8,
+             "mini_batch_size": 4, "gradient_accumulation_steps": 1, "response_length": 8, "gold_eval_prompts": 0,
+             "max_prompts": 64},
+    "rloo": {"max_steps": 2, "num_rollouts_per_step": 8, "num_generations": 4, "rollout_batch_size": 8,
+             "mini_batch_size": 4, "gradient_accumulation_steps": 1, "response_length": 8, "gold_eval_prompts": 0,
+             "max_prompts": 64},
+    "dpo": {"max_steps": 2, "per_device_train_batch_size": 4, "max_train_pairs": 8, "eval_batch_size": 8,
+            "lora_layers": 1, "logging_steps": 1},
+    "eval": {"num_prompts": 8, "max_new_tokens": 8},
+}
+
 STAGE_PRESETS: dict[str, dict[str, dict]] = {
     "sft": {
         # the demo: SmolLM2-135M on the built-in review task, a few minutes on 2 CPU cores
@@ -63,29 +86,14 @@ STAGE_PRESETS: dict[str, dict[str, dict]] = {
     },
 }
 
+# every stage but SFT (which has its own, above) gets the smoke budget as its `--preset smoke`, on the tiny model
+for _stage, _settings in SMOKE.items():
+    STAGE_PRESETS.setdefault(_stage, {}).setdefault("smoke", {"model": "tiny", "report_to": ["none"], **_settings})
+
 
 # Settings per study preset: one dict of overrides per stage. ``quick`` is `make demo`.
 STUDY_PRESETS: dict[str, dict[str, dict]] = {
-    "smoke": {  # the tiny random model: every artifact in well under two minutes (tests)
-        "model": "tiny",
-        "sft": {"max_steps": 4, "per_device_train_batch_size": 4, "max_eval_samples": 8,
-                "logging_steps": 2, "sample_max_new_tokens": 8, "gold_eval_prompts": 0},
-        "prefs": {"num_prompts": 12, "samples_per_prompt": 4, "max_new_tokens": 8, "eval_fraction": 0.25,
-                  "tie_threshold": 0.0, "label_noise": 0.0},
-        "reward": {"max_steps": 4, "per_device_train_batch_size": 4, "logging_steps": 2, "lora_layers": 0},
-        "rm-eval": {"max_pairs": 16, "batch_size": 8},
-        "ppo": {"max_steps": 2, "num_rollouts_per_step": 8, "rollout_batch_size": 8, "mini_batch_size": 4,
-                "gradient_accumulation_steps": 1, "response_length": 8, "gold_eval_prompts": 0, "max_prompts": 64},
-        "grpo": {"max_steps": 2, "num_rollouts_per_step": 8, "num_generations": 4, "rollout_batch_size": 8,
-                 "mini_batch_size": 4, "gradient_accumulation_steps": 1, "response_length": 8, "gold_eval_prompts": 0,
-                 "max_prompts": 64},
-        "rloo": {"max_steps": 2, "num_rollouts_per_step": 8, "num_generations": 4, "rollout_batch_size": 8,
-                 "mini_batch_size": 4, "gradient_accumulation_steps": 1, "response_length": 8, "gold_eval_prompts": 0,
-                 "max_prompts": 64},
-        "dpo": {"max_steps": 2, "per_device_train_batch_size": 4, "max_train_pairs": 8, "eval_batch_size": 8,
-                "lora_layers": 1, "logging_steps": 1},
-        "eval": {"num_prompts": 8, "max_new_tokens": 8},
-    },
+    "smoke": {"model": "tiny", **SMOKE},  # the tiny random model: every artifact in well under two minutes (tests)
     "quick": {  # the default model; `make demo`
         "sft": {"max_steps": 40, "per_device_train_batch_size": 8, "learning_rate": 3e-4, "logging_steps": 5,
                 "max_eval_samples": 64, "gold_eval_prompts": 0},

@@ -7,9 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from edgerlhf.config import (STAGE_CONFIGS, ConfigError, DPOConfig, EvalConfig, PPOConfig, PrefsConfig, RewardConfig,
+from edgerlhf.config import (ConfigError, DPOConfig, EvalConfig, PPOConfig, PrefsConfig, RewardConfig,
                              SFTConfig, load_config)
 from edgerlhf.data.taskfile import BUILTIN_TASK, load_task, stage_settings
+from edgerlhf.registry import STAGE_CONFIGS
 
 
 def _default(cls, name):

@@ -50,12 +50,12 @@ def test_a_fresh_adapter_is_its_reference_so_the_before_metrics_need_no_pass(tmp
 
     from edgerlhf.data.formatting import encode_pair
     from edgerlhf.models.adapters import lora_config
-    from edgerlhf.models.roles import _no_dropout, load_base
+    from edgerlhf.models.roles import no_dropout, load_base
 
     cfg = _cfg(tmp_path, policy=str(tiny_sft))
     base, tok, _ = load_base(cfg.policy, cfg.model, dtype=torch.float32, device=torch.device("cpu"), seed=0)
     model = get_peft_model(base, lora_config(cfg, "CAUSAL_LM", base))
-    _no_dropout(model)
+    no_dropout(model)
     model.eval()
     rows = [json.loads(x) for x in (tmp_path / "eval.jsonl").read_text().splitlines()][:6]
     enc = [(encode_pair(tok, r["prompt"], r["chosen"], 192), encode_pair(tok, r["prompt"], r["rejected"], 192)) for r in rows]

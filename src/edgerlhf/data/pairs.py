@@ -6,6 +6,8 @@ import json
 import random
 from pathlib import Path
 
+from edgerlhf.data.loaders import load_preference_rows
+
 
 def split_by_prompt(rows: list[dict], eval_fraction: float, seed: int) -> tuple[list[dict], list[dict]]:
     """Held-out rows are those of a random ``eval_fraction`` of the distinct prompts: no prompt is in both."""
@@ -22,8 +24,6 @@ def load_pairs(cfg, tok) -> tuple[list[dict], list[dict], int]:
     """(train pairs, held-out pairs, bad rows skipped) for a config with the ``PairsMixin`` fields: a prefs run
     folder (its train / eval splits) or a preference file (10% of its prompts held out), validated before any run
     folder exists."""
-    from edgerlhf.data.loaders import load_preference_rows
-
     kw = dict(tokenizer=tok, max_length=cfg.max_length, skip_bad_rows=cfg.skip_bad_rows)
     src = Path(cfg.prefs).expanduser()
     if src.is_dir():

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-ARTIFACT_META = "edgerlhf.json"
+from edgerlhf.runfolder import ARTIFACT_META, find_artifact, read_artifact_meta  # noqa: F401 (re-exported: artifacts are read here too)
 
 
 def _block_linear_names(model) -> list[str]:
@@ -68,24 +68,6 @@ def count_params(model) -> tuple[int, int]:
 
 def write_artifact_meta(path: Path, **meta) -> None:
     (Path(path) / ARTIFACT_META).write_text(json.dumps(meta, indent=2) + "\n")
-
-
-def read_artifact_meta(path: Path) -> dict:
-    f = Path(path) / ARTIFACT_META
-    if not f.is_file():
-        raise FileNotFoundError(f"{path} is not an EdgeRLHF artifact (no {ARTIFACT_META}); pass a run folder's "
-                                "adapter/ or model/ folder, or the run folder itself")
-    return json.loads(f.read_text())
-
-
-def find_artifact(path: str | Path) -> Path:
-    """Accept a run folder or its artifact folder."""
-    p = Path(path).expanduser()
-    for cand in (p, p / "adapter", p / "model"):
-        if (cand / ARTIFACT_META).is_file():
-            return cand
-    raise FileNotFoundError(f"no EdgeRLHF artifact in {p}: expected {ARTIFACT_META} in it or in its adapter/ "
-                            "or model/ folder (did the stage finish? see its status file)")
 
 
 def fill_policy_artifact(folder: Path, model, tok, *, stage: str, seed: int, model_name: str, sft_policy: str = "",

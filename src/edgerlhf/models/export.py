@@ -4,7 +4,17 @@ with an Ollama Modelfile beside it."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
+
+import torch
+
+from edgerlhf.models.adapters import load_policy
+from edgerlhf.models.gguf_export import (ExportSizes, _ftype, check_gguf, expected_tensor_bytes, gguf_shapes,
+                                         ollama_modelfile, write_gguf)
+from edgerlhf.models.loading import load_causal_lm, load_tokenizer
+from edgerlhf.runfolder import ARTIFACT_META, find_artifact
+from edgerlhf.tracking.run import atomic_write_dir, atomic_write_text
 
 # what `export --gguf` checks the file on after writing it: everyday chat prompts, short
 CHECK_PROMPTS = [
@@ -17,10 +27,6 @@ CHECK_PROMPTS = [
 def load_for_export(src: str | Path):
     """(merged model in float32, tokenizer, meta) for a policy run / artifact folder, a folder written by
     ``export --merge``, or a base model name (``default``, ``tiny``, a hub id): the base exported unchanged."""
-    import torch
-
-    from edgerlhf.models.adapters import ARTIFACT_META, find_artifact, load_policy
-
     p = Path(src).expanduser()
     try:
         find_artifact(p)  # a run folder or its artifact folder
@@ -29,21 +35,17 @@ def load_for_export(src: str | Path):
     else:  # (load_policy's own errors, e.g. a missing SFT adapter, stay its own)
         return load_policy(p, dtype=torch.float32, merge=True)
     if (p / "config.json").is_file():  # an exported (merged) folder
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from transformers import AutoModelForCausalLM, AutoTokenizer  # heavy: only for an exported folder
 
         return (AutoModelForCausalLM.from_pretrained(p, dtype=torch.float32), AutoTokenizer.from_pretrained(p),
                 {"stage": "merged", "base_model": str(p)})
     if p.exists():
         raise FileNotFoundError(f"{p} is neither a policy run folder (no {ARTIFACT_META}) nor a model folder (no "
                                 "config.json)")
-    from edgerlhf.models.loading import load_causal_lm, load_tokenizer
-
     return load_causal_lm(str(src)), load_tokenizer(str(src)), {"stage": "base", "base_model": str(src)}
 
 
 def export_policy(policy: str | Path, out: str | Path) -> Path:
-    from edgerlhf.tracking.run import atomic_write_dir
-
     out = Path(out)
     if out.exists() and any(out.iterdir()):
         raise FileExistsError(f"{out} exists and is not empty; choose another folder (nothing was overwritten)")
@@ -65,11 +67,6 @@ def export_gguf(policy: str | Path, kind: str, out: str | Path, *, check: bool =
     """Write ``policy`` (LoRA merged) as a GGUF file of ``kind`` and an Ollama Modelfile beside it
     (``<name>.Modelfile``); with ``check``, reload the file with transformers and measure it against the policy
     (:func:`~edgerlhf.models.gguf_export.check_gguf`). Returns what it measured."""
-    import os
-
-    from edgerlhf.models.gguf_export import (ExportSizes, _ftype, check_gguf, expected_tensor_bytes, gguf_shapes,
-                                             ollama_modelfile, write_gguf)
-
     _ftype(kind)  # a bad type fails before anything is loaded
     out = Path(out)
     modelfile = out.with_suffix(".Modelfile")
@@ -80,8 +77,6 @@ def export_gguf(policy: str | Path, kind: str, out: str | Path, *, check: bool =
     chat = bool(meta.get("use_chat_template", True)) and tok.chat_template is not None
     name = f"{Path(str(meta.get('base_model', 'model'))).name} EdgeRLHF {meta.get('stage', 'policy')}"
     write_gguf(model, tok, out, kind, name=name, chat_template=chat, progress=progress)
-    from edgerlhf.tracking.run import atomic_write_text
-
     atomic_write_text(modelfile, ollama_modelfile(tok, out.name, chat_template=chat))
     tensor_bytes = expected_tensor_bytes(gguf_shapes(model), kind)
     sizes = ExportSizes(os.path.getsize(out), tensor_bytes)

@@ -18,24 +18,11 @@ import warnings
 
 import torch
 
-PRECISIONS = ("fp32", "bf16", "fp16", "int8", "int4")
-# integer backends: bitsandbytes everywhere; torchao's int8 weight-only as a CPU alternative.
-# A precision may name its backend: "int8:torchao", "int4:bnb"; plain "int8" takes the device default.
-BACKENDS = {"int8": ("bnb", "torchao"), "int4": ("bnb",)}
+from edgerlhf.config.refs import BACKENDS, PRECISIONS, check_precision, valid_precision_names  # noqa: F401 (the names precisions go by, defined torch-free for config checks)
+
 FLOAT_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 # modules never quantised: the one-output score head (tiny, and the reward's last word)
 HIGH_PRECISION_MODULES = ["score"]
-
-
-def _valid_names() -> str:
-    return ", ".join(list(PRECISIONS) + [f"{p}:{b}" for p, bs in BACKENDS.items() for b in bs])
-
-
-def check_precision(name: str) -> str:
-    base, _, backend = name.partition(":")
-    if base not in PRECISIONS or (backend and backend not in BACKENDS.get(base, ())):
-        raise ValueError(f"unknown precision {name!r}; valid precisions are {_valid_names()}")
-    return name
 
 
 def split_precision(name: str, device) -> tuple[str, str]:
@@ -64,7 +51,7 @@ def default_backend(precision: str, device) -> str:
 def parse_precisions(text: str | list[str]) -> list[str]:
     items = [p.strip() for p in (text.split(",") if isinstance(text, str) else text) if p.strip()]
     if not items:
-        raise ValueError(f"no precision given; valid precisions are {_valid_names()}")
+        raise ValueError(f"no precision given; valid precisions are {valid_precision_names()}")
     for p in items:
         check_precision(p)
     return items

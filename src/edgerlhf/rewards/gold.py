@@ -17,9 +17,15 @@ import math
 import time
 from typing import Iterable, Sequence
 
+import torch
+
+from edgerlhf.config.core import UserCodeError
+from edgerlhf.config.refs import GOLD_KINDS, check_gold, import_callable, is_reward_folder
+from edgerlhf.models.generation import generate
+from edgerlhf.rewards.learned import load_reward_model
+
 __all__ = ["GOLD_KINDS", "GoldScorer", "check_gold", "gold_eval", "make_gold", "mean_ci95"]
 
-GOLD_KINDS = "vader, none, module:function, path/to/file.py:function, or a trained reward-model folder"
 
 
 class GoldScorer:
@@ -68,11 +74,16 @@ def mean_ci95(values: Iterable[float]) -> tuple[float, float, float]:
 class _Checked:
     """A user's gold callable, held to its contract: one finite float per response."""
 
-    def __init__(self, fn, name: str):
-        self.fn, self.name = fn, name
+    def __init__(self, fn, name: str, user: bool = True):
+        self.fn, self.name, self.user = fn, name, user  # user: the user's own code (its errors are shown as theirs)
 
     def __call__(self, prompts, responses) -> list[float]:
-        out = self.fn(list(prompts), list(responses))
+        try:
+            out = self.fn(list(prompts), list(responses))
+        except Exception as e:  # noqa: BLE001 - the user's code: name it and show its frames, not ours
+            if not self.user:
+                raise
+            raise UserCodeError.from_exception(f"gold {self.name}", e) from e
         try:
             vals = [float(v) for v in out]
         except (TypeError, ValueError):
@@ -87,69 +98,6 @@ class _Checked:
         return vals
 
 
-def _import_callable(spec: str):
-    """``module:function`` or ``path/to/file.py:function`` -> the callable (ValueError naming what is wrong)."""
-    import importlib
-    import importlib.util
-    from pathlib import Path
-
-    mod_name, _, fn_name = spec.rpartition(":")
-    if not mod_name or not fn_name:
-        raise ValueError(f"gold={spec!r}: use module:function or path/to/file.py:function")
-    if mod_name.endswith(".py"):
-        path = Path(mod_name).expanduser()
-        if not path.is_file():
-            raise ValueError(f"gold={spec!r}: no such file {mod_name!r}")
-        loader = importlib.util.spec_from_file_location(f"edgerlhf_user_gold_{path.stem}", path)
-        module = importlib.util.module_from_spec(loader)
-        try:
-            loader.loader.exec_module(module)
-        except Exception as e:  # noqa: BLE001 - the user's file: say which and why
-            raise ValueError(f"gold={spec!r}: importing {mod_name} failed: {type(e).__name__}: {e}") from None
-    else:
-        try:
-            module = importlib.import_module(mod_name)
-        except ImportError as e:
-            raise ValueError(f"gold={spec!r}: cannot import {mod_name!r} ({e}); put its folder on PYTHONPATH or "
-                             "name the file: path/to/file.py:function") from None
-    fn = getattr(module, fn_name, None)
-    if not callable(fn):
-        have = sorted(n for n in dir(module) if not n.startswith("_") and callable(getattr(module, n)))
-        raise ValueError(f"gold={spec!r}: {mod_name} has no function {fn_name!r} (it has: {', '.join(have) or 'none'})")
-    return fn
-
-
-def _is_reward_folder(spec: str) -> bool:
-    from pathlib import Path
-
-    p = Path(spec).expanduser()
-    return p.is_dir()
-
-
-def check_gold(spec: str) -> list[str]:
-    """Problems with a ``gold`` setting, found without loading a model (for config validation)."""
-    spec = (spec or "").strip()
-    if spec in ("vader", "none"):
-        return []
-    if _is_reward_folder(spec):
-        from edgerlhf.models.adapters import find_artifact, read_artifact_meta
-
-        try:
-            stage = read_artifact_meta(find_artifact(spec)).get("stage", "")
-        except (FileNotFoundError, ValueError) as e:
-            return [f"gold={spec!r}: a folder, but not a trained reward model ({e})"]
-        if stage != "reward":  # (a quantized RM folder keeps its reward meta)
-            return [f"gold={spec!r}: a {stage or 'non-EdgeRLHF'} artifact, not a reward model; name a reward run folder"]
-        return []
-    if ":" in spec:
-        try:
-            _import_callable(spec)
-        except ValueError as e:
-            return [str(e)]
-        return []
-    return [f"gold={spec!r}: not a known gold; use {GOLD_KINDS}"]
-
-
 def make_gold(spec: str, *, device: str = "cpu"):
     """The scorer ``(prompts, responses) -> list[float]`` a ``gold`` setting names, or None for ``none``."""
     spec = (spec or "").strip()
@@ -160,12 +108,10 @@ def make_gold(spec: str, *, device: str = "cpu"):
         return GoldScorer()
     if spec == "none":
         return None
-    if _is_reward_folder(spec):
-        from edgerlhf.rewards.learned import load_reward_model
-
+    if is_reward_folder(spec):
         rm = load_reward_model(spec, "fp32", device=device)
-        return _Checked(rm, f"reward model {spec}")
-    return _Checked(_import_callable(spec), spec)
+        return _Checked(rm, f"reward model {spec}", user=False)
+    return _Checked(import_callable(spec), spec)
 
 
 _VADER = object()  # the default gold, built on first use
@@ -178,10 +124,6 @@ def gold_eval(model, tok, prompts: list, *, temperature: float = 0.7, max_new_to
 
     Returns ``eval/gold_mean`` with its 95% CI over prompts (with a gold), the mean response length in tokens,
     the sampling speed, and the responses themselves (for reports and paired comparisons)."""
-    import torch
-
-    from edgerlhf.models.generation import generate
-
     torch.manual_seed(seed)
     t0 = time.perf_counter()
     texts, n_tokens = generate(model, tok, prompts, max_new_tokens=max_new_tokens, temperature=temperature,

@@ -1,11 +1,4 @@
-"""Pipeline stages: each ``run(cfg) -> run folder``. The online-RL stages (ppo, grpo, rloo) are one engine,
-``online.py``, running the algorithm their config names (``rl/algorithms/``)."""
-
-import importlib
-
-_MODULES = {"eval": "evaluate", "rm-eval": "rm_eval", "ppo": "online", "grpo": "online", "rloo": "online"}
-
-
-def stage_module(stage: str):
-    """The module whose ``run(cfg)`` runs ``stage`` (the name used by configs and the command line)."""
-    return importlib.import_module(f"edgerlhf.stages.{_MODULES.get(stage, stage)}")
+"""Pipeline stages: one module per stage, each ``run(cfg) -> run folder`` on one skeleton (``skeleton.py``:
+launch, seed, device, dtype, run folder, memory probe, failure). The online-RL stages (ppo, grpo, rloo, ...) are one
+engine, the package ``online/``, running the algorithm their config names. Which module runs which stage is
+:mod:`edgerlhf.registry`'s table."""

@@ -17,17 +17,19 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
+from tqdm.auto import tqdm
 
 from edgerlhf.config import DPOConfig
 from edgerlhf.data.formatting import encode_pair
 from edgerlhf.data.pairs import load_pairs
-from edgerlhf.models.adapters import count_params, fill_policy_artifact, lora_config
-from edgerlhf.models.loading import load_tokenizer, resolve_device, resolve_dtype
-from edgerlhf.models.logprobs import pair_logprobs
+from edgerlhf.distributed import gather_rows, world
+from edgerlhf.models.adapters import count_params, enable_gradient_checkpointing, fill_policy_artifact, lora_config
+from edgerlhf.models.loading import load_tokenizer
+from edgerlhf.models.logprobs import batch_logprobs, pair_logprobs
+from edgerlhf.models.roles import load_base, no_dropout
 from edgerlhf.rl.losses import dpo_loss
-from edgerlhf.stages.loop import (fit, fit_stats, held_out_line, join_launch, make_optimizer, seed_everything,
-                                  total_steps_for)
-from edgerlhf.tracking import PeakMemory, RunDir
+from edgerlhf.stages.loop import fit, fit_stats, held_out_line, make_optimizer, total_steps_for
+from edgerlhf.stages.skeleton import Context, Setup, run_stage
 from edgerlhf.tracking.run import main_write_dir, say
 
 
@@ -38,8 +40,6 @@ def _encode(tok, pairs: list[dict], max_length: int) -> list[tuple[tuple, tuple]
 
 def _logprobs(model, rows, pad_id: int, average: bool, shared: bool):
     """(chosen, rejected) sequence log-probs of a batch of encoded pairs."""
-    from edgerlhf.models.logprobs import batch_logprobs
-
     chosen, rejected = [c for c, _ in rows], [r for _, r in rows]
     if shared:
         return pair_logprobs(model, chosen, rejected, pad_id, average=average)
@@ -51,8 +51,6 @@ def _logprobs(model, rows, pad_id: int, average: bool, shared: bool):
 def _all_logprobs(model, rows, pad_id: int, batch: int, average: bool, shared: bool, desc: str = "") -> torch.Tensor:
     """(N, 2) log-probs (chosen, rejected) of every pair, in batches, without grad (a progress bar when
     ``desc`` names the pass)."""
-    from tqdm.auto import tqdm
-
     out = []
     for i in tqdm(range(0, len(rows), batch), desc=desc, disable=not desc, unit="batch", dynamic_ncols=True, leave=False):
         c, r = _logprobs(model, rows[i:i + batch], pad_id, average, shared)
@@ -63,8 +61,6 @@ def _all_logprobs(model, rows, pad_id: int, batch: int, average: bool, shared: b
 def _shared_pass(model, rows, pad_id: int, batch: int, average: bool, shared: bool, desc: str = "") -> torch.Tensor:
     """:func:`_all_logprobs` of every pair, each process computing its contiguous share (padded to equal shares)
     and every process getting the whole (N, 2) result; one process computes them all."""
-    from edgerlhf.distributed import gather_rows, world
-
     rank, ws = world()
     if ws == 1:
         return _all_logprobs(model, rows, pad_id, batch, average, shared, desc)
@@ -101,82 +97,76 @@ def held_out_stats(pol: torch.Tensor, ref: torch.Tensor, cfg: DPOConfig) -> dict
 
 
 def run(cfg: DPOConfig) -> Path:
-    from peft import get_peft_model
+    """Train the DPO policy; returns the run folder (``adapter/``: the policy, self-contained)."""
+    return run_stage(cfg, _prepare, _train)
 
-    from edgerlhf.models.roles import _no_dropout, load_base
 
-    # 0 set-up and validation (nothing written yet)
-    cfg = join_launch(cfg)
-    seed_everything(cfg.seed)
-    device = resolve_device(cfg.device)
-    dtype = resolve_dtype(cfg.dtype, device)
-    train, held, skipped = load_pairs(cfg, load_tokenizer(cfg.model, cfg.chat_template))
-    run_dir = RunDir(cfg)
-    mem = PeakMemory().start()
-    try:
-        base, tok, _ = load_base(cfg.policy, cfg.model, dtype=dtype, device=device, seed=cfg.seed)
-        train_rows, held_rows = _encode(tok, train, cfg.max_length), _encode(tok, held, cfg.max_length)
-        model = get_peft_model(base, lora_config(cfg, "CAUSAL_LM", base))
-        _no_dropout(model)  # the policy and its reference must see the same network
-        model.config.use_cache = False
-        shared = cfg.shared_prefix and not cfg.gradient_checkpointing  # checkpointing turns the KV cache off
-        if cfg.gradient_checkpointing:
-            from edgerlhf.models.adapters import enable_gradient_checkpointing
+def _prepare(setup: Setup):
+    """The pairs, read and checked before the run folder exists."""
+    return load_pairs(setup.cfg, load_tokenizer(setup.cfg.model, setup.cfg.chat_template))
 
-            enable_gradient_checkpointing(model)
-        trainable, total = count_params(model)
-        total_steps = total_steps_for(cfg, len(train_rows))
-        pad, avg = tok.pad_token_id, cfg.loss_type == "ipo"
-        say(f"[dpo] {cfg.policy or cfg.model} on {device} ({str(dtype).removeprefix('torch.')}), {cfg.loss_type}, "
-            f"beta={cfg.beta}; {trainable:,} trainable / {total:,} parameters, {len(train_rows)} train pairs, "
-            f"{len(held_rows)} held-out pairs, {total_steps} steps")
-        # 1 the reference's log-probs, once: the same network with the adapter off (each process its share)
-        with model.disable_adapter():
-            desc = "reference log-probs" if cfg.progress else ""
-            ref_train = _shared_pass(model, train_rows, pad, max(1, cfg.eval_batch_size // 2), avg, shared, desc)
-            ref_held = _shared_pass(model, held_rows, pad, max(1, cfg.eval_batch_size // 2), avg, shared, desc)
-        # 2 held-out before (the fresh adapter is the reference: accuracy of a zero margin)
-        # (a fresh LoRA adapter adds exactly 0, so the policy is its reference: no pass needed)
-        before = held_out_stats(ref_held, ref_held, cfg) if held_rows else {}
-        run_dir.log(before, step=0)
-        rows = [(i, *r) for i, r in enumerate(train_rows)]
 
-        def collate(batch):
-            return torch.tensor([i for i, _, _ in batch]), [(c, r) for _, c, r in batch]
+def _train(ctx: Context, data) -> dict:
+    from peft import get_peft_model  # peft: loaded only by the stages that build an adapter
 
-        def loss_fn(m, b):
-            idx, pairs = b
-            pc, pr = _logprobs(m, pairs, pad, avg, shared)
-            ref = ref_train[idx].to(pc.device)
-            loss, rc, rr = dpo_loss(pc, pr, ref[:, 0], ref[:, 1], cfg.beta, cfg.loss_type, cfg.label_smoothing)
-            n_tok = sum(len(c[0]) + len(r[0]) for c, r in pairs)
-            return loss.mean(), n_tok, {"train/accuracy": _accuracy(rc, rr),
-                                        "train/margin": (rc - rr).mean().item(),
-                                        "train/chosen_reward": rc.mean().item(), "train/rejected_reward": rr.mean().item()}
+    cfg, device, dtype, run_dir, mem = ctx.cfg, ctx.device, ctx.dtype, ctx.run_dir, ctx.mem
+    train, held, skipped = data
+    base, tok, _ = load_base(cfg.policy, cfg.model, dtype=dtype, device=device, seed=cfg.seed)
+    train_rows, held_rows = _encode(tok, train, cfg.max_length), _encode(tok, held, cfg.max_length)
+    model = get_peft_model(base, lora_config(cfg, "CAUSAL_LM", base))
+    no_dropout(model)  # the policy and its reference must see the same network
+    model.config.use_cache = False
+    shared = cfg.shared_prefix and not cfg.gradient_checkpointing  # checkpointing turns the KV cache off
+    if cfg.gradient_checkpointing:
+        enable_gradient_checkpointing(model)
+    trainable, total = count_params(model)
+    total_steps = total_steps_for(cfg, len(train_rows))
+    pad, avg = tok.pad_token_id, cfg.loss_type == "ipo"
+    say(f"[dpo] {cfg.policy or cfg.model} on {device} ({str(dtype).removeprefix('torch.')}), {cfg.loss_type}, "
+        f"beta={cfg.beta}; {trainable:,} trainable / {total:,} parameters, {len(train_rows)} train pairs, "
+        f"{len(held_rows)} held-out pairs, {total_steps} steps")
+    # 1 the reference's log-probs, once: the same network with the adapter off (each process its share)
+    with model.disable_adapter():
+        desc = "reference log-probs" if cfg.progress else ""
+        ref_train = _shared_pass(model, train_rows, pad, max(1, cfg.eval_batch_size // 2), avg, shared, desc)
+        ref_held = _shared_pass(model, held_rows, pad, max(1, cfg.eval_batch_size // 2), avg, shared, desc)
+    # 2 held-out before (the fresh adapter is the reference: accuracy of a zero margin)
+    # (a fresh LoRA adapter adds exactly 0, so the policy is its reference: no pass needed)
+    before = held_out_stats(ref_held, ref_held, cfg) if held_rows else {}
+    run_dir.log(before, step=0)
+    rows = [(i, *r) for i, r in enumerate(train_rows)]
 
-        optimizer, scheduler = make_optimizer(model, cfg, total_steps)
-        history = fit(model, optimizer, scheduler, rows, collate, loss_fn, cfg, total_steps, run_dir, mem, "dpo",
-                      on_eval=(lambda step: run_dir.log(evaluate(model, held_rows, ref_held, cfg, pad, shared), step=step))
-                      if held_rows else None)
-        after = evaluate(model, held_rows, ref_held, cfg, pad, shared)
-        run_dir.log({**after, **mem.as_metrics()}, step=total_steps)
+    def collate(batch):
+        return torch.tensor([i for i, _, _ in batch]), [(c, r) for _, c, r in batch]
 
-        def fill(tmp: Path):
-            fill_policy_artifact(tmp, model, tok, stage="dpo", seed=cfg.seed, model_name=cfg.model, sft_policy=cfg.policy,
-                                 base_precision="fp32", algorithm="dpo", beta=cfg.beta, loss_type=cfg.loss_type,
-                                 use_chat_template=cfg.chat_template,
-                                 prefs=str(Path(cfg.prefs).resolve()) if Path(cfg.prefs).is_dir() else cfg.prefs)
+    def loss_fn(m, b):
+        idx, pairs = b
+        pc, pr = _logprobs(m, pairs, pad, avg, shared)
+        ref = ref_train[idx].to(pc.device)
+        loss, rc, rr = dpo_loss(pc, pr, ref[:, 0], ref[:, 1], cfg.beta, cfg.loss_type, cfg.label_smoothing)
+        n_tok = sum(len(c[0]) + len(r[0]) for c, r in pairs)
+        return loss.mean(), n_tok, {"train/accuracy": _accuracy(rc, rr),
+                                    "train/margin": (rc - rr).mean().item(),
+                                    "train/chosen_reward": rc.mean().item(), "train/rejected_reward": rr.mean().item()}
 
-        artifact = main_write_dir(run_dir.path / "adapter", fill)
-        stats = {"artifact": str(artifact), "device": str(device), "compute_dtype": str(dtype).removeprefix("torch."),
-                 "algorithm": "dpo", "trainable_params": trainable, "total_params": total, "pairs_train": len(train_rows),
-                 "pairs_eval": len(held_rows), "skipped_rows": skipped,
-                 **fit_stats(history, total_steps), **{f"before/{k}": v for k, v in before.items()}, **after,
-                 **mem.stop().as_metrics()}
-        keys = ("eval/loss", "eval/accuracy", "eval/margin")
-        say(held_out_line("dpo", before, after, keys, history, total_steps, stats["memory/peak_mb"], artifact))
-        return run_dir.finish(stats)
-    except BaseException as e:
-        mem.stop()
-        run_dir.fail(e)
-        raise
+    optimizer, scheduler = make_optimizer(model, cfg, total_steps)
+    history = fit(model, optimizer, scheduler, rows, collate, loss_fn, cfg, total_steps, run_dir, mem, "dpo",
+                  on_eval=(lambda step: run_dir.log(evaluate(model, held_rows, ref_held, cfg, pad, shared), step=step))
+                  if held_rows else None)
+    after = evaluate(model, held_rows, ref_held, cfg, pad, shared)
+    run_dir.log({**after, **mem.as_metrics()}, step=total_steps)
+
+    def fill(tmp: Path):
+        fill_policy_artifact(tmp, model, tok, stage="dpo", seed=cfg.seed, model_name=cfg.model, sft_policy=cfg.policy,
+                             base_precision="fp32", algorithm="dpo", beta=cfg.beta, loss_type=cfg.loss_type,
+                             use_chat_template=cfg.chat_template,
+                             prefs=str(Path(cfg.prefs).resolve()) if Path(cfg.prefs).is_dir() else cfg.prefs)
+
+    artifact = main_write_dir(run_dir.path / "adapter", fill)
+    stats = {"artifact": str(artifact), "algorithm": "dpo", "trainable_params": trainable, "total_params": total, "pairs_train": len(train_rows),
+             "pairs_eval": len(held_rows), "skipped_rows": skipped,
+             **fit_stats(history, total_steps), **{f"before/{k}": v for k, v in before.items()}, **after,
+             **mem.stop().as_metrics()}
+    keys = ("eval/loss", "eval/accuracy", "eval/margin")
+    say(held_out_line("dpo", before, after, keys, history, total_steps, stats["memory/peak_mb"], artifact))
+    return stats

@@ -11,8 +11,21 @@ from pathlib import Path
 
 import torch
 
+from edgerlhf.data.formatting import encode_pair, last_message
+from edgerlhf.data.loaders import load_prompt_rows
+from edgerlhf.data.task import eval_prompts
+from edgerlhf.models.adapters import find_artifact, load_policy, read_artifact_meta
+from edgerlhf.models.generation import length_batches
+from edgerlhf.models.loading import load_causal_lm, load_tokenizer
+from edgerlhf.models.logprobs import batch_logprobs
 from edgerlhf.rewards import mean_ci95
-from edgerlhf.rewards.gold import gold_eval  # noqa: F401  (also this stage's API)
+from edgerlhf.rewards.gold import gold_eval, make_gold
+from edgerlhf.rewards.learned import load_reward_as_stored
+from edgerlhf.rewards.metrics import distinct_n, repetition_rate
+from edgerlhf.runfolder import RunFolder
+from edgerlhf.stages.skeleton import Context, Setup, run_stage
+
+__all__ = ["gold_eval", "response_logprobs", "run"]
 
 
 @torch.no_grad()
@@ -22,10 +35,6 @@ def response_logprobs(model, tok, prompts: list, responses: list[str], *, temper
     ``model`` at the sampling temperature: ``policy - reference`` of these is the k1 estimate of the KL
     between them on the policy's own samples. Length-sorted batches; the LM head runs on the response tokens
     only (``models.logprobs``)."""
-    from edgerlhf.data.formatting import encode_pair
-    from edgerlhf.models.generation import length_batches
-    from edgerlhf.models.logprobs import batch_logprobs
-
     model.eval()
     rows = [encode_pair(tok, p, r, max_length) for p, r in zip(prompts, responses)]
     out = [0.0] * len(rows)
@@ -37,8 +46,6 @@ def response_logprobs(model, tok, prompts: list, responses: list[str], *, temper
 
 
 def _text_stats(texts: list[str], tok) -> dict:
-    from edgerlhf.rewards.metrics import distinct_n, repetition_rate
-
     lengths = [len(tok(t, add_special_tokens=False)["input_ids"]) for t in texts]
     return {"distinct_1": distinct_n(texts, 1), "distinct_2": distinct_n(texts, 2),
             "mean_tokens": sum(lengths) / max(len(lengths), 1), "repetition_rate": repetition_rate(texts, 3)}
@@ -55,141 +62,119 @@ def _baseline_of(cfg, art: Path, meta: dict) -> tuple[str | Path | None, str]:
 
 
 def _reward_of(cfg, meta: dict):
-    from edgerlhf.rewards.learned import load_reward_model
-
     auto = cfg.reward in ("auto", "")
     if cfg.reward == "none" or (auto and (not meta.get("reward") or meta.get("reward_precision") == "callable")):
         return None, ""
     path = meta["reward"] if auto else cfg.reward
     precision = cfg.reward_precision or (meta.get("reward_precision") if auto else None) or None
-    from edgerlhf.models.adapters import find_artifact, read_artifact_meta
-
-    rmeta = read_artifact_meta(find_artifact(path))
-    if rmeta.get("kind") == "quantized" or rmeta.get("base_precision", "fp32") != "fp32":
-        precision = None  # stored at its own precision
-    rm = load_reward_model(path, precision)
+    rm = load_reward_as_stored(path, precision)
     return rm, f"{path} ({rm.meta.get('precision', precision or 'fp32')})"
 
 
 def _reuse(cfg, prompts) -> tuple[list[str], list[float], dict]:
     """The baseline's responses from its own eval run, after checking it sampled the same way."""
-    import yaml
-
-    from edgerlhf.data.formatting import last_message
-
-    src = Path(cfg.baseline_eval)
-    theirs = yaml.safe_load((src / "config.yaml").read_text())
+    src = RunFolder(cfg.baseline_eval)
+    theirs = src.config
     defaults = {"prompts": "", "gold": "vader"}  # eval runs from before these settings existed
     diff = [k for k in ("num_prompts", "prompts", "gold", "temperature", "max_new_tokens", "seed")
             if theirs.get(k, defaults.get(k)) != getattr(cfg, k)]
-    rows = [json.loads(x) for x in (src / "responses.jsonl").read_text().splitlines() if x.strip()]
+    rows = [json.loads(x) for x in src.file("responses.jsonl").read_text().splitlines() if x.strip()]
     want = [last_message(p) for p in prompts]
     if diff or [r["prompt"] for r in rows] != want:
-        raise ValueError(f"baseline_eval={src} sampled differently ({', '.join(diff) or 'other prompts'}); rerun it with "
+        raise ValueError(f"baseline_eval={src.path} sampled differently ({', '.join(diff) or 'other prompts'}); rerun it with "
                          "this evaluation's settings or leave baseline_eval empty")
-    summary = json.loads((src / "summary.json").read_text())
+    summary = src.summary
     keep = {k: v for k, v in summary.items() if k.startswith(("eval/gold", "eval/mean_tokens", "eval/gen_tokens"))}
     return [r["response"] for r in rows], ([r["gold"] for r in rows] if rows and "gold" in rows[0] else None), keep
 
 
 def run(cfg) -> Path:
     """Evaluate ``cfg.policy`` against its baseline; returns the run folder (summary.json, responses.jsonl)."""
-    from edgerlhf.distributed import require_one_process
+    return run_stage(cfg, _prepare, _evaluate)
 
-    require_one_process("edgerlhf eval")
 
-    from edgerlhf.data.task import eval_prompts
-    from edgerlhf.models.adapters import find_artifact, load_policy, read_artifact_meta
-    from edgerlhf.models.loading import load_causal_lm, load_tokenizer
-    from edgerlhf.stages.loop import seed_everything
-    from edgerlhf.tracking import PeakMemory, RunDir
-
-    seed_everything(cfg.seed)
+def _prepare(setup: Setup):
+    """The policy, its baseline, the prompts and a reused baseline evaluation, checked before anything is written."""
+    cfg = setup.cfg
     art = find_artifact(cfg.policy)
     meta = read_artifact_meta(art)
     base_path, base_label = _baseline_of(cfg, art, meta)
     if cfg.prompts:
-        from edgerlhf.data.loaders import load_prompt_rows
-
         prompts, _ = load_prompt_rows(cfg.prompts, max_rows=cfg.num_prompts)
     else:
         prompts = [r["prompt"] for r in eval_prompts(cfg.num_prompts)]
-    reused = _reuse(cfg, prompts) if cfg.baseline_eval and base_path is not None else None  # checked before writing
-    run_dir = RunDir(cfg)
-    mem = PeakMemory().start()
-    try:
-        from edgerlhf.rewards.gold import make_gold
+    reused = _reuse(cfg, prompts) if cfg.baseline_eval and base_path is not None else None
+    return art, meta, base_path, base_label, prompts, reused
 
-        gold = make_gold(cfg.gold)
-        sample = dict(temperature=cfg.temperature, max_new_tokens=cfg.max_new_tokens, seed=cfg.seed,
-                      batch_size=cfg.batch_size, progress=cfg.progress, gold=gold)
-        policy, tok, _ = load_policy(art)
-        res = gold_eval(policy, tok, prompts, **sample)
-        texts, g = res.pop("responses"), res.pop("gold")
-        out = {**res, **{f"eval/{k}": v for k, v in _text_stats(texts, tok).items()}, "policy": str(art),
-               "baseline": base_label, "prompts": len(prompts), "gold": cfg.gold,
-               "prompts_source": cfg.prompts or "built-in held-out prompts"}
-        base_texts = base_g = None
-        if base_path is not None:
-            if base_path == "base":
-                bmodel, btok = load_causal_lm(meta["base_model"], seed=meta.get("seed", 0)), load_tokenizer(meta["base_model"], meta.get("use_chat_template", True))
-            else:
-                bmodel, btok, _ = load_policy(base_path)
-            if reused is not None:
-                base_texts, base_g, bres = reused
-            else:
-                bres = gold_eval(bmodel, btok, prompts, **sample)
-                base_texts, base_g = bres.pop("responses"), bres.pop("gold")
-            out.update({k.replace("eval/", "baseline/"): v for k, v in bres.items()})
-            out.update({f"baseline/{k}": v for k, v in _text_stats(base_texts, btok).items()})
-            if g is not None:
-                out.update(_paired(g, base_g, "gold"))
-                bm = out["baseline/gold_mean"]
-                out["eval/gold_gain_pct"] = 100 * out["eval/gold_gain"] / abs(bm) if bm else math.nan
-            t0 = time.perf_counter()
-            kl = [a - b for a, b in zip(response_logprobs(policy, tok, prompts, texts, temperature=cfg.temperature),
-                                        response_logprobs(bmodel, btok, prompts, texts, temperature=cfg.temperature))]
-            m, lo, hi = mean_ci95(kl)
-            out.update({"eval/kl": m, "eval/kl_ci95_low": lo, "eval/kl_ci95_high": hi,
-                        "timing/kl_s": time.perf_counter() - t0})
-            del bmodel
-        rm, rm_label = _reward_of(cfg, meta)
-        rm_scores = base_rm = None
-        if rm is not None:
-            rm_scores = rm(prompts, texts)
-            m, lo, hi = mean_ci95(rm_scores)
-            out.update({"eval/rm_mean": m, "eval/rm_ci95_low": lo, "eval/rm_ci95_high": hi, "reward": rm_label})
-            if base_texts is not None:
-                base_rm = rm(prompts, base_texts)
-                out["baseline/rm_mean"] = mean_ci95(base_rm)[0]
-                if g is None:  # no gold: gain and win rate by the learned RM, named as such (a proxy)
-                    out.update(_paired(rm_scores, base_rm, "rm"))
-        from edgerlhf.data.formatting import last_message
 
-        records = []
-        for i, p in enumerate(prompts):
-            rec = {"prompt": last_message(p), "response": texts[i]}
+def _evaluate(ctx: Context, data) -> dict:
+    cfg, run_dir, mem = ctx.cfg, ctx.run_dir, ctx.mem
+    art, meta, base_path, base_label, prompts, reused = data
+    gold = make_gold(cfg.gold)
+    sample = dict(temperature=cfg.temperature, max_new_tokens=cfg.max_new_tokens, seed=cfg.seed,
+                  batch_size=cfg.batch_size, progress=cfg.progress, gold=gold)
+    policy, tok, _ = load_policy(art)
+    res = gold_eval(policy, tok, prompts, **sample)
+    texts, g = res.pop("responses"), res.pop("gold")
+    out = {**res, **{f"eval/{k}": v for k, v in _text_stats(texts, tok).items()}, "policy": str(art),
+           "baseline": base_label, "prompts": len(prompts), "gold": cfg.gold,
+           "prompts_source": cfg.prompts or "built-in held-out prompts",
+           "device": "cpu", "compute_dtype": "float32"}  # policies load on the CPU in fp32 (load_policy's defaults)
+    base_texts = base_g = None
+    if base_path is not None:
+        if base_path == "base":
+            bmodel, btok = load_causal_lm(meta["base_model"], seed=meta.get("seed", 0)), load_tokenizer(meta["base_model"], meta.get("use_chat_template", True))
+        else:
+            bmodel, btok, _ = load_policy(base_path)
+        if reused is not None:
+            base_texts, base_g, bres = reused
+        else:
+            bres = gold_eval(bmodel, btok, prompts, **sample)
+            base_texts, base_g = bres.pop("responses"), bres.pop("gold")
+        out.update({k.replace("eval/", "baseline/"): v for k, v in bres.items()})
+        out.update({f"baseline/{k}": v for k, v in _text_stats(base_texts, btok).items()})
+        if g is not None:
+            out.update(_paired(g, base_g, "gold"))
+            bm = out["baseline/gold_mean"]
+            out["eval/gold_gain_pct"] = 100 * out["eval/gold_gain"] / abs(bm) if bm else math.nan
+        t0 = time.perf_counter()
+        kl = [a - b for a, b in zip(response_logprobs(policy, tok, prompts, texts, temperature=cfg.temperature),
+                                    response_logprobs(bmodel, btok, prompts, texts, temperature=cfg.temperature))]
+        m, lo, hi = mean_ci95(kl)
+        out.update({"eval/kl": m, "eval/kl_ci95_low": lo, "eval/kl_ci95_high": hi,
+                    "timing/kl_s": time.perf_counter() - t0})
+        del bmodel
+    rm, rm_label = _reward_of(cfg, meta)
+    rm_scores = base_rm = None
+    if rm is not None:
+        rm_scores = rm(prompts, texts)
+        m, lo, hi = mean_ci95(rm_scores)
+        out.update({"eval/rm_mean": m, "eval/rm_ci95_low": lo, "eval/rm_ci95_high": hi, "reward": rm_label})
+        if base_texts is not None:
+            base_rm = rm(prompts, base_texts)
+            out["baseline/rm_mean"] = mean_ci95(base_rm)[0]
+            if g is None:  # no gold: gain and win rate by the learned RM, named as such (a proxy)
+                out.update(_paired(rm_scores, base_rm, "rm"))
+    records = []
+    for i, p in enumerate(prompts):
+        rec = {"prompt": last_message(p), "response": texts[i]}
+        if g is not None:
+            rec["gold"] = g[i]
+        if base_texts is not None:
+            rec["baseline_response"] = base_texts[i]
             if g is not None:
-                rec["gold"] = g[i]
-            if base_texts is not None:
-                rec["baseline_response"] = base_texts[i]
-                if g is not None:
-                    rec["baseline_gold"] = base_g[i]
-            if rm_scores is not None:
-                rec["rm"] = rm_scores[i]
-                if base_rm is not None:
-                    rec["baseline_rm"] = base_rm[i]
-            records.append(rec)
-        (run_dir.path / "responses.jsonl").write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
-        out["samples"] = records[: cfg.num_samples]
-        run_dir.log({k: v for k, v in out.items() if isinstance(v, (int, float))}, step=0)
-        out.update(mem.stop().as_metrics())
-        _print(out)
-        return run_dir.finish(out)
-    except BaseException as e:
-        mem.stop()
-        run_dir.fail(e)
-        raise
+                rec["baseline_gold"] = base_g[i]
+        if rm_scores is not None:
+            rec["rm"] = rm_scores[i]
+            if base_rm is not None:
+                rec["baseline_rm"] = base_rm[i]
+        records.append(rec)
+    (run_dir.path / "responses.jsonl").write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
+    out["samples"] = records[: cfg.num_samples]
+    run_dir.log({k: v for k, v in out.items() if isinstance(v, (int, float))}, step=0)
+    out.update(mem.stop().as_metrics())
+    _print(out)
+    return out
 
 
 def _paired(a: list[float], b: list[float], name: str) -> dict:

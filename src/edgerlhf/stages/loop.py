@@ -8,12 +8,18 @@ torch/transformers.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import random
 import time
 from typing import Callable, NamedTuple
 
+import numpy as np
 import torch
+from tqdm.auto import tqdm
+
+from edgerlhf.distributed import (broadcast_params, init_from_env, item_seed, reduce_sum, shard, sync_gradients,
+                                  world)
 
 
 class StepStats(NamedTuple):
@@ -28,21 +34,12 @@ class StepStats(NamedTuple):
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     torch.manual_seed(seed)
-    try:
-        import numpy as np
-
-        np.random.seed(seed)
-    except ImportError:
-        pass
+    np.random.seed(seed)
 
 
 def join_launch(cfg):
     """Join the process group of ``torchrun`` / ``accelerate launch`` when launched by one (nothing otherwise), and
     return the config this process runs: progress bars on the main process only."""
-    import dataclasses
-
-    from edgerlhf.distributed import init_from_env
-
     rank, _ = init_from_env(cfg.device)
     return dataclasses.replace(cfg, progress=False) if rank > 0 and cfg.progress else cfg
 
@@ -50,8 +47,6 @@ def join_launch(cfg):
 def total_steps_for(cfg, n_rows: int) -> int:
     """Optimizer steps of a supervised stage: ``max_steps``, or the epochs over ``n_rows`` rows with a step of
     ``per_device_train_batch_size x gradient_accumulation_steps x processes`` rows."""
-    from edgerlhf.distributed import world
-
     per_step = cfg.per_device_train_batch_size * cfg.gradient_accumulation_steps * world()[1]
     if cfg.max_steps > 0:
         return cfg.max_steps
@@ -77,8 +72,6 @@ def train_step(model, optimizer, scheduler, micro_batches: list, loss_fn: Callab
     loss, and the gradient is the mean over the micro-batches of every process. ``count(batch) -> targets``: every
     target token of the whole step weighs the same (transformers' ``num_items_in_batch``): ``loss_fn(model, batch,
     n)`` returns its summed loss divided by ``n``, the step's targets over every process."""
-    from edgerlhf.distributed import reduce_sum, sync_gradients, world
-
     t0 = time.perf_counter()
     ws = world()[1]
     optimizer.zero_grad(set_to_none=True)
@@ -120,10 +113,6 @@ def fit(model, optimizer, scheduler, rows: list, collate: Callable, loss_fn: Cal
     parallelism every process draws the same shuffled order and takes its contiguous share of each micro-step's
     ``per_device_train_batch_size x processes`` rows, so one process with a micro-batch of ``2b`` and two with
     ``b`` train on the same rows. ``count``: see :func:`train_step`."""
-    from tqdm.auto import tqdm
-
-    from edgerlhf.distributed import broadcast_params, item_seed, shard, world
-
     rank, ws = world()
     broadcast_params([p for p in model.parameters() if p.requires_grad])  # every process starts from rank 0's values
     if rank > 0:  # dropout: each process's rows get masks of their own (rank 0 keeps the run's stream)

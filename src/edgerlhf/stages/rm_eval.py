@@ -7,11 +7,23 @@ reference every agreement number is measured against.
 
 from __future__ import annotations
 
+import gc
 import time
 from pathlib import Path
 
-from edgerlhf.config import RMEvalConfig
-from edgerlhf.tracking import RunDir
+import torch
+
+from edgerlhf.config import RMEvalConfig, check_precision
+from edgerlhf.data.loaders import load_preference_rows
+from edgerlhf.models.adapters import find_artifact, read_artifact_meta, write_artifact_meta
+from edgerlhf.models.precision import default_precisions, linear_weight_dtypes, parse_precisions, stored_bytes
+from edgerlhf.rewards.learned import encode_for_rm, load_reward_model, merged_fp32, to_precision
+from edgerlhf.rewards.metrics import agreement_with_labels, agreement_with_reference
+from edgerlhf.stages.skeleton import Context, Setup, run_stage
+from edgerlhf.tracking import PeakMemory
+from edgerlhf.tracking.isolate import run_isolated
+from edgerlhf.tracking.memory import release_free_memory
+from edgerlhf.tracking.run import atomic_write_dir
 
 TABLE_COLUMNS = [
     ("precision", "precision", "{}"), ("weights MB", "weight_mb", "{:.1f}"), ("peak MB", "memory/peak_mb", "{:.0f}"),
@@ -25,9 +37,6 @@ TABLE_COLUMNS = [
 
 def held_out_pairs(cfg: RMEvalConfig) -> list[dict]:
     """The pairs to measure on: ``cfg.pairs`` or the held-out split of the prefs run the RM trained on."""
-    from edgerlhf.data.loaders import load_preference_rows
-    from edgerlhf.models.adapters import find_artifact, read_artifact_meta
-
     src = cfg.pairs
     if not src:
         meta = read_artifact_meta(find_artifact(cfg.rm))
@@ -42,20 +51,15 @@ def held_out_pairs(cfg: RMEvalConfig) -> list[dict]:
     return rows[: cfg.max_pairs] if cfg.max_pairs else rows
 
 
-def _measure(rm_path: str, precision: str, device: str, batch_size: int, pairs: list[dict], out) -> None:
+def _measure(rm_path: str, precision: str, device: str, batch_size: int, pairs: list[dict]) -> dict:
     """Child process: load at ``precision``, score the pairs, report size/latency/memory and scores."""
-    import torch
-
-    from edgerlhf.models.precision import linear_weight_dtypes, stored_bytes
-    from edgerlhf.rewards.learned import encode_for_rm, load_reward_model
-    from edgerlhf.tracking import PeakMemory
-
     torch.manual_seed(0)
     with PeakMemory() as load_pm:  # loading merges the LoRA in fp32 first, then converts: a one-off peak
         t0 = time.perf_counter()
         rm = load_reward_model(rm_path, precision, device=device, batch_size=batch_size)
         load_s = time.perf_counter() - t0
-    _release_freed_memory()
+    gc.collect()
+    release_free_memory()  # hand what loading freed back to the OS: the serving peak is not the loading peak
     with PeakMemory() as pm:  # what holding and using the RM at this precision costs
         prompts = [p["prompt"] for p in pairs]
         chosen = encode_for_rm(rm.tokenizer, prompts, [p["chosen"] for p in pairs], rm.max_length)
@@ -68,44 +72,19 @@ def _measure(rm_path: str, precision: str, device: str, batch_size: int, pairs: 
         scores = rc + rr
     n_batches = 2 * len(pairs) / batch_size  # seconds per `batch_size` sequences (length-sorted pair batches)
     size = stored_bytes(rm.model)
-    out.put({"precision": precision, "backend": rm.meta.get("backend", "torch"),
+    return {"precision": precision, "backend": rm.meta.get("backend", "torch"),
              "compute_dtype": rm.meta.get("compute_dtype"), "high_precision_modules": rm.meta.get("high_precision_modules"),
              "weight_bytes": size["total"], "weight_mb": size["total"] / 2**20, "bytes_by_dtype": size["by_dtype"],
              "linear_weight_dtypes": linear_weight_dtypes(rm.model), "load_s": load_s,
              "latency_s_per_batch": score_s / n_batches, "pairs_per_s": len(pairs) / score_s,
-             **pm.as_metrics(), "memory/load_peak_mb": load_pm.as_metrics()["memory/peak_mb"], "scores": scores})
-
-
-def _release_freed_memory() -> None:
-    """Hand memory freed after loading back to the OS, so the serving peak is not the loading peak."""
-    import ctypes
-    import gc
-
-    gc.collect()
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):  # not glibc: the serving peak then includes loading leftovers
-        pass
+             **pm.as_metrics(), "memory/load_peak_mb": load_pm.as_metrics()["memory/peak_mb"], "scores": scores}
 
 
 def measure(rm_path: str, precision: str, device: str, batch_size: int, pairs: list[dict], isolate: bool = True) -> dict:
+    """One precision measured, in a process of its own by default (so its peak memory is its own)."""
     if not isolate:
-        import queue
-
-        q = queue.Queue()
-        _measure(rm_path, precision, device, batch_size, pairs, q)
-        return q.get()
-    from edgerlhf.tracking.isolate import run_isolated
-
-    return run_isolated(_measure_result, rm_path, precision, device, batch_size, pairs, what=f"measuring {precision}")
-
-
-def _measure_result(*args) -> dict:
-    import queue
-
-    q = queue.Queue()
-    _measure(*args, q)
-    return q.get()
+        return _measure(rm_path, precision, device, batch_size, pairs)
+    return run_isolated(_measure, rm_path, precision, device, batch_size, pairs, what=f"measuring {precision}")
 
 
 def format_table(rows: list[dict]) -> str:
@@ -122,55 +101,46 @@ def format_table(rows: list[dict]) -> str:
 
 
 def run(cfg: RMEvalConfig) -> Path:
-    from edgerlhf.distributed import require_one_process
+    """Measure the RM at each precision; returns the run folder (``table.md``, ``summary.json``)."""
+    return run_stage(cfg, _prepare, _measure_all)
 
-    require_one_process("edgerlhf rm-eval")
 
-    from edgerlhf.models.loading import resolve_device
-    from edgerlhf.models.precision import default_precisions, parse_precisions
-    from edgerlhf.rewards.metrics import agreement_with_labels, agreement_with_reference
+def _prepare(setup: Setup):
+    """The precisions and the held-out pairs, validated before the run folder exists."""
+    cfg = setup.cfg
+    return parse_precisions(cfg.precisions) if cfg.precisions else default_precisions(setup.device), held_out_pairs(cfg)
 
-    device = resolve_device(cfg.device)
-    precisions = parse_precisions(cfg.precisions) if cfg.precisions else default_precisions(device)
-    pairs = held_out_pairs(cfg)  # 0 everything validated before the run folder exists
-    run_dir = RunDir(cfg)
-    try:
-        n = len(pairs)
-        ref_rm = cfg.reference or cfg.rm
-        ref = measure(ref_rm, "fp32", str(device), cfg.batch_size, pairs, cfg.isolate)  # 1 the reference
-        results = []
-        for i, prec in enumerate(precisions):  # 2 each precision in its own process
-            same = prec == "fp32" and ref_rm == cfg.rm
-            r = ref if same else measure(cfg.rm, prec, str(device), cfg.batch_size, pairs, cfg.isolate)
-            c, rj = r["scores"][:n], r["scores"][n:]
-            r.update(agreement_with_reference(ref["scores"][:n], ref["scores"][n:], c, rj))
-            if all("gold_chosen" in p for p in pairs):
-                r["accuracy_gold"] = agreement_with_labels(c, rj, [p["gold_chosen"] for p in pairs],
-                                                           [p["gold_rejected"] for p in pairs])
-            r["accuracy_labels"] = sum(a > b for a, b in zip(c, rj)) / n
-            run_dir.log({f"{prec}/{k}": v for k, v in r.items() if isinstance(v, (int, float))}, step=i)
-            results.append(r)
-        table = format_table(results)
-        (run_dir.path / "table.md").write_text(table + "\n")
-        print(f"\n[rm-eval] {cfg.rm} on {device}, {n} held-out pairs, batch {cfg.batch_size}\n{table}")
-        for r in results:
-            print(f"  {r['precision']}: {r['backend']}; block linears stored as {r['linear_weight_dtypes']}; "
-                  f"high precision: {r['high_precision_modules']}")
-        return run_dir.finish({"rm": cfg.rm, "reference": ref_rm, "device": str(device), "pairs": n, "batch_size": cfg.batch_size,
-                               "precisions": {r["precision"]: {k: v for k, v in r.items() if k != "scores"}
-                                              for r in results}})
-    except BaseException as e:
-        run_dir.fail(e)
-        raise
+
+def _measure_all(ctx: Context, data) -> dict:
+    cfg, device, run_dir = ctx.cfg, ctx.device, ctx.run_dir
+    precisions, pairs = data
+    n = len(pairs)
+    ref_rm = cfg.reference or cfg.rm
+    ref = measure(ref_rm, "fp32", str(device), cfg.batch_size, pairs, cfg.isolate)  # 1 the reference
+    results = []
+    for i, prec in enumerate(precisions):  # 2 each precision in its own process
+        same = prec == "fp32" and ref_rm == cfg.rm
+        r = ref if same else measure(cfg.rm, prec, str(device), cfg.batch_size, pairs, cfg.isolate)
+        c, rj = r["scores"][:n], r["scores"][n:]
+        r.update(agreement_with_reference(ref["scores"][:n], ref["scores"][n:], c, rj))
+        if all("gold_chosen" in p for p in pairs):
+            r["accuracy_gold"] = agreement_with_labels(c, rj, [p["gold_chosen"] for p in pairs],
+                                                       [p["gold_rejected"] for p in pairs])
+        r["accuracy_labels"] = sum(a > b for a, b in zip(c, rj)) / n
+        run_dir.log({f"{prec}/{k}": v for k, v in r.items() if isinstance(v, (int, float))}, step=i)
+        results.append(r)
+    table = format_table(results)
+    (run_dir.path / "table.md").write_text(table + "\n")
+    print(f"\n[rm-eval] {cfg.rm} on {device}, {n} held-out pairs, batch {cfg.batch_size}\n{table}")
+    for r in results:
+        print(f"  {r['precision']}: {r['backend']}; block linears stored as {r['linear_weight_dtypes']}; "
+              f"high precision: {r['high_precision_modules']}")
+    return {"rm": cfg.rm, "reference": ref_rm, "device": str(device), "pairs": n, "batch_size": cfg.batch_size,
+            "precisions": {r["precision"]: {k: v for k, v in r.items() if k != "scores"} for r in results}}
 
 
 def quantize(rm: str, precision: str, out: str | None = None, device: str = "cpu") -> Path:
     """Write a quantized RM folder that reloads with :func:`load_reward_model` (precision as stored)."""
-    from edgerlhf.models.adapters import find_artifact, read_artifact_meta, write_artifact_meta
-    from edgerlhf.models.precision import check_precision, stored_bytes
-    from edgerlhf.rewards.learned import merged_fp32, to_precision
-    from edgerlhf.tracking.run import atomic_write_dir
-
     check_precision(precision)
     art = find_artifact(rm)
     meta = read_artifact_meta(art)

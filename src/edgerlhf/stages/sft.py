@@ -14,12 +14,16 @@ import torch
 
 from edgerlhf.config import SFTConfig
 from edgerlhf.data.formatting import encode_pair, last_message
+from edgerlhf.data.loaders import DataError, load_preference_rows, load_sft_rows
+from edgerlhf.data.task import build_task
+from edgerlhf.data.taskfile import held_out_prompts
 from edgerlhf.models.adapters import (apply_lora, count_params, enable_gradient_checkpointing,
                                       write_artifact_meta)
 from edgerlhf.models.generation import generate, right_pad
-from edgerlhf.models.loading import load_causal_lm, load_tokenizer, resolve_device, resolve_dtype
-from edgerlhf.stages.loop import fit, fit_stats, join_launch, make_optimizer, seed_everything, total_steps_for
-from edgerlhf.tracking import PeakMemory, RunDir
+from edgerlhf.models.loading import load_causal_lm, load_tokenizer
+from edgerlhf.rewards.gold import gold_eval, make_gold
+from edgerlhf.stages.loop import fit, fit_stats, make_optimizer, total_steps_for
+from edgerlhf.stages.skeleton import Context, Setup, run_stage
 from edgerlhf.tracking.run import main_write_dir, say
 
 
@@ -27,8 +31,6 @@ from edgerlhf.tracking.run import main_write_dir, say
 
 def load_rows(cfg: SFTConfig, tok) -> tuple[list[dict], list[dict], int]:
     """Training and held-out rows (validated before any run folder exists)."""
-    from edgerlhf.data.loaders import load_preference_rows, load_sft_rows
-
     def load(source: str):
         if cfg.sft_from == "chosen":  # a preference file: prompt -> chosen response
             rows, bad = load_preference_rows(source, tokenizer=tok, max_length=cfg.max_length)
@@ -36,8 +38,6 @@ def load_rows(cfg: SFTConfig, tok) -> tuple[list[dict], list[dict], int]:
         return load_sft_rows(source, tokenizer=tok, max_length=cfg.max_length)
 
     if cfg.dataset == "builtin":
-        from edgerlhf.data.task import build_task
-
         task = build_task()  # the task is fixed; cfg.seed only shuffles the training order
         train, held_out, skipped = task["train"], task["eval"], 0
     else:
@@ -61,8 +61,6 @@ def load_rows(cfg: SFTConfig, tok) -> tuple[list[dict], list[dict], int]:
 def _encode(tok, rows: list[dict], max_length: int, source: str) -> list[tuple[list[int], list[int]]]:
     """Token ids with completion-only labels; a prompt that leaves no room for its completion under the
     chat template is a data error naming the row (the loader's length check does not see the template)."""
-    from edgerlhf.data.loaders import DataError
-
     out = []
     for r in rows:
         try:
@@ -104,99 +102,94 @@ def _samples(model, tok, prompts, cfg: SFTConfig) -> list[str]:
     return texts
 
 
-def run(cfg: SFTConfig) -> Path:
-    """Train, save the adapter, and return the run folder."""
-    # 0 set-up: everything that can fail on bad input happens before the run folder exists
-    cfg = join_launch(cfg)
-    seed_everything(cfg.seed)
-    device = resolve_device(cfg.device)
-    dtype = resolve_dtype(cfg.dtype, device)
+def _prepare(setup: Setup):
+    """The data, read, checked and encoded before the run folder exists."""
+    cfg = setup.cfg
     tok = load_tokenizer(cfg.model, cfg.chat_template)
     train_rows, held_rows, skipped = load_rows(cfg, tok)
     encoded = _encode(tok, train_rows, cfg.max_length, cfg.dataset)
     held_enc = _encode(tok, held_rows, cfg.max_length, cfg.eval_dataset or cfg.dataset)
+    return tok, held_rows, skipped, encoded, held_enc
+
+
+def _train(ctx: Context, data) -> dict:
+    cfg, device, dtype, run_dir, mem = ctx.cfg, ctx.device, ctx.dtype, ctx.run_dir, ctx.mem
+    tok, held_rows, skipped, encoded, held_enc = data
     total_steps = total_steps_for(cfg, len(encoded))
+    model = load_causal_lm(cfg.model, dtype=dtype, device=device, seed=cfg.seed)
+    model.config.use_cache = False
+    if cfg.lora:
+        model = apply_lora(model, cfg, "CAUSAL_LM")
+    if cfg.gradient_checkpointing:
+        enable_gradient_checkpointing(model)
+    trainable, total = count_params(model)
+    say(f"[sft] {cfg.model} on {device} ({str(dtype).removeprefix('torch.')}), "
+        f"{trainable:,} trainable / {total:,} parameters, {len(encoded)} train rows, {total_steps} steps")
+    sample_prompts = [r["prompt"] for r in held_rows[: cfg.sample_prompts]]
+    before = _samples(model, tok, sample_prompts, cfg)
+    loss_before = eval_loss(model, held_enc, cfg.per_device_train_batch_size, tok.pad_token_id, device) if held_enc else float("nan")
+    run_dir.log({"eval/loss": loss_before}, step=0)
+    for text in before:
+        run_dir.log_text("sample/before", text, 0)
 
-    run_dir = RunDir(cfg)
-    mem = PeakMemory().start()
-    try:
-        model = load_causal_lm(cfg.model, dtype=dtype, device=device, seed=cfg.seed)
-        model.config.use_cache = False
-        if cfg.lora:
-            model = apply_lora(model, cfg, "CAUSAL_LM")
-        if cfg.gradient_checkpointing:
-            enable_gradient_checkpointing(model)
-        trainable, total = count_params(model)
-        say(f"[sft] {cfg.model} on {device} ({str(dtype).removeprefix('torch.')}), "
-            f"{trainable:,} trainable / {total:,} parameters, {len(encoded)} train rows, {total_steps} steps")
-        sample_prompts = [r["prompt"] for r in held_rows[: cfg.sample_prompts]]
-        before = _samples(model, tok, sample_prompts, cfg)
-        loss_before = eval_loss(model, held_enc, cfg.per_device_train_batch_size, tok.pad_token_id, device) if held_enc else float("nan")
-        run_dir.log({"eval/loss": loss_before}, step=0)
-        for text in before:
-            run_dir.log_text("sample/before", text, 0)
+    def targets(b):  # completion tokens that are predicted (a label at position t is predicted at t - 1)
+        return int((b["labels"][:, 1:] != -100).sum())
 
-        def targets(b):  # completion tokens that are predicted (a label at position t is predicted at t - 1)
-            return int((b["labels"][:, 1:] != -100).sum())
+    def loss_fn(m, b, n):  # summed over the completion tokens, divided by the step's (every process's) count
+        b = {k: v.to(device) for k, v in b.items()}
+        return m(**b, num_items_in_batch=n).loss, int(b["attention_mask"].sum()), {}
 
-        def loss_fn(m, b, n):  # summed over the completion tokens, divided by the step's (every process's) count
-            b = {k: v.to(device) for k, v in b.items()}
-            return m(**b, num_items_in_batch=n).loss, int(b["attention_mask"].sum()), {}
+    def on_eval(step):
+        run_dir.log({"eval/loss": eval_loss(model, held_enc, cfg.per_device_train_batch_size, tok.pad_token_id, device)}, step=step)
+        if sample_prompts:
+            run_dir.log_text("sample/eval", _samples(model, tok, sample_prompts[:1], cfg)[0], step)
 
-        def on_eval(step):
-            run_dir.log({"eval/loss": eval_loss(model, held_enc, cfg.per_device_train_batch_size, tok.pad_token_id, device)}, step=step)
-            if sample_prompts:
-                run_dir.log_text("sample/eval", _samples(model, tok, sample_prompts[:1], cfg)[0], step)
+    optimizer, scheduler = make_optimizer(model, cfg, total_steps)
+    history = fit(model, optimizer, scheduler, encoded, lambda b: collate(b, tok.pad_token_id), loss_fn, cfg,
+                  total_steps, run_dir, mem, "sft", on_eval, count=targets)
 
-        optimizer, scheduler = make_optimizer(model, cfg, total_steps)
-        history = fit(model, optimizer, scheduler, encoded, lambda b: collate(b, tok.pad_token_id), loss_fn, cfg,
-                      total_steps, run_dir, mem, "sft", on_eval, count=targets)
+    loss_after = eval_loss(model, held_enc, cfg.per_device_train_batch_size, tok.pad_token_id, device) if held_enc else float("nan")
+    after = _samples(model, tok, sample_prompts, cfg)
+    gold = {}
+    source = cfg.gold_eval_source(trains_on_builtin=cfg.dataset == "builtin")
+    if source:
+        gold = gold_eval(model, tok, held_out_prompts(source, cfg.gold_eval_prompts), seed=cfg.seed,
+                         max_new_tokens=cfg.sample_max_new_tokens, progress=cfg.progress,
+                         gold=make_gold(cfg.gold))
+        for text, g in list(zip(gold.pop("responses"), gold.pop("gold")))[:8]:
+            run_dir.log_text("sample/gold_eval", f"[gold {g:+.2f}] {text}", total_steps)
+    run_dir.log({"eval/loss": loss_after, **gold, **mem.as_metrics()}, step=total_steps)
+    for s in after:
+        run_dir.log_text("sample/after", s, total_steps)
 
-        loss_after = eval_loss(model, held_enc, cfg.per_device_train_batch_size, tok.pad_token_id, device) if held_enc else float("nan")
-        after = _samples(model, tok, sample_prompts, cfg)
-        gold = {}
-        source = cfg.gold_eval_source(trains_on_builtin=cfg.dataset == "builtin")
-        if source:
-            from edgerlhf.data.taskfile import held_out_prompts
-            from edgerlhf.rewards.gold import gold_eval, make_gold
+    # save: PEFT's standard layout (adapter_config.json + adapter_model.safetensors), written atomically
+    kind = "lora" if cfg.lora else "full"
 
-            gold = gold_eval(model, tok, held_out_prompts(source, cfg.gold_eval_prompts), seed=cfg.seed,
-                             max_new_tokens=cfg.sample_max_new_tokens, progress=cfg.progress,
-                             gold=make_gold(cfg.gold))
-            for text, g in list(zip(gold.pop("responses"), gold.pop("gold")))[:8]:
-                run_dir.log_text("sample/gold_eval", f"[gold {g:+.2f}] {text}", total_steps)
-        run_dir.log({"eval/loss": loss_after, **gold, **mem.as_metrics()}, step=total_steps)
-        for s in after:
-            run_dir.log_text("sample/after", s, total_steps)
+    def fill(tmp: Path):
+        model.save_pretrained(tmp, safe_serialization=True)
+        tok.save_pretrained(tmp)
+        write_artifact_meta(tmp, stage="sft", kind=kind, base_model=cfg.model, seed=cfg.seed,
+                            use_chat_template=cfg.chat_template)
 
-        # save: PEFT's standard layout (adapter_config.json + adapter_model.safetensors), written atomically
-        kind = "lora" if cfg.lora else "full"
+    artifact = main_write_dir(run_dir.path / ("adapter" if cfg.lora else "model"), fill)
+    stats = {
+        "artifact": str(artifact), "trainable_params": trainable, "total_params": total, "train_rows": len(encoded),
+        "eval_rows": len(held_enc), "skipped_rows": skipped, **fit_stats(history, total_steps),
+        "eval/loss_before": loss_before, "eval/loss_after": loss_after, **gold, **mem.stop().as_metrics(),
+        "samples": [{"prompt": last_message(p), "before": b, "after": a}
+                    for p, b, a in zip(sample_prompts, before, after)],
+    }
+    for p, b, a in zip(sample_prompts, before, after):
+        say(f"\n[sft] prompt: {last_message(p)}\n  before: {b}\n  after:  {a}")
+    if gold:
+        say(f"\n[sft] gold ({cfg.gold}) on {gold['eval/gold_n']} held-out prompts: {gold['eval/gold_mean']:+.3f} "
+            f"(95% CI {gold['eval/gold_ci95_low']:+.3f} .. {gold['eval/gold_ci95_high']:+.3f})")
+    say(f"\n[sft] eval loss {loss_before:.3f} -> {loss_after:.3f}; {total_steps} steps in "
+        f"{history['train_s']:.0f}s; peak memory {stats['memory/peak_mb']:.0f} MB; adapter: {artifact}")
+    return stats
 
-        def fill(tmp: Path):
-            model.save_pretrained(tmp, safe_serialization=True)
-            tok.save_pretrained(tmp)
-            write_artifact_meta(tmp, stage="sft", kind=kind, base_model=cfg.model, seed=cfg.seed,
-                                use_chat_template=cfg.chat_template)
 
-        artifact = main_write_dir(run_dir.path / ("adapter" if cfg.lora else "model"), fill)
-        stats = {
-            "artifact": str(artifact), "device": str(device), "compute_dtype": str(dtype).removeprefix("torch."),
-            "trainable_params": trainable, "total_params": total, "train_rows": len(encoded),
-            "eval_rows": len(held_enc), "skipped_rows": skipped, **fit_stats(history, total_steps),
-            "eval/loss_before": loss_before, "eval/loss_after": loss_after, **gold, **mem.stop().as_metrics(),
-            "samples": [{"prompt": last_message(p), "before": b, "after": a}
-                        for p, b, a in zip(sample_prompts, before, after)],
-        }
-        for p, b, a in zip(sample_prompts, before, after):
-            say(f"\n[sft] prompt: {last_message(p)}\n  before: {b}\n  after:  {a}")
-        if gold:
-            say(f"\n[sft] gold ({cfg.gold}) on {gold['eval/gold_n']} held-out prompts: {gold['eval/gold_mean']:+.3f} "
-                f"(95% CI {gold['eval/gold_ci95_low']:+.3f} .. {gold['eval/gold_ci95_high']:+.3f})")
-        say(f"\n[sft] eval loss {loss_before:.3f} -> {loss_after:.3f}; {total_steps} steps in "
-            f"{history['train_s']:.0f}s; peak memory {stats['memory/peak_mb']:.0f} MB; adapter: {artifact}")
-        return run_dir.finish(stats)
-    except BaseException as e:
-        mem.stop()
-        run_dir.fail(e)
-        raise
+def run(cfg: SFTConfig) -> Path:
+    """Train, save the adapter, and return the run folder."""
+    return run_stage(cfg, _prepare, _train)
 

@@ -12,15 +12,30 @@ left; a PPO stage that stopped with a checkpoint resumes from it.
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
+import re
 import shutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import MISSING, dataclass, fields
 from pathlib import Path
 
-from edgerlhf.config import ONLINE_STAGES, STAGE_CONFIGS, from_dict, to_dict
-from edgerlhf.presets import STAGE_PRESETS, STUDY_PRESETS  # noqa: F401  (STUDY_PRESETS re-exported)
+from edgerlhf import registry
+from edgerlhf.config import from_dict, to_dict
+from edgerlhf.data.taskfile import load_task
+from edgerlhf.distributed import require_one_process
+from edgerlhf.models.loading import resolve_device
+from edgerlhf.models.precision import default_precisions, parse_precisions
+from edgerlhf.presets import STAGE_PRESETS, STUDY_PRESETS
+from edgerlhf.runfolder import RunFolder
+from edgerlhf.study.records import StageRecord
+from edgerlhf.study.report import write_report
+from edgerlhf.tracking import atomic_write_json
+from edgerlhf.tracking.checkpoint import list_checkpoints
+from edgerlhf.tracking.isolate import run_isolated
+
+__all__ = ["STUDY_PRESETS", "Arm", "StageRecord", "config_key", "parse_arms", "run_stage", "run_study"]
 
 # keys that never change what a stage computes
 VOLATILE = {"output_dir", "run_name", "progress", "report_to", "resume", "stage", "lean_update", "task"}
@@ -47,16 +62,6 @@ def _relative(v, study: Path | None):
     return v
 
 
-@dataclass
-class StageRecord:
-    stage: str
-    label: str
-    path: Path
-    reused: bool
-    wall_s: float
-    summary: dict = field(default_factory=dict)
-
-
 def _comparable(v, study: Path):
     """A setting as the equivalence check compares it: a path to a folder of this study by that folder's name
     (the study may have moved since), lists item by item, everything else as is."""
@@ -77,81 +82,61 @@ def _equivalent(study: Path, label: str, cfg) -> Path | None:
     """A finished ``<label>-<key>`` folder whose saved config has the same settings as ``cfg``, whatever its key:
     studies made by an older EdgeRLHF (other key formula, or before a setting existed: a setting its config
     lacks counts as its default) are reused, not redone."""
-    import re
-    from dataclasses import MISSING, fields
-
-    import yaml
-
     defaults = {f.name: f.default if f.default is not MISSING else f.default_factory() for f in fields(cfg)
                 if f.default is not MISSING or f.default_factory is not MISSING}
     want = {k: _comparable(v, study) for k, v in to_dict(cfg).items() if k not in VOLATILE}
     pattern = re.compile(re.escape(label) + r"-[0-9a-f]{10}")
-    for cand in sorted(study.glob(f"{label}-*")):
-        if not pattern.fullmatch(cand.name) or _status(cand) != "finished" or not (cand / "config.yaml").is_file():
+    for path in sorted(study.glob(f"{label}-*")):
+        cand = RunFolder(path)
+        if not pattern.fullmatch(cand.name) or not cand.finished or not cand.config:
             continue
-        saved = yaml.safe_load((cand / "config.yaml").read_text()) or {}
+        saved = cand.config
         if all(_comparable(saved.get(k, defaults.get(k)), study) == v for k, v in want.items()):
-            return cand
+            return cand.path
     return None
 
 
-def _status(path: Path) -> str:
-    f = path / "status"
-    return f.read_text().strip() if f.is_file() else ""
-
-
 def _run_child(stage: str, cfg: dict) -> str:
-    from edgerlhf.stages import stage_module
-
+    row = registry.get(stage)
     cfg = dict(cfg)
     cfg.pop("stage", None)
-    return str(stage_module(stage).run(from_dict(STAGE_CONFIGS[stage], cfg)))
+    return str(row.runner()(from_dict(row.config, cfg)))
 
 
 def run_stage(study: Path, stage: str, label: str, overrides: dict, *, isolate: bool = True, log=print) -> StageRecord:
     """Run one stage in ``study`` unless a finished run with the same resolved config is there; by default
     in its own process, so its peak memory is its own and nothing it held stays behind for the next."""
-    from edgerlhf.stages import stage_module
-
+    row = registry.get(stage)
     overrides = dict(overrides)
     preset = overrides.pop("preset", None)
     raw = {**(STAGE_PRESETS.get(stage, {}).get(preset, {}) if preset else {}), **overrides}
-    cfg = from_dict(STAGE_CONFIGS[stage], {**raw, "output_dir": str(study)}, f"study stage {label}")
+    cfg = from_dict(row.config, {**raw, "output_dir": str(study)}, f"study stage {label}")
     name = f"{label}-{config_key(cfg, study)}"
     path = study / name
-    if _status(path) != "finished":  # a folder of the same settings under another key (older EdgeRLHF)?
+    if not RunFolder(path).finished:  # a folder of the same settings under another key (older EdgeRLHF)?
         same = _equivalent(study, label, cfg)
         if same is not None:
             name, path = same.name, same
-    if _status(path) == "finished":
+    if RunFolder(path).finished:
         log(f"[run] {label}: reusing {path} (finished, same config)")
-        return StageRecord(stage, label, path, True, 0.0, json.loads((path / "summary.json").read_text()))
+        return StageRecord(stage, label, path, True, 0.0, RunFolder(path).require_summary())
     kw = {"run_name": name}
     if path.exists():
-        from edgerlhf.tracking.checkpoint import list_checkpoints
-
-        if stage in ONLINE_STAGES and list_checkpoints(path / "checkpoints"):
+        if row.online and list_checkpoints(path / "checkpoints"):
             kw["resume"] = str(path)
             log(f"[run] {label}: resuming {path} from its last checkpoint")
         else:  # a crashed stage without a checkpoint: keep it aside for inspection, start clean
-            aside = path.with_name(f".{name}.{_status(path) or 'partial'}-{int(time.time())}")
+            aside = path.with_name(f".{name}.{RunFolder(path).status or 'partial'}-{int(time.time())}")
             shutil.move(str(path), str(aside))
             log(f"[run] {label}: previous attempt moved to {aside}")
-    cfg = from_dict(STAGE_CONFIGS[stage], {**raw, "output_dir": str(study), **kw}, f"study stage {label}")
+    cfg = from_dict(row.config, {**raw, "output_dir": str(study), **kw}, f"study stage {label}")
     log(f"[run] {label}: {path}")
     t0 = time.perf_counter()
     if isolate:
-        from edgerlhf.tracking.isolate import run_isolated
-
         out = run_isolated(_run_child, stage, to_dict(cfg), what=f"stage {label}")
     else:
-        out = stage_module(stage).run(cfg)
-    return StageRecord(stage, label, Path(out), False, time.perf_counter() - t0,
-                       json.loads((Path(out) / "summary.json").read_text()))
-
-
-ALGORITHMS = ("ppo", "grpo", "rloo", "dpo")
-NO_RM = {"dpo"}  # learns from the pairs directly: no reward model, so no RM precision
+        out = row.runner()(cfg)
+    return StageRecord(stage, label, Path(out), False, time.perf_counter() - t0, RunFolder(out).require_summary())
 
 
 @dataclass(frozen=True)
@@ -169,28 +154,26 @@ class Arm:
         """(training stage label, evaluation label). The base seed keeps today's names (``ppo-fp32`` /
         ``eval-fp32``), so a one-seed study extended by seeds later reuses everything it ran."""
         sfx = "" if seed == base_seed else f"-seed{seed}"
-        ev = f"eval-{self.precision.replace(':', '-')}" if self.algorithm == "ppo" else f"eval-{self.name}"
+        short = registry.get(self.algorithm).short_eval_label
+        ev = f"eval-{self.precision.replace(':', '-')}" if short else f"eval-{self.name}"
         return self.name + sfx, ev + sfx
 
 
 def parse_arms(algorithms: list[str] | str | None, precisions: list[str]) -> list[Arm]:
     """``["ppo", "grpo@fp32", "dpo"]``: every RM-based algorithm at each of ``precisions`` unless it names its
     own (``@fp32+int8``); DPO once. Unknown names are one error listing every problem."""
-    import difflib
-
-    from edgerlhf.models.precision import parse_precisions
-
+    known = registry.algorithms()
     if isinstance(algorithms, str):
         algorithms = algorithms.split(",")
     arms, errs = [], []
     for item in [a.strip() for a in (algorithms or ["ppo"]) if a.strip()]:
         algo, _, precs = item.partition("@")
-        if algo not in ALGORITHMS:
-            close = difflib.get_close_matches(algo, ALGORITHMS, n=1)
+        if algo not in known:
+            close = difflib.get_close_matches(algo, known, n=1)
             errs.append(f"unknown algorithm {algo!r}" + (f" (did you mean {close[0]!r}?)" if close else "")
-                        + f"; use {', '.join(ALGORITHMS)}")
+                        + f"; use {', '.join(known)}")
             continue
-        if algo in NO_RM:
+        if not registry.get(algo).uses_rm:
             if precs:
                 errs.append(f"{item!r}: {algo} has no reward model, so no RM precision to name")
             arms.append(Arm(algo))
@@ -226,13 +209,7 @@ def run_study(preset: str = "quick", *, precisions: list[str] | None = None, mod
     (the study's own settings, such as its presets' budgets, come after it). It is checked whole before the study
     folder exists: a bad task file writes nothing.
     """
-    from edgerlhf.distributed import require_one_process
-
-    require_one_process("the study (edgerlhf run)")  # it launches its stages itself, one process each
-
-    from edgerlhf.models.loading import resolve_device
-    from edgerlhf.models.precision import default_precisions, parse_precisions
-    from edgerlhf.study.report import write_report
+    require_one_process("the study (edgerlhf run)", registry.data_parallel_stages())  # it runs its stages itself
 
     if preset not in STUDY_PRESETS:
         raise ValueError(f"unknown study preset {preset!r}; use one of {', '.join(STUDY_PRESETS)}")
@@ -248,8 +225,6 @@ def run_study(preset: str = "quick", *, precisions: list[str] | None = None, mod
               "report_to": report_to or ["tensorboard"]}
     name = f"{preset}-{Path(model).name}-seed{seed}"
     if task:
-        from edgerlhf.data.taskfile import load_task
-
         t = load_task(str(task))  # every problem at once, before anything is written
         common["task"] = t.path
         name = f"{preset}-{t.label}-{Path(model).name}-seed{seed}" if str(task) not in ("builtin", "default") else name
@@ -285,7 +260,7 @@ def run_study(preset: str = "quick", *, precisions: list[str] | None = None, mod
         for arm in arms:
             train_label, eval_label = arm.labels(s, seed)
             extra = {"policy": str(sft.path), "seed": s}
-            extra.update({"prefs": str(prefs.path)} if arm.algorithm in NO_RM
+            extra.update({"prefs": str(prefs.path)} if not registry.get(arm.algorithm).uses_rm
                          else {"reward": str(rm_s.path), "reward_precision": arm.precision})
             trained = stage(arm.algorithm, train_label, extra)
             ev = stage("eval", eval_label, {"policy": str(trained.path), "reward": str(rm.path),
@@ -307,8 +282,6 @@ def _compute_s(records: list[StageRecord]) -> float:
 
 
 def _write_index(study: Path, plan: dict, records: list[StageRecord], wall: float) -> None:
-    from edgerlhf.tracking import atomic_write_json
-
     atomic_write_json(study / "study.json", {
         **plan, "wall_time_s": round(wall, 1), "compute_s": round(_compute_s(records), 1),
         "stages": [{"stage": r.stage, "label": r.label, "path": r.path.name, "reused": r.reused,

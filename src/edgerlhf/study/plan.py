@@ -1,86 +1,41 @@
 """The memory planner (``edgerlhf plan``): each stage's peak predicted from the model's shape and the stage's
-settings, before anything runs, and the settings that fit a budget.
-
-A prediction is a sum of named terms, each a count of bytes of tensors that live at the same time at the stage's
-peak (the stage's code decides which; the docstring of each ``_stage`` function says what it follows):
-
-- weights at their precision (fp32 4 bytes, bf16 / fp16 2, int8 1, int4 0.53 per parameter of the quantised
-  linears; embeddings stay at the compute dtype), a tied output matrix once, the RM's embedding shared with the
-  policy's when both hold the same bytes (``share_identical_weights``);
-- LoRA and optimizer state: 16 bytes per trainable parameter (fp32 weight, gradient, AdamW's two moments);
-- activations saved for the backward, per token per block in the graph (blocks with LoRA: the frozen trunk below
-  ``lora_layers`` keeps nothing): the inputs of the norms, projections, attention and MLP, LoRA's dropout copies
-  (counted from the block's shape below); with gradient checkpointing only each block's input, plus one block's
-  activations while it is recomputed;
-- logits: full (batch x length x vocabulary, five fp32 copies at the loss's backward: logits, log-softmax, their
-  gradients, the softmax) where a stage lets transformers compute the loss (SFT), one chunk of 128 positions
-  (four copies) where the chunked log-probs run (RM, DPO, online RL);
-- the KV cache of generation (2 x blocks x batch x tokens x kv heads x head dim) and the decoding step's logits;
-- on the CPU, what glibc keeps of a training forward's freed transients: 0.6 x the activations, measured
-  (``GLIBC_KEPT``; none with ``lean_update`` in online RL, whose update fixes the mmap threshold);
-- the runtime: on the CPU the resident size of Python with torch, transformers and peft imported, **measured** in
-  the planning process itself (it is this machine's, not a constant); on a GPU the CUDA context is outside
-  ``max_memory_allocated`` and is shown as a separate estimate.
-
-Pure functions of (shape, settings) except :func:`runtime_bytes` and :func:`model_shape`; validated against the
-measured peaks of a study's stages by :func:`validate` (``edgerlhf plan --validate STUDY``).
+settings, before anything runs, and the settings that fit a budget. The terms and their byte counts are
+:mod:`edgerlhf.study.memory_model` (its docstring says what each counts); which terms a stage has at its peak
+follows the stage's kind in :mod:`edgerlhf.registry` (supervised, sampling, reward, online, pairs, evaluate), so a
+new online algorithm is planned without a change here. Validated against the measured peaks of a study's stages
+by :func:`validate` (``edgerlhf plan --validate STUDY``).
 """
 
 from __future__ import annotations
 
-import json
+import dataclasses
 from pathlib import Path
+from types import SimpleNamespace
 from typing import NamedTuple
 
-MiB = 2**20
-GiB = 2**30
-CHUNK = 128  # positions per logits chunk in rl/logprobs.py (token_logprobs)
-CUDA_CONTEXT = 500 * MiB  # the CUDA context and kernels: outside max_memory_allocated, seen by nvidia-smi
-PRECISION_BYTES = {"fp32": 4.0, "bf16": 2.0, "fp16": 2.0, "int8": 1.0, "int4": 0.53}  # per quantised-linear weight
-PLANNED_STAGES = ("sft", "prefs", "reward", "ppo", "grpo", "rloo", "dpo", "eval")
+from edgerlhf import registry
+from edgerlhf.config import ConfigError, unknown_key_message
+from edgerlhf.data.formatting import completion_text, encode_prompt
+from edgerlhf.data.loaders import load_preference_rows, load_prompt_rows, load_sft_rows
+from edgerlhf.data.task import eval_prompts, train_rows
+from edgerlhf.data.taskfile import load_task, stage_settings as task_settings
+from edgerlhf.models.loading import load_tokenizer, resolve_model_path, tiny_config
+from edgerlhf.presets import STAGE_PRESETS, STUDY_PRESETS
+from edgerlhf.runfolder import RunFolder
+from edgerlhf.study.memory_model import (CUDA_CONTEXT, GiB, MiB, PRECISION_BYTES, Shape, StagePlan, Term,
+                                         activation_bytes, base_weights, chunk_logits_bytes, decode_logits_bytes,
+                                         full_logits_bytes, kv_bytes, lora_params, pair_terms, phase_max,
+                                         prompt_answer, shape_from_config, train_terms, weight_bytes, with_kept)
 
-
-class Shape(NamedTuple):
-    """What memory depends on in a decoder-only model."""
-
-    layers: int
-    hidden: int
-    intermediate: int
-    heads: int
-    kv_heads: int
-    head_dim: int
-    vocab: int
-    params: int  # all parameters, a tied output matrix once
-    embed_params: int
-    tied: bool
-
-    @property
-    def linear_params(self) -> int:
-        """Parameters of the quantisable linears (everything but embeddings, norms and an untied head)."""
-        head = 0 if self.tied else self.embed_params
-        return self.params - self.embed_params - head - (2 * self.layers + 1) * self.hidden
-
-
-def shape_from_config(c) -> Shape:
-    head_dim = getattr(c, "head_dim", None) or c.hidden_size // c.num_attention_heads
-    kv = getattr(c, "num_key_value_heads", None) or c.num_attention_heads
-    H, I, L, V = c.hidden_size, c.intermediate_size, c.num_hidden_layers, c.vocab_size
-    attn = H * c.num_attention_heads * head_dim * 2 + H * kv * head_dim * 2
-    block = attn + 3 * H * I + 2 * H
-    tied = bool(getattr(c, "tie_word_embeddings", False))
-    params = V * H + L * block + H + (0 if tied else V * H)
-    return Shape(L, H, I, c.num_attention_heads, kv, head_dim, V, params, V * H, tied)
+# every stage the planner has a memory model for (all but the RM precision table, which measures instead)
+PLANNED_STAGES = tuple(s.name for s in registry.STAGES if s.kind != "measure")
 
 
 def model_shape(model: str) -> Shape:
     """The shape of ``model`` (default, tiny, a folder or hub id) from its config, without loading weights."""
     if model == "tiny":
-        from edgerlhf.models.loading import load_tokenizer, tiny_config
-
         return shape_from_config(tiny_config(len(load_tokenizer("tiny"))))
-    from transformers import AutoConfig
-
-    from edgerlhf.models.loading import resolve_model_path
+    from transformers import AutoConfig  # transformers: heavy, and only for a real model's shape
 
     return shape_from_config(AutoConfig.from_pretrained(resolve_model_path(model)))
 
@@ -88,6 +43,7 @@ def model_shape(model: str) -> Shape:
 def runtime_bytes() -> int:
     """This process's resident size with the libraries every stage imports loaded: the runtime a stage starts
     from on this machine (measured, Linux; 0 where /proc is missing)."""
+    # imported here on purpose: the point is to measure the process with the heavy libraries loaded
     import peft  # noqa: F401
     import torch  # noqa: F401
     import transformers  # noqa: F401
@@ -114,12 +70,6 @@ def task_lengths(task: str | None, model: str) -> Lengths:
     """Read a task's data (a task file, or the built-in task for None / 'builtin') and measure its longest prompt
     (chat-formatted, generation prompt included) and longest answer (a completion, chosen or rejected, with its
     end-of-turn): what a batch is padded to at worst."""
-    from edgerlhf.data.formatting import completion_text, encode_prompt
-    from edgerlhf.data.loaders import load_preference_rows, load_prompt_rows, load_sft_rows
-    from edgerlhf.data.task import eval_prompts, train_rows
-    from edgerlhf.data.taskfile import load_task
-    from edgerlhf.models.loading import load_tokenizer
-
     t = load_task(task or "builtin")
     tok = load_tokenizer(model, t.chat_template)
     pairs: list[tuple[object, object]] = []  # (prompt, answer or None)
@@ -159,140 +109,16 @@ def task_lengths(task: str | None, model: str) -> Lengths:
     return Lengths(P, A, S or P + A, len(pairs))
 
 
-# -- terms (bytes) ------------------------------------------------------------------------------------------------
-
-def weight_bytes(s: Shape, precision: str, compute_bytes: float) -> float:
-    """A model's weights: quantised linears at ``precision``, embeddings and norms at the compute dtype."""
-    p = precision.split(":")[0]
-    if p in ("fp32", "bf16", "fp16"):
-        return s.params * PRECISION_BYTES[p]
-    return s.linear_params * PRECISION_BYTES[p] + (s.params - s.linear_params) * compute_bytes
-
-
-def lora_params(s: Shape, r: int, layers: int) -> int:
-    """LoRA on every linear of ``layers`` blocks (0: all): r x (in + out) per linear."""
-    q, kv = s.heads * s.head_dim, s.kv_heads * s.head_dim
-    per_block = r * ((s.hidden + q) * 2 + (s.hidden + kv) * 2 + (s.hidden + s.intermediate) * 3)
-    return per_block * (layers or s.layers)
-
-
-def act_per_token_block(s: Shape, wbytes: float, lora_dropout: float) -> float:
-    """Bytes autograd saves per token in one LLaMA block with LoRA on its linears (eager PyTorch, SDPA): the two
-    norms' inputs and outputs (4 H), the rotated q (H), k and v (2 x kv), the attention output before and after the
-    head reshape (2 H), the MLP's gate, up, SiLU and product (4 I); with LoRA dropout each adapted linear's input is
-    copied and masked (6 H + I values, fp32 plus a bool mask). tests/study/test_plan.py counts what autograd saves
-    in the tiny model against this (the default model's count: 67.7 KB per token per block, this: 66.6)."""
-    n = (7 * s.hidden + 2 * s.kv_heads * s.head_dim + 4 * s.intermediate) * wbytes
-    drop = (6 * s.hidden + s.intermediate) * (4.0 + 1.0) if lora_dropout > 0 else 0.0
-    return n + drop
-
-
-def activation_bytes(s: Shape, rows: int, tokens: int, graph_blocks: int, wbytes: float, lora_dropout: float,
-                     checkpointing: bool) -> float:
-    per = act_per_token_block(s, wbytes, lora_dropout)
-    if checkpointing:  # block inputs kept, one block's activations alive while it is recomputed
-        return rows * tokens * (graph_blocks * s.hidden * wbytes + per)
-    return rows * tokens * graph_blocks * per
-
-
-def kv_bytes(s: Shape, rows: int, tokens: int, wbytes: float) -> float:
-    return 2 * s.layers * rows * tokens * s.kv_heads * s.head_dim * wbytes
-
-
-def full_logits_bytes(s: Shape, rows: int, tokens: int) -> float:
-    """transformers' causal-LM loss at its backward: the logits, the saved log-softmax, the gradients of both and
-    the softmax the log-softmax backward makes (five fp32 copies)."""
-    return 5 * rows * tokens * s.vocab * 4.0
-
-
-def chunk_logits_bytes(s: Shape) -> float:
-    return 4 * CHUNK * s.vocab * 4.0
-
-
-def decode_logits_bytes(s: Shape, rows: int) -> float:
-    return 4 * rows * s.vocab * 4.0  # logits, warped, softmax, cdf (fp32) of one step
-
-
-# -- stages ---------------------------------------------------------------------------------------------------
-
-class Term(NamedTuple):
-    name: str
-    nbytes: float
-
-
-class StagePlan(NamedTuple):
-    stage: str
-    device: str
-    terms: tuple[Term, ...]  # the peak phase's terms, runtime first
-    phase: str  # which phase of the stage peaks
-
-    @property
-    def peak(self) -> float:
-        return sum(t.nbytes for t in self.terms)
-
-    def term(self, name: str) -> float:
-        return sum(t.nbytes for t in self.terms if t.name == name)
-
-
-def _phase_max(phases: dict[str, list[Term]]) -> tuple[str, list[Term]]:
-    name = max(phases, key=lambda k: sum(t.nbytes for t in phases[k]))
-    return name, phases[name]
-
-
-def _train_terms(s, cfg, rows, tokens, wbytes, graph_blocks, trainable) -> list[Term]:
-    return [Term("LoRA + AdamW state", trainable * 16.0),
-            Term("activations", activation_bytes(s, rows, tokens, graph_blocks, wbytes, cfg.lora_dropout,
-                                                 cfg.gradient_checkpointing))]
-
-
-def _base_weights(s: Shape, base_precision: str, cdt: float) -> float:
-    """A trained model's frozen base: quantised (int8 / int4) or at the compute dtype ('fp32' means unquantised)."""
-    bp = base_precision.split(":")[0]
-    return weight_bytes(s, bp if bp in ("int8", "int4") else ("fp32" if cdt == 4.0 else "bf16"), cdt)
-
-
-def _prompt_answer(cfg, P: int, R: int) -> tuple[int, int]:
-    """Prompt and answer tokens of a preference pair, the pair capped at ``max_length``."""
-    T = min(cfg.max_length, P + R)
-    return min(P, T - 1), T - min(P, T - 1)
-
-
-def _pair_terms(s, cfg, pairs, Lp, Lc, wbytes, blocks) -> list[Term]:
-    """A pair step with the prompt shared (the RM's and DPO's default): the prompt's pass over ``pairs`` rows,
-    the answers' over 2 x ``pairs``; the graph holds both in the top ``blocks``, the KV cache of every block."""
-    trainable = lora_params(s, cfg.lora_r, cfg.lora_layers)
-    if getattr(cfg, "gradient_checkpointing", False):  # the shared prompt is off: both sequences in full
-        acts = activation_bytes(s, 2 * pairs, Lp + Lc, blocks, wbytes, cfg.lora_dropout, True)
-    else:
-        per = act_per_token_block(s, wbytes, cfg.lora_dropout)
-        acts = (pairs * Lp + 2 * pairs * Lc) * blocks * per
-    return [Term("LoRA + AdamW state", trainable * 16.0), Term("activations", acts),
-            Term("KV cache (shared prompt)", kv_bytes(s, 2 * pairs, Lp, wbytes)),
-            Term("logits (chunk)", chunk_logits_bytes(s))]
-
-
-# glibc keeps freed memory of a training forward's transients in its heaps (its mmap threshold rises to the
-# largest block freed, up to 32 MiB, so later blocks come from the heap and stay): measured on the default model,
-# one LoRA forward of 8 or 16 x 93 tokens with LoRA in 30 / 20 / 10 blocks raises the high-water mark 1.58-1.62x
-# the saved activations, and 1.03-1.08x with MALLOC_MMAP_THRESHOLD_=1048576 (README, "Will it fit?").
-GLIBC_KEPT = 0.6
-
-
-def _with_kept(terms: list[Term], off: bool) -> list[Term]:
-    """``terms`` plus what glibc keeps on the CPU (none on a GPU, none with a fixed mmap threshold)."""
-    acts = sum(t.nbytes for t in terms if t.name == "activations")
-    return terms if off or not acts else terms + [Term("freed, kept by glibc (CPU)", GLIBC_KEPT * acts)]
-
-
 def _gold_rm(cfg, stage: str) -> bool:
     """Does the stage load a reward model as its gold (``gold`` = a reward run folder) at its peak? Online RL scores
     every rollout with it, eval scores the answers, SFT only for its after-training gold evaluation."""
     gold = str(getattr(cfg, "gold", "") or "")
     if not gold or gold in ("vader", "none", "auto") or ":" in gold.split("/")[-1]:
         return False
-    if stage == "sft":
+    kind = registry.get(stage).kind
+    if kind == "supervised":
         return getattr(cfg, "gold_eval_prompts", 0) > 0
-    return stage in ("ppo", "grpo", "rloo", "eval", "prefs")
+    return kind in ("online", "evaluate", "sampling")
 
 
 def plan_stage(stage: str, cfg, s: Shape, *, device: str = "cpu", runtime: float = 0.0,
@@ -308,29 +134,30 @@ def plan_stage(stage: str, cfg, s: Shape, *, device: str = "cpu", runtime: float
     cdt = {"fp32": 4.0, "bf16": 2.0, "fp16": 2.0}.get(getattr(cfg, "dtype", "auto"), 2.0 if gpu else 4.0)
     base = [Term("CUDA context (outside allocated)", CUDA_CONTEXT)] if gpu else [Term("runtime (measured)", runtime)]
     W = weight_bytes(s, "fp32" if cdt == 4.0 else "bf16", cdt)
-    if stage == "sft":
+    kind = registry.get(stage).kind if stage in registry.names() else ""
+    if kind == "supervised":
         # stages/sft.py: one model, LoRA (all blocks unless lora_layers), transformers' loss on full logits
         rows, T = cfg.per_device_train_batch_size, min(cfg.max_length, sft_tokens or P + R)
         blocks = cfg.lora_layers or s.layers
         phase, terms = "train step", [Term("policy weights", W),
-                                      *_train_terms(s, cfg, rows, T, cdt, blocks, lora_params(s, cfg.lora_r, cfg.lora_layers)),
+                                      *train_terms(s, cfg, rows, T, cdt, blocks, lora_params(s, cfg.lora_r, cfg.lora_layers)),
                                       Term("logits (full)", full_logits_bytes(s, rows, T))]
-    elif stage == "prefs":
+    elif kind == "sampling":
         # stages/prefs.py: the SFT policy samples rollout_batch_size sequences at a time
         rows, T = cfg.rollout_batch_size, P + cfg.max_new_tokens
         phase, terms = "generation", [Term("policy weights", W), Term("KV cache", kv_bytes(s, rows, T, cdt)),
                                       Term("decode logits", decode_logits_bytes(s, rows))]
-    elif stage == "reward":
+    elif kind == "reward":
         # stages/reward.py: chosen and rejected of per_device_train_batch_size pairs, graph in the top lora_layers
         # (models/logprobs.py: the prompt once per pair, its KV cache copied to both answers)
-        pairs, Lp, Lc = cfg.per_device_train_batch_size, *_prompt_answer(cfg, P, R)
+        pairs, Lp, Lc = cfg.per_device_train_batch_size, *prompt_answer(cfg, P, R)
         blocks = cfg.lora_layers or s.layers
-        phase, terms = "train step", [Term("RM weights", _base_weights(s, cfg.base_precision, cdt)),
-                                      *_pair_terms(s, cfg, pairs, Lp, Lc, cdt, blocks)]
-    elif stage in ("ppo", "grpo", "rloo"):
+        phase, terms = "train step", [Term("RM weights", base_weights(s, cfg.base_precision, cdt)),
+                                      *pair_terms(s, cfg, pairs, Lp, Lc, cdt, blocks)]
+    elif kind == "online":
         # stages/online.py + models/roles.py: one base serves policy / reference / value, the RM at its precision
         # (its embedding shared with the policy's when the bytes are the same); rollouts, then the update
-        Wp = _base_weights(s, cfg.base_precision, cdt)
+        Wp = base_weights(s, cfg.base_precision, cdt)
         rp = cfg.reward_precision.split(":")[0]
         Wr = weight_bytes(s, rp, cdt)
         if (PRECISION_BYTES[rp] if rp in ("fp32", "bf16", "fp16") else cdt) == cdt:
@@ -342,26 +169,26 @@ def plan_stage(stage: str, cfg, s: Shape, *, device: str = "cpu", runtime: float
         resident = [Term("policy / reference weights", Wp), Term("RM weights", Wr),
                     Term("LoRA + AdamW state", lora_params(s, cfg.lora_r, cfg.lora_layers) * 16.0
                          * (2 if getattr(cfg, "value_model", "head") == "adapter" else 1))]
-        phase, terms = _phase_max({
+        phase, terms = phase_max({
             "rollout": resident + [Term("KV cache", kv_bytes(s, cfg.rollout_batch_size, T, cdt)),
                                    Term("decode logits", decode_logits_bytes(s, cfg.rollout_batch_size))],
-            "update": resident + _with_kept([Term("activations", activation_bytes(
+            "update": resident + with_kept([Term("activations", activation_bytes(
                 s, cfg.mini_batch_size, T, blocks, cdt, cfg.lora_dropout, cfg.gradient_checkpointing)),
                 Term("logits (chunk)", chunk_logits_bytes(s))], gpu or getattr(cfg, "lean_update", False)),
         })
-    elif stage == "dpo":
+    elif kind == "pairs":
         # stages/dpo.py: one base (the reference is the adapter switched off), chosen + rejected in the graph
-        pairs, Lp, Lc = cfg.per_device_train_batch_size, *_prompt_answer(cfg, P, R)
+        pairs, Lp, Lc = cfg.per_device_train_batch_size, *prompt_answer(cfg, P, R)
         blocks = cfg.lora_layers or s.layers
         phase, terms = "train step", [Term("policy / reference weights", W),
-                                      *_pair_terms(s, cfg, pairs, Lp, Lc, cdt, blocks)]
-    elif stage == "eval":
+                                      *pair_terms(s, cfg, pairs, Lp, Lc, cdt, blocks)]
+    elif kind == "evaluate":
         # stages/evaluate.py: CPU fp32 always; the policy and the baseline side by side while sampling, then the
         # policy and the RM
         Wf = weight_bytes(s, "fp32", 4.0)
         T = P + cfg.max_new_tokens
         two = cfg.baseline != "none"
-        phase, terms = _phase_max({
+        phase, terms = phase_max({
             "sampling": [Term("policy weights", Wf)] + ([Term("baseline weights", Wf)] if two else []) +
                         [Term("KV cache", kv_bytes(s, cfg.batch_size, T, 4.0)),
                          Term("decode logits", decode_logits_bytes(s, cfg.batch_size))],
@@ -371,25 +198,21 @@ def plan_stage(stage: str, cfg, s: Shape, *, device: str = "cpu", runtime: float
         device = "cpu"
     else:
         raise ValueError(f"no memory plan for stage {stage!r}; planned: {', '.join(PLANNED_STAGES)}")
-    if stage in ("sft", "reward", "dpo"):
-        terms = _with_kept(list(terms), gpu)
+    if kind in ("supervised", "reward", "pairs"):
+        terms = with_kept(list(terms), gpu)
     if _gold_rm(cfg, stage):  # rewards/gold.py: an fp32 reward model beside everything else
         terms = list(terms) + [Term("gold RM weights", weight_bytes(s, "fp32", 4.0))]
     return StagePlan(stage, device, tuple(base + list(terms)), phase)
 
 
-# -- what fits -----------------------------------------------------------------------------------------------------
-
 def _batch_key(stage: str) -> str:
     return {"prefs": "rollout_batch_size", "eval": "batch_size"}.get(
-        stage, "mini_batch_size" if stage in ("ppo", "grpo", "rloo") else "per_device_train_batch_size")
+        stage, "mini_batch_size" if registry.get(stage).online else "per_device_train_batch_size")
 
 
 def fits(stage: str, cfg, s: Shape, budget: float, **kw) -> list[str]:
     """What to change for ``stage`` to fit ``budget`` bytes: the largest micro-batch that fits with gradient
     checkpointing off and on (training stages), and the RM / base precisions that fit (online RL)."""
-    from types import SimpleNamespace
-
     def replace(c, **kw):
         return SimpleNamespace(**{**vars(c), **kw})
 
@@ -405,7 +228,7 @@ def fits(stage: str, cfg, s: Shape, budget: float, **kw) -> list[str]:
             b *= 2
         what = "" if ckpt is None else f" (gradient_checkpointing={'true' if ckpt else 'false'})"
         lines.append(f"largest {key} that fits{what}: {best if best else 'none (even 1 is over)'}")
-    if stage in ("ppo", "grpo", "rloo"):
+    if registry.get(stage).online:
         ok = [p for p in ("fp32", "bf16", "int8", "int4")
               if plan_stage(stage, replace(cfg, reward_precision=p), s, **kw).peak <= budget]
         lines.append(f"reward_precision that fits at these settings: {', '.join(ok) or 'none'}")
@@ -440,14 +263,9 @@ def stage_settings(stage: str, *, preset: str = "quick", task: str | None = None
     """A stage's settings as a study would run it: the config's defaults < the task file's settings < the study
     preset's (and the stage preset it names) < ``overrides`` (applied to every stage that has the key). Unvalidated:
     the runs it would read need not exist yet."""
-    from edgerlhf.config import STAGE_CONFIGS
-    from edgerlhf.presets import STAGE_PRESETS, STUDY_PRESETS
-
-    cls = STAGE_CONFIGS[stage]
+    cls = registry.get(stage).config
     raw: dict = {}
     if task:
-        from edgerlhf.data.taskfile import load_task, stage_settings as task_settings
-
         raw.update(task_settings(load_task(task), cls))
     study = dict(STUDY_PRESETS.get(preset, {}).get(stage, {}))
     if study.get("preset"):
@@ -460,12 +278,9 @@ def stage_settings(stage: str, *, preset: str = "quick", task: str | None = None
 def check_override_keys(overrides: dict, stages) -> None:
     """Every key=value must name a setting of at least one planned stage, else a ConfigError with the config's own
     unknown-key message ("did you mean", keys renamed in other tools)."""
-    import dataclasses
-
-    from edgerlhf.config import STAGE_CONFIGS, ConfigError, unknown_key_message
-
-    known = sorted({f.name for st in stages for f in dataclasses.fields(STAGE_CONFIGS[st])})
-    renamed = {k: v for st in stages for k, v in (getattr(STAGE_CONFIGS[st], "RENAMED", None) or {}).items()}
+    configs = [registry.get(st).config for st in stages]
+    known = sorted({f.name for c in configs for f in dataclasses.fields(c)})
+    renamed = {k: v for c in configs for k, v in (getattr(c, "RENAMED", None) or {}).items()}
     bad = [unknown_key_message(k, known, ", ".join(stages), renamed) for k in overrides if k not in known]
     if bad:
         raise ConfigError(bad, "the plan's settings")
@@ -514,8 +329,6 @@ def plan_study(model: str = "default", *, device: str = "cpu", budget: float | N
     return out
 
 
-# -- validation against a study's measured peaks ---------------------------------------------------------------------
-
 class Check(NamedTuple):
     run: str
     stage: str
@@ -530,9 +343,6 @@ class Check(NamedTuple):
 def _settings(cls, raw: dict):
     """A stage's recorded settings (its config.yaml) over the config class's defaults, unvalidated: the paths it
     names may be gone, only the numbers matter here."""
-    import dataclasses
-    from types import SimpleNamespace
-
     values = {}
     for f in dataclasses.fields(cls):
         if f.default is not dataclasses.MISSING:
@@ -547,22 +357,18 @@ def validate(root: str | Path, *, runtime: float, prompt_tokens: int = 64, respo
              sft_tokens: int | None = None) -> list[Check]:
     """Predict the peak of every finished stage run under ``root`` from its config.yaml and compare it with the
     ``memory/peak_mb`` it measured (the kernel's high-water mark on a CPU; max_memory_allocated on a GPU)."""
-    import yaml
-
-    from edgerlhf.config import STAGE_CONFIGS
-
     out, shapes = [], {}
     for summary in sorted(Path(root).rglob("summary.json")):
-        run = summary.parent
+        run = RunFolder(summary.parent)
         try:
-            s = json.loads(summary.read_text())
+            s = run.summary
         except ValueError:
             continue
         stage, measured = s.get("stage"), s.get("memory/peak_mb")
         if stage not in PLANNED_STAGES or s.get("status") != "finished" or not isinstance(measured, (int, float)):
             continue
-        raw = yaml.safe_load((run / "config.yaml").read_text())
-        cfg = _settings(STAGE_CONFIGS[stage], raw)
+        raw = run.config
+        cfg = _settings(registry.get(stage).config, raw)
         model = raw.get("model", "default")
         if model not in shapes:
             shapes[model] = model_shape(model)
@@ -583,5 +389,3 @@ def format_checks(checks: list[Check]) -> str:
         lines.append(f"\n{within} of {len(checks)} within ±20%; largest error {worst.error:+.1%} ({worst.run}); "
                      f"mean |error| {sum(abs(c.error) for c in checks) / len(checks):.1%}")
     return "\n".join(lines)
-
-

@@ -9,23 +9,14 @@ import math
 from pathlib import Path
 from typing import NamedTuple
 
+from edgerlhf import registry
+from edgerlhf.study.charts import charts
+from edgerlhf.study.records import (BUDGET_MB, GOLD, PROXY, Run, Yardstick, arm_runs, curve, gains, is_online, median,
+                                    metrics_of, peak_mb, response_files, responses_of, stage_records, yardstick)
 from edgerlhf.study.stats import compare, detectable_difference, hierarchical_bootstrap, holm, t_interval
-
-BUDGET_MB = 8 * 1024  # the edge budget: a consumer GPU with 8 GB, or 8 GB of RAM
-
-
-def _summary(path: Path) -> dict:
-    return json.loads((Path(path) / "summary.json").read_text())
+from edgerlhf.tracking import atomic_write_json, atomic_write_text
 
 
-def _metrics(path: Path) -> list[dict]:
-    f = Path(path) / "metrics.jsonl"
-    return [json.loads(x) for x in f.read_text().splitlines() if x.strip()] if f.is_file() else []
-
-
-def _responses(path: Path) -> list[dict]:
-    f = Path(path) / "responses.jsonl"
-    return [json.loads(x) for x in f.read_text().splitlines() if x.strip()] if f.is_file() else []
 
 
 def _fmt(v, spec: str) -> str:
@@ -78,14 +69,6 @@ class _Table:
         return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
-def _peak(rec) -> float | None:
-    """A stage's peak memory; rm-eval measures each precision in its own process: the largest of those."""
-    if rec.summary.get("memory/peak_mb") is not None:
-        return rec.summary["memory/peak_mb"]
-    peaks = [v.get("memory/peak_mb") for v in rec.summary.get("precisions", {}).values() if v.get("memory/peak_mb")]
-    return max(peaks) if peaks else None
-
-
 def _cell(folder: Path, summary: dict, key: str, spec: str, *, sub: tuple[str, ...] = ()):
     v = summary
     for k in sub:
@@ -93,209 +76,9 @@ def _cell(folder: Path, summary: dict, key: str, spec: str, *, sub: tuple[str, .
     return (folder, sub + (key,), spec, v.get(key))
 
 
-# -- the yardstick: the gold scorer, or (gold: none) the fp32 learned RM, named as the proxy it is -------------
-
-class Yardstick(NamedTuple):
-    """Which score the report judges policies by, and where each evaluation keeps it."""
-
-    name: str       # "gold", or "RM" (no gold: the fp32 learned reward model, a proxy)
-    resp: str       # responses.jsonl: the policy's score / the baseline's
-    base_resp: str
-    gain: str       # summary.json keys
-    mean: str
-    base_mean: str
-    win: str
-
-
-GOLD = Yardstick("gold", "gold", "baseline_gold", "eval/gold_gain", "eval/gold_mean", "baseline/gold_mean", "eval/win_rate")
-PROXY = Yardstick("RM", "rm", "baseline_rm", "eval/rm_gain", "eval/rm_mean", "baseline/rm_mean", "eval/rm_win_rate")
-
-
-def yardstick(evals: list) -> Yardstick:
-    """GOLD when every evaluation has a gold score, else PROXY (a study whose task says ``gold: none``)."""
-    return GOLD if evals and all("eval/gold_mean" in e.summary for e in evals) else PROXY
-
-
-# -- the study's data: every arm at every seed ----------------------------------------------------------
-
-class Run(NamedTuple):
-    """One arm at one seed: its training stage and its evaluation (StageRecords)."""
-
-    seed: int
-    train: object
-    eval: object
-
-
-def _arm_runs(runs: dict) -> dict[str, list[Run]]:
-    """{arm name: [Run per seed, in seed order]} from the pipeline's {Arm: {seed: (train, eval)}}."""
-    return {arm.name: [Run(s, t, e) for s, (t, e) in by_seed.items()] for arm, by_seed in runs.items()}
-
-
-def _gains(rs: list[Run], y: Yardstick = GOLD, cache: dict | None = None) -> list[list[float]]:
-    """gains[seed][prompt]: the held-out score (gold, or the proxy RM's) of each response minus the SFT policy's
-    on the same prompt. ``cache`` (one report's) keeps each evaluation's gains, so its responses.jsonl is read once."""
-    out = []
-    cache = {} if cache is None else cache
-    for r in rs:
-        if r.eval.path not in cache:
-            rows = _responses(r.eval.path)
-            ok = rows and all(y.resp in x and y.base_resp in x for x in rows)
-            cache[r.eval.path] = [x[y.resp] - x[y.base_resp] for x in rows] if ok else None
-        if cache[r.eval.path] is None:
-            return []
-        out.append(cache[r.eval.path])
-    return out if len({len(g) for g in out}) == 1 else []
-
-
-def _files(rs: list[Run]) -> list[str]:
-    return [f"{r.eval.path.name}/responses.jsonl" for r in rs]
-
-
-def _is_online(rs: list[Run]) -> bool:
-    return rs[0].train.stage in ("ppo", "grpo", "rloo")
-
-
 def _iv(iv, spec: str = "{:+.3f}") -> str:
     return "–" if not (math.isfinite(iv.low) and math.isfinite(iv.high)) else f"{_fmt(iv.low, spec)} .. {_fmt(iv.high, spec)}"
 
-
-def _median(xs):
-    xs = sorted(x for x in xs if x is not None)
-    return xs[len(xs) // 2] if xs else None
-
-
-# -- charts ---------------------------------------------------------------------------------------------
-
-def _curve(rs: list[Run], key: str) -> tuple[list[list[tuple[int, float]]], list[tuple[int, float]]]:
-    """Per-seed (step, value) curves of a training metric, and their mean over the seeds that logged each step."""
-    per = []
-    for r in rs:
-        pts = [(m["step"], m[key]) for m in _metrics(r.train.path) if isinstance(m.get(key), (int, float))]
-        if pts:
-            per.append(pts)
-    steps = sorted({s for c in per for s, _ in c})
-    mean = [(s, sum(v for c in per for t, v in c if t == s) / sum(1 for c in per for t, _ in c if t == s)) for s in steps]
-    return per, mean
-
-
-def _charts(study: Path, arms: dict[str, list[Run]], stages: list, rm_eval_summary: dict,
-            y: Yardstick, intervals: dict) -> list[tuple[str, str]]:
-    """The report's charts; ``intervals`` holds each arm's hierarchical-bootstrap interval (computed once, for the
-    table and the seeds chart alike)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    out = study / "charts"
-    out.mkdir(exist_ok=True)
-    made = []
-    online = {a: rs for a, rs in arms.items() if _is_online(rs)}
-    colors = {a: f"C{i}" for i, a in enumerate(arms)}
-
-    def per_seed(ax, key, title, ylabel, which=online):
-        for a, rs in which.items():
-            per, mean = _curve(rs, key)
-            for c in per:
-                ax.plot([s for s, _ in c], [v for _, v in c], color=colors[a], alpha=0.35, linewidth=0.8)
-            if mean:
-                ax.plot([s for s, _ in mean], [v for _, v in mean], color=colors[a], linewidth=2.4,
-                        label=f"{a} (mean of {len(per)} seed{'s' * (len(per) != 1)})")
-        ax.set(title=title, xlabel="step", ylabel=ylabel)
-        ax.legend(fontsize=7)
-        ax.grid(alpha=0.3)
-
-    if online and y is GOLD:
-        fig, axes = plt.subplots(1, 2, figsize=(12, 4))
-        per_seed(axes[0], "objective/scores", "learned-RM reward (at its precision) per step", "mean RM score")
-        per_seed(axes[1], "objective/gold", "gold reward of the rollouts per step", "mean gold")
-        made.append(_save(fig, out / "rewards.png", "Learned-RM and gold reward per step: each seed thin, their mean thick"))
-    elif online:
-        fig, ax = plt.subplots(figsize=(7, 4))
-        per_seed(ax, "objective/scores", "learned-RM reward (at its precision) per step", "mean RM score")
-        made.append(_save(fig, out / "rewards.png", "Learned-RM reward per step (no gold): each seed thin, their mean thick"))
-
-        fig, axes = plt.subplots(1, 2, figsize=(12, 4))
-        per_seed(axes[0], "objective/kl", "KL to the reference per step", "nats per response")
-        per_seed(axes[1], "objective/kl_per_token", "KL to the reference per step, per token", "nats per token")
-        made.append(_save(fig, out / "kl.png", "KL to the reference per step, per response and per token"))
-
-    if online and y is GOLD:
-        fig, ax = plt.subplots(figsize=(7, 4))
-        per_seed(ax, "objective/rm_gold_spearman", "does the RM still rank rollouts as the gold does?",
-                 "Spearman(RM score, gold) over the step's rollouts")
-        made.append(_save(fig, out / "rm_gold_agreement.png",
-                          "RM-vs-gold rank agreement during RL, per RM precision (falls when the RM is exploited)"))
-
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for a, rs in arms.items():
-        pts = [(math.sqrt(max(r.eval.summary.get("eval/kl", math.nan), 0.0)), r.eval.summary.get(y.mean))
-               for r in rs if r.eval.summary.get("eval/kl") is not None]
-        if pts:
-            ax.plot([x for x, _ in pts], [y for _, y in pts], "o", color=colors[a], alpha=0.5)
-            ax.plot([sum(x for x, _ in pts) / len(pts)], [sum(y for _, y in pts) / len(pts)], "*", color=colors[a],
-                    markersize=16, markeredgecolor="black", label=f"{a}: seeds (dots), mean (star)")
-    ax.set(title=f"Held-out {y.name} against sqrt(KL) (Gao et al. 2022)",
-           xlabel="sqrt(KL to the SFT policy, nats per response)", ylabel=f"mean {y.name}")
-    ax.legend(fontsize=7)
-    ax.grid(alpha=0.3)
-    made.append(_save(fig, out / f"{y.resp}_vs_sqrt_kl.png",
-                      f"{'Gold' if y is GOLD else 'Proxy (fp32 RM) score'} against √KL per algorithm and precision"
-                      + (": the over-optimisation frontier" if y is GOLD else "")))
-
-    fig, ax = plt.subplots(figsize=(7, 0.6 * len(arms) + 1.5))
-    for i, (a, rs) in enumerate(arms.items()):
-        vals = [r.eval.summary.get(y.gain) for r in rs]
-        vals = [v for v in vals if v is not None]
-        ax.plot(vals, [i] * len(vals), "o", color=colors[a], alpha=0.6)
-        iv = intervals.get(a)
-        if iv:
-            ax.errorbar([iv.mean], [i], xerr=[[iv.mean - iv.low], [iv.high - iv.mean]], fmt="D", color="black", capsize=4)
-    ax.set_yticks(range(len(arms)), list(arms))
-    ax.invert_yaxis()
-    ax.axvline(0, color="grey", linewidth=0.8)
-    ax.set_title(f"{y.name} gain over SFT: seeds (dots), mean and 95% interval (seeds, prompts)", fontsize=10)
-    ax.set(xlabel=f"{y.name} gain")
-    ax.grid(axis="x", alpha=0.3)
-    made.append(_save(fig, out / "seeds.png", f"{y.name} gain over SFT per configuration: seeds and the hierarchical interval"))
-
-    labels = [r.label for r in stages]
-    mem = [_peak(r) or 0 for r in stages]
-    wall = [(r.summary.get("wall_time_s") or 0) / 60 for r in stages]
-    fig, axes = plt.subplots(1, 2, figsize=(12, 0.25 * len(stages) + 2.5))
-    axes[0].barh(labels, mem, color="#4c72b0")
-    axes[0].axvline(BUDGET_MB, color="red", linestyle="--", label="8 GB budget")
-    axes[0].set(title="peak memory per stage", xlabel="MB")
-    axes[0].legend()
-    axes[1].barh(labels, wall, color="#55a868")
-    axes[1].set(title="wall time per stage", xlabel="minutes")
-    for a in axes:
-        a.invert_yaxis()
-        a.grid(axis="x", alpha=0.3)
-    made.append(_save(fig, out / "memory_time.png", "Peak memory and wall time per stage"))
-
-    precs = rm_eval_summary.get("precisions", {})
-    if precs:
-        names = list(precs)
-        fig, axes = plt.subplots(1, 2, figsize=(11, 3.5))
-        axes[0].bar(names, [precs[n].get("weight_mb", 0) for n in names], color="#8172b2")
-        axes[0].set(title="reward-model weights", ylabel="MB")
-        axes[1].bar(names, [precs[n].get("latency_s_per_batch", 0) for n in names], color="#c44e52")
-        axes[1].set(title="reward-model latency", ylabel="s per batch")
-        made.append(_save(fig, out / "rm_size_latency.png", "Reward-model size and latency per precision"))
-    return made
-
-
-def _save(fig, path: Path, caption: str) -> tuple[str, str]:
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    import matplotlib.pyplot as plt
-
-    plt.close(fig)
-    return f"charts/{path.name}", caption
-
-
-# -- comparisons ----------------------------------------------------------------------------------------
 
 def _comparisons(arms: dict[str, list[Run]], names: dict[str, tuple[str, str]], y: Yardstick = GOLD,
                  cache: dict | None = None) -> list[dict]:
@@ -308,10 +91,10 @@ def _comparisons(arms: dict[str, list[Run]], names: dict[str, tuple[str, str]], 
     for algo, members in by_algo.items():
         ref = members[0]
         pairs += [(a, ref, "precision") for a in members[1:] if names[a][1]]
-    ppo_ref = by_algo.get("ppo", [None])[0]
+    ppo_ref = by_algo.get(registry.REFERENCE_ALGORITHM, [None])[0]
     if ppo_ref:
         for algo, members in by_algo.items():
-            if algo == "ppo":
+            if algo == registry.REFERENCE_ALGORITHM:
                 continue
             same = [a for a in members if names[a][1] == names[ppo_ref][1]] or [a for a in members if not names[a][1]]
             pairs += [(a, ppo_ref, "algorithm") for a in same[:1]]
@@ -320,13 +103,13 @@ def _comparisons(arms: dict[str, list[Run]], names: dict[str, tuple[str, str]], 
         seeds = [r.seed for r in arms[a] if r.seed in {x.seed for x in arms[b]}]
         ra = [r for r in arms[a] if r.seed in seeds]
         rb = sorted((r for r in arms[b] if r.seed in seeds), key=lambda r: seeds.index(r.seed))
-        ga, gb = _gains(ra, y, cache), _gains(rb, y, cache)
+        ga, gb = gains(ra, y, cache), gains(rb, y, cache)
         if not ga or not gb or len(ga[0]) != len(gb[0]):
             continue
         c = compare(ga, gb)
         diffs = [sum(x) / len(x) - sum(y) / len(y) for x, y in zip(ga, gb)]
         out.append({"a": a, "b": b, "kind": kind, "seeds": seeds, "cmp": c, "mde": detectable_difference(diffs),
-                    "inputs": _files(ra) + _files(rb)})
+                    "inputs": response_files(ra) + response_files(rb)})
     for row, p in zip(out, holm([r["cmp"].p_value for r in out])):
         row["p_holm"] = p
     return out
@@ -371,19 +154,15 @@ def _verdict_sentences(rows: list[dict], n_seeds: int, y: Yardstick = GOLD) -> l
     return out
 
 
-# -- the report -----------------------------------------------------------------------------------------
-
 def write_report(study: Path, *, sft, rm_eval, runs: dict, base_seed: int) -> Path:
     """Write report.md / report.html / report.json / charts into ``study``; returns report.md.
 
     ``runs``: {Arm: {seed: (training StageRecord, evaluation StageRecord)}} as ``study.pipeline`` builds it."""
-    from edgerlhf.tracking import atomic_write_json, atomic_write_text
-
     study = Path(study)
     index = json.loads((study / "study.json").read_text())
-    stages = _records(study, index)
+    stages = stage_records(study, index)
     rme = rm_eval.summary
-    arms = _arm_runs(runs)
+    arms = arm_runs(runs)
     names = {arm.name: (arm.algorithm, arm.precision) for arm in runs}
     seeds = sorted({r.seed for rs in arms.values() for r in rs})
     n_seeds = len(seeds)
@@ -404,7 +183,7 @@ def write_report(study: Path, *, sft, rm_eval, runs: dict, base_seed: int) -> Pa
                 "95% bootstrap (seeds, prompts)", "win rate vs SFT", "KL nats/response", "KL nats/token",
                 "final RM reward", "train peak MB", "train s (median)"])
     for name, rs in arms.items():
-        g = _gains(rs, y, cache)
+        g = gains(rs, y, cache)
         per_seed = " / ".join(_fmt(r.eval.summary.get(y.gain), "{:+.3f}") for r in rs)
         srcs = [{"file": f"{r.eval.path.name}/summary.json", "key": [y.gain]} for r in rs]
         def mean_of(key, rs=rs):
@@ -416,17 +195,17 @@ def write_report(study: Path, *, sft, rm_eval, runs: dict, base_seed: int) -> Pa
         hb = intervals[name] = hierarchical_bootstrap(g) if g else None
         files = [f"{r.eval.path.name}/summary.json" for r in rs]
         a.add([name, ", ".join(str(r.seed) for r in rs), Derived(per_seed, f"each seed's {y.gain}", srcs),
-               Derived(_fmt(ti.mean if ti else None, "{:+.3f}"), f"mean over seeds of {y.resp} - {y.base_resp}", _files(rs)),
-               Derived(_iv(ti) if ti else "–", "Student-t 95% over the seeds' means", _files(rs)),
-               Derived(_iv(hb) if hb else "–", "hierarchical bootstrap 95% (seeds, then prompts)", _files(rs)),
+               Derived(_fmt(ti.mean if ti else None, "{:+.3f}"), f"mean over seeds of {y.resp} - {y.base_resp}", response_files(rs)),
+               Derived(_iv(ti) if ti else "–", "Student-t 95% over the seeds' means", response_files(rs)),
+               Derived(_iv(hb) if hb else "–", "hierarchical bootstrap 95% (seeds, then prompts)", response_files(rs)),
                Derived(_fmt(mean_of(y.win), "{:.3f}"), f"mean over seeds of {y.win}", files),
                Derived(_fmt(mean_of("eval/kl"), "{:.2f}"), "mean over seeds of eval/kl", files),
                Derived(_fmt(sum(kl_tok) / len(kl_tok) if len(kl_tok) == len(rs) else None, "{:.3f}"),
                        "mean over seeds of eval/kl / eval/mean_tokens", files),
                Derived(_fmt(mean_of("eval/rm_mean"), "{:+.3f}"), "mean over seeds of eval/rm_mean", files),
-               Derived(_fmt(max((_peak(r.train) or 0 for r in rs), default=None), "{:.0f}"), "largest memory/peak_mb",
+               Derived(_fmt(max((peak_mb(r.train) or 0 for r in rs), default=None), "{:.0f}"), "largest memory/peak_mb",
                        [f"{r.train.path.name}/summary.json" for r in rs]),
-               Derived(_fmt(_median([r.train.summary.get("wall_time_s") for r in rs]), "{:.0f}"), "median wall_time_s",
+               Derived(_fmt(median([r.train.summary.get("wall_time_s") for r in rs]), "{:.0f}"), "median wall_time_s",
                        [f"{r.train.path.name}/summary.json" for r in rs])])
 
     # 3 comparisons with Holm's correction and a power statement
@@ -459,7 +238,7 @@ def write_report(study: Path, *, sft, rm_eval, runs: dict, base_seed: int) -> Pa
     # 5 stages: time, memory, 8 GB fit
     s = _Table(["stage", "run folder", "wall time s", "peak memory MB", "fits 8 GB", "reused"])
     for r in stages:
-        peak = _peak(r)
+        peak = peak_mb(r)
         s.add([r.label, r.path.name, (r.path, "wall_time_s", "{:.0f}", r.summary.get("wall_time_s")),
                (r.path, "memory/peak_mb", "{:.0f}", peak) if r.summary.get("memory/peak_mb") is not None
                else _fmt(peak, "{:.0f}") + " (largest precision)",
@@ -468,9 +247,9 @@ def write_report(study: Path, *, sft, rm_eval, runs: dict, base_seed: int) -> Pa
     # 6 where online RL's time goes (every online run)
     tt = _Table(["run", "seed", "load s", "generate s", "update s", "median step s", "tokens/s (rollout)"])
     for name, rs in arms.items():
-        for r in rs if _is_online(rs) else []:
+        for r in rs if is_online(rs) else []:
             ps, pp = r.train.summary, r.train.path
-            m = [x for x in _metrics(pp) if "timing/generate_tokens_per_s" in x]
+            m = [x for x in metrics_of(pp) if "timing/generate_tokens_per_s" in x]
             tok_s = sum(x["timing/generate_tokens_per_s"] for x in m) / len(m) if m else None
             tt.add([name, r.seed, _cell(pp, ps, "timing/load_s", "{:.0f}"), _cell(pp, ps, "timing/generate_s", "{:.0f}"),
                     _cell(pp, ps, "timing/update_s", "{:.0f}"), _cell(pp, ps, "timing/step_s_median", "{:.1f}"),
@@ -479,9 +258,9 @@ def write_report(study: Path, *, sft, rm_eval, runs: dict, base_seed: int) -> Pa
     # 7 does the RM still rank the rollouts as the gold does, as RL goes on? (per online arm, mean over seeds)
     ag = _Table(["configuration", "seeds logged", "Spearman(RM, gold) first step", "last step", "change"])
     for name, rs in arms.items():
-        if not _is_online(rs) or y is not GOLD:
+        if not is_online(rs) or y is not GOLD:
             continue
-        per, _ = _curve(rs, "objective/rm_gold_spearman")
+        per, _ = curve(rs, "objective/rm_gold_spearman")
         per = [c for c in per if len(c) >= 2 and all(math.isfinite(v) for _, v in c)]
         if not per:
             ag.add([name, 0, "–", "–", "–"])
@@ -492,7 +271,7 @@ def write_report(study: Path, *, sft, rm_eval, runs: dict, base_seed: int) -> Pa
                 Derived(f"{last:.3f}", "mean over seeds of the last step's objective/rm_gold_spearman", src),
                 Derived(f"{last - first:+.3f}", "last - first", src)])
 
-    charts = _charts(study, arms, stages, rme, y, intervals)
+    made = charts(study, arms, stages, rme, y, intervals)
     samples = _samples(arms, base_seed, n=3, y=y)
     first = next(iter(arms.values()))[0]
     meta = {"preset": index.get("preset"), "seed": base_seed, "seeds": seeds, "device": first.train.summary.get("device"),
@@ -531,7 +310,7 @@ def write_report(study: Path, *, sft, rm_eval, runs: dict, base_seed: int) -> Pa
           f"## Each run's {yn} change over SFT (paired over prompts)", "", g.md(), "",
           "## Stages: time, memory, and the 8 GB budget", "", s.md(), "", "## Where online RL's time goes", "", tt.md(), "",
           "## Charts", ""]
-    md += [f"![{cap}]({src})\n" for src, cap in charts]
+    md += [f"![{cap}]({src})\n" for src, cap in made]
     md += [f"## Samples (same held-out prompts, seed {base_seed})", ""]
     for smp in samples:
         md += [f"**Prompt:** {smp['prompt']}", "", f"- SFT: {smp['sft']}  *({yn} {smp['sft_score']:+.2f})*"]
@@ -543,9 +322,9 @@ def write_report(study: Path, *, sft, rm_eval, runs: dict, base_seed: int) -> Pa
               ("Comparisons", c), ("Reward-model precision", t)] + \
         ([("RM-vs-gold agreement during RL", ag)] if y is GOLD else []) + \
         [(f"Each run's {yn} change over SFT", g), ("Stages", s), ("Where online RL's time goes", tt)]
-    atomic_write_text(study / "report.html", _html(meta, lead, kl_note, verdicts, tables, charts, samples))
+    atomic_write_text(study / "report.html", _html(meta, lead, kl_note, verdicts, tables, made, samples))
     atomic_write_json(study / "report.json", {
-        "yardstick": y._asdict(), "cells": [x for _, tb in tables for x in tb.sources], "charts": [src for src, _ in charts],
+        "yardstick": y._asdict(), "cells": [x for _, tb in tables for x in tb.sources], "charts": [src for src, _ in made],
         "comparisons": [{"a": r["a"], "b": r["b"], "kind": r["kind"], "seeds": r["seeds"], "diff": r["cmp"].diff,
                          "ci_seeds": list(r["cmp"].seeds[:3]), "ci_both": list(r["cmp"].both[:3]),
                          "p_improvement": r["cmp"].p_improvement, "p": r["cmp"].p_value, "p_holm": r["p_holm"],
@@ -553,18 +332,11 @@ def write_report(study: Path, *, sft, rm_eval, runs: dict, base_seed: int) -> Pa
     return report
 
 
-def _records(study: Path, index: dict):
-    from edgerlhf.study.pipeline import StageRecord
-
-    return [StageRecord(s["stage"], s["label"], study / s["path"], s["reused"], s["wall_s"] or 0.0,
-                        _summary(study / s["path"])) for s in index["stages"]]
-
-
 def _samples(arms: dict[str, list[Run]], base_seed: int, n: int, y: Yardstick = GOLD) -> list[dict]:
     by = {}
     for a, rs in arms.items():
         r = next((x for x in rs if x.seed == base_seed), rs[0])
-        by[a] = _responses(r.eval.path)
+        by[a] = responses_of(r.eval.path)
     first = next(iter(by.values()), [])
     return [{"prompt": r["prompt"], "sft": r.get("baseline_response", ""), "sft_score": r.get(y.base_resp, math.nan),
              "aligned": [(a, rows[i]["response"], rows[i].get(y.resp, math.nan)) for a, rows in by.items() if i < len(rows)]}

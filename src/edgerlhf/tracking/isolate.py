@@ -4,12 +4,15 @@ one process, so a stage run after a bigger one would otherwise inherit its footp
 
 from __future__ import annotations
 
+import builtins
 import multiprocessing as mp
 import os
 import queue
 import signal
 import sys
 import traceback
+
+from edgerlhf.config import UserCodeError
 
 
 def _die_with_parent(parent: int) -> None:
@@ -66,8 +69,6 @@ def run_isolated(fn, *args, what: str = "child"):
     if status == "ok":
         return payload
     name, msg, tb = payload
-    import builtins
-
     exc = getattr(builtins, name, None)
     if isinstance(exc, type) and issubclass(exc, Exception) and name not in ("KeyboardInterrupt",):
         raise exc(msg)
@@ -75,4 +76,6 @@ def run_isolated(fn, *args, what: str = "child"):
         raise KeyboardInterrupt
     if name == "ConfigError":  # a ValueError: the command line reports it the same way
         raise ValueError(msg)
+    if name == "UserCodeError":  # the user's gold / reward code: its message already shows the user's frames
+        raise UserCodeError(msg)
     raise ChildError(f"{what} failed: {name}: {msg}\n{tb}")

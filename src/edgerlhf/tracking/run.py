@@ -25,6 +25,7 @@ from typing import Any
 import yaml
 
 from edgerlhf.config import BaseConfig, to_dict
+from edgerlhf.distributed import LaunchError, barrier, broadcast_object, gather_objects, is_main, world
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -71,8 +72,6 @@ def atomic_write_dir(final: Path, fill) -> Path:
 def main_write_dir(final: Path, fill) -> Path:
     """:func:`atomic_write_dir` by the main process only; every process waits until the folder is complete (so
     none reads, or returns, a folder still being written) and gets its path."""
-    from edgerlhf.distributed import barrier, is_main
-
     if is_main():
         atomic_write_dir(final, fill)
     barrier()
@@ -81,8 +80,6 @@ def main_write_dir(final: Path, fill) -> Path:
 
 def say(*args, **kw) -> None:
     """``print`` on the main process only (one line per run, not one per process)."""
-    from edgerlhf.distributed import is_main
-
     if is_main():
         print(*args, **kw)
 
@@ -128,8 +125,6 @@ class RunDir:
     leave the others' checkpoints and artifacts nowhere), and write nothing."""
 
     def __init__(self, cfg: BaseConfig, root: Path | None = None, reopen: Path | None = None):
-        from edgerlhf.distributed import LaunchError, broadcast_object, world
-
         self.cfg = cfg
         if not cfg.progress:  # no weight-loading bars either, here or in the processes a stage spawns
             from transformers.utils import logging as hf_logging
@@ -162,8 +157,6 @@ class RunDir:
     def _check_shared(self) -> None:
         """Every process must see the main process's folder; else all stop, naming the processes that cannot."""
         import socket
-
-        from edgerlhf.distributed import LaunchError, gather_objects, world
 
         seen = gather_objects([(world()[0], socket.gethostname(), _visible(self.path))])
         blind = [f"rank {r} on {host}" for r, host, ok in seen if not ok]

@@ -1,0 +1,129 @@
+"""Checks of what a config value refers to, without loading a model and without torch: data files, precision
+names, gold scorers, and input artifacts (a policy or RM trained with or without the chat template).
+
+These are the config layer's own vocabulary: ``models.precision`` builds on :data:`PRECISIONS` / :data:`BACKENDS`,
+``rewards.gold`` on :func:`import_callable` and :func:`check_gold`.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+from pathlib import Path
+
+from edgerlhf.runfolder import find_artifact, read_artifact_meta
+
+__all__ = ["BACKENDS", "GOLD_KINDS", "PRECISIONS", "check_dataset", "check_gold", "check_precision",
+           "formatting_mismatch", "import_callable", "valid_precision_names"]
+
+# -- reward-model precisions -----------------------------------------------------------------------------------
+
+PRECISIONS = ("fp32", "bf16", "fp16", "int8", "int4")
+# integer backends: bitsandbytes everywhere; torchao's int8 weight-only as a CPU alternative.
+# A precision may name its backend: "int8:torchao", "int4:bnb"; plain "int8" takes the device default.
+BACKENDS = {"int8": ("bnb", "torchao"), "int4": ("bnb",)}
+
+
+def valid_precision_names() -> str:
+    return ", ".join(list(PRECISIONS) + [f"{p}:{b}" for p, bs in BACKENDS.items() for b in bs])
+
+
+def check_precision(name: str) -> str:
+    """``name`` if it is a precision (optionally with a backend), else a ValueError listing the valid ones."""
+    base, _, backend = name.partition(":")
+    if base not in PRECISIONS or (backend and backend not in BACKENDS.get(base, ())):
+        raise ValueError(f"unknown precision {name!r}; valid precisions are {valid_precision_names()}")
+    return name
+
+
+# -- data files ------------------------------------------------------------------------------------------------
+
+def check_dataset(value: str, key: str) -> list[str]:
+    """'builtin', 'hf:<hub id>', or a local .jsonl/.json/.csv file."""
+    if value in ("builtin", "") or value.startswith("hf:"):
+        return []
+    p = Path(value).expanduser()
+    if p.suffix.lower() not in (".jsonl", ".json", ".csv"):
+        return [f"{key}={value!r}: unsupported file type {p.suffix or '(none)'!r}; use a .jsonl, .json or .csv "
+                "file, 'builtin', or 'hf:<hub id>' for a datasets hub id"]
+    if not p.is_file():
+        return [f"{key}={value!r}: file not found (use 'builtin', a .jsonl/.json/.csv file, or 'hf:<hub id>')"]
+    return []
+
+
+# -- gold scorers ----------------------------------------------------------------------------------------------
+
+GOLD_KINDS = "vader, none, module:function, path/to/file.py:function, or a trained reward-model folder"
+
+
+def import_callable(spec: str, what: str = "gold"):
+    """``module:function`` or ``path/to/file.py:function`` -> the callable (a ValueError naming what is wrong)."""
+    mod_name, _, fn_name = spec.rpartition(":")
+    if not mod_name or not fn_name:
+        raise ValueError(f"{what}={spec!r}: use module:function or path/to/file.py:function")
+    if mod_name.endswith(".py"):
+        path = Path(mod_name).expanduser()
+        if not path.is_file():
+            raise ValueError(f"{what}={spec!r}: no such file {mod_name!r}")
+        loader = importlib.util.spec_from_file_location(f"edgerlhf_user_{what}_{path.stem}", path)
+        module = importlib.util.module_from_spec(loader)
+        try:
+            loader.loader.exec_module(module)
+        except Exception as e:  # noqa: BLE001 - the user's file: say which and why
+            raise ValueError(f"{what}={spec!r}: importing {mod_name} failed: {type(e).__name__}: {e}") from None
+    else:
+        try:
+            module = importlib.import_module(mod_name)
+        except ImportError as e:
+            raise ValueError(f"{what}={spec!r}: cannot import {mod_name!r} ({e}); put its folder on PYTHONPATH or "
+                             "name the file: path/to/file.py:function") from None
+    fn = getattr(module, fn_name, None)
+    if not callable(fn):
+        have = sorted(n for n in dir(module) if not n.startswith("_") and callable(getattr(module, n)))
+        raise ValueError(f"{what}={spec!r}: {mod_name} has no function {fn_name!r} (it has: {', '.join(have) or 'none'})")
+    return fn
+
+
+def is_reward_folder(spec: str) -> bool:
+    return Path(spec).expanduser().is_dir()
+
+
+def check_gold(spec: str) -> list[str]:
+    """Problems with a ``gold`` setting, found without loading a model."""
+    spec = (spec or "").strip()
+    if spec in ("vader", "none"):
+        return []
+    if is_reward_folder(spec):
+        try:
+            stage = read_artifact_meta(find_artifact(spec)).get("stage", "")
+        except (FileNotFoundError, ValueError) as e:
+            return [f"gold={spec!r}: a folder, but not a trained reward model ({e})"]
+        if stage != "reward":  # (a quantized RM folder keeps its reward meta)
+            return [f"gold={spec!r}: a {stage or 'non-EdgeRLHF'} artifact, not a reward model; name a reward run folder"]
+        return []
+    if ":" in spec:
+        try:
+            import_callable(spec)
+        except ValueError as e:
+            return [str(e)]
+        return []
+    return [f"gold={spec!r}: not a known gold; use {GOLD_KINDS}"]
+
+
+# -- input artifacts -------------------------------------------------------------------------------------------
+
+def formatting_mismatch(key: str, value: str, chat_template: bool) -> str | None:
+    """An input artifact (policy, reward model) formats rows as it was trained: with or without the chat template.
+    A stage that reads it with the other setting would score or continue text it never saw: the message naming the
+    fix, or None (agreeing, or not an artifact: the stage's own check names that)."""
+    if not value or not Path(value).expanduser().exists():
+        return None
+    try:
+        used = read_artifact_meta(find_artifact(value)).get("use_chat_template", True)
+    except (FileNotFoundError, ValueError, OSError):
+        return None
+    if used == chat_template:
+        return None
+    word = str(used).lower()
+    return (f"chat_template={str(chat_template).lower()}, but {key}={value!r} was trained with chat_template={word}: "
+            f"set chat_template={word} (a task file sets it for every stage)")
