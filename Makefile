@@ -7,7 +7,7 @@ PIP    := $(PY) -m pip
 # pyproject.toml is already satisfied and no multi-GB CUDA wheel is ever resolved.
 TORCH_PIN ?= torch==2.13.0
 
-.PHONY: setup setup-dev demo test test-fast clean
+.PHONY: setup setup-dev demo test test-fast lint docs clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -31,11 +31,19 @@ setup-dev: $(VENV)/.setup-dev-done
 demo: setup
 	$(VENV)/bin/edgerlhf demo
 
-test: setup-dev
+test: setup-dev lint docs
 	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(PY) -m pytest -q
+
+# ruff (configured in pyproject.toml): lint the source, the tests and the benchmarks
+lint: setup-dev
+	$(VENV)/bin/ruff check src tests bench
+
+# the documentation site: a broken link, a missing page or a bad API reference fails the build
+docs: setup-dev
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --site-dir $(or $(SITE_DIR),build/site)
 
 test-fast: setup-dev
 	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(PY) -m pytest -q -m "not slow"
 
 clean:
-	rm -rf $(VENV) build *.egg-info src/*.egg-info
+	rm -rf $(VENV) build site *.egg-info src/*.egg-info

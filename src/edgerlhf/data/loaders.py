@@ -1,24 +1,7 @@
 """Load user data for SFT and reward modelling, in TRL's standard formats.
 
-Sources
--------
-:func:`read_rows` reads one source into ``(location, row)`` pairs:
-
-* ``.jsonl`` -- one JSON object per line; blank lines are ignored. Location: ``"data.jsonl, line 7"``
-  (the physical line number, so an editor's "go to line" finds it).
-* ``.json`` -- a top-level list of objects, or an object whose ``"data"`` or ``"train"`` key holds that
-  list. Location: ``"data.json, row 3 (index 2)"``.
-* ``.csv`` -- a header line, then one row per record; every cell is a string (so CSV holds string
-  formats only, never message lists). Location: ``"data.csv, line 5"`` where the header is line 1
-  and the first data row is line 2, as in a spreadsheet (a quoted cell that spans several physical
-  lines still counts as one row).
-* ``hf:<hub id>`` or ``hf:<hub id>:<split>`` (default split ``train``) -- loaded with
-  :func:`datasets.load_dataset`. This needs the network: with ``HF_HUB_OFFLINE=1`` (or
-  ``HF_DATASETS_OFFLINE=1``), or when the dataset cannot be fetched, a :class:`DataError` says so and
-  asks for a local file instead. Location: ``"hf:org/name:train, row 3 (index 2)"``.
-
-Files must be UTF-8 (a BOM is accepted). Non-UTF-8 bytes, invalid JSON and rows that are not objects
-are reported with their location.
+Sources are read by :mod:`edgerlhf.data.readers` (``.jsonl``, ``.json``, ``.csv``, ``hf:<hub id>``; UTF-8;
+every unreadable row reported with its location).
 
 Formats
 -------
@@ -68,13 +51,10 @@ that does not parse, hub unreachable) always raise.
 
 from __future__ import annotations
 
-import csv
-import io
-import json
-import os
 import re
-from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
+
+from edgerlhf.data.readers import DataError, RowProblem, iter_rows, kind_of, read_rows, row_keys
 
 __all__ = [
     "DataError",
@@ -90,213 +70,7 @@ __all__ = [
 
 ROLES = ("system", "user", "assistant")
 HH_ASSISTANT = "\n\nAssistant:"
-EXTENSIONS = (".jsonl", ".json", ".csv")
-_SURROGATE = re.compile("[\udc80-\udcff]")  # bytes that were not UTF-8, decoded with surrogateescape
 _SCALARS = (str, int, float, bool, type(None))
-
-
-class DataError(ValueError):
-    """A problem with user data; the message names the source, the row, the problem and the fix.
-
-    ``location`` is the file (or hub id) plus the row, e.g. ``"data.jsonl, line 7"``; ``problem`` is the
-    rest of the message.
-    """
-
-    def __init__(self, location: str, problem: str):
-        self.location = location
-        self.problem = problem
-        super().__init__(f"{location}: {problem}")
-
-
-class _RowProblem(Exception):
-    """Internal: a problem with one row; becomes a DataError once the location is attached."""
-
-
-# --------------------------------------------------------------------------------------------- reading
-
-
-def read_rows(source: str) -> list[tuple[str, dict]]:
-    """Read a ``.jsonl``/``.json``/``.csv`` file or ``hf:<hub id>[:<split>]`` into ``(location, row)`` pairs.
-
-    Raises :class:`DataError` at the first unreadable row (invalid JSON, non-UTF-8 bytes, a row that is
-    not an object), and for a missing file, an unsupported extension or an unreachable hub.
-    """
-    rows = []
-    for item in _iter_rows(str(source)):
-        if isinstance(item, DataError):
-            raise item
-        rows.append(item)
-    return rows
-
-
-def _iter_rows(source: str) -> Iterator[tuple[str, dict] | DataError]:
-    """Rows in file order; an unreadable row is yielded as a DataError (so callers may skip it).
-
-    Problems with the source as a whole are raised at once.
-    """
-    if source.startswith("hf:"):
-        yield from _read_hub(source)
-        return
-    path = Path(source).expanduser()
-    suffix = path.suffix.lower()
-    if suffix not in EXTENSIONS:
-        raise DataError(
-            source,
-            f"unsupported file type {suffix or '(no extension)'!r}; use a .jsonl, .json or .csv file, "
-            "or hf:<hub id>[:<split>] for a Hugging Face dataset",
-        )
-    if not path.exists():
-        raise DataError(source, f"file not found (looked for {path.resolve()}); check the path")
-    if path.is_dir():
-        raise DataError(source, "is a directory, not a file; pass the .jsonl, .json or .csv file inside it")
-    reader = {".jsonl": _read_jsonl, ".json": _read_json, ".csv": _read_csv}[suffix]
-    yield from reader(source, path.read_bytes())
-
-
-def _utf8_problem(err: UnicodeDecodeError, line_start: int = 0) -> str:
-    col = err.start - line_start + 1
-    return (
-        f"not valid UTF-8 (byte 0x{err.object[err.start]:02x} at column {col}); "
-        "re-save the file as UTF-8"
-    )
-
-
-def _read_jsonl(source: str, data: bytes):
-    for lineno, raw in enumerate(data.split(b"\n"), start=1):
-        loc = f"{source}, line {lineno}"
-        if lineno == 1 and raw.startswith(b"\xef\xbb\xbf"):
-            raw = raw[3:]
-        try:
-            text = raw.decode("utf-8")
-        except UnicodeDecodeError as e:
-            yield DataError(loc, _utf8_problem(e))
-            continue
-        if not text.strip():
-            continue
-        try:
-            obj = json.loads(text)
-        except json.JSONDecodeError as e:
-            yield DataError(
-                loc, f"invalid JSON at column {e.colno} ({e.msg}); each line must be one complete JSON object"
-            )
-            continue
-        if not isinstance(obj, dict):
-            yield DataError(loc, f"expected a JSON object {{...}}, got {_kind(obj)}; each line must be one object")
-            continue
-        yield loc, obj
-
-
-def _read_json(source: str, data: bytes):
-    text = data.decode("utf-8-sig", errors="surrogateescape")
-    try:
-        obj = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise DataError(
-            f"{source}, line {e.lineno}", f"invalid JSON at column {e.colno} ({e.msg}); fix the syntax"
-        ) from None
-    if isinstance(obj, dict):
-        for key in ("data", "train"):
-            if isinstance(obj.get(key), list):
-                obj = obj[key]
-                break
-        else:
-            raise DataError(
-                source,
-                f"top-level object has no 'data' or 'train' list (keys: {_keys(obj)}); "
-                "make the file a list of row objects, or put them under \"data\"",
-            )
-    if not isinstance(obj, list):
-        raise DataError(source, f"expected a list of row objects at the top level, got {_kind(obj)}")
-    for i, row in enumerate(obj):
-        loc = f"{source}, row {i + 1} (index {i})"
-        if not isinstance(row, dict):
-            yield DataError(loc, f"expected a JSON object {{...}}, got {_kind(row)}; every row must be an object")
-        elif _has_surrogates(row):
-            yield DataError(loc, "contains bytes that are not valid UTF-8; re-save the file as UTF-8")
-        else:
-            yield loc, row
-
-
-def _read_csv(source: str, data: bytes):
-    text = data.decode("utf-8-sig", errors="surrogateescape")
-    reader = csv.DictReader(io.StringIO(text, newline=""))
-    n = 1
-    while True:
-        loc = f"{source}, line {n + 1}"
-        try:
-            row = next(reader)
-        except StopIteration:
-            return
-        except csv.Error as e:
-            raise DataError(loc, f"unreadable CSV ({e}); check the quoting") from None
-        n += 1
-        if None in row:
-            yield DataError(
-                loc,
-                f"has {len(reader.fieldnames or []) + len(row[None])} cells but the header has "
-                f"{len(reader.fieldnames or [])}; quote cells that contain commas",
-            )
-        elif _has_surrogates(row):
-            yield DataError(loc, "contains bytes that are not valid UTF-8; re-save the file as UTF-8")
-        else:
-            yield loc, row
-
-
-def _read_hub(source: str) -> list[tuple[str, dict]]:
-    spec = source[len("hf:"):]
-    hub_id, _, split = spec.partition(":")
-    split = split or "train"
-    if not hub_id:
-        raise DataError(source, "no dataset id; write hf:<hub id> or hf:<hub id>:<split>, e.g. hf:org/name:train")
-    label = f"hf:{hub_id}:{split}"
-    for var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"):
-        if os.environ.get(var, "").strip().lower() in ("1", "true", "yes", "on"):
-            raise DataError(
-                label,
-                f"the Hugging Face Hub is unreachable because {var}={os.environ[var]} (offline mode); "
-                "pass a local .jsonl, .json or .csv file instead",
-            )
-    try:
-        from datasets import load_dataset  # slow import: only here
-
-        ds = load_dataset(hub_id, split=split)
-    except Exception as e:  # noqa: BLE001 - network errors, not found, bad split... all mean the same here
-        raise DataError(
-            label,
-            f"could not load the dataset from the Hugging Face Hub ({type(e).__name__}: {e}); the hub may be "
-            "unreachable or the id/split wrong; pass a local .jsonl, .json or .csv file instead",
-        ) from None
-    return [(f"{label}, row {i + 1} (index {i})", dict(row)) for i, row in enumerate(ds)]
-
-
-def _has_surrogates(value: Any) -> bool:
-    if isinstance(value, str):
-        return bool(_SURROGATE.search(value))
-    if isinstance(value, dict):
-        return any(_has_surrogates(k) or _has_surrogates(v) for k, v in value.items())
-    if isinstance(value, list):
-        return any(_has_surrogates(v) for v in value)
-    return False
-
-
-def _kind(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, (int, float)):
-        return "a number"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, list):
-        return "a list"
-    if isinstance(value, dict):
-        return "an object"
-    return type(value).__name__
-
-
-def _keys(row: dict) -> str:
-    return ", ".join(repr(k) for k in row) or "none"
 
 
 # ------------------------------------------------------------------------------------------ validation
@@ -305,43 +79,43 @@ def _keys(row: dict) -> str:
 def _field(row: dict, name: str, need: str) -> Any:
     if name not in row or row[name] is None:
         state = "missing" if name not in row else "null"
-        raise _RowProblem(f"field {name!r} is {state} (row has: {_keys(row)}); {need}")
+        raise RowProblem(f"field {name!r} is {state} (row has: {row_keys(row)}); {need}")
     return row[name]
 
 
 def _text(value: str, name: str) -> str:
     if not value.strip():
-        raise _RowProblem(f"field {name!r} is empty; every row needs a non-empty {name}")
+        raise RowProblem(f"field {name!r} is empty; every row needs a non-empty {name}")
     return value
 
 
 def _messages(value: list, name: str) -> list[dict]:
     if not value:
-        raise _RowProblem(f"field {name!r} is an empty message list; it needs at least one message")
+        raise RowProblem(f"field {name!r} is an empty message list; it needs at least one message")
     out = []
     for i, msg in enumerate(value, start=1):
         where = f"message {i} of {name!r}"
         if not isinstance(msg, dict):
-            raise _RowProblem(f"{where} is {_kind(msg)}; messages are objects {{\"role\": ..., \"content\": ...}}")
+            raise RowProblem(f"{where} is {kind_of(msg)}; messages are objects {{\"role\": ..., \"content\": ...}}")
         if "role" not in msg and "from" in msg:
-            raise _RowProblem(
+            raise RowProblem(
                 f"{where} uses 'from'/'value' (ShareGPT style); rename them to 'role'/'content' "
                 "with roles system/user/assistant"
             )
         role, content = msg.get("role"), msg.get("content")
         if role not in ROLES:
-            raise _RowProblem(f"{where} has role {role!r}; roles must be one of system, user, assistant")
+            raise RowProblem(f"{where} has role {role!r}; roles must be one of system, user, assistant")
         if not isinstance(content, str):
-            raise _RowProblem(f"{where} has content that is {_kind(content)}; content must be a string")
+            raise RowProblem(f"{where} has content that is {kind_of(content)}; content must be a string")
         if not content.strip():
-            raise _RowProblem(f"{where} has empty content; every message needs text")
+            raise RowProblem(f"{where} has empty content; every message needs text")
         out.append({"role": role, "content": content})
     return out
 
 
 def _ends_with_assistant(msgs: list[dict], name: str) -> None:
     if msgs[-1]["role"] != "assistant":
-        raise _RowProblem(
+        raise RowProblem(
             f"{name!r} ends with a {msgs[-1]['role']!r} message; it must end with an assistant turn"
         )
 
@@ -352,8 +126,8 @@ def _value(value: Any, name: str) -> str | list[dict]:
         return _text(value, name)
     if isinstance(value, list):
         return _messages(value, name)
-    raise _RowProblem(
-        f"field {name!r} is {_kind(value)}; it must be a string or a list of {{role, content}} messages"
+    raise RowProblem(
+        f"field {name!r} is {kind_of(value)}; it must be a string or a list of {{role, content}} messages"
     )
 
 
@@ -361,7 +135,7 @@ def _same_kind(values: dict[str, Any]) -> None:
     kinds = {name: ("a string" if isinstance(v, str) else "a message list") for name, v in values.items()}
     if len(set(kinds.values())) > 1:
         desc = ", ".join(f"{n!r} is {k}" for n, k in kinds.items())
-        raise _RowProblem(f"{desc}; use the same kind (all strings or all message lists)")
+        raise RowProblem(f"{desc}; use the same kind (all strings or all message lists)")
 
 
 def _as_text(prompt: str | list[dict], response: str | list[dict]) -> str:
@@ -376,7 +150,7 @@ def _check_length(tokenizer, max_length: int, prompt, response, what: str) -> No
         return
     n = len(tokenizer(_as_text(prompt, response))["input_ids"])
     if n > max_length:
-        raise _RowProblem(
+        raise RowProblem(
             f"prompt+{what} is {n} tokens, over max_length={max_length}; shorten the row, raise max_length, "
             "or set skip_bad_rows to drop such rows"
         )
@@ -385,7 +159,7 @@ def _check_length(tokenizer, max_length: int, prompt, response, what: str) -> No
 def _normalize_sft(row: dict) -> dict:
     has_pc = "prompt" in row or "completion" in row
     if has_pc and "messages" in row:
-        raise _RowProblem("row has both 'messages' and 'prompt'/'completion'; keep one format")
+        raise RowProblem("row has both 'messages' and 'prompt'/'completion'; keep one format")
     if has_pc:
         need = "every row needs 'prompt' and 'completion' (or a 'messages' list)"
         prompt = _value(_field(row, "prompt", need), "prompt")
@@ -397,19 +171,19 @@ def _normalize_sft(row: dict) -> dict:
     if "messages" in row:
         msgs = _field(row, "messages", "every row needs a 'messages' list")
         if not isinstance(msgs, list):
-            raise _RowProblem(f"field 'messages' is {_kind(msgs)}; it must be a list of {{role, content}} messages")
+            raise RowProblem(f"field 'messages' is {kind_of(msgs)}; it must be a list of {{role, content}} messages")
         msgs = _messages(msgs, "messages")
         _ends_with_assistant(msgs, "messages")
         if len(msgs) < 2:
-            raise _RowProblem("'messages' has only the assistant turn; add the user message it answers")
+            raise RowProblem("'messages' has only the assistant turn; add the user message it answers")
         return {"prompt": msgs[:-1], "completion": [msgs[-1]]}
     if "text" in row:
-        raise _RowProblem(
+        raise RowProblem(
             "plain 'text' rows are not supported: SFT uses a completion-only loss and needs to know where the "
             "prompt ends; provide 'prompt'/'completion' or 'messages' instead"
         )
-    raise _RowProblem(
-        f"no 'prompt'/'completion' or 'messages' field (row has: {_keys(row)}); "
+    raise RowProblem(
+        f"no 'prompt'/'completion' or 'messages' field (row has: {row_keys(row)}); "
         "provide 'prompt' and 'completion', or a 'messages' list"
     )
 
@@ -483,27 +257,27 @@ def _normalize_preference(row: dict) -> dict:
         _same_kind({"chosen": chosen, "rejected": rejected})
         if isinstance(chosen, str):
             if HH_ASSISTANT not in chosen and HH_ASSISTANT not in rejected:
-                raise _RowProblem(
+                raise RowProblem(
                     "'chosen'/'rejected' are plain strings and there is no 'prompt' field; add a 'prompt' field, "
                     "or give HH-RLHF transcripts ('\\n\\nHuman: ...\\n\\nAssistant: ...')"
                 )
             try:
                 c_msgs, r_msgs = hh_messages(chosen, "'chosen'"), hh_messages(rejected, "'rejected'")
             except ValueError as e:
-                raise _RowProblem(f"{e}; fix the transcripts or add an explicit 'prompt' field") from None
+                raise RowProblem(f"{e}; fix the transcripts or add an explicit 'prompt' field") from None
             if c_msgs[:-1] != r_msgs[:-1]:
-                raise _RowProblem("chosen and rejected differ before their last Assistant turn, so they have no "
+                raise RowProblem("chosen and rejected differ before their last Assistant turn, so they have no "
                                   "shared prompt; fix the transcripts or add an explicit 'prompt' field")
             for name, m in (("chosen", c_msgs[-1]), ("rejected", r_msgs[-1])):
                 if not m["content"]:
-                    raise _RowProblem(
+                    raise RowProblem(
                         f"the last assistant turn of {name!r} is empty; every row needs a non-empty {name}"
                     )
             prompt, chosen, rejected = c_msgs[:-1], [c_msgs[-1]], [r_msgs[-1]]
         else:
             prompt, chosen, rejected = _split_shared_prefix(chosen, rejected)
     if chosen == rejected or (isinstance(chosen, str) and chosen.strip() == rejected.strip()):
-        raise _RowProblem("chosen and rejected are identical; drop the row or fix it")
+        raise RowProblem("chosen and rejected are identical; drop the row or fix it")
     out = {"prompt": prompt, "chosen": chosen, "rejected": rejected}
     for k, v in row.items():
         if k not in out and isinstance(k, str) and isinstance(v, _SCALARS):
@@ -516,21 +290,21 @@ def _split_shared_prefix(chosen: list[dict], rejected: list[dict]) -> tuple[list
     while n < min(len(chosen), len(rejected)) and chosen[n] == rejected[n]:
         n += 1
     if chosen == rejected:
-        raise _RowProblem("chosen and rejected are identical; drop the row or fix it")
+        raise RowProblem("chosen and rejected are identical; drop the row or fix it")
     if n == 0:
-        raise _RowProblem(
+        raise RowProblem(
             "chosen and rejected differ from their first message, so there is no shared prompt; "
             "add an explicit 'prompt' field"
         )
     for name, msgs in (("chosen", chosen), ("rejected", rejected)):
         tail = msgs[n:]
         if not tail:
-            raise _RowProblem(
+            raise RowProblem(
                 f"{name!r} has no messages after the prompt it shares with the other response; "
                 "both need an assistant response"
             )
         if tail[0]["role"] != "assistant":
-            raise _RowProblem(
+            raise RowProblem(
                 f"chosen and rejected first differ at message {n + 1}, a {tail[0]['role']!r} message; they "
                 "must share the prompt and differ from an assistant turn on (or add an explicit 'prompt')"
             )
@@ -555,7 +329,7 @@ def _load(
     out: list[dict] = []
     skipped = 0
     first: DataError | None = None
-    for item in _iter_rows(source):
+    for item in iter_rows(source):
         if max_rows and len(out) >= max_rows:
             break
         if isinstance(item, DataError):
@@ -565,7 +339,7 @@ def _load(
             try:
                 norm = normalize(row)
                 check_length(norm)
-            except _RowProblem as e:
+            except RowProblem as e:
                 err = DataError(loc, str(e))
             else:
                 out.append(norm)
@@ -636,9 +410,9 @@ def _normalize_prompt(row: dict) -> dict:
     if "prompt" in row:
         prompt = _value(row["prompt"], "prompt")
         if isinstance(prompt, list) and prompt[-1]["role"] == "assistant":
-            raise _RowProblem("'prompt' ends with an assistant message; a prompt must end with the user's turn")
+            raise RowProblem("'prompt' ends with an assistant message; a prompt must end with the user's turn")
         return {"prompt": prompt}
-    raise _RowProblem(f"no 'prompt' field (row has: {_keys(row)}); give a 'prompt' (a string or chat messages), "
+    raise RowProblem(f"no 'prompt' field (row has: {row_keys(row)}); give a 'prompt' (a string or chat messages), "
                       "or an SFT or preference row")
 
 
@@ -656,6 +430,6 @@ def prompt_rows_with_locations(source: str) -> list[tuple[str, object]]:
     for loc, row in read_rows(source):
         try:
             out.append((loc, _normalize_prompt(row)["prompt"]))
-        except _RowProblem as e:
+        except RowProblem as e:
             raise DataError(loc, str(e)) from None
     return out
