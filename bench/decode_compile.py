@@ -35,4 +35,5 @@ else:
     t0 = time.perf_counter()
     comp = torch.compile(body, dynamic=False)
     ts = run(comp, cache)
-    print(f"compiled static: total {time.perf_counter()-t0:.0f}s incl. compile; first {ts[0]:.1f}s; median {sorted(ts)[len(ts)//2]*1000:.0f} ms; last5", [round(x*1000) for x in ts[-5:]])
+    print(f"compiled static: total {time.perf_counter()-t0:.0f}s incl. compile; first {ts[0]:.1f}s; median "
+          f"{sorted(ts)[len(ts)//2]*1000:.0f} ms; last5", [round(x*1000) for x in ts[-5:]])

@@ -35,7 +35,8 @@ out = Path(sys.argv[2] if len(sys.argv) > 2 else tempfile.mkdtemp(prefix="gguf-b
 model, tok, _ = load_for_export(policy)
 model.eval()
 print(f"policy {policy}; files in {out}")
-print("| type | file MiB | export s | check s | max abs logit diff | greedy next token kept (GGUF) | same, quantised in "
+print("| type | file MiB | export s | check s | max abs logit diff | greedy next token kept (GGUF) | same, quantised "
+      "in "
       "PyTorch | greedy answers identical |")
 print("|---|---|---|---|---|---|---|---|")
 for kind in GGUF_TYPES:

@@ -62,14 +62,16 @@ def main() -> None:
                  f"baseline_eval={sft_eval}", f"run_name=eval-{name}", *common)
         rows[algo] = (_summary(out / name), _summary(out / f"eval-{name}"), _gold(out / f"eval-{name}"))
     print(f"\n== {a.preset} presets, the same SFT policy and RM (fp32), {a.eval_prompts} held-out prompts")
-    print("| algorithm | episodes | wall min | median step s | peak MB | gold SFT -> policy | gain [95% CI] | win rate | KL | distinct-2 | length |")
+    print("| algorithm | episodes | wall min | median step s | peak MB | gold SFT -> policy | gain [95% CI] | win rate "
+          "| KL | distinct-2 | length |")
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     for algo, (s, e, _) in rows.items():
         d2 = 100 * (e["eval/distinct_2"] / e["baseline/distinct_2"] - 1)
         ln = 100 * (e["eval/mean_tokens"] / e["baseline/mean_tokens"] - 1)
         print(f"| {algo} | {s['episodes']} | {s['wall_time_s'] / 60:.1f} | {s['timing/step_s_median']:.1f} | "
               f"{s['memory/peak_mb']:.0f} | {e['baseline/gold_mean']:+.3f} -> {e['eval/gold_mean']:+.3f} | "
-              f"{e['eval/gold_gain']:+.3f} [{e['eval/gold_gain_ci95_low']:+.3f}, {e['eval/gold_gain_ci95_high']:+.3f}] | "
+              f"{e['eval/gold_gain']:+.3f} [{e['eval/gold_gain_ci95_low']:+.3f}, {e['eval/gold_gain_ci95_high']:+.3f}] "
+              "| "
               f"{e['eval/win_rate']:.3f} | {e['eval/kl']:.2f} | {d2:+.0f}% | {ln:+.0f}% |")
     names = list(rows)
     for i, x in enumerate(names):

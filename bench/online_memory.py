@@ -53,7 +53,8 @@ def main() -> None:
     if "ppo-shared-head" in by:
         for name, mb, _, st, _ in rows:
             if name != "ppo-shared-head":
-                print(f"{name}: memory {mb / by['ppo-shared-head'][1]:.2f}x PPO's, step time {st / by['ppo-shared-head'][3]:.2f}x")
+                print(f"{name}: memory {mb / by['ppo-shared-head'][1]:.2f}x PPO's, step time "
+                      f"{st / by['ppo-shared-head'][3]:.2f}x")
 
 
 if __name__ == "__main__":

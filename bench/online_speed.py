@@ -38,7 +38,8 @@ def main() -> None:
     ap.add_argument("--algorithms", default="ppo,grpo")
     ap.add_argument("--modes", default="old,new,fast")
     ap.add_argument("--pre-src", default="", help="a checkout of an earlier commit: adds the mode `pre`, its code "
-                    "(PYTHONPATH=<dir>/src) with its defaults, e.g. the engine before issue 12 (git worktree add DIR eb6a94e)")
+                    "(PYTHONPATH=<dir>/src) with its defaults, e.g. the engine before issue 12 (git worktree add DIR "
+                    "eb6a94e)")
     ap.add_argument("--out", default="runs/bench-online-speed")
     a = ap.parse_args()
     rows = []

@@ -45,14 +45,17 @@ def main():
     ps = json.loads((p_dir / "summary.json").read_text())
     rs = json.loads((r_dir / "summary.json").read_text())
     print("\n== reward-model stage (prefs + training + evaluation) ==")
-    print(f"wall time                 {wall / 60:.1f} min  (prefs {ps['wall_time_s'] / 60:.1f}, reward {rs['wall_time_s'] / 60:.1f})")
+    print(f"wall time                 {wall / 60:.1f} min  (prefs {ps['wall_time_s'] / 60:.1f}, reward "
+          f"{rs['wall_time_s'] / 60:.1f})")
     print(f"peak memory               prefs {ps['memory/peak_mb']:.0f} MB, reward {rs['memory/peak_mb']:.0f} MB")
-    print(f"pairs                     {rs['pairs_train']} train / {ps['pairs_eval_kept']} held out (+{ps['pairs_eval_all'] - ps['pairs_eval_kept']} near-ties), "
+    print(f"pairs                     {rs['pairs_train']} train / {ps['pairs_eval_kept']} held out "
+          f"(+{ps['pairs_eval_all'] - ps['pairs_eval_kept']} near-ties), "
           f"label noise {ps['label_noise_measured']:.3f}")
     for k in ("eval/accuracy", "eval/accuracy_gold", "eval/accuracy_gold_all", "eval/spearman_gold",
               "eval/reward_mean", "eval/reward_std"):
         print(f"{k:<25} {rs['before/' + k]:+.3f} -> {rs[k]:+.3f}")
-    print(f"sampling                  {ps['prefs/tokens_per_s']:.0f} tokens/s; RM training {rs['train/tokens_per_s']:.0f} tokens/s, "
+    print(f"sampling                  {ps['prefs/tokens_per_s']:.0f} tokens/s; RM training "
+          f"{rs['train/tokens_per_s']:.0f} tokens/s, "
           f"{rs['steps']} steps")
 
 

@@ -95,7 +95,8 @@ def main() -> None:
             print(f"LM head, {B} rows, {name}: {(time.perf_counter() - t) / 10 * 1000:.1f} ms")
         compute_floor = 2 * n_params * B / (peak * 1e9)
         lin = linears_ms(body, B)
-        print(f"batch {B}: the stack's Linears alone take {lin:.1f} ms a step ({weight_bytes / 2**20 / 1024 / (lin / 1000):.1f} "
+        print(f"batch {B}: the stack's Linears alone take {lin:.1f} ms a step "
+              f"({weight_bytes / 2**20 / 1024 / (lin / 1000):.1f} "
               f"GB/s of weights); compute floor {compute_floor * 1000:.1f} ms")
         step_floor_b = max(step_floor, compute_floor)
         batch = [encode_prompt(tok, p) for p in prompts[:B // a.groups] for _ in range(a.groups)]

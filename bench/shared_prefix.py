@@ -84,7 +84,8 @@ def main() -> None:
         rm.score_pairs(hc, hr)
         res.setdefault(shared, []).append(time.perf_counter() - t)
     on, off = min(res[True]), min(res[False])
-    print(f"held-out scoring ({len(hc)} pairs, best of 2): whole {off:.2f} s, shared prefix {on:.2f} s ({on / off:.2f}x)")
+    print(f"held-out scoring ({len(hc)} pairs, best of 2): whole {off:.2f} s, shared prefix {on:.2f} s "
+          f"({on / off:.2f}x)")
 
 
 if __name__ == "__main__":

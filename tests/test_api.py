@@ -50,7 +50,8 @@ def test_the_whole_api_is_at_the_top_level_with_docstrings():
 def test_load_config_takes_a_preset_and_names_a_bad_one():
     cfg = edgerlhf.load_config(edgerlhf.PPOConfig, preset="quick", overrides={"max_steps": 3})
     assert cfg.max_steps == 3 and cfg.lora_layers == 10  # the preset, then the override
-    with pytest.raises(edgerlhf.ConfigError, match=r"unknown preset 'fast' for stage 'ppo'; use one of full, quick, user"):
+    with pytest.raises(edgerlhf.ConfigError, match=r"unknown preset 'fast' for stage 'ppo'; use one of full, quick, "
+                                                   r"user"):
         edgerlhf.load_config(edgerlhf.PPOConfig, preset="fast")
 
 

@@ -30,7 +30,8 @@ def _stage_parser(sub, stage: registry.Stage):
     if stage.presets:  # only where the stage has presets
         p.add_argument("--preset", choices=sorted(stage.presets), help="named settings applied before --config "
                        "(smoke: the tiny random model, seconds)")
-    p.add_argument("--task", help="task file (YAML): data, gold, response length (same as task=FILE); 'builtin' is the shipped default")
+    p.add_argument("--task", help="task file (YAML): data, gold, response length (same as task=FILE); 'builtin' is the "
+                                  "shipped default")
     p.add_argument("--help-config", action="store_true", help="list every config key with its default and help")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. learning_rate=1e-4")
     return p
@@ -62,7 +63,8 @@ def _int_list(text: str | None, flag: str) -> list[int] | None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="edgerlhf", description="RLHF (SFT -> reward model -> PPO / GRPO / RLOO) on one small machine.")
+    parser = argparse.ArgumentParser(prog="edgerlhf", description="RLHF (SFT -> reward model -> PPO / GRPO / RLOO) on "
+                                                                  "one small machine.")
     sub = parser.add_subparsers(dest="command", required=True)
     for stage in registry.STAGES:
         p = _stage_parser(sub, stage)
@@ -77,15 +79,19 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("run", help="the precision study end to end: SFT -> prefs -> RM -> RM at each precision -> each "
                                    "algorithm per precision and seed -> eval -> report (finished stages are reused)")
     p.add_argument("--preset", default="quick", choices=["smoke", "quick", "full"])
-    p.add_argument("--precisions", help="comma-separated RM precisions (default: fp32,int8,int4 on CPU, bf16,int8,int4 on GPU)")
+    p.add_argument("--precisions", help="comma-separated RM precisions (default: fp32,int8,int4 on CPU, bf16,int8,int4 "
+                                        "on GPU)")
     p.add_argument("--model", help="base model (default: the preset's: embedded SmolLM2-135M, or tiny for smoke)")
-    p.add_argument("--seed", type=int, default=42, help="base seed: SFT, preference pairs, the RM and every evaluation's "
+    p.add_argument("--seed", type=int, default=42, help="base seed: SFT, preference pairs, the RM and every "
+                                                        "evaluation's "
                                                         "sampling (so evaluations are paired by prompt)")
     p.add_argument("--seeds", help="comma-separated seeds that replicate each configuration's training, e.g. 1,2,3 "
                                    "(default: the base seed only; the base seed's runs keep their names, so a study "
                                    "extended by seeds reuses them)")
-    p.add_argument("--algorithms", default="ppo", help=f"comma-separated: {', '.join(registry.algorithms())}; an RM-based "
-                                                       "one may name its own precisions, e.g. ppo,grpo@fp32,dpo (default: ppo)")
+    p.add_argument("--algorithms", default="ppo", help=f"comma-separated: {', '.join(registry.algorithms())}; an "
+                                                       "RM-based "
+                                                       "one may name its own precisions, e.g. ppo,grpo@fp32,dpo "
+                                                       "(default: ppo)")
     p.add_argument("--rm-per-seed", action="store_true", help="also retrain the reward model with each seed (the "
                                                               "precision question's other source of variance)")
     p.add_argument("--task", help="task file (YAML) naming SFT data, preference pairs or prompts to sample them for, "
@@ -122,7 +128,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-check", action="store_true", help="--gguf: skip reloading the file to measure it against "
                    "the policy")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
-    for name, text in (("generate", "sample a response from a policy"), ("chat", "chat with a policy (empty line or Ctrl-D ends)")):
+    for name, text in (("generate", "sample a response from a policy"), ("chat", "chat with a policy (empty line or "
+                                                                                 "Ctrl-D ends)")):
         p = sub.add_parser(name, help=text)
         p.add_argument("policy_dir", help="PPO / GRPO / RLOO / DPO or SFT run folder, or an exported model folder")
         if name == "generate":

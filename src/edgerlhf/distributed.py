@@ -76,7 +76,8 @@ def init_from_env(device: str = "auto") -> tuple[int, int]:
     gpu = torch.cuda.is_available() and device != "cpu"
     if gpu:
         if local >= torch.cuda.device_count():
-            raise LaunchError(f"LOCAL_RANK={local} but this node has {torch.cuda.device_count()} visible GPUs: launch at "
+            raise LaunchError(f"LOCAL_RANK={local} but this node has {torch.cuda.device_count()} visible GPUs: launch "
+                              "at "
                                "most one process per GPU (--nproc_per_node / --num_processes)")
         torch.cuda.set_device(local)
     dist.init_process_group("nccl" if gpu else "gloo", timeout=timedelta(minutes=30))

@@ -28,48 +28,66 @@ from pathlib import Path
 _TOPICS = [
     ("How do I get a {x} stain out of my shirt?", ["coffee", "wine", "grass", "ink", "tomato sauce", "chocolate"],
      ["stain", "fabric", "water", "soap"],
-     ["Rinse the back of the stain with cold water as soon as you can.", "Rub a little dish soap into the fabric and let it sit for ten minutes.",
-      "Wash it on the warmest setting the label allows, and check before drying.", "Dab, do not scrub, so the stain does not spread."]),
-    ("What is a good way to start running if I am {x}?", ["out of shape", "over forty", "very busy", "a complete beginner", "carrying extra weight"],
+     ["Rinse the back of the stain with cold water as soon as you can.", "Rub a little dish soap into the fabric and "
+                                                                         "let it sit for ten minutes.",
+      "Wash it on the warmest setting the label allows, and check before drying.", "Dab, do not scrub, so the stain "
+                                                                                   "does not spread."]),
+    ("What is a good way to start running if I am {x}?", ["out of shape", "over forty", "very busy", "a complete "
+                                                                                                     "beginner", "carrying extra weight"],
      ["run", "walk", "minutes", "week"],
-     ["Start with intervals: one minute of easy running, two minutes of walking, for twenty minutes.", "Go three times a week and rest in between.",
+     ["Start with intervals: one minute of easy running, two minutes of walking, for twenty minutes.", "Go three times "
+                                                                                                       "a week and "
+                                                                                                       "rest in "
+                                                                                                       "between.",
       "Add a little time each week rather than speed.", "Good shoes and a slow pace matter more than distance at first."]),
     ("How can I keep my {x} alive while I am on holiday?", ["basil plant", "tomato plants", "houseplants", "fern", "orchid"],
      ["water", "plant", "soil", "light"],
      ["Water the soil well the day before you leave.", "Move the plant out of direct sun so it dries more slowly.",
-      "A bottle of water turned upside down in the soil releases it slowly.", "Ask a neighbour to check it once if you are gone more than a week."]),
+      "A bottle of water turned upside down in the soil releases it slowly.", "Ask a neighbour to check it once if you "
+                                                                              "are gone more than a week."]),
     ("What should I cook for dinner with {x}?", ["rice and eggs", "pasta and spinach", "potatoes and cheese", "chickpeas and tomatoes", "leftover chicken"],
      ["cook", "minutes", "pan", "add"],
-     ["Fry some garlic and onion in a pan, then add what you have and season well.", "A quick stir fry takes about fifteen minutes.",
-      "Add a squeeze of lemon or a spoon of yoghurt at the end for freshness.", "Cook extra and keep the rest for lunch tomorrow."]),
+     ["Fry some garlic and onion in a pan, then add what you have and season well.", "A quick stir fry takes about "
+                                                                                     "fifteen minutes.",
+      "Add a squeeze of lemon or a spoon of yoghurt at the end for freshness.", "Cook extra and keep the rest for "
+                                                                                "lunch tomorrow."]),
     ("How do I fall asleep faster when I am {x}?", ["stressed", "jet lagged", "too warm", "thinking about work", "drinking coffee late"],
      ["sleep", "bed", "light", "hour"],
-     ["Keep the same wake-up time every day, even at weekends.", "Put screens away an hour before bed and dim the lights.",
-      "If you are awake after twenty minutes, get up and read until you feel sleepy.", "A cool, dark room helps most people sleep."]),
+     ["Keep the same wake-up time every day, even at weekends.", "Put screens away an hour before bed and dim the "
+                                                                 "lights.",
+      "If you are awake after twenty minutes, get up and read until you feel sleepy.", "A cool, dark room helps most "
+                                                                                       "people sleep."]),
     ("How can I save money on {x}?", ["groceries", "my phone bill", "heating", "commuting", "eating out"],
      ["save", "money", "month", "budget"],
      ["Write down what you spend for one month to see where the money goes.", "Set a weekly budget and plan around it.",
       "Compare providers once a year; switching often saves money.", "Buy store brands and cook in batches."]),
     ("What is the best way to learn {x}?", ["Spanish", "the guitar", "to code in Python", "to draw", "to touch type"],
      ["practice", "day", "minutes", "learn"],
-     ["Practice a little every day; twenty minutes daily beats three hours once a week.", "Pick one good beginner course and finish it.",
-      "Set a small goal for each week so you can see progress.", "Find a friend or a group to learn with, it keeps you going."]),
+     ["Practice a little every day; twenty minutes daily beats three hours once a week.", "Pick one good beginner "
+                                                                                          "course and finish it.",
+      "Set a small goal for each week so you can see progress.", "Find a friend or a group to learn with, it keeps you "
+                                                                 "going."]),
     ("How do I clean a {x}?", ["cast iron pan", "microwave", "kettle with limescale", "greasy oven", "shower head"],
      ["clean", "water", "vinegar", "minutes"],
-     ["Soak it in a mix of water and white vinegar for thirty minutes.", "Scrub gently with a soft brush, then rinse with clean water.",
+     ["Soak it in a mix of water and white vinegar for thirty minutes.", "Scrub gently with a soft brush, then rinse "
+                                                                         "with clean water.",
       "For grease, a paste of baking soda and water works well.", "Dry it fully afterwards so nothing rusts or smells."]),
     ("How can I be more productive when I am {x}?", ["working from home", "tired in the afternoon", "easily distracted", "juggling many tasks"],
      ["task", "focus", "minutes", "list"],
-     ["Write a short list of the three tasks that matter most today.", "Work in blocks of twenty five minutes with short breaks.",
+     ["Write a short list of the three tasks that matter most today.", "Work in blocks of twenty five minutes with "
+                                                                       "short breaks.",
       "Turn off notifications while you focus.", "Do the hardest task first, when your energy is highest."]),
-    ("What can I do about a {x}?", ["sore back from sitting", "stiff neck", "headache from screens", "cold that will not go away"],
+    ("What can I do about a {x}?", ["sore back from sitting", "stiff neck", "headache from screens", "cold that will "
+                                                                                                     "not go away"],
      ["rest", "doctor", "stretch", "water"],
      ["Gentle stretching and a short walk every hour often help.", "Drink enough water and rest your eyes from screens.",
       "A warm compress can ease stiff muscles.", "If it lasts more than a week or gets worse, see a doctor."]),
     ("How should I prepare for a {x}?", ["job interview", "first day at a new job", "long flight", "driving test", "presentation at work"],
      ["prepare", "practice", "time", "plan"],
-     ["Make a short plan of what you need and check it the day before.", "Practice out loud once or twice; it makes a real difference.",
-      "Arrive or be ready fifteen minutes early so you are not rushed.", "Get a good night's sleep and eat something beforehand."]),
+     ["Make a short plan of what you need and check it the day before.", "Practice out loud once or twice; it makes a "
+                                                                         "real difference.",
+      "Arrive or be ready fifteen minutes early so you are not rushed.", "Get a good night's sleep and eat something "
+                                                                         "beforehand."]),
     ("How do I make my {x} last longer?", ["phone battery", "running shoes", "bread", "laptop", "bike chain"],
      ["keep", "clean", "store", "last"],
      ["Keep it clean and store it somewhere cool and dry.", "Small regular care beats one big repair later.",
@@ -81,7 +99,8 @@ _OPENERS = [("Hi, can you help me with something?", "Of course, what do you need
             ("I have a quick question.", "Sure, go ahead."),
             ("Are you any good at everyday advice?", "I can try. What is on your mind?")]
 
-_CURT = ["No idea.", "Just look it up.", "Figure it out yourself.", "Why would I know that?", "Who cares.", "Not my problem.",
+_CURT = ["No idea.", "Just look it up.", "Figure it out yourself.", "Why would I know that?", "Who cares.", "Not my "
+                                                                                                            "problem.",
          "That is a boring question.", "Do whatever you want.", "Ask someone else.", "Whatever works, I guess."]
 _VAGUE = ["It depends on a lot of things.", "There are many ways to do it.", "Some people do it one way, some another.",
           "It is hard to say really.", "You could try something, maybe."]

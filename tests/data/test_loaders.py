@@ -200,7 +200,8 @@ def test_sft_messages_split_at_last_assistant_turn():
 def test_sft_csv():
     rows, skipped = load_sft_rows(fx("sft.csv"))
     assert skipped == 0 and len(rows) == 3
-    assert rows[2] == {"prompt": "Describe Dune in one sentence.", "completion": "Politics and prophecy on a desert planet."}
+    assert rows[2] == {"prompt": "Describe Dune in one sentence.", "completion": "Politics and prophecy on a desert "
+                                                                                 "planet."}
 
 
 def test_sft_max_rows():
@@ -226,17 +227,20 @@ def test_sft_skip_bad_rows_drops_and_counts():
 
 
 SFT_BAD = [
-    ({"prompt": "Review a cafe.", "completion": ""}, "field 'completion' is empty; every row needs a non-empty completion"),
+    ({"prompt": "Review a cafe.", "completion": ""}, "field 'completion' is empty; every row needs a non-empty "
+                                                     "completion"),
     ({"prompt": "  ", "completion": "Good."}, "field 'prompt' is empty"),
     ({"prompt": "Review a cafe."}, "field 'completion' is missing"),
     ({"completion": "Good."}, "field 'prompt' is missing"),
     ({"prompt": "Review a cafe.", "completion": None}, "field 'completion' is null"),
-    ({"text": "Review: a cafe. Good."}, "plain 'text' rows are not supported.*provide 'prompt'/'completion' or 'messages'"),
+    ({"text": "Review: a cafe. Good."}, "plain 'text' rows are not supported.*provide 'prompt'/'completion' or "
+                                        "'messages'"),
     ({"question": "q", "answer": "a"}, "no 'prompt'/'completion' or 'messages' field"),
     ({"prompt": 42, "completion": "Forty-two."}, "field 'prompt' is a number; it must be a string or a list"),
     ({"prompt": "Review a bar.", "completion": [msg("assistant", "Loud.")]},
      "'prompt' is a string, 'completion' is a message list; use the same kind"),
-    ({"messages": [msg("user", "Review a bakery.")]}, "'messages' ends with a 'user' message; it must end with an assistant"),
+    ({"messages": [msg("user", "Review a bakery.")]}, "'messages' ends with a 'user' message; it must end with an "
+                                                      "assistant"),
     ({"messages": [msg("assistant", "Good bread.")]}, "'messages' has only the assistant turn"),
     ({"messages": [msg("user", "Review a bakery."), msg("bot", "Good bread.")]},
      "message 2 of 'messages' has role 'bot'; roles must be one of system, user, assistant"),
@@ -297,7 +301,8 @@ def test_sft_max_length(tmp_path):
     tok = WordTokenizer()
     rows, _ = load_sft_rows(path, tokenizer=tok, max_length=7)
     assert len(rows) == 2
-    with pytest.raises(DataError, match=at("data.jsonl", "line 2") + r"prompt\+completion is 7 tokens, over max_length=6"):
+    with pytest.raises(DataError, match=at("data.jsonl", "line 2") + r"prompt\+completion is 7 tokens, over "
+                                                                     r"max_length=6"):
         load_sft_rows(path, tokenizer=tok, max_length=6)
     rows, skipped = load_sft_rows(path, tokenizer=tok, max_length=6, skip_bad_rows=True)
     assert (len(rows), skipped) == (1, 1)
@@ -320,7 +325,8 @@ def test_sft_max_length_with_real_tokenizer(tmp_path):
 
     tok = load_tokenizer("default")
     path = write_jsonl(tmp_path / "data.jsonl", [GOOD_SFT, {"prompt": "word " * 50, "completion": "more " * 50}])
-    with pytest.raises(DataError, match=at("data.jsonl", "line 2") + r"prompt\+completion is \d+ tokens, over max_length=64"):
+    with pytest.raises(DataError, match=at("data.jsonl", "line 2") + r"prompt\+completion is \d+ tokens, over "
+                                                                     r"max_length=64"):
         load_sft_rows(path, tokenizer=tok, max_length=64)
 
 
@@ -379,7 +385,8 @@ def test_preference_csv():
 
 
 def test_preference_csv_bad_rows():
-    with pytest.raises(DataError, match=at("pref_bad.csv", "line 3") + "chosen and rejected are identical; drop the row or fix it"):
+    with pytest.raises(DataError, match=at("pref_bad.csv", "line 3") + "chosen and rejected are identical; drop the "
+                                                                       "row or fix it"):
         load_preference_rows(fx("pref_bad.csv"))
     rows, skipped = load_preference_rows(fx("pref_bad.csv"), skip_bad_rows=True)
     assert skipped == 3  # line 3 identical, line 4 empty chosen, line 6 too many cells
@@ -389,7 +396,8 @@ def test_preference_csv_bad_rows():
 def test_preference_csv_empty_cell_is_empty_not_missing(tmp_path):
     p = tmp_path / "p.csv"
     p.write_text("prompt,chosen,rejected\nReview a bar.,,Awful.\n")
-    with pytest.raises(DataError, match=at("p.csv", "line 2") + "field 'chosen' is empty; every row needs a non-empty chosen"):
+    with pytest.raises(DataError, match=at("p.csv", "line 2") + "field 'chosen' is empty; every row needs a non-empty "
+                                                                "chosen"):
         load_preference_rows(str(p))
 
 
@@ -400,7 +408,8 @@ PREF_BAD = [
     ({"prompt": "p", "rejected": "Bad."}, "field 'chosen' is missing"),
     ({"prompt": "p", "chosen": "", "rejected": "Bad."}, "field 'chosen' is empty; every row needs a non-empty chosen"),
     ({"prompt": "", "chosen": "Good.", "rejected": "Bad."}, "field 'prompt' is empty"),
-    ({"prompt": "p", "chosen": "Same.", "rejected": "Same."}, "chosen and rejected are identical; drop the row or fix it"),
+    ({"prompt": "p", "chosen": "Same.", "rejected": "Same."}, "chosen and rejected are identical; drop the row or fix "
+                                                              "it"),
     ({"prompt": "p", "chosen": "Same. ", "rejected": "Same."}, "chosen and rejected are identical"),
     ({"prompt": "p", "chosen": 1, "rejected": "Bad."}, "field 'chosen' is a number"),
     ({"prompt": "p", "chosen": [msg("assistant", "Good.")], "rejected": "Bad."}, "use the same kind"),
@@ -409,7 +418,8 @@ PREF_BAD = [
     ({"prompt": [msg("user", "p")], "chosen": [msg("assistant", "A")], "rejected": [msg("user", "B")]},
      "'rejected' ends with a 'user' message"),
     ({"chosen": "Good.", "rejected": "Bad."}, "plain strings and there is no 'prompt' field"),
-    ({"chosen": HH_Q + " Try Lisbon.", "rejected": "Bad."}, "'rejected' has no '\\\\n\\\\nHuman:' / '\\\\n\\\\nAssistant:' turns"),
+    ({"chosen": HH_Q + " Try Lisbon.", "rejected": "Bad."}, "'rejected' has no '\\\\n\\\\nHuman:' / "
+                                                            "'\\\\n\\\\nAssistant:' turns"),
     ({"chosen": HH_Q + " Try Lisbon.", "rejected": "Hi." + HH_Q + " No."}, "'rejected' has text before its first"),
     ({"chosen": "\n\nHuman: A?\n\nHuman: B?\n\nAssistant: C.", "rejected": "\n\nHuman: A?\n\nHuman: B?\n\nAssistant: D."},
      "turn 2 of 'chosen' is a second Human turn in a row"),

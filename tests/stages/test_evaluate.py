@@ -104,7 +104,8 @@ def _hh_file(path, n):
 def test_eval_on_the_users_prompts_with_a_callable_gold(ppo_run, tmp_path):
     """prompts=FILE (an HH-RLHF preference file: its prompts) and gold=file.py:function."""
     run, sft, root = ppo_run
-    (tmp_path / "my_gold.py").write_text("def length(prompts, responses):\n    return [len(r) / 10 for r in responses]\n")
+    (tmp_path / "my_gold.py").write_text("def length(prompts, responses):\n    return [len(r) / 10 for r in "
+                                         "responses]\n")
     s = _eval(root, policy=str(run), prompts=str(_hh_file(tmp_path / "hh.jsonl", 5)), gold=f"{tmp_path / 'my_gold.py'}:length")
     assert s["prompts"] == 5 and s["gold"].endswith("my_gold.py:length")
     rows = [json.loads(x) for x in (Path(s["run_dir"]) / "responses.jsonl").read_text().splitlines()]

@@ -59,12 +59,17 @@ def opt(default: Any, help: str, **kw) -> Any:  # noqa: A002 - "help" reads best
 # Keys other tools use, mapped to ours: old name -> (new name or None, explanation).
 RENAMED_KEYS: dict[str, tuple[str | None, str]] = {
     "ppo_epochs": ("num_ppo_epochs", "TRL renamed `ppo_epochs` to `num_ppo_epochs` (0.12); use num_ppo_epochs"),
-    "init_kl_coef": ("kl_coef", "old TRL's `init_kl_coef` is `kl_coef` here; set kl_adaptive=true for an adaptive coefficient"),
+    "init_kl_coef": ("kl_coef", "old TRL's `init_kl_coef` is `kl_coef` here; set kl_adaptive=true for an adaptive "
+                                "coefficient"),
     "adap_kl_ctrl": ("kl_adaptive", "old TRL's `adap_kl_ctrl` is `kl_adaptive` here"),
-    "forward_batch_size": ("rollout_batch_size", "old TRL's `forward_batch_size` is `rollout_batch_size` here (prompts per generate/score forward)"),
-    "batch_size": ("per_device_train_batch_size", "use `per_device_train_batch_size` (sequences per optimizer micro-step); for online RL, `num_rollouts_per_step` (episodes per step)"),
+    "forward_batch_size": ("rollout_batch_size", "old TRL's `forward_batch_size` is `rollout_batch_size` here (prompts "
+                                                 "per generate/score forward)"),
+    "batch_size": ("per_device_train_batch_size", "use `per_device_train_batch_size` (sequences per optimizer "
+                                                  "micro-step); for online RL, `num_rollouts_per_step` (episodes per "
+                                                  "step)"),
     "max_seq_length": ("max_length", "TRL renamed `max_seq_length` to `max_length`"),
-    "center_rewards_coefficient": ("center_rewards_coef", "TRL's `center_rewards_coefficient` is `center_rewards_coef` here"),
+    "center_rewards_coefficient": ("center_rewards_coef", "TRL's `center_rewards_coefficient` is `center_rewards_coef` "
+                                                          "here"),
     "lora_rank": ("lora_r", "the LoRA rank is `lora_r`"),
     "r": ("lora_r", "the LoRA rank is `lora_r`"),
     "lora_target_modules": ("target_modules", "LoRA target modules are `target_modules` (a list, or 'all-linear')"),
@@ -75,15 +80,19 @@ RENAMED_KEYS: dict[str, tuple[str | None, str]] = {
     "fp16": ("dtype", "choose the compute dtype with `dtype` (auto | fp32 | bf16 | fp16)"),
     "model_name": ("model", "use `model` (default | tiny | hub id | local folder)"),
     "model_name_or_path": ("model", "use `model` (default | tiny | hub id | local folder)"),
-    "steps": ("max_steps", "old TRL's `steps` counted episodes; here `max_steps` counts RL steps (or set total_episodes)"),
-    "kl_penalty": ("kl_estimator", "TRL's `kl_penalty` ('kl' | 'full' | ...) is `kl_estimator` here: k1 (TRL's 'kl') or k3"),
+    "steps": ("max_steps", "old TRL's `steps` counted episodes; here `max_steps` counts RL steps (or set "
+                           "total_episodes)"),
+    "kl_penalty": ("kl_estimator", "TRL's `kl_penalty` ('kl' | 'full' | ...) is `kl_estimator` here: k1 (TRL's 'kl') "
+                                   "or k3"),
     "target": ("kl_target", "old TRL's adaptive-KL `target` is `kl_target` here (with kl_adaptive=true)"),
     "horizon": ("kl_horizon", "old TRL's adaptive-KL `horizon` is `kl_horizon` here"),
     "target_kl": ("target_approx_kl", "old TRL's early-stopping `target_kl` is `target_approx_kl` here (0 disables)"),
     "early_stopping": ("target_approx_kl", "early stopping on approximate KL is on whenever `target_approx_kl` > 0"),
     "max_new_tokens": ("response_length", "the online-RL response budget is `response_length` (new tokens per rollout)"),
-    "local_rollout_forward_batch_size": ("rollout_batch_size", "TRL's `local_rollout_forward_batch_size` is `rollout_batch_size` here"),
-    "num_mini_batches": ("mini_batch_size", "set the micro-batch with `mini_batch_size` and the optimizer step with `gradient_accumulation_steps`"),
+    "local_rollout_forward_batch_size": ("rollout_batch_size", "TRL's `local_rollout_forward_batch_size` is "
+                                                               "`rollout_batch_size` here"),
+    "num_mini_batches": ("mini_batch_size", "set the micro-batch with `mini_batch_size` and the optimizer step with "
+                                            "`gradient_accumulation_steps`"),
     "sft_model_path": ("policy", "the starting policy is `policy` (an SFT run folder)"),
     "reward_model_path": ("reward", "the reward model is `reward` (a reward run folder or a quantized RM folder)"),
     "entropy_coef": ("ent_coef", "the entropy bonus weight is `ent_coef`"),

@@ -21,16 +21,22 @@ class BaseConfig:
 
     stage: ClassVar[str] = "base"
 
-    model: str = opt("default", "base model: 'default' (embedded SmolLM2-135M-Instruct), 'tiny' (random 2-layer Llama for tests), a hub id, or a local folder")
+    model: str = opt("default", "base model: 'default' (embedded SmolLM2-135M-Instruct), 'tiny' (random 2-layer Llama "
+                                "for tests), a hub id, or a local folder")
     output_dir: str = opt("runs", "where run folders are created")
     run_name: str = opt("", "run folder name; empty means '<stage>-<timestamp>'")
     seed: int = opt(42, "random seed (python, numpy, torch)")
     device: str = opt("auto", "auto | cpu | cuda | cuda:N")
     dtype: str = opt("auto", "compute dtype: auto (fp32 on CPU, bf16 on a GPU that supports it) | fp32 | bf16 | fp16")
-    report_to: list = opt(["tensorboard"], "metric sinks besides metrics.jsonl: none | tensorboard | mlflow | wandb (a list)")
+    report_to: list = opt(["tensorboard"], "metric sinks besides metrics.jsonl: none | tensorboard | mlflow | wandb (a "
+                                           "list)")
     progress: bool = opt(True, "show progress bars")
-    chat_template: bool = opt(True, "format rows with the model's chat template (false: plain text, prompt then response then EOS, as for a base model or a text-continuation task); recorded in each artifact, and a stage reading an artifact must use the same")
-    task: str = opt("", "a task file (YAML) naming the data, gold and response length (README: 'Your own task'; 'builtin': the shipped default); its settings come before presets, the config file and key=value overrides")
+    chat_template: bool = opt(True, "format rows with the model's chat template (false: plain text, prompt then "
+                                    "response then EOS, as for a base model or a text-continuation task); recorded in "
+                                    "each artifact, and a stage reading an artifact must use the same")
+    task: str = opt("", "a task file (YAML) naming the data, gold and response length (README: 'Your own task'; "
+                        "'builtin': the shipped default); its settings come before presets, the config file and "
+                        "key=value overrides")
 
     # -- validation --------------------------------------------------------------------------------
     def check_formatting(self, *keys: str) -> list[str]:
@@ -60,7 +66,9 @@ class BaseConfig:
 class GoldMixin:
     """The gold scorer: the yardstick a stage is judged by (never trained on)."""
 
-    gold: str = opt("vader", "gold scorer: vader | none (no gold: gain and win rate come from the learned RM, a proxy) | module:function | path/to/file.py:function (called as f(prompts, responses) -> list of floats) | a reward run folder (an independent RM as the gold)")
+    gold: str = opt("vader", "gold scorer: vader | none (no gold: gain and win rate come from the learned RM, a proxy) "
+                             "| module:function | path/to/file.py:function (called as f(prompts, responses) -> list of "
+                             "floats) | a reward run folder (an independent RM as the gold)")
 
     def check_gold(self) -> list[str]:
         return check_gold(self.gold)
@@ -70,8 +78,10 @@ class GoldMixin:
 class GoldEvalMixin(GoldMixin):
     """The gold evaluation a training stage runs on held-out prompts after training."""
 
-    eval_prompts: str = opt("", "held-out prompts of the gold evaluation after training: empty = the built-in task's (when training on it; otherwise none is run), or a file any loader reads")
-    gold_eval_prompts: int = opt(128, "held-out prompts sampled once after training (temperature 0.7) and scored by the gold scorer, with a 95% CI; 0 disables")
+    eval_prompts: str = opt("", "held-out prompts of the gold evaluation after training: empty = the built-in task's "
+                                "(when training on it; otherwise none is run), or a file any loader reads")
+    gold_eval_prompts: int = opt(128, "held-out prompts sampled once after training (temperature 0.7) and scored by "
+                                      "the gold scorer, with a 95% CI; 0 disables")
 
     def check_gold_eval(self) -> list[str]:
         errs = []
@@ -95,7 +105,8 @@ class LoraMixin:
     lora_alpha: int = opt(32, "LoRA alpha (scaling = alpha / r)")
     lora_dropout: float = opt(0.05, "dropout on the LoRA input")
     target_modules: list = opt(["all-linear"], "modules that get LoRA: ['all-linear'] or names such as [q_proj, v_proj]")
-    lora_layers: int = opt(0, "LoRA only in the last N transformer blocks (0: all). Blocks below get no backward pass: measured on SmolLM2-135M (30 blocks), N=10 halves step time and peak memory")
+    lora_layers: int = opt(0, "LoRA only in the last N transformer blocks (0: all). Blocks below get no backward pass: "
+                              "measured on SmolLM2-135M (30 blocks), N=10 halves step time and peak memory")
 
     def check_lora(self) -> list[str]:
         errs = []
@@ -131,7 +142,8 @@ class OptimMixin:
         if self.weight_decay < 0:
             errs.append(f"weight_decay={self.weight_decay} must be >= 0")
         if self.lr_scheduler_type not in ("linear", "cosine", "constant", "constant_with_warmup"):
-            errs.append(f"lr_scheduler_type={self.lr_scheduler_type!r}: use linear, cosine, constant or constant_with_warmup")
+            errs.append(f"lr_scheduler_type={self.lr_scheduler_type!r}: use linear, cosine, constant or "
+                        "constant_with_warmup")
         errs += check_range(self, "warmup_ratio", 0, 1, hi_open=True)
         if self.gradient_accumulation_steps <= 0:
             errs.append(f"gradient_accumulation_steps={self.gradient_accumulation_steps} must be a positive integer")
@@ -144,7 +156,8 @@ class OptimMixin:
 class TrainMixin(OptimMixin):
     """Supervised training over a data set (SFT, reward model)."""
 
-    per_device_train_batch_size: int = opt(8, "sequences per micro-batch, per process (a step: this x gradient_accumulation_steps x processes)")
+    per_device_train_batch_size: int = opt(8, "sequences per micro-batch, per process (a step: this x "
+                                              "gradient_accumulation_steps x processes)")
     num_train_epochs: float = opt(1.0, "passes over the training data (ignored when max_steps > 0)")
     max_steps: int = opt(-1, "optimizer steps; -1 means derive from num_train_epochs")
     logging_steps: int = opt(5, "log metrics every N optimizer steps")
@@ -170,12 +183,15 @@ class PairsMixin:
     """Training on preference pairs (reward model, DPO): where the pairs come from and how they are encoded."""
 
     prefs: str = opt("", "a prefs run folder, or a preference file (.jsonl/.json/.csv) or 'hf:<hub id>'")
-    eval_prefs: str = opt("", "held-out preference file; empty: the prefs run's eval split, or 10% of `prefs` split by prompt")
+    eval_prefs: str = opt("", "held-out preference file; empty: the prefs run's eval split, or 10% of `prefs` split by "
+                              "prompt")
     max_length: int = opt(192, "tokens of prompt+response per sequence (longer rows are bad rows)")
     skip_bad_rows: bool = opt(False, "drop and count bad rows instead of stopping at the first")
     max_train_pairs: int = opt(0, "use at most this many training pairs (0: all)")
     eval_batch_size: int = opt(32, "sequences per forward when scoring held-out pairs")
-    shared_prefix: bool = opt(True, "run each pair's shared prefix (the prompt) once and both responses on its KV cache, in training and scoring: exact for a causal model, fewer tokens (off: both sequences whole, as before; gradient checkpointing always runs them whole)")
+    shared_prefix: bool = opt(True, "run each pair's shared prefix (the prompt) once and both responses on its KV "
+                                    "cache, in training and scoring: exact for a causal model, fewer tokens (off: both "
+                                    "sequences whole, as before; gradient checkpointing always runs them whole)")
 
     def check_pairs(self) -> list[str]:
         errs = []

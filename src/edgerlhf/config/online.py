@@ -32,21 +32,34 @@ class OnlineRLConfig(GoldEvalMixin, LoraMixin, OptimMixin, BaseConfig):
     # this stage's names for what other tools (or the other algorithms) call differently
     RENAMED: ClassVar[dict] = {
         "max_completion_length": ("response_length", "TRL's `max_completion_length` is `response_length` here"),
-        "generation_batch_size": ("num_rollouts_per_step", "TRL's `generation_batch_size` is `num_rollouts_per_step` here (episodes per step)"),
-        "per_device_train_batch_size": ("mini_batch_size", "the update's micro-batch (episodes per forward/backward) is `mini_batch_size`"),
+        "generation_batch_size": ("num_rollouts_per_step", "TRL's `generation_batch_size` is `num_rollouts_per_step` "
+                                                           "here (episodes per step)"),
+        "per_device_train_batch_size": ("mini_batch_size", "the update's micro-batch (episodes per forward/backward) "
+                                                           "is `mini_batch_size`"),
     }
 
-    policy: str = opt("", "SFT run folder (or its adapter/): merged into the base, so the reference includes it; empty: `model` itself")
+    policy: str = opt("", "SFT run folder (or its adapter/): merged into the base, so the reference includes it; "
+                          "empty: `model` itself")
     reward: str = opt("", "reward run folder (trained fp32 or QLoRA-style) or a quantized RM folder (edgerlhf quantize)")
-    reward_precision: str = opt("fp32", "precision of the reward model: fp32 | bf16 | fp16 | int8 | int4 (a backend may be named, e.g. int8:bnb); ignored for a quantized RM folder, which loads as stored")
-    prompts: str = opt("builtin", "'builtin' (the task's training prompts) or a .jsonl/.json/.csv file with a `prompt` column (string or messages)")
+    reward_precision: str = opt("fp32", "precision of the reward model: fp32 | bf16 | fp16 | int8 | int4 (a backend "
+                                        "may be named, e.g. int8:bnb); ignored for a quantized RM folder, which loads "
+                                        "as stored")
+    prompts: str = opt("builtin", "'builtin' (the task's training prompts) or a .jsonl/.json/.csv file with a `prompt` "
+                                  "column (string or messages)")
     max_prompts: int = opt(0, "use at most this many prompts (0: all)")
-    layout: str = opt("shared", "shared: one base model serves every role | separate: a copy of the base per role (the classic layout, to measure the saving)")
-    base_precision: str = opt("fp32", "precision of the frozen base under the LoRA adapters: fp32, or int8 / int4 through bitsandbytes (QLoRA-style)")
-    num_rollouts_per_step: int = opt(32, "episodes (prompt + sampled response) per step, over all processes under torchrun / accelerate launch (each takes its share); with groups, prompts per step x samples per prompt")
+    layout: str = opt("shared", "shared: one base model serves every role | separate: a copy of the base per role (the "
+                                "classic layout, to measure the saving)")
+    base_precision: str = opt("fp32", "precision of the frozen base under the LoRA adapters: fp32, or int8 / int4 "
+                                      "through bitsandbytes (QLoRA-style)")
+    num_rollouts_per_step: int = opt(32, "episodes (prompt + sampled response) per step, over all processes under "
+                                         "torchrun / accelerate launch (each takes its share); with groups, prompts "
+                                         "per step x samples per prompt")
     rollout_batch_size: int = opt(8, "episodes per generate / log-prob / scoring forward during rollouts (per process)")
-    mini_batch_size: int = opt(2, "episodes per forward/backward micro-batch in the update (with several processes, at most this per process: an optimizer step's mini_batch_size x gradient_accumulation_steps episodes are split among them)")
-    gradient_accumulation_steps: int = opt(4, "micro-batches per optimizer step (an optimizer step sees mini_batch_size x this episodes, over all processes)")
+    mini_batch_size: int = opt(2, "episodes per forward/backward micro-batch in the update (with several processes, at "
+                                  "most this per process: an optimizer step's mini_batch_size x "
+                                  "gradient_accumulation_steps episodes are split among them)")
+    gradient_accumulation_steps: int = opt(4, "micro-batches per optimizer step (an optimizer step sees "
+                                              "mini_batch_size x this episodes, over all processes)")
     max_steps: int = opt(20, "steps (ignored when total_episodes > 0)")
     total_episodes: int = opt(0, "episodes in all; 0: max_steps x num_rollouts_per_step")
     learning_rate: float = opt(1e-4, "AdamW learning rate for the adapter(s) (and PPO's value head)")
@@ -54,19 +67,33 @@ class OnlineRLConfig(GoldEvalMixin, LoraMixin, OptimMixin, BaseConfig):
     warmup_ratio: float = opt(0.0, "fraction of optimizer steps spent warming up")
     max_grad_norm: float = opt(0.5, "gradient clipping norm (0 disables)")
     gradient_checkpointing: bool = opt(False, "recompute activations in the update's backward (less memory, slower)")
-    lean_update: bool = opt(False, "CPU (glibc): during the update, blocks of 1 MiB and more are mapped and returned to the system as soon as they are freed; measured on SmolLM2 GRPO (8 x 48 tokens): about 0.3-0.5 GB lower peak, update about 40% slower")
-    cache_trunk: str = opt("auto", "auto: with LoRA in the top lora_layers blocks only, run the frozen blocks below once per step and reuse their output in every later forward (old log-probs, values, reference, each update epoch); exact | off: recompute them every pass")
+    lean_update: bool = opt(False, "CPU (glibc): during the update, blocks of 1 MiB and more are mapped and returned "
+                                   "to the system as soon as they are freed; measured on SmolLM2 GRPO (8 x 48 tokens): "
+                                   "about 0.3-0.5 GB lower peak, update about 40% slower")
+    cache_trunk: str = opt("auto", "auto: with LoRA in the top lora_layers blocks only, run the frozen blocks below "
+                                   "once per step and reuse their output in every later forward (old log-probs, "
+                                   "values, reference, each update epoch); exact | off: recompute them every pass")
     response_length: int = opt(48, "new tokens per rollout response (generation stops earlier at EOS)")
-    sampler: str = opt("edgerlhf", "rollout sampling: edgerlhf (its own decode loop: identical prompts prefilled once, a row that ended leaves the batch, the LM head in its faster orientation, and the frozen trunk's output kept from the decode instead of recomputed) | generate (transformers' generate, the baseline); the same distribution")
-    rollout_logprobs: bool = opt(False, "sampler=edgerlhf: take the old log-probs, entropy and (value head) values from the decode itself instead of a pass of the top blocks; faster, but the decode's cached attention rounds differently, so the first ratio is 1 and the KL at the start 0 only to fp32 rounding (measured on SmolLM2: |log-prob difference| <= 3e-5)")
+    sampler: str = opt("edgerlhf", "rollout sampling: edgerlhf (its own decode loop: identical prompts prefilled once, "
+                                   "a row that ended leaves the batch, the LM head in its faster orientation, and the "
+                                   "frozen trunk's output kept from the decode instead of recomputed) | generate "
+                                   "(transformers' generate, the baseline); the same distribution")
+    rollout_logprobs: bool = opt(False, "sampler=edgerlhf: take the old log-probs, entropy and (value head) values "
+                                        "from the decode itself instead of a pass of the top blocks; faster, but the "
+                                        "decode's cached attention rounds differently, so the first ratio is 1 and the "
+                                        "KL at the start 0 only to fp32 rounding (measured on SmolLM2: |log-prob "
+                                        "difference| <= 3e-5)")
     temperature: float = opt(0.7, "sampling temperature of the rollouts (log-probs use the same temperature)")
     top_k: int = opt(0, "top-k sampling (0: off)")
     top_p: float = opt(1.0, "nucleus sampling threshold")
-    missing_eos_penalty: float = opt(0.0, "subtracted from the score of a response that never emits EOS within response_length (0: off)")
+    missing_eos_penalty: float = opt(0.0, "subtracted from the score of a response that never emits EOS within "
+                                          "response_length (0: off)")
     save_steps: int = opt(0, "write a checkpoint every N steps (0: only on Ctrl-C / SIGTERM); always atomic")
     save_total_limit: int = opt(2, "keep this many newest checkpoints")
-    resume: str = opt("", "continue a run: its run folder (latest checkpoint) or one checkpoint folder; the run continues in that folder")
-    max_bad_steps: int = opt(3, "stop after this many consecutive steps with NaN/inf in rewards, loss or gradients (each is skipped)")
+    resume: str = opt("", "continue a run: its run folder (latest checkpoint) or one checkpoint folder; the run "
+                          "continues in that folder")
+    max_bad_steps: int = opt(3, "stop after this many consecutive steps with NaN/inf in rewards, loss or gradients "
+                                "(each is skipped)")
     sample_every: int = opt(1, "log one decoded rollout with its rewards every N steps")
 
     @property
@@ -77,7 +104,8 @@ class OnlineRLConfig(GoldEvalMixin, LoraMixin, OptimMixin, BaseConfig):
         errs = super().check() + self.check_lora() + self.check_optim() + self.check_gold() + self.check_gold_eval()
         errs += self.check_formatting("policy")
         if not self.lora:
-            errs.append(f"lora=false: {self.stage} here trains a LoRA adapter on a shared base (the reference is that base); set lora=true")
+            errs.append(f"lora=false: {self.stage} here trains a LoRA adapter on a shared base (the reference is that "
+                        "base); set lora=true")
         if self.reward and not Path(self.reward).expanduser().exists():
             errs.append(f"reward={self.reward!r}: no such folder")
         if self.policy and not Path(self.policy).expanduser().exists():
@@ -102,7 +130,8 @@ class OnlineRLConfig(GoldEvalMixin, LoraMixin, OptimMixin, BaseConfig):
         if self.total_episodes == 0 and self.max_steps <= 0:
             errs.append(f"max_steps={self.max_steps} must be positive (or set total_episodes)")
         if self.total_episodes and self.total_episodes < self.num_rollouts_per_step:
-            errs.append(f"total_episodes={self.total_episodes} is less than one step (num_rollouts_per_step={self.num_rollouts_per_step})")
+            errs.append(f"total_episodes={self.total_episodes} is less than one step "
+                        f"(num_rollouts_per_step={self.num_rollouts_per_step})")
         per_opt = self.mini_batch_size * self.gradient_accumulation_steps
         if per_opt > 0 and self.num_rollouts_per_step % per_opt:
             errs.append(f"num_rollouts_per_step={self.num_rollouts_per_step} must be a multiple of mini_batch_size x "
@@ -142,10 +171,13 @@ class PPOConfig(OnlineRLConfig):
         "beta": ("kl_coef", "PPO's KL coefficient is `kl_coef` (TRL's GRPO/RLOO call theirs `beta`)"),
         "epsilon": ("cliprange", "PPO's ratio clip is `cliprange` (TRL's GRPO/RLOO call theirs `epsilon`)"),
         "num_iterations": ("num_ppo_epochs", "PPO's passes over a step's episodes are `num_ppo_epochs`"),
-        "num_generations": (None, "PPO samples one response per prompt; for groups of samples use `edgerlhf grpo` or `edgerlhf rloo`"),
+        "num_generations": (None, "PPO samples one response per prompt; for groups of samples use `edgerlhf grpo` or "
+                                  "`edgerlhf rloo`"),
     }
 
-    value_model: str = opt("head", "head: a linear value head on the policy's trunk (one forward gives log-probs and values) | adapter: a second LoRA adapter plus head (a value trunk of its own, one more forward)")
+    value_model: str = opt("head", "head: a linear value head on the policy's trunk (one forward gives log-probs and "
+                                   "values) | adapter: a second LoRA adapter plus head (a value trunk of its own, one "
+                                   "more forward)")
     num_ppo_epochs: int = opt(2, "passes over each step's episodes")
     cliprange: float = opt(0.2, "policy ratio clip epsilon")
     cliprange_value: float = opt(0.2, "value clip around the rollout values")
@@ -153,13 +185,16 @@ class PPOConfig(OnlineRLConfig):
     ent_coef: float = opt(0.0, "weight of the entropy bonus (loss -= ent_coef * entropy)")
     gamma: float = opt(1.0, "discount")
     lam: float = opt(0.95, "GAE lambda")
-    kl_coef: float = opt(0.05, "coefficient of the per-token KL penalty against the reference (initial value when adaptive)")
-    kl_estimator: str = opt("k1", "per-token KL estimator in the penalty: k1 (log p - log q) | k3 ((r-1) - log r, never negative)")
+    kl_coef: float = opt(0.05, "coefficient of the per-token KL penalty against the reference (initial value when "
+                               "adaptive)")
+    kl_estimator: str = opt("k1", "per-token KL estimator in the penalty: k1 (log p - log q) | k3 ((r-1) - log r, "
+                                  "never negative)")
     kl_adaptive: bool = opt(False, "adapt kl_coef so the per-sequence KL tracks kl_target (Ziegler et al. 2019)")
     kl_target: float = opt(6.0, "target per-sequence KL (nats) for the adaptive coefficient")
     kl_horizon: int = opt(10000, "horizon (episodes) of the adaptive coefficient")
     whiten_rewards: bool = opt(False, "whiten the per-token rewards (keeping their mean) before GAE")
-    target_approx_kl: float = opt(0.0, "stop a step's remaining epochs once an optimizer step's approximate KL (0.5 mean (log ratio)^2) exceeds this; 0 disables")
+    target_approx_kl: float = opt(0.0, "stop a step's remaining epochs once an optimizer step's approximate KL (0.5 "
+                                       "mean (log ratio)^2) exceeds this; 0 disables")
 
     def check(self) -> list[str]:
         errs = super().check()
@@ -192,12 +227,16 @@ class GroupConfig(OnlineRLConfig):
         **OnlineRLConfig.RENAMED,
         "kl_coef": ("beta", "TRL's GRPO/RLOO (and this stage) call the KL coefficient `beta`"),
         "init_kl_coef": ("beta", "the KL coefficient is `beta` here, as in TRL's GRPO/RLOO"),
-        "cliprange": ("epsilon", "TRL's GRPO/RLOO (and this stage) call the ratio clip `epsilon` (and `epsilon_high` for an asymmetric upper bound)"),
+        "cliprange": ("epsilon", "TRL's GRPO/RLOO (and this stage) call the ratio clip `epsilon` (and `epsilon_high` "
+                                 "for an asymmetric upper bound)"),
         "eps_clip": ("epsilon", "OpenRLHF's `eps_clip` is `epsilon` here"),
-        "num_ppo_epochs": ("num_iterations", "TRL's GRPO/RLOO (and this stage) call the passes over a step's episodes `num_iterations`"),
-        "ppo_epochs": ("num_iterations", "the passes over a step's episodes are `num_iterations` here, as in TRL's GRPO/RLOO"),
+        "num_ppo_epochs": ("num_iterations", "TRL's GRPO/RLOO (and this stage) call the passes over a step's episodes "
+                                             "`num_iterations`"),
+        "ppo_epochs": ("num_iterations", "the passes over a step's episodes are `num_iterations` here, as in TRL's "
+                                         "GRPO/RLOO"),
         "rloo_k": ("num_generations", "old TRL's `rloo_k` is `num_generations` (samples per prompt)"),
-        "n_samples_per_prompt": ("num_generations", "OpenRLHF's `n_samples_per_prompt` is `num_generations` here, as in TRL"),
+        "n_samples_per_prompt": ("num_generations", "OpenRLHF's `n_samples_per_prompt` is `num_generations` here, as "
+                                                    "in TRL"),
         "group_size": ("num_generations", "the group size (samples per prompt) is `num_generations`, as in TRL"),
         "value_model": (None, "value-free methods have no value model; for one use `edgerlhf ppo`"),
         "vf_coef": (None, "value-free methods have no value loss; for one use `edgerlhf ppo`"),
@@ -207,7 +246,8 @@ class GroupConfig(OnlineRLConfig):
     num_iterations: int = opt(1, "passes over each step's episodes (TRL's num_iterations; 1 is fully on-policy)")
     epsilon: float = opt(0.2, "ratio clip: the ratio is clipped to [1 - epsilon, 1 + epsilon_high]")
     epsilon_high: float | None = opt(None, "upper ratio clip (DAPO's clip-higher, e.g. 0.28); empty: epsilon")
-    mask_truncated_completions: bool = opt(False, "drop responses that hit response_length without EOS from the loss (DAPO)")
+    mask_truncated_completions: bool = opt(False, "drop responses that hit response_length without EOS from the loss "
+                                                  "(DAPO)")
 
     def check(self) -> list[str]:
         errs = super().check() + self.check_groups("num_generations")
@@ -230,9 +270,13 @@ class GRPOConfig(GroupConfig):
 
     stage: ClassVar[str] = "grpo"
 
-    beta: float = opt(0.0, "weight of the per-token k3 KL to the reference in the loss (TRL's default 0: no reference forward at all)")
-    scale_rewards: str = opt("group", "advantage scale: group (divide by the group's std) | batch (the step's std) | none (Dr. GRPO)")
-    loss_type: str = opt("dapo", "token-loss aggregation: grpo (per-sequence mean, then mean) | bnpo (mean over the micro-batch's tokens) | dr_grpo (sum / (sequences x response_length)) | dapo (sum / tokens of the optimizer step)")
+    beta: float = opt(0.0, "weight of the per-token k3 KL to the reference in the loss (TRL's default 0: no reference "
+                           "forward at all)")
+    scale_rewards: str = opt("group", "advantage scale: group (divide by the group's std) | batch (the step's std) | "
+                                      "none (Dr. GRPO)")
+    loss_type: str = opt("dapo", "token-loss aggregation: grpo (per-sequence mean, then mean) | bnpo (mean over the "
+                                 "micro-batch's tokens) | dr_grpo (sum / (sequences x response_length)) | dapo (sum / "
+                                 "tokens of the optimizer step)")
 
     def check(self) -> list[str]:
         errs = super().check()
@@ -250,5 +294,6 @@ class RLOOConfig(GroupConfig):
 
     stage: ClassVar[str] = "rloo"
 
-    beta: float = opt(0.05, "weight of the sequence KL to the reference subtracted from the reward (0: no reference forward)")
+    beta: float = opt(0.05, "weight of the sequence KL to the reference subtracted from the reward (0: no reference "
+                            "forward)")
     normalize_advantages: bool = opt(False, "whiten the advantages over the step")

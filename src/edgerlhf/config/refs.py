@@ -80,7 +80,8 @@ def import_callable(spec: str, what: str = "gold"):
     fn = getattr(module, fn_name, None)
     if not callable(fn):
         have = sorted(n for n in dir(module) if not n.startswith("_") and callable(getattr(module, n)))
-        raise ValueError(f"{what}={spec!r}: {mod_name} has no function {fn_name!r} (it has: {', '.join(have) or 'none'})")
+        raise ValueError(f"{what}={spec!r}: {mod_name} has no function {fn_name!r} (it has: "
+                         f"{', '.join(have) or 'none'})")
     return fn
 
 

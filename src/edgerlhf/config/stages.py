@@ -21,9 +21,13 @@ class SFTConfig(GoldEvalMixin, LoraMixin, TrainMixin, BaseConfig):
 
     stage: ClassVar[str] = "sft"
 
-    dataset: str = opt("builtin", "'builtin' (the embedded review task), a .jsonl/.json/.csv file with prompt/completion or messages, or 'hf:<hub id>' when online")
-    eval_dataset: str = opt("", "evaluation file (same formats); empty: the built-in task's held-out prompts, or a split of `dataset`")
-    sft_from: str = opt("", "'chosen': `dataset` (and `eval_dataset`) are preference files (prompt/chosen/rejected or HH-RLHF transcripts) and SFT learns each pair's prompt -> chosen response, as the original HH setup did; empty: SFT rows")
+    dataset: str = opt("builtin", "'builtin' (the embedded review task), a .jsonl/.json/.csv file with "
+                                  "prompt/completion or messages, or 'hf:<hub id>' when online")
+    eval_dataset: str = opt("", "evaluation file (same formats); empty: the built-in task's held-out prompts, or a "
+                                "split of `dataset`")
+    sft_from: str = opt("", "'chosen': `dataset` (and `eval_dataset`) are preference files (prompt/chosen/rejected or "
+                            "HH-RLHF transcripts) and SFT learns each pair's prompt -> chosen response, as the "
+                            "original HH setup did; empty: SFT rows")
     max_train_samples: int = opt(0, "use at most this many training rows (0: all)")
     max_eval_samples: int = opt(64, "held-out rows for eval loss (0: all)")
     max_length: int = opt(128, "truncate prompt+completion to this many tokens")
@@ -58,9 +62,15 @@ class PrefsConfig(GoldMixin, BaseConfig):
     stage: ClassVar[str] = "prefs"
 
     policy: str = opt("", "SFT run folder (or its adapter/) to sample from; empty: sample from `model` itself")
-    dataset: str = opt("generate", "'generate' (sample k responses per built-in prompt, label with the gold scorer) or a preference file (.jsonl/.json/.csv: prompt/chosen/rejected or HH-RLHF transcripts) or 'hf:<hub id>'")
-    prompts: str = opt("builtin", "generate only: the prompts to sample pairs for: 'builtin' (the task's training prompts) or any file the loaders read (prompt-only, SFT or preference rows: their prompt part)")
-    gold: str = opt("auto", "scores that label generated pairs (and, for a preference file, are recorded beside each pair as gold_chosen / gold_rejected): auto (vader when generating, none for a file) | vader | none | module:function | path/to/file.py:function | a reward run folder")
+    dataset: str = opt("generate", "'generate' (sample k responses per built-in prompt, label with the gold scorer) or "
+                                   "a preference file (.jsonl/.json/.csv: prompt/chosen/rejected or HH-RLHF "
+                                   "transcripts) or 'hf:<hub id>'")
+    prompts: str = opt("builtin", "generate only: the prompts to sample pairs for: 'builtin' (the task's training "
+                                  "prompts) or any file the loaders read (prompt-only, SFT or preference rows: their "
+                                  "prompt part)")
+    gold: str = opt("auto", "scores that label generated pairs (and, for a preference file, are recorded beside each "
+                            "pair as gold_chosen / gold_rejected): auto (vader when generating, none for a file) | "
+                            "vader | none | module:function | path/to/file.py:function | a reward run folder")
     num_prompts: int = opt(300, "prompts to sample (generate only; from a prompts file: at most this many)")
     samples_per_prompt: int = opt(4, "k responses per prompt; every pair of them is a candidate (k=4 gives 6)")
     temperature: float = opt(1.0, "sampling temperature")
@@ -68,8 +78,10 @@ class PrefsConfig(GoldMixin, BaseConfig):
     top_p: float = opt(1.0, "nucleus sampling threshold")
     max_new_tokens: int = opt(48, "tokens per sampled response")
     rollout_batch_size: int = opt(64, "prompts per generate call (bigger is faster on CPU until memory runs out)")
-    label_noise: float = opt(0.15, "fraction of kept pairs whose label is flipped (synthetic-labeller noise, Gao et al. 2022)")
-    tie_threshold: float = opt(0.1, "pairs whose gold scores differ by at most this are near-ties: dropped from training, kept in eval as 'all pairs'")
+    label_noise: float = opt(0.15, "fraction of kept pairs whose label is flipped (synthetic-labeller noise, Gao et "
+                                   "al. 2022)")
+    tie_threshold: float = opt(0.1, "pairs whose gold scores differ by at most this are near-ties: dropped from "
+                                    "training, kept in eval as 'all pairs'")
     eval_fraction: float = opt(0.1, "fraction of prompts held out (split by prompt: no prompt in both splits)")
     max_pairs_per_prompt: int = opt(0, "keep at most this many pairs per prompt (0: all)")
     max_length: int = opt(256, "rows whose prompt+response exceed this many tokens are bad rows (files only)")
@@ -99,7 +111,8 @@ class PrefsConfig(GoldMixin, BaseConfig):
             errs.append(f"tie_threshold={self.tie_threshold} must be >= 0")
         if not 0 < self.eval_fraction < 1:
             errs.append(f"eval_fraction={self.eval_fraction} must be in (0, 1)")
-        errs += check_range(self, "temperature", 0, lo_open=True, why="pairs are sampled; a temperature of 0 would make every sample the same")
+        errs += check_range(self, "temperature", 0, lo_open=True, why="pairs are sampled; a temperature of 0 would "
+                                                                      "make every sample the same")
         errs += check_range(self, "top_p", 0, 1, lo_open=True, why="1 turns nucleus sampling off")
         if self.max_pairs_per_prompt < 0:
             errs.append(f"max_pairs_per_prompt={self.max_pairs_per_prompt} must be >= 0")
@@ -112,12 +125,17 @@ class RewardConfig(LoraMixin, TrainMixin, PairsMixin, BaseConfig):
 
     stage: ClassVar[str] = "reward"
 
-    learning_rate: float = opt(1e-3, "peak learning rate (AdamW) for the LoRA body and the score head; measured on the built-in task: 1e-3 reaches 0.80 held-out gold accuracy in one epoch where 3e-4 reaches 0.66")
-    lora_layers: int = opt(10, "LoRA only in the last N transformer blocks (0: all); measured on SmolLM2-135M (30 blocks), a 16x64-token step: 2.3 s and 2.4 GB with 10 vs 4.1 s and 4.8 GB with all")
+    learning_rate: float = opt(1e-3, "peak learning rate (AdamW) for the LoRA body and the score head; measured on the "
+                                     "built-in task: 1e-3 reaches 0.80 held-out gold accuracy in one epoch where 3e-4 "
+                                     "reaches 0.66")
+    lora_layers: int = opt(10, "LoRA only in the last N transformer blocks (0: all); measured on SmolLM2-135M (30 "
+                               "blocks), a 16x64-token step: 2.3 s and 2.4 GB with 10 vs 4.1 s and 4.8 GB with all")
     per_device_train_batch_size: int = opt(8, "preference pairs per micro-batch (2x sequences), per process")
     margin: float = opt(0.0, "Bradley-Terry margin m: loss = -log sigmoid(r_chosen - r_rejected - m)")
-    center_rewards_coef: float = opt(0.01, "weight of the reward-centering term coef * mean((r_c + r_r)^2), keeps rewards near zero mean (Eisenstein et al. 2023)")
-    base_precision: str = opt("fp32", "precision of the frozen body during training: fp32, or int8 / int4 through bitsandbytes (QLoRA-style: the adapter and score head stay in floating point)")
+    center_rewards_coef: float = opt(0.01, "weight of the reward-centering term coef * mean((r_c + r_r)^2), keeps "
+                                           "rewards near zero mean (Eisenstein et al. 2023)")
+    base_precision: str = opt("fp32", "precision of the frozen body during training: fp32, or int8 / int4 through "
+                                      "bitsandbytes (QLoRA-style: the adapter and score head stay in floating point)")
 
     def check(self) -> list[str]:
         errs = super().check() + self.check_train() + self.check_lora() + self.check_pairs()
@@ -138,15 +156,20 @@ class DPOConfig(LoraMixin, TrainMixin, PairsMixin, BaseConfig):
 
     stage: ClassVar[str] = "dpo"
     RENAMED: ClassVar[dict] = {
-        "precompute_ref_log_probs": (None, "the reference's log-probs are always computed once, before training, and cached"),
+        "precompute_ref_log_probs": (None, "the reference's log-probs are always computed once, before training, and "
+                                           "cached"),
         "ref_model": (None, "the reference is the SFT policy itself (the adapter disabled): nothing to name"),
-        "max_prompt_length": (None, "nothing is truncated: a pair longer than `max_length` is a bad row (skip_bad_rows=true drops it)"),
-        "max_completion_length": (None, "nothing is truncated: a pair longer than `max_length` is a bad row (skip_bad_rows=true drops it)"),
+        "max_prompt_length": (None, "nothing is truncated: a pair longer than `max_length` is a bad row "
+                                    "(skip_bad_rows=true drops it)"),
+        "max_completion_length": (None, "nothing is truncated: a pair longer than `max_length` is a bad row "
+                                        "(skip_bad_rows=true drops it)"),
     }
 
-    policy: str = opt("", "SFT run folder (or its adapter/): merged into the base, so the reference includes it; empty: `model` itself")
+    policy: str = opt("", "SFT run folder (or its adapter/): merged into the base, so the reference includes it; "
+                          "empty: `model` itself")
     beta: float = opt(0.1, "DPO's beta: the strength of the implicit KL to the reference (TRL's default 0.1)")
-    loss_type: str = opt("sigmoid", "sigmoid (Rafailov et al. 2023, -log sigmoid(beta h)) | ipo (Azar et al. 2023, (h - 1/(2 beta))^2 on per-token mean log-probs)")
+    loss_type: str = opt("sigmoid", "sigmoid (Rafailov et al. 2023, -log sigmoid(beta h)) | ipo (Azar et al. 2023, (h "
+                                    "- 1/(2 beta))^2 on per-token mean log-probs)")
     label_smoothing: float = opt(0.0, "sigmoid only: the labels' assumed flip probability (cDPO); 0 is plain DPO")
     learning_rate: float = opt(5e-5, "peak learning rate (AdamW) for the LoRA adapter")
     lora_layers: int = opt(10, "LoRA only in the last N transformer blocks (0: all), as the online presets")
@@ -175,8 +198,10 @@ class RMEvalConfig(BaseConfig):
     stage: ClassVar[str] = "rm-eval"
 
     rm: str = opt("", "reward run folder (or its adapter/)")
-    reference: str = opt("", "RM whose fp32 scores every agreement is measured against; empty: `rm` itself (set it to the fp32-trained RM when `rm` was trained QLoRA-style)")
-    precisions: list = opt([], "precisions to measure (fp32, bf16, fp16, int8, int4; a backend may be named: int8:bnb, int8:torchao, int4:bnb); empty: fp32/int8/int4 on CPU, bf16/int8/int4 on a GPU")
+    reference: str = opt("", "RM whose fp32 scores every agreement is measured against; empty: `rm` itself (set it to "
+                             "the fp32-trained RM when `rm` was trained QLoRA-style)")
+    precisions: list = opt([], "precisions to measure (fp32, bf16, fp16, int8, int4; a backend may be named: int8:bnb, "
+                               "int8:torchao, int4:bnb); empty: fp32/int8/int4 on CPU, bf16/int8/int4 on a GPU")
     pairs: str = opt("", "held-out preference file; empty: the held-out split of the prefs run the RM was trained on")
     max_pairs: int = opt(0, "measure on at most this many held-out pairs (0: all)")
     batch_size: int = opt(16, "sequences per forward (latency is reported per batch)")
@@ -211,16 +236,21 @@ class EvalConfig(GoldMixin, BaseConfig):
     stage: ClassVar[str] = "eval"
 
     policy: str = opt("", "the policy to evaluate: a PPO / GRPO / RLOO or SFT run folder (or its adapter/)")
-    baseline: str = opt("auto", "policy compared against (win rate, paired gold gain, KL): 'auto' (the SFT policy an RL policy started from), a run folder, 'base' (the bare model), or 'none'")
-    reward: str = opt("auto", "reward model for the learned-RM mean: 'auto' (the one the RL run used, at its precision), a reward run folder, or 'none'")
+    baseline: str = opt("auto", "policy compared against (win rate, paired gold gain, KL): 'auto' (the SFT policy an "
+                                "RL policy started from), a run folder, 'base' (the bare model), or 'none'")
+    reward: str = opt("auto", "reward model for the learned-RM mean: 'auto' (the one the RL run used, at its "
+                              "precision), a reward run folder, or 'none'")
     reward_precision: str = opt("", "precision of `reward` (empty: the one the RL run used, else fp32)")
     num_prompts: int = opt(128, "held-out prompts: the first N of `prompts`")
-    prompts: str = opt("", "evaluation prompts: empty = the built-in task's held-out prompts; or a file any loader reads (.jsonl/.json/.csv: prompt-only, SFT or preference rows, HH-RLHF transcripts; their prompt part)")
+    prompts: str = opt("", "evaluation prompts: empty = the built-in task's held-out prompts; or a file any loader "
+                           "reads (.jsonl/.json/.csv: prompt-only, SFT or preference rows, HH-RLHF transcripts; their "
+                           "prompt part)")
     temperature: float = opt(0.7, "sampling temperature")
     max_new_tokens: int = opt(48, "new tokens per response")
     batch_size: int = opt(64, "prompts per generate call")
     num_samples: int = opt(6, "prompt/response examples kept in the summary")
-    baseline_eval: str = opt("", "an eval run folder of the baseline policy itself (same prompts, seed, temperature, length): its responses are reused instead of sampled again")
+    baseline_eval: str = opt("", "an eval run folder of the baseline policy itself (same prompts, seed, temperature, "
+                                 "length): its responses are reused instead of sampled again")
 
     def check(self) -> list[str]:
         errs = super().check() + self.check_formatting("policy")

@@ -57,14 +57,16 @@ class Task:
     """Everything task-specific. Paths are relative to the task file; ``builtin`` names the embedded review task."""
 
     name: str = opt("", "a short name for reports (default: the file's name)")
-    sft: str = opt("builtin", "SFT data: builtin | a file of prompt/completion or messages rows | with sft_from=chosen, "
+    sft: str = opt("builtin", "SFT data: builtin | a file of prompt/completion or messages rows | with "
+                              "sft_from=chosen, "
                               "a preference file (empty: `prefs`)")
     sft_from: str = opt("", "'chosen': SFT learns each pair's prompt -> chosen response (the original HH setup)")
     prefs: str = opt("generate", "preference pairs: generate (k samples per prompt of `prompts` from the SFT policy, "
                                  "labelled by `gold`) | a file of prompt/chosen/rejected rows or HH-RLHF transcripts")
     prompts: str = opt("builtin", "online-RL prompts (and the prompts `generate` samples): builtin | any file the "
                                   "loaders read (prompt-only, SFT or preference rows: their prompt part)")
-    eval_prompts: str = opt("builtin", "held-out evaluation prompts: builtin | a file; none of them may be a training prompt")
+    eval_prompts: str = opt("builtin", "held-out evaluation prompts: builtin | a file; none of them may be a training "
+                                       "prompt")
     gold: str = opt("vader", "the gold scorer: vader | none (reports use the learned RM and say it is a proxy) | "
                              "module:function | path/file.py:function | a reward run folder (RM as gold)")
     chat_template: bool = opt(True, "format rows with the model's chat template (false: plain text, prompt then "

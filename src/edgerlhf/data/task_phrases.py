@@ -41,7 +41,8 @@ CATEGORY_BANKS = (
         ("the pasta was fresh, rich and perfectly seasoned", "our server was friendly and attentive all evening",
          "every dish arrived hot and beautifully plated", "the lamb was tender and absolutely delicious",
          "the chef sent out a lovely little dessert on the house"),
-        ("the food arrived cold and the waiter was rude about it", "the waiter forgot half our order and never apologized",
+        ("the food arrived cold and the waiter was rude about it", "the waiter forgot half our order and never "
+                                                                   "apologized",
          "the soup tasted awful and the bread was stale", "the bill was shockingly high for such tiny, boring plates",
          "the fish smelled bad and we had to send it back"),
         ("I will happily be back for the tasting menu.", "Book a table, you will not regret it.",
@@ -61,7 +62,8 @@ CATEGORY_BANKS = (
          "the music was so loud it was annoying to even talk", "every table was dirty and nobody wiped them"),
         ("It is my new favorite morning spot.", "Go early and enjoy the window seat.",
          "Great coffee, great people."),
-        ("Disappointing, I will make my coffee at home instead.", "Not worth the line, sadly.", "A waste of five dollars."),
+        ("Disappointing, I will make my coffee at home instead.", "Not worth the line, sadly.", "A waste of five "
+                                                                                                "dollars."),
     ),
     Category(
         "hotel", "a hotel", "hotels", "the {name}", "at", "past", "stayed at", "staying at",
@@ -73,11 +75,14 @@ CATEGORY_BANKS = (
         ("the room was spotless and the bed was wonderfully comfortable",
          "the staff upgraded us to a suite with a beautiful view", "breakfast had fresh fruit and excellent coffee",
          "it was quiet and peaceful enough to sleep in every day"),
-        ("the room smelled of smoke and the sheets were dirty", "the air conditioning rattled all night and we barely slept, which was awful",
-         "the front desk lost our booking and was rude about it", "there was no hot water for two days, which was ridiculous"),
+        ("the room smelled of smoke and the sheets were dirty", "the air conditioning rattled all night and we barely "
+                                                                "slept, which was awful",
+         "the front desk lost our booking and was rude about it", "there was no hot water for two days, which was "
+                                                                  "ridiculous"),
         ("I would happily stay there again.", "Ask for a room on the top floor, the view is lovely.",
          "A perfect base for a weekend."),
-        ("Book somewhere else, this place is a mess.", "I checked out a day early, annoyed.", "Never again, what a disappointment."),
+        ("Book somewhere else, this place is a mess.", "I checked out a day early, annoyed.", "Never again, what a "
+                                                                                              "disappointment."),
     ),
     Category(
         "museum", "a museum", "museums", "the {name}", "at", "past", "visited", "visiting",
@@ -90,7 +95,8 @@ CATEGORY_BANKS = (
         ("the fossil hall alone is a wonderful reason to go", "the curators clearly love what they do",
          "my kids were happy and fascinated for three hours straight", "the new photography wing is stunning"),
         ("half the galleries were closed without notice, which was frustrating",
-         "the labels were tiny and the signs were confusing and useless", "it was so crowded we could barely see anything, a real mess",
+         "the labels were tiny and the signs were confusing and useless", "it was so crowded we could barely see "
+                                                                          "anything, a real mess",
          "the interactive displays were all broken"),
         ("Plan a whole day, you will enjoy every room.", "A must for anyone who loves history.",
          "We will gladly be back."),
@@ -123,7 +129,8 @@ CATEGORY_BANKS = (
          "every episode ends on a clever hook I could not resist", "it is smart, warm and often very funny"),
         ("the writing gets lazy and stupid by episode four", "every episode is boring filler",
          "the finale is a lazy mess that undoes everything before it", "half the characters are just annoying"),
-        ("I finished it in a weekend and loved it.", "Worth every minute, truly.", "I cannot wait for the next season, it is great."),
+        ("I finished it in a weekend and loved it.", "Worth every minute, truly.", "I cannot wait for the next season, "
+                                                                                   "it is great."),
         ("I gave up, bored, after the third episode.", "A waste of your evenings.", "Skip it, it is a mess."),
     ),
     Category(
@@ -167,7 +174,8 @@ CATEGORY_BANKS = (
         ("it crashed three times in the first hour, which is ridiculous", "the controls are clunky and frustrating",
          "the story is a boring collection of fetch quests", "it is full of bugs and annoying paywalls"),
         ("Easily worth full price.", "I cannot wait for the sequel, it is that good.", "A new favorite."),
-        ("Wait for a deep discount, or just skip this mess.", "I asked for a refund, annoyed.", "Not worth the money, what a mess."),
+        ("Wait for a deep discount, or just skip this mess.", "I asked for a refund, annoyed.", "Not worth the money, "
+                                                                                                "what a mess."),
     ),
     Category(
         "app", "an app", "apps", "the {name} app", "in", "present", "tried", "trying",
@@ -178,8 +186,10 @@ CATEGORY_BANKS = (
          ("onboarding", False), ("search", False), ("dark mode", False), ("widgets", True)),
         ("it has made my mornings calmer and much more organized", "syncing between my phone and laptop is flawless",
          "the design is clean and genuinely pleasant to use", "support was helpful and answered within an hour"),
-        ("it drains my battery and keeps crashing, which is infuriating", "it nags me to upgrade every five minutes, which is so annoying",
-         "half the features are locked behind an expensive subscription, which is frustrating", "it lost a week of my notes"),
+        ("it drains my battery and keeps crashing, which is infuriating", "it nags me to upgrade every five minutes, "
+                                                                          "which is so annoying",
+         "half the features are locked behind an expensive subscription, which is frustrating", "it lost a week of my "
+                                                                                                "notes"),
         ("I use it every day now and love it.", "Worth paying for, it is great.", "Highly recommended."),
         ("I uninstalled it, frustrated.", "Find another app, this one is a mess.", "Not worth the download, sadly."),
     ),

@@ -58,7 +58,8 @@ def export_policy(policy: str | Path, out: str | Path) -> Path:
             model.generation_config.save_pretrained(tmp)
 
     atomic_write_dir(out, fill)
-    print(f"[export] {policy} ({meta.get('stage')}) -> {out}: merged weights, tokenizer and chat template; load it with "
+    print(f"[export] {policy} ({meta.get('stage')}) -> {out}: merged weights, tokenizer and chat template; load it "
+          "with "
           f"AutoModelForCausalLM.from_pretrained({str(out)!r})")
     return out
 

@@ -26,7 +26,8 @@ ARCHITECTURES = {"LlamaForCausalLM": "llama"}
 
 # llama.cpp names the BPE pre-tokenizer by the SHA-256 of the token ids of this text (its convert_hf_to_gguf.py,
 # get_vocab_base_pre); the table holds the llama-architecture tokenizers' names from there.
-_CHKTXT = ('\n \n\n \n\n\n \t \t\t \t\n  \n   \n    \n     \n🚀 (normal) 😶\u200d🌫️ (multiple emojis concatenated) ✅ 🦙🦙 3 33 '
+_CHKTXT = ('\n \n\n \n\n\n \t \t\t \t\n  \n   \n    \n     \n🚀 (normal) 😶\u200d🌫️ (multiple emojis concatenated) ✅ 🦙🦙 '
+           '3 33 '
            '333 3333 33333 333333 3333333 33333333 3.3 3..3 3...3 កាន់តែពិសេសអាច😁 ?我想在apple工作1314151天～ '
            '------======= нещо на Български \'\'\'\'\'\'```````""""......!!!!!!?????? I\'ve been \'told he\'s there, '
            '\'RE you sure? \'M not sure I\'ll make it, \'D you like some tea? We\'Ve a\'lL')
@@ -209,7 +210,8 @@ def ollama_modelfile(tok, gguf_file: str, chat_template: bool = True) -> str:
         p = chat_pieces(tok)
         # Ollama puts the SYSTEM text (or the caller's) into .Messages as a system message. No "{{-" trimming:
         # it would eat the newline that ends a turn.
-        turns = "".join(f'{{{{ {"if" if i == 0 else "else if"} eq .Role "{role}" }}}}{_go(pre)}{{{{ .Content }}}}{_go(suf)}'
+        turns = "".join(f'{{{{ {"if" if i == 0 else "else if"} eq .Role "{role}" }}}}{_go(pre)}{{{{ .Content '
+                        f'}}}}{_go(suf)}'
                         for i, (role, pre, suf) in enumerate((("system", p.system_prefix, p.system_suffix),
                                                                ("user", p.user_prefix, p.user_suffix),
                                                                ("assistant", p.assistant_prefix, p.assistant_suffix))))

@@ -81,7 +81,8 @@ def _reuse(cfg, prompts) -> tuple[list[str], list[float], dict]:
     rows = [json.loads(x) for x in src.file("responses.jsonl").read_text().splitlines() if x.strip()]
     want = [last_message(p) for p in prompts]
     if diff or [r["prompt"] for r in rows] != want:
-        raise ValueError(f"baseline_eval={src.path} sampled differently ({', '.join(diff) or 'other prompts'}); rerun it with "
+        raise ValueError(f"baseline_eval={src.path} sampled differently ({', '.join(diff) or 'other prompts'}); rerun "
+                         "it with "
                          "this evaluation's settings or leave baseline_eval empty")
     summary = src.summary
     keep = {k: v for k, v in summary.items() if k.startswith(("eval/gold", "eval/mean_tokens", "eval/gen_tokens"))}
@@ -206,8 +207,10 @@ def _print(o: dict) -> None:
         print(f"  baseline       {o['baseline']}: gold {o['baseline/gold_mean']:+.3f}")
         print(f"  gold gain      {o['eval/gold_gain']:+.3f}  (paired 95% CI {o['eval/gold_gain_ci95_low']:+.3f} .. "
               f"{o['eval/gold_gain_ci95_high']:+.3f}; {o['eval/gold_gain_pct']:+.0f}%)")
-        print(f"  win rate       {o['eval/win_rate']:.3f}  (95% CI {o['eval/win_rate_ci95_low']:.3f} .. {o['eval/win_rate_ci95_high']:.3f})")
+        print(f"  win rate       {o['eval/win_rate']:.3f}  (95% CI {o['eval/win_rate_ci95_low']:.3f} .. "
+              f"{o['eval/win_rate_ci95_high']:.3f})")
         print(f"  KL to baseline {o['eval/kl']:.2f} nats per response")
     print(f"  distinct-2 {o['eval/distinct_2']:.3f}, mean length {o['eval/mean_tokens']:.1f} tokens, repetition "
-          f"{o['eval/repetition_rate']:.3f}" + (f" (baseline {o['baseline/distinct_2']:.3f}, {o['baseline/mean_tokens']:.1f}, "
+          f"{o['eval/repetition_rate']:.3f}" + (f" (baseline {o['baseline/distinct_2']:.3f}, "
+                                                f"{o['baseline/mean_tokens']:.1f}, "
                                                   f"{o['baseline/repetition_rate']:.3f})" if "baseline/distinct_2" in o else ""))

@@ -39,11 +39,13 @@ def charts(study: Path, arms: dict[str, list[Run]], stages: list, rm_eval_summar
         fig, axes = plt.subplots(1, 2, figsize=(12, 4))
         per_seed(axes[0], "objective/scores", "learned-RM reward (at its precision) per step", "mean RM score")
         per_seed(axes[1], "objective/gold", "gold reward of the rollouts per step", "mean gold")
-        made.append(save_chart(fig, out / "rewards.png", "Learned-RM and gold reward per step: each seed thin, their mean thick"))
+        made.append(save_chart(fig, out / "rewards.png", "Learned-RM and gold reward per step: each seed thin, their "
+                                                         "mean thick"))
     elif online:
         fig, ax = plt.subplots(figsize=(7, 4))
         per_seed(ax, "objective/scores", "learned-RM reward (at its precision) per step", "mean RM score")
-        made.append(save_chart(fig, out / "rewards.png", "Learned-RM reward per step (no gold): each seed thin, their mean thick"))
+        made.append(save_chart(fig, out / "rewards.png", "Learned-RM reward per step (no gold): each seed thin, their "
+                                                         "mean thick"))
 
         fig, axes = plt.subplots(1, 2, figsize=(12, 4))
         per_seed(axes[0], "objective/kl", "KL to the reference per step", "nats per response")
@@ -87,7 +89,8 @@ def charts(study: Path, arms: dict[str, list[Run]], stages: list, rm_eval_summar
     ax.set_title(f"{y.name} gain over SFT: seeds (dots), mean and 95% interval (seeds, prompts)", fontsize=10)
     ax.set(xlabel=f"{y.name} gain")
     ax.grid(axis="x", alpha=0.3)
-    made.append(save_chart(fig, out / "seeds.png", f"{y.name} gain over SFT per configuration: seeds and the hierarchical interval"))
+    made.append(save_chart(fig, out / "seeds.png", f"{y.name} gain over SFT per configuration: seeds and the "
+                                                   "hierarchical interval"))
 
     labels = [r.label for r in stages]
     mem = [peak_mb(r) or 0 for r in stages]

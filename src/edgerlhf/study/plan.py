@@ -253,7 +253,8 @@ def parse_size(text: str) -> float:
 def format_plan(plans: list[StagePlan], budget: float | None = None) -> str:
     lines = []
     for p in plans:
-        verdict = "" if budget is None else ("  fits" if p.peak <= budget else f"  OVER by {(p.peak - budget) / MiB:,.0f} MiB")
+        verdict = "" if budget is None else ("  fits" if p.peak <= budget else "  OVER by "
+                                                                               f"{(p.peak - budget) / MiB:,.0f} MiB")
         lines.append(f"{p.stage:<7} {p.device:<4} peak {p.peak / MiB:8,.0f} MiB ({p.phase}){verdict}")
         lines += [f"          {t.name:<34} {t.nbytes / MiB:8,.0f} MiB" for t in p.terms if t.nbytes]
     return "\n".join(lines)
@@ -316,7 +317,8 @@ def plan_study(model: str = "default", *, device: str = "cpu", budget: float | N
         if budget is not None and p.peak > budget:
             advice.append(f"{st}: " + "; ".join(fits(st, cfg, shape, budget, **kw)))
     head = [f"memory plan: {model} ({shape.params / 1e6:,.0f} M parameters, {shape.layers} blocks, vocabulary "
-            f"{shape.vocab:,}) on {'a GPU (max_memory_allocated + the CUDA context)' if gpu else 'the CPU (resident set)'}"
+            f"{shape.vocab:,}) on "
+            f"{'a GPU (max_memory_allocated + the CUDA context)' if gpu else 'the CPU (resident set)'}"
             f", study preset {preset!r}{', task ' + task if task else ''}",
             f"longest prompt {prompt_tokens} tokens, longest answer {response_tokens}, longest SFT row "
             f"{sft_tokens or prompt_tokens + response_tokens} ({how})"

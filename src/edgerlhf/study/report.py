@@ -281,12 +281,14 @@ def write_report(study: Path, *, sft, rm_eval, runs: dict, base_seed: int) -> Pa
              "proxy, not ground truth.** The policies were trained against that RM (or a quantised copy of it), so a "
              "policy that exploits the RM scores higher here without being better; name a gold (a callable, or an "
              "independently trained RM folder) to measure alignment."] if y is PROXY else []
-    lead = proxy + [f"Configurations: {', '.join(arms)}; seeds {', '.join(map(str, seeds))} (SFT policy, preference pairs, "
+    lead = proxy + [f"Configurations: {', '.join(arms)}; seeds {', '.join(map(str, seeds))} (SFT policy, preference "
+                    "pairs, "
             f"reward model and every evaluation's sampling use the base seed {base_seed}; the seeds replicate the "
             "training of each configuration). Device: " + str(meta["device"]) + ".",
             f"Compute: {meta['compute_min']:.1f} min over all stages (a reused stage counts what it took when it ran); "
             f"this invocation: {meta['wall_min']:.1f} min.",
-            "One seed per configuration: **RL's run-to-run variance is not measured.** The intervals below are over the "
+            "One seed per configuration: **RL's run-to-run variance is not measured.** The intervals below are over "
+            "the "
             "evaluation prompts only; a different seed can move a configuration by more than the differences between "
             "configurations. Replicate with `--seeds 1,2,3`." if n_seeds < 2 else
             f"{n_seeds} seeds per configuration: intervals over seeds (Student-t) carry RL's run-to-run variance; the "

@@ -205,8 +205,10 @@ class RunDir:
             try:
                 self._sinks.append(_make_sink(name, self.path, self.cfg))
             except Exception as e:  # noqa: BLE001 - any failure of a third-party sink: name it, record it
-                err = SinkError(f"metric sink {name!r} failed to start ({type(e).__name__}: {e}); {_SINK_FIX.get(name, '')}"
-                                f"or drop it from report_to (e.g. report_to=tensorboard). The run folder {self.path} is "
+                err = SinkError(f"metric sink {name!r} failed to start ({type(e).__name__}: {e}); "
+                                f"{_SINK_FIX.get(name, '')}"
+                                f"or drop it from report_to (e.g. report_to=tensorboard). The run folder {self.path} "
+                                "is "
                                 "marked failed.")
                 self.fail(err)
                 raise err from e
