@@ -112,3 +112,16 @@ def test_user_code_error_keeps_only_the_users_frames(tmp_path):
     assert text.startswith("reward_fn user_fn raised KeyError: 'missing'")
     assert "in user_fn" in text and "raise KeyError" in text
     assert isinstance(err.__cause__, KeyError)
+
+
+def test_a_reward_fn_that_raises_is_named_and_the_run_is_marked_failed(tmp_path):
+    def my_reward(prompts, responses):
+        raise ZeroDivisionError("my reward broke")
+
+    cfg = load_config(E.GRPOConfig, preset="smoke", overrides={"output_dir": str(tmp_path), "run_name": "g",
+                                                               "progress": False})
+    with pytest.raises(UserCodeError, match="reward_fn my_reward raised ZeroDivisionError: my reward broke") as e:
+        E.run_grpo(cfg, reward_fn=my_reward)
+    assert "in my_reward" in str(e.value) and "edgerlhf/stages" not in str(e.value)
+    summary = json.loads((tmp_path / "g" / "summary.json").read_text())
+    assert summary["status"] == "failed" and "my reward broke" in summary["error"]

@@ -5,14 +5,17 @@ import types
 import pytest
 import torch
 
-from edgerlhf.rl.algorithms import GRPO, PPO, RLOO, MicroBatch, Rollout, make_algorithm
+from edgerlhf.rl.algorithms import MicroBatch, Rollout, make_algorithm
+from edgerlhf.rl.algorithms.grpo import GRPO
+from edgerlhf.rl.algorithms.ppo import PPO
+from edgerlhf.rl.algorithms.rloo import RLOO
 from edgerlhf.rl.group_math import group_advantages
 
 
 def _cfg(**kw):
     base = dict(stage="grpo", num_generations=2, scale_rewards="group", loss_type="grpo", beta=0.0, epsilon=0.2,
                 epsilon_high=None, mask_truncated_completions=False, response_length=4, normalize_advantages=False,
-                samples_per_prompt=2, update_epochs=1)
+                num_iterations=1)
     base.update(kw)
     return types.SimpleNamespace(**base)
 
@@ -77,3 +80,12 @@ def test_ppo_needs_values_and_reference_and_stops_early_on_approx_kl():
     assert algo.state() == {"kl_coef": 0.05}
     algo.load_state({"kl_coef": 0.2})
     assert algo.kl_ctl.value == 0.2
+
+
+def test_group_size_and_epochs_are_the_algorithms():
+    """The engine reads the group size and the passes over a step from the algorithm, under each one's own keys."""
+    assert (GRPO(_cfg()).samples_per_prompt, GRPO(_cfg(num_iterations=3)).update_epochs) == (2, 3)
+    rloo = RLOO(_cfg(stage="rloo", num_generations=4))
+    assert (rloo.samples_per_prompt, rloo.update_epochs) == (4, 1)
+    ppo = PPO(types.SimpleNamespace(kl_coef=0.05, kl_target=6.0, kl_horizon=10000, ent_coef=0.0, num_ppo_epochs=2))
+    assert (ppo.samples_per_prompt, ppo.update_epochs) == (1, 2)

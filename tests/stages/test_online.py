@@ -45,18 +45,20 @@ def _one_update(cfg):
     before = {n: p.detach().clone() for n, p in roles.policy.named_parameters()}
     head_before = roles.value_head.summary.weight.detach().clone() if roles.value_head is not None else None
     torch.manual_seed(0)
-    b = online.rollout(roles, roles.tokenizer, online.episodes_for_step(online.load_prompts(cfg), 0, cfg), cfg, 4)
-    old = online.rollout_forwards(roles, b, cfg.temperature, 4, values=algo.needs_values, reference=algo.needs_reference)
+    b = online.rollout(roles, roles.tokenizer,
+                       online.episodes_for_step(online.load_prompts(cfg), 0, cfg, algo.samples_per_prompt), cfg, 4)
+    old = online.rollout_forwards(roles, b, cfg.temperature, 4, values=algo.needs_values,
+                                  reference=algo.needs_reference)
     from edgerlhf.rl.algorithms import Rollout
 
-    adv = algo.advantages(Rollout(torch.tensor(length_reward(None, b.texts)), old["logprobs"], old["ref_logprobs"],
-                                  old["values"], b.resp_mask.float(), b.ended))
+    adv = algo.advantages(Rollout(torch.tensor(length_reward(None, b.texts)), old.logprobs, old.ref_logprobs,
+                                  old.values, b.resp_mask.float(), b.ended))
     holder = torch.nn.Module()
     holder.params = torch.nn.ParameterList(roles.trainable)
     from edgerlhf.stages.loop import make_optimizer
 
     opt, sched = make_optimizer(holder, cfg, 8)
-    st = online.update(roles, algo, opt, sched, b, old, adv, cfg, {"mini_batch_size": 2}, lambda s: None)
+    st = online.update(roles, algo, opt, sched, b, old, adv, cfg, online.Sizes(rollout_batch_size=4, mini_batch_size=2))
     return roles, before, head_before, st
 
 
@@ -64,7 +66,8 @@ def _one_update(cfg):
 def test_one_update_changes_only_the_policy_adapter_and_the_value_parts(tmp_path, algo, value_model):
     cfg = _cfg(tmp_path, value_model=value_model) if algo == "ppo" else _cfg(tmp_path, algo, beta=0.1)
     roles, before, head_before, st = _one_update(cfg)
-    assert st.optimizer_steps == cfg.update_epochs * 8 // 4 and st.skipped == 0  # 8 episodes, 4 per optimizer step
+    # 8 episodes, 4 per optimizer step
+    assert st.optimizer_steps == make_algorithm(cfg).update_epochs * 8 // 4 and st.skipped == 0
     changed = {n for n, p in roles.policy.named_parameters() if not torch.equal(p, before[n])}
     assert changed, "nothing trained"
     assert all("lora_" in n for n in changed), f"non-adapter weights changed: {sorted(changed)[:3]}"
@@ -174,7 +177,8 @@ def test_fake_cuda_oom_halves_the_micro_batch_and_retries(tmp_path, monkeypatch,
     run = online.run(cfg, reward_fn=length_reward)
     s = json.loads((run / "summary.json").read_text())
     assert s["batch/final_mini_batch_size"] == 1 and s["skipped_updates"] == 0
-    assert _metrics(run)[0]["train/optimizer_steps"] == cfg.update_epochs * 2  # 8 episodes, 4 per optimizer step
+    # 8 episodes, 4 per optimizer step
+    assert _metrics(run)[0]["train/optimizer_steps"] == make_algorithm(cfg).update_epochs * 2
     assert "retrying with update batch 1" in capsys.readouterr().out
 
 
@@ -282,7 +286,8 @@ def test_the_reference_runs_only_when_its_kl_is_used(tmp_path, monkeypatch, algo
     cfg = _cfg(tmp_path, algo, max_steps=1, **({} if beta is None else {"beta": beta}))
     online.run(cfg, reward_fn=length_reward)
     chunks = 8 // cfg.rollout_batch_size          # rollout forwards: one per chunk of rollout_batch_size
-    micro = cfg.update_epochs * 8 // cfg.mini_batch_size  # update forwards: one per micro-batch and epoch
+    # update forwards: one per micro-batch and epoch
+    micro = make_algorithm(cfg).update_epochs * 8 // cfg.mini_batch_size
     uses_ref = algo == "ppo" or beta > 0
     assert calls["ref"] == (chunks if uses_ref else 0)
     assert calls["body"] == chunks + micro + (chunks if uses_ref else 0)
@@ -371,25 +376,26 @@ def test_cached_trunk_runs_the_frozen_blocks_once_per_episode_and_keeps_ratio_on
     roles = Roles(cfg, dtype=torch.float32, device="cpu", values=algo_.needs_values, reference=algo_.needs_reference)
     assert roles.split == 1
     torch.manual_seed(0)
-    b = online.rollout(roles, roles.tokenizer, online.episodes_for_step(online.load_prompts(cfg), 0, cfg), cfg, 4)
+    b = online.rollout(roles, roles.tokenizer,
+                       online.episodes_for_step(online.load_prompts(cfg), 0, cfg, algo_.samples_per_prompt), cfg, 4)
     rows = {"block0": 0}
     block0 = roles.policy.get_base_model().model.layers[0]
     block0.register_forward_hook(lambda *a: rows.__setitem__("block0", rows["block0"] + a[1][0].shape[0]))
     old = online.rollout_forwards(roles, b, cfg.temperature, 4, values=algo_.needs_values,
                                   reference=algo_.needs_reference)
     assert rows["block0"] == 0  # the decode computed the trunk: not again here, nor for the reference
-    assert old["trunk"].hidden.shape[:2] == b.ids.shape
+    assert old.trunk.hidden.shape[:2] == b.ids.shape
     # ... and it is the frozen blocks' output at every position a later pass reads
     fresh = roles.trunk(b.ids, b.mask).hidden
     rows["block0"] = 0
     used = b.mask.bool().clone()
     used[torch.arange(len(b.ids)), b.n_prompt + b.resp_mask.sum(1) - 1] = False  # a row's last token predicts nothing
-    assert torch.allclose(old["trunk"].hidden[used], fresh[used], atol=1e-5)
+    assert torch.allclose(old.trunk.hidden[used], fresh[used], atol=1e-5)
     from edgerlhf.rl.algorithms import Rollout
     from edgerlhf.stages.loop import make_optimizer
 
-    adv = algo_.advantages(Rollout(torch.tensor(length_reward(None, b.texts)), old["logprobs"], old["ref_logprobs"],
-                                   old["values"], b.resp_mask.float(), b.ended))
+    adv = algo_.advantages(Rollout(torch.tensor(length_reward(None, b.texts)), old.logprobs, old.ref_logprobs,
+                                   old.values, b.resp_mask.float(), b.ended))
     holder = torch.nn.Module()
     holder.params = torch.nn.ParameterList(roles.trainable)
     opt, sched = make_optimizer(holder, cfg, 8)
@@ -402,7 +408,8 @@ def test_cached_trunk_runs_the_frozen_blocks_once_per_episode_and_keeps_ratio_on
         return out
 
     monkeypatch.setattr(algo_, "loss", spy)
-    st = online.update(roles, algo_, opt, sched, b, old, adv, cfg, {"mini_batch_size": 4}, lambda s: None)
+    st = online.update(roles, algo_, opt, sched, b, old, adv, cfg,
+                       online.Sizes(rollout_batch_size=4, mini_batch_size=4))
     assert rows["block0"] == 0  # the update ran only the top block
     assert first["ratio"] == 1.0  # exactly: the same cached input, the same kernels
     assert st.optimizer_steps > 0
@@ -422,8 +429,9 @@ def test_rollout_logprobs_are_the_forward_ones_to_rounding(tmp_path, algo):
         for p in roles.trainable:
             p.add_(0.05 * torch.randn_like(p))
     torch.manual_seed(0)
-    b = online.rollout(roles, roles.tokenizer, online.episodes_for_step(online.load_prompts(cfg), 0, cfg), cfg, 4)
-    assert b.recorded["logprobs"] is not None and b.recorded["trunk"] is not None
+    b = online.rollout(roles, roles.tokenizer,
+                       online.episodes_for_step(online.load_prompts(cfg), 0, cfg, algo_.samples_per_prompt), cfg, 4)
+    assert b.recorded.logprobs is not None and b.recorded.trunk is not None
     calls = {"policy": 0}
     real_forward = Roles.forward
 
@@ -441,9 +449,9 @@ def test_rollout_logprobs_are_the_forward_ones_to_rounding(tmp_path, algo):
                                    reference=True)
     m = b.resp_mask.bool()
     for k in ("logprobs", "entropy", "ref_logprobs") + (("values",) if algo == "ppo" else ()):
-        assert torch.allclose(fast[k][m], slow[k][m], atol=1e-4), k
-    assert (fast["logprobs"][~m] == 0).all()
-    assert not torch.allclose(fast["logprobs"][m], fast["ref_logprobs"][m])
+        assert torch.allclose(getattr(fast, k)[m], getattr(slow, k)[m], atol=1e-4), k
+    assert (fast.logprobs[~m] == 0).all()
+    assert not torch.allclose(fast.logprobs[m], fast.ref_logprobs[m])
 
 
 def test_resume_is_exact_with_a_cached_trunk(tmp_path):

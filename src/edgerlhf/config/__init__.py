@@ -12,11 +12,22 @@ but the presets' data and the run-folder reader, both leaves, and no torch).
 Which stages exist, and which config each takes, is :mod:`edgerlhf.registry`'s table.
 """
 
-from edgerlhf.config.core import (RENAMED_KEYS, ConfigError, UserCodeError, check_range, coerce, config_help,
-                                  field_types, opt, read_yaml_mapping, to_dict, unknown_key_message)
+from edgerlhf.config.core import (
+                                  RENAMED_KEYS,
+                                  ConfigError,
+                                  UserCodeError,
+                                  check_range,
+                                  coerce,
+                                  config_help,
+                                  field_types,
+                                  opt,
+                                  read_yaml_mapping,
+                                  to_dict,
+                                  unknown_key_message,
+                                  user_callable,
+)
 from edgerlhf.config.loading import from_dict, load_config, parse_overrides
-from edgerlhf.config.mixins import (BaseConfig, GoldEvalMixin, GoldMixin, LoraMixin, OptimMixin, PairsMixin,
-                                    TrainMixin)
+from edgerlhf.config.mixins import BaseConfig, GoldEvalMixin, GoldMixin, LoraMixin, OptimMixin, PairsMixin, TrainMixin
 from edgerlhf.config.online import GroupConfig, GRPOConfig, OnlineRLConfig, PPOConfig, RLOOConfig
 from edgerlhf.config.refs import check_dataset, check_precision
 from edgerlhf.config.stages import DPOConfig, EvalConfig, PrefsConfig, RewardConfig, RMEvalConfig, SFTConfig
@@ -27,4 +38,4 @@ __all__ = ["RENAMED_KEYS", "BaseConfig", "ConfigError", "DPOConfig", "EvalConfig
            "PrefsConfig", "RLOOConfig", "RMEvalConfig", "RewardConfig", "SFTConfig", "Task", "TrainMixin",
            "UserCodeError", "check_dataset", "check_precision", "check_range", "coerce", "config_help",
            "field_types", "from_dict", "load_config", "opt", "parse_overrides", "read_task", "read_yaml_mapping",
-           "stage_settings", "to_dict", "unknown_key_message"]
+           "stage_settings", "to_dict", "unknown_key_message", "user_callable"]

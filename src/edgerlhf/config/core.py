@@ -49,6 +49,21 @@ class UserCodeError(RuntimeError):
         return err
 
 
+def user_callable(fn, what: str):
+    """``fn`` (the user's own code: a reward or gold callable) wrapped so that an exception inside it is raised as a
+    :class:`UserCodeError` naming ``what`` and showing the user's frames."""
+
+    def call(*args, **kw):
+        try:
+            return fn(*args, **kw)
+        except Exception as e:  # noqa: BLE001 - the user's code: name it and show its frames, not ours
+            raise UserCodeError.from_exception(what, e) from e
+
+    call.__name__ = getattr(fn, "__name__", type(fn).__name__)
+    call.__wrapped__ = fn
+    return call
+
+
 def opt(default: Any, help: str, **kw) -> Any:  # noqa: A002 - "help" reads best at call sites
     """A dataclass field with a default and a help string (shown by ``edgerlhf <stage> --help-config``)."""
     if isinstance(default, (list, dict)):
@@ -88,7 +103,8 @@ RENAMED_KEYS: dict[str, tuple[str | None, str]] = {
     "horizon": ("kl_horizon", "old TRL's adaptive-KL `horizon` is `kl_horizon` here"),
     "target_kl": ("target_approx_kl", "old TRL's early-stopping `target_kl` is `target_approx_kl` here (0 disables)"),
     "early_stopping": ("target_approx_kl", "early stopping on approximate KL is on whenever `target_approx_kl` > 0"),
-    "max_new_tokens": ("response_length", "the online-RL response budget is `response_length` (new tokens per rollout)"),
+    "max_new_tokens": ("response_length", "the online-RL response budget is `response_length` (new tokens per "
+                                          "rollout)"),
     "local_rollout_forward_batch_size": ("rollout_batch_size", "TRL's `local_rollout_forward_batch_size` is "
                                                                "`rollout_batch_size` here"),
     "num_mini_batches": ("mini_batch_size", "set the micro-batch with `mini_batch_size` and the optimizer step with "
@@ -175,7 +191,8 @@ def unknown_key_message(key: str, valid: list[str], stage: str = "", renamed: di
         if new in valid:
             return f"unknown key {key!r}: renamed — {why}"
         if key == "batch_size" and "num_rollouts_per_step" in valid:
-            return "unknown key 'batch_size': renamed — an online-RL step's batch (episodes per step) is `num_rollouts_per_step`"
+            return ("unknown key 'batch_size': renamed — an online-RL step's batch (episodes per step) is "
+                    "`num_rollouts_per_step`")
         return f"unknown key {key!r}{where} ({why}; it does not apply to this stage)"
     close = difflib.get_close_matches(key, valid, n=1, cutoff=0.6)
     hint = f"; did you mean {close[0]!r}?" if close else ""

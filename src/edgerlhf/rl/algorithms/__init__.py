@@ -1,13 +1,11 @@
-"""Online-RL algorithms as plug-ins of one engine (``stages/online.py``): each a small module."""
+"""Online-RL algorithms as plug-ins of one engine (``stages/online/``): each a small module."""
 
-from edgerlhf.rl.algorithms.base import Advantages, Algorithm, LossOut, MicroBatch, Rollout  # noqa: F401
-from edgerlhf.rl.algorithms.grpo import GRPO
-from edgerlhf.rl.algorithms.ppo import PPO
-from edgerlhf.rl.algorithms.rloo import RLOO
+from edgerlhf import registry
+from edgerlhf.rl.algorithms.base import Advantages, Algorithm, LossOut, MicroBatch, Rollout
 
-ALGORITHMS: dict[str, type[Algorithm]] = {"ppo": PPO, "grpo": GRPO, "rloo": RLOO}
+__all__ = ["Advantages", "Algorithm", "LossOut", "MicroBatch", "Rollout", "make_algorithm"]
 
 
 def make_algorithm(cfg) -> Algorithm:
-    """The algorithm a config is for (by its stage name)."""
-    return ALGORITHMS[cfg.stage](cfg)
+    """The algorithm a config is for: its stage's row in the registry names the class."""
+    return registry.get(cfg.stage).algorithm_class()(cfg)

@@ -1,7 +1,8 @@
-"""What an online-RL algorithm is to the engine (``stages/online.py``): a small object with
+"""What an online-RL algorithm is to the engine (``stages/online/``): a small object with
 
 * ``needs_values`` / ``needs_reference`` / ``samples_per_prompt`` / ``update_epochs``: what the engine must
-  compute and how it batches;
+  compute and how it batches (the engine reads the group size and the passes over a step from here, never
+  from the config: each algorithm names its own keys);
 * ``advantages(rollout) -> Advantages``: from one step's scores and old log-probs (and values, reference
   log-probs when asked for);
 * ``loss(micro) -> LossOut``: one micro-batch's loss, already weighted for its share of the optimizer step,
@@ -78,11 +79,13 @@ class Algorithm:
 
     @property
     def samples_per_prompt(self) -> int:
-        return self.cfg.samples_per_prompt
+        """Responses sampled per prompt (one group); 1 for a method without groups."""
+        return 1
 
     @property
-    def update_epochs(self) -> int:
-        return self.cfg.update_epochs
+    def update_epochs(self) -> int:  # pragma: no cover - abstract
+        """Passes over each step's episodes."""
+        raise NotImplementedError
 
     def advantages(self, r: Rollout) -> Advantages:  # pragma: no cover - abstract
         raise NotImplementedError

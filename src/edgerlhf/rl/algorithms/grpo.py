@@ -8,22 +8,14 @@ from __future__ import annotations
 
 import torch
 
-from edgerlhf.rl.algorithms.base import Advantages, Algorithm, LossOut, MicroBatch, Rollout
+from edgerlhf.rl.algorithms.base import Advantages, LossOut, MicroBatch, Rollout
+from edgerlhf.rl.algorithms.group import GroupAlgorithm, loss_mask
 from edgerlhf.rl.group_math import aggregate, clipped_surrogate, group_advantages
 from edgerlhf.rl.ppo_math import kl_k1, kl_k3, masked_mean
 
 
-def loss_mask(r: Rollout, drop_truncated: bool) -> torch.Tensor:
-    """The response mask, with truncated responses (no EOS) removed when asked (DAPO's overlong filter)."""
-    return r.mask * r.ended.float()[:, None] if drop_truncated else r.mask
-
-
-class GRPO(Algorithm):
+class GRPO(GroupAlgorithm):
     name = "grpo"
-
-    @property
-    def needs_reference(self) -> bool:
-        return self.cfg.beta > 0
 
     def advantages(self, r: Rollout) -> Advantages:
         cfg = self.cfg
@@ -49,7 +41,8 @@ class GRPO(Algorithm):
             stats["policy/kl"] = masked_mean(kl.detach(), mb.mask)
         loss = aggregate(per_token, mb.mask, cfg.loss_type, max_len=cfg.response_length, step_tokens=mb.step_tokens)
         weighted = loss if cfg.loss_type == "dapo" else loss * mb.n / mb.n_step  # dapo is already per step
-        stats.update({"loss/policy": loss.detach(), "policy/clipfrac": masked_mean(s.clipped_low + s.clipped_high, mb.mask),
+        stats.update({"loss/policy": loss.detach(),
+                      "policy/clipfrac": masked_mean(s.clipped_low + s.clipped_high, mb.mask),
                       "policy/clipfrac_low": masked_mean(s.clipped_low, mb.mask),
                       "policy/clipfrac_high": masked_mean(s.clipped_high, mb.mask),
                       "policy/approxkl": 0.5 * masked_mean(log_ratio.detach() ** 2, mb.mask),

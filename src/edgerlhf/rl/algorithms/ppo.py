@@ -8,8 +8,17 @@ from __future__ import annotations
 import torch
 
 from edgerlhf.rl.algorithms.base import Advantages, Algorithm, LossOut, MicroBatch, Rollout
-from edgerlhf.rl.ppo_math import (AdaptiveKLController, gae, kl_k1, kl_k3, masked_mean, per_token_rewards,
-                                  policy_loss, value_loss, whiten)
+from edgerlhf.rl.ppo_math import (
+    AdaptiveKLController,
+    gae,
+    kl_k1,
+    kl_k3,
+    masked_mean,
+    per_token_rewards,
+    policy_loss,
+    value_loss,
+    whiten,
+)
 
 
 class PPO(Algorithm):
@@ -21,6 +30,10 @@ class PPO(Algorithm):
         self.kl_ctl = AdaptiveKLController(cfg.kl_coef, cfg.kl_target, cfg.kl_horizon)
         self.entropy_in_update = cfg.ent_coef > 0
 
+    @property
+    def update_epochs(self) -> int:
+        return self.cfg.num_ppo_epochs
+
     def advantages(self, r: Rollout) -> Advantages:
         cfg, rm = self.cfg, r.mask
         kl = (kl_k1 if cfg.kl_estimator == "k1" else kl_k3)(r.logprobs, r.ref_logprobs) * rm
@@ -31,7 +44,8 @@ class PPO(Algorithm):
         adv, returns = gae(rewards, r.values, rm, cfg.gamma, cfg.lam)
         adv = whiten(adv, rm)
         finite = bool(torch.isfinite(r.scores).all() and torch.isfinite(adv).all() and torch.isfinite(r.values).all())
-        metrics = {"objective/rlhf_reward": (r.scores - kl_coef * kl.sum(1)).mean().item(), "objective/kl_coef": kl_coef}
+        metrics = {"objective/rlhf_reward": (r.scores - kl_coef * kl.sum(1)).mean().item(),
+                   "objective/kl_coef": kl_coef}
         return Advantages(adv, returns, kl, rm, metrics, finite)
 
     def loss(self, mb: MicroBatch) -> LossOut:

@@ -7,18 +7,14 @@ from __future__ import annotations
 
 import torch
 
-from edgerlhf.rl.algorithms.base import Advantages, Algorithm, LossOut, MicroBatch, Rollout
-from edgerlhf.rl.algorithms.grpo import loss_mask
+from edgerlhf.rl.algorithms.base import Advantages, LossOut, MicroBatch, Rollout
+from edgerlhf.rl.algorithms.group import GroupAlgorithm, loss_mask
 from edgerlhf.rl.group_math import clipped_surrogate, leave_one_out_advantages, normalize
 from edgerlhf.rl.ppo_math import kl_k1
 
 
-class RLOO(Algorithm):
+class RLOO(GroupAlgorithm):
     name = "rloo"
-
-    @property
-    def needs_reference(self) -> bool:
-        return self.cfg.beta > 0
 
     def advantages(self, r: Rollout) -> Advantages:
         cfg = self.cfg
