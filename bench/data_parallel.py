@@ -82,8 +82,8 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=6)
     a = p.parse_args()
     out = tempfile.mkdtemp(prefix="dp-bench-")
-    print(f"| stage | processes | median step | tokens/s | peak memory (main process) | wall time (incl. start) | "
-          f"max weight difference |\n|---|---|---|---|---|---|---|")
+    print("| stage | processes | median step | tokens/s | peak memory (main process) | wall time (incl. start) | "
+          "max weight difference |\n|---|---|---|---|---|---|---|")
     for stage in a.stages.split(","):
         runs = {}
         for procs in (1, a.procs):

@@ -4,8 +4,9 @@
 
 No such weights ship offline, so each model is a randomly initialised Llama of that shape saved to a local
 folder (memory does not depend on the weights' values): "0.5" has Qwen2.5-0.5B's blocks with SmolLM2's
-49k vocabulary (0.40 B parameters), "1.7" SmolLM2-1.7B's shape (1.71 B). Runs 3 steps per setting (8 episodes x 48 new tokens; GRPO: 2 prompts x 4 samples, beta=0; LoRA r=16,
-gradient checkpointing, a callable reward so no RM is needed), each in its own process, and prints
+49k vocabulary (0.40 B parameters), "1.7" SmolLM2-1.7B's shape (1.71 B). Runs 3 steps per setting (8 episodes x
+48 new tokens; GRPO: 2 prompts x 4 samples, beta=0; LoRA r=16, gradient checkpointing, a callable reward so no RM
+is needed), each in its own process, and prints
 `torch.cuda.max_memory_allocated` and the median step time.
 """
 
@@ -19,8 +20,9 @@ import tempfile
 from pathlib import Path
 
 SHAPES = {"0.5": dict(hidden_size=896, intermediate_size=4864, num_hidden_layers=24, num_attention_heads=14,
-                      num_key_value_heads=2), "1.7": dict(hidden_size=2048, intermediate_size=8192, num_hidden_layers=24,
-                                                           num_attention_heads=32, num_key_value_heads=32)}
+                      num_key_value_heads=2),
+          "1.7": dict(hidden_size=2048, intermediate_size=8192, num_hidden_layers=24, num_attention_heads=32,
+                      num_key_value_heads=32)}
 
 
 def make_model(size: str, root: Path) -> Path:
@@ -69,8 +71,9 @@ def main() -> None:
         path = make_model(size, root)
         for algo, prec in [(x, p) for x in a.algorithms.split(",") for p in a.precisions.split(",")]:
             extra = ["num_generations=4", "beta=0"] if algo == "grpo" else []
-            over = [*extra, f"model={path}", "device=cuda", f"base_precision={'fp32' if prec == 'bf16' else prec}", "dtype=bf16",
-                    "num_rollouts_per_step=8", "rollout_batch_size=8", "mini_batch_size=2", "gradient_accumulation_steps=4",
+            over = [*extra, f"model={path}", "device=cuda", f"base_precision={'fp32' if prec == 'bf16' else prec}",
+                    "dtype=bf16", "num_rollouts_per_step=8", "rollout_batch_size=8", "mini_batch_size=2",
+                    "gradient_accumulation_steps=4",
                     "response_length=48", f"max_steps={a.steps}", "gradient_checkpointing=true", "gold_eval_prompts=0",
                     "progress=false", "report_to=none", f"output_dir={root}/runs", f"run_name={algo}-{size}-{prec}"]
             p = subprocess.run([sys.executable, "-c", CHILD, algo, *over], capture_output=True, text=True)
@@ -79,7 +82,8 @@ def main() -> None:
                 print(p.stdout[-2000:], p.stderr[-3000:])
                 continue
             s = json.loads(line[len("RESULT"):])
-            rows.append((algo, size, prec, s["memory/cuda_max_allocated_mb"], s["timing/step_s_median"], s["trainable_params"]))
+            rows.append((algo, size, prec, s["memory/cuda_max_allocated_mb"], s["timing/step_s_median"],
+                         s["trainable_params"]))
             print("ROW", *rows[-1], flush=True)  # as it goes: a run stopped early still shows what it measured
     print(f"\n{'algo':<6}{'model':<8}{'base':<8}{'CUDA max MB':>12}{'step s':>9}{'trainable':>12}{'fits 8 GB':>10}")
     for algo, size, prec, mb, st, tr in rows:

@@ -46,7 +46,7 @@ def main() -> None:
         s = json.loads((Path(a.out) / name / "summary.json").read_text())
         rows.append((name, s["memory/peak_mb"], s.get("memory/peak_method", "?"), s["timing/step_s_median"],
                      s["trainable_params"]))
-    print(f"\n| run | peak MB | method | median step s | trainable |\n|---|---|---|---|---|")
+    print("\n| run | peak MB | method | median step s | trainable |\n|---|---|---|---|---|")
     for name, mb, how, st, tr in rows:
         print(f"| {name} | {mb:.0f} | {how} | {st:.2f} | {tr:,} |")
     by = {r[0]: r for r in rows}

@@ -20,8 +20,8 @@ differently), so their response lengths are printed too: a step's cost depends o
 from __future__ import annotations
 
 import argparse
-import os
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -48,8 +48,8 @@ def main() -> None:
         for mode, extra in ((m, MODES.get(m, [])) for m in modes):
             name = f"{algo}-{mode}"
             over = ["--preset", "quick", f"policy={a.sft}", f"reward={a.rm}", f"max_steps={a.steps}",
-                    "gold_eval_prompts=0", "progress=false", "report_to=none", f"output_dir={a.out}", f"run_name={name}",
-                    *extra]
+                    "gold_eval_prompts=0", "progress=false", "report_to=none", f"output_dir={a.out}",
+                    f"run_name={name}", *extra]
             if not (Path(a.out) / name / "summary.json").is_file():
                 env = {**os.environ, "PYTHONPATH": str(Path(a.pre_src).resolve() / "src")} if mode == "pre" else None
                 subprocess.run([sys.executable, "-m", "edgerlhf.cli", algo, *over], check=True, env=env)

@@ -87,7 +87,8 @@ def main() -> None:
     rows = []
     for B in a.batch:
         h = torch.randn(B, head.weight.shape[1])
-        for name, fn in (("h @ W^T", lambda: torch.nn.functional.linear(h, head.weight)), ("W @ h^T", lambda: _head_logits(head, h))):
+        for name, fn in (("h @ W^T", lambda h=h: torch.nn.functional.linear(h, head.weight)),
+                         ("W @ h^T", lambda h=h: _head_logits(head, h))):
             fn()
             t = time.perf_counter()
             for _ in range(10):
@@ -115,7 +116,8 @@ def main() -> None:
                 secs += time.perf_counter() - t
                 is_eos = out == tok.eos_token_id
                 ended = is_eos.any(1)
-                lengths = torch.where(ended, is_eos.float().argmax(1) + 1, torch.full_like(ended, out.shape[1], dtype=torch.long))
+                lengths = torch.where(ended, is_eos.float().argmax(1) + 1,
+                                      torch.full_like(ended, out.shape[1], dtype=torch.long))
                 n_tok += int(lengths.sum())
             tps = n_tok / secs
             ceiling = B / step_floor_b

@@ -26,12 +26,12 @@ def main() -> None:
     a = ap.parse_args()
 
     from edgerlhf.config import RewardConfig, load_config
+    from edgerlhf.data.pairs import load_pairs
     from edgerlhf.models.adapters import apply_lora
     from edgerlhf.models.generation import right_pad
     from edgerlhf.models.loading import load_tokenizer
     from edgerlhf.rewards.learned import RewardModel, encode_for_rm, load_seq_cls, pair_rewards, rewards_of
     from edgerlhf.rl.losses import bradley_terry_loss
-    from edgerlhf.data.pairs import load_pairs
 
     cfg = load_config(RewardConfig, overrides={"prefs": a.prefs, "progress": False, "report_to": ["none"]})
     tok = load_tokenizer(cfg.model)

@@ -48,8 +48,8 @@ def main() -> None:
     ap.add_argument("--peers", default=str(PEERS), help="the folder holding trl_grpo.py (default: ../shared/peers)")
     a = ap.parse_args()
     out = Path(a.out)
-    peer = subprocess.run([f"{a.peer}/venv/bin/python", str(Path(a.peers) / "trl_grpo.py"), f"{a.peer}/smollm2", "8", "48",
-                           str(a.steps)], capture_output=True, text=True)
+    peer = subprocess.run([f"{a.peer}/venv/bin/python", str(Path(a.peers) / "trl_grpo.py"), f"{a.peer}/smollm2", "8",
+                           "48", str(a.steps)], capture_output=True, text=True)
     last = (peer.stdout.strip().splitlines() or [""])[-1]
     m = re.search(r"median step ([\d.]+)s, peak RSS (\d+) MB", last)
     if not m:

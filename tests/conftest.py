@@ -23,7 +23,8 @@ def pytest_configure(config):
 
 def pytest_report_header(config):
     forced = os.environ.get("EDGERLHF_FORCE_AVX512BF16")
-    return f"bitsandbytes AVX512-BF16 detection forced {'on' if forced == '1' else 'off'}" if forced in ("0", "1") else None
+    return (f"bitsandbytes AVX512-BF16 detection forced {'on' if forced == '1' else 'off'}" if forced in ("0", "1")
+            else None)
 
 
 def pytest_collection_modifyitems(config, items):

@@ -36,7 +36,8 @@ TINY = [
                              '"gold_eval_prompts": 0, "report_to": ["none"]}))'),
     ('"policy": str(ppo)}', '"policy": str(ppo), "num_prompts": 8, "max_new_tokens": 8, "report_to": ["none"]}'),
     ('E.run_study("quick", precisions=["fp32", "int4"])',
-     'E.run_study("smoke", precisions=["fp32", "int4"], out="study", progress=False, report_to=["none"], isolate=False)'),
+     'E.run_study("smoke", precisions=["fp32", "int4"], out="study", progress=False, report_to=["none"], '
+     'isolate=False)'),
 ]
 
 
@@ -78,5 +79,5 @@ def test_docs_python_api_page_runs_as_written(tmp_path, monkeypatch, capsys):
     assert json.loads((Path(ns["ppo_len"]) / "summary.json").read_text())["reward_precision"] == "callable"
     printed = capsys.readouterr().out
     assert re.search(r"^\[-?\d+\.\d+(e-?\d+)?\]$", printed, re.M), "the RM call prints one float in a list"
-    model, tok, meta = ns["model"], ns["tokenizer"], ns["meta"]
+    model, _tok, meta = ns["model"], ns["tokenizer"], ns["meta"]
     assert not hasattr(model, "peft_config") and meta.get("stage") == "sft"

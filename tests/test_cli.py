@@ -39,8 +39,8 @@ def test_ppo_without_reward_and_with_old_keys_exits_2(capsys, tmp_path):
 
 
 def test_user_preset_carries_the_reports_settings():
-    from edgerlhf.presets import STAGE_PRESETS as PRESETS
     from edgerlhf.config import PPOConfig, load_config
+    from edgerlhf.presets import STAGE_PRESETS as PRESETS
 
     cfg = load_config(PPOConfig, base=PRESETS["ppo"]["user"])
     assert (cfg.num_rollouts_per_step, cfg.mini_batch_size, cfg.gradient_accumulation_steps, cfg.learning_rate,
@@ -68,8 +68,8 @@ def test_grpo_and_rloo_commands_exist_with_their_own_keys(capsys, tmp_path):
 
 def test_every_online_preset_validates():
     from edgerlhf.config import load_config
-    from edgerlhf.registry import STAGE_CONFIGS
     from edgerlhf.presets import STAGE_PRESETS
+    from edgerlhf.registry import STAGE_CONFIGS
 
     for stage in ("ppo", "grpo", "rloo"):
         for name in STAGE_PRESETS[stage]:

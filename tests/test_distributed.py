@@ -4,8 +4,20 @@ processes on the loopback (a file store, no ports, as CI can run them) each give
 import pytest
 import torch
 
-from edgerlhf.distributed import (any_process, broadcast_object, broadcast_params, divisible, gather_objects,
-                                     gather_rows, item_seed, reduce_max, reduce_sum, shard, sync_gradients, world)
+from edgerlhf.distributed import (
+    any_process,
+    broadcast_object,
+    broadcast_params,
+    divisible,
+    gather_objects,
+    gather_rows,
+    item_seed,
+    reduce_max,
+    reduce_sum,
+    shard,
+    sync_gradients,
+    world,
+)
 
 
 def test_one_process_is_the_identity():

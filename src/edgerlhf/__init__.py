@@ -33,8 +33,19 @@ _logging.getLogger("bitsandbytes.autograd._functions").setLevel(_logging.ERROR)
 _warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*is deprecated", category=FutureWarning)
 
 from edgerlhf import registry as _registry  # noqa: E402 - after the logging set-up above
-from edgerlhf.config import (ConfigError, DPOConfig, EvalConfig, GRPOConfig, PPOConfig, PrefsConfig,  # noqa: E402
-                             RewardConfig, RLOOConfig, RMEvalConfig, SFTConfig, load_config)
+from edgerlhf.config import (  # noqa: E402
+    ConfigError,
+    DPOConfig,
+    EvalConfig,
+    GRPOConfig,
+    PPOConfig,
+    PrefsConfig,
+    RewardConfig,
+    RLOOConfig,
+    RMEvalConfig,
+    SFTConfig,
+    load_config,
+)
 
 __version__ = "0.1.0"
 
@@ -63,7 +74,8 @@ def _stage_function(stage: _registry.Stage):
     return run
 
 
-for _stage in _registry.STAGES:  # run_sft, run_prefs, run_reward, run_rm_eval, run_ppo, run_grpo, run_rloo, run_dpo, ...
+# run_sft, run_prefs, run_reward, run_rm_eval, run_ppo, run_grpo, run_rloo, run_dpo, ...
+for _stage in _registry.STAGES:
     globals()[_stage.function_name] = _stage_function(_stage)
 
 

@@ -102,7 +102,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--report-to", default="tensorboard", help="comma-separated: none | tensorboard | mlflow | wandb")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p = sub.add_parser("plan", help="predict each stage's peak memory before running it, and what fits a budget")
-    p.add_argument("overrides", nargs="*", metavar="key=value", help="settings, applied to every stage that has the key")
+    p.add_argument("overrides", nargs="*", metavar="key=value",
+                   help="settings, applied to every stage that has the key")
     p.add_argument("--model", default="default", help="default | tiny | a model folder | a hub id")
     p.add_argument("--vram", help="GPU memory budget (e.g. 8GB): plans for a CUDA device, bf16")
     p.add_argument("--ram", help="CPU memory budget (e.g. 16GB): plans for the CPU, fp32")
@@ -111,7 +112,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--preset", default="quick", help="study preset whose settings to plan (default: quick, the demo)")
     p.add_argument("--task", help="task file: its settings, and its data's longest prompt and answer")
     p.add_argument("--prompt-tokens", type=int, help="longest prompt in tokens (default: measured on the task's data)")
-    p.add_argument("--response-tokens", type=int, help="longest answer in tokens (default: measured on the task's data)")
+    p.add_argument("--response-tokens", type=int,
+                   help="longest answer in tokens (default: measured on the task's data)")
     p.add_argument("--validate", metavar="STUDY", help="instead: predict every finished stage under STUDY from its "
                    "config.yaml and compare with the peak it measured")
     p = sub.add_parser("runs", help="list run folders: stage, status, wall time, peak memory, key metrics")
@@ -214,7 +216,8 @@ def main(argv: list[str] | None = None) -> int:
 def _plan(args, parser) -> int:
     if args.validate:
         L = plan.task_lengths(args.task, args.model)
-        checks = plan.validate(args.validate, runtime=plan.runtime_bytes(), prompt_tokens=args.prompt_tokens or L.prompt,
+        checks = plan.validate(args.validate, runtime=plan.runtime_bytes(),
+                               prompt_tokens=args.prompt_tokens or L.prompt,
                                response_tokens=args.response_tokens or L.answer,
                                sft_tokens=None if (args.prompt_tokens or args.response_tokens) else L.sft_row)
         if not checks:

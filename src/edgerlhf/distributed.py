@@ -28,6 +28,7 @@ from collections.abc import Sequence
 from datetime import timedelta
 
 import torch
+import torch.distributed as dist
 
 _BUCKET = 25 * 2**20  # elements per all-reduce bucket (DDP's default bucket is 25 MB)
 
@@ -38,8 +39,6 @@ class LaunchError(RuntimeError):
 
 def world() -> tuple[int, int]:
     """(rank, world size) of the default process group; (0, 1) when none is initialised."""
-    import torch.distributed as dist
-
     if dist.is_available() and dist.is_initialized():
         return dist.get_rank(), dist.get_world_size()
     return 0, 1
@@ -68,8 +67,6 @@ def init_from_env(device: str = "auto") -> tuple[int, int]:
     """Join the process group a launcher set up (``WORLD_SIZE``, ``RANK``, ``LOCAL_RANK``, ``MASTER_ADDR``,
     ``MASTER_PORT`` in the environment); nothing in a plain single process or when a group exists already (the
     Python API, tests). NCCL when the processes use GPUs, else gloo. Returns (rank, world size)."""
-    import torch.distributed as dist
-
     if dist.is_initialized() or launched_world_size() <= 1:
         return world()
     local = int(os.environ.get("LOCAL_RANK", "0"))
@@ -136,16 +133,12 @@ def item_seed(seed: int, step: int, index: int, stream: int = 0) -> int:
 # -- collectives (each a no-op, or the identity, in one process) -------------------------------------------------
 
 def barrier() -> None:
-    import torch.distributed as dist
-
     if world()[1] > 1:
         dist.barrier()
 
 
 def broadcast_object(obj, src: int = 0):
     """``obj`` of process ``src``, on every process."""
-    import torch.distributed as dist
-
     if world()[1] <= 1:
         return obj
     box = [obj]
@@ -154,15 +147,11 @@ def broadcast_object(obj, src: int = 0):
 
 
 def _comm_device(t: torch.Tensor) -> torch.device:
-    import torch.distributed as dist
-
     return torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else t.device
 
 
 def _all_reduce(t: torch.Tensor, op: str) -> torch.Tensor:
     """``t`` reduced with ``op`` (``SUM``, ``MAX``) over every process: a copy on ``t``'s device, ``t`` left alone."""
-    import torch.distributed as dist
-
     out = t.detach().clone()
     if world()[1] > 1:
         buf = out.to(_comm_device(out))
@@ -190,8 +179,6 @@ def any_process(flag: bool) -> bool:
 def gather_rows(t: torch.Tensor | None) -> torch.Tensor | None:
     """Every process's ``t`` (the same shape on each) concatenated along the first dimension, in rank order: the
     whole step's tensor, on every process."""
-    import torch.distributed as dist
-
     if t is None or world()[1] <= 1:
         return t
     src = t.detach().contiguous().to(_comm_device(t))
@@ -213,8 +200,6 @@ def _same_layout(t: torch.Tensor) -> None:
     dtype. Without this check such a bug is no error at all: gloo aborts the receiving process of a gather in C++
     (SIGABRT, no Python trace) or sums what does not belong together, NCCL hangs or returns garbage. It costs one
     gather of 10 integers (the step's own gathers and reductions are a handful of small tensors)."""
-    import torch.distributed as dist
-
     code = _DTYPES.index(t.dtype) if t.dtype in _DTYPES else -1
     shape = list(t.shape[:_MAX_DIMS])  # every process sends 10 integers, whatever its tensor (no error before it)
     meta = torch.tensor([code, t.dim(), *shape] + [0] * (_MAX_DIMS - len(shape)), dtype=torch.int64, device=t.device)
@@ -232,8 +217,6 @@ def _same_layout(t: torch.Tensor) -> None:
 
 def gather_objects(items: list) -> list:
     """Every process's list, concatenated in rank order (e.g. the decoded responses of the whole step)."""
-    import torch.distributed as dist
-
     if world()[1] <= 1:
         return list(items)
     out = [None] * world()[1]
@@ -258,8 +241,6 @@ def sync_gradients(params: list[torch.Tensor], scale: float = 1.0) -> None:
     it every process holds the same gradient, so the same optimizer step keeps the copies identical. A parameter
     without a gradient on this process counts as zero (it still takes part, so every process sends the same
     buckets)."""
-    import torch.distributed as dist
-
     if world()[1] <= 1:
         return
     params = [p for p in params if p.requires_grad]
@@ -281,8 +262,6 @@ def sync_gradients(params: list[torch.Tensor], scale: float = 1.0) -> None:
 @torch.no_grad()
 def broadcast_params(params: list[torch.Tensor], src: int = 0) -> None:
     """Every process starts from process ``src``'s trainable values (as DDP does when it wraps a module)."""
-    import torch.distributed as dist
-
     if world()[1] <= 1:
         return
     for p in params:

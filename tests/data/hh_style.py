@@ -32,26 +32,28 @@ _TOPICS = [
                                                                          "let it sit for ten minutes.",
       "Wash it on the warmest setting the label allows, and check before drying.", "Dab, do not scrub, so the stain "
                                                                                    "does not spread."]),
-    ("What is a good way to start running if I am {x}?", ["out of shape", "over forty", "very busy", "a complete "
-                                                                                                     "beginner", "carrying extra weight"],
+    ("What is a good way to start running if I am {x}?",
+     ["out of shape", "over forty", "very busy", "a complete beginner", "carrying extra weight"],
      ["run", "walk", "minutes", "week"],
-     ["Start with intervals: one minute of easy running, two minutes of walking, for twenty minutes.", "Go three times "
-                                                                                                       "a week and "
-                                                                                                       "rest in "
-                                                                                                       "between.",
-      "Add a little time each week rather than speed.", "Good shoes and a slow pace matter more than distance at first."]),
-    ("How can I keep my {x} alive while I am on holiday?", ["basil plant", "tomato plants", "houseplants", "fern", "orchid"],
+     ["Start with intervals: one minute of easy running, two minutes of walking, for twenty minutes.",
+      "Go three times a week and rest in between.",
+      "Add a little time each week rather than speed.",
+      "Good shoes and a slow pace matter more than distance at first."]),
+    ("How can I keep my {x} alive while I am on holiday?",
+     ["basil plant", "tomato plants", "houseplants", "fern", "orchid"],
      ["water", "plant", "soil", "light"],
      ["Water the soil well the day before you leave.", "Move the plant out of direct sun so it dries more slowly.",
       "A bottle of water turned upside down in the soil releases it slowly.", "Ask a neighbour to check it once if you "
                                                                               "are gone more than a week."]),
-    ("What should I cook for dinner with {x}?", ["rice and eggs", "pasta and spinach", "potatoes and cheese", "chickpeas and tomatoes", "leftover chicken"],
+    ("What should I cook for dinner with {x}?",
+     ["rice and eggs", "pasta and spinach", "potatoes and cheese", "chickpeas and tomatoes", "leftover chicken"],
      ["cook", "minutes", "pan", "add"],
      ["Fry some garlic and onion in a pan, then add what you have and season well.", "A quick stir fry takes about "
                                                                                      "fifteen minutes.",
       "Add a squeeze of lemon or a spoon of yoghurt at the end for freshness.", "Cook extra and keep the rest for "
                                                                                 "lunch tomorrow."]),
-    ("How do I fall asleep faster when I am {x}?", ["stressed", "jet lagged", "too warm", "thinking about work", "drinking coffee late"],
+    ("How do I fall asleep faster when I am {x}?",
+     ["stressed", "jet lagged", "too warm", "thinking about work", "drinking coffee late"],
      ["sleep", "bed", "light", "hour"],
      ["Keep the same wake-up time every day, even at weekends.", "Put screens away an hour before bed and dim the "
                                                                  "lights.",
@@ -71,18 +73,22 @@ _TOPICS = [
      ["clean", "water", "vinegar", "minutes"],
      ["Soak it in a mix of water and white vinegar for thirty minutes.", "Scrub gently with a soft brush, then rinse "
                                                                          "with clean water.",
-      "For grease, a paste of baking soda and water works well.", "Dry it fully afterwards so nothing rusts or smells."]),
-    ("How can I be more productive when I am {x}?", ["working from home", "tired in the afternoon", "easily distracted", "juggling many tasks"],
+      "For grease, a paste of baking soda and water works well.",
+      "Dry it fully afterwards so nothing rusts or smells."]),
+    ("How can I be more productive when I am {x}?",
+     ["working from home", "tired in the afternoon", "easily distracted", "juggling many tasks"],
      ["task", "focus", "minutes", "list"],
      ["Write a short list of the three tasks that matter most today.", "Work in blocks of twenty five minutes with "
                                                                        "short breaks.",
       "Turn off notifications while you focus.", "Do the hardest task first, when your energy is highest."]),
-    ("What can I do about a {x}?", ["sore back from sitting", "stiff neck", "headache from screens", "cold that will "
-                                                                                                     "not go away"],
+    ("What can I do about a {x}?",
+     ["sore back from sitting", "stiff neck", "headache from screens", "cold that will not go away"],
      ["rest", "doctor", "stretch", "water"],
-     ["Gentle stretching and a short walk every hour often help.", "Drink enough water and rest your eyes from screens.",
+     ["Gentle stretching and a short walk every hour often help.",
+      "Drink enough water and rest your eyes from screens.",
       "A warm compress can ease stiff muscles.", "If it lasts more than a week or gets worse, see a doctor."]),
-    ("How should I prepare for a {x}?", ["job interview", "first day at a new job", "long flight", "driving test", "presentation at work"],
+    ("How should I prepare for a {x}?",
+     ["job interview", "first day at a new job", "long flight", "driving test", "presentation at work"],
      ["prepare", "practice", "time", "plan"],
      ["Make a short plan of what you need and check it the day before.", "Practice out loud once or twice; it makes a "
                                                                          "real difference.",
@@ -164,7 +170,7 @@ def build(seed: int = 0, pairs: int = 700, gold_pairs: int = 600, n_eval: int = 
     g = (n_q - e) // 2
     parts = {"eval_prompts": qs[:e], "gold_prefs": qs[e:e + g], "prefs": qs[e + g:]}
     out: dict[str, list[dict]] = {"eval_prompts": []}
-    for topic_i, q in parts["eval_prompts"]:
+    for _topic, q in parts["eval_prompts"]:
         turns = [rng.choice(_OPENERS)] if rng.random() < 0.3 else []
         out["eval_prompts"].append({"prompt": _messages(turns, q)})
     for name, want in (("prefs", pairs), ("gold_prefs", gold_pairs)):
@@ -191,7 +197,8 @@ def helpfulness(prompts: list, responses: list[str]) -> list[float]:
         words = re.findall(r"[a-z']+", low)
         topic = next((t for t in _TOPICS if any(x.lower() in q for x in t[1])), None)
         on_topic = sum(w in low for w in topic[2]) / len(topic[2]) if topic else 0.0
-        concrete = min(1.0, len(re.findall(r"\b(?:one|two|three|ten|fifteen|twenty|thirty|minutes?|hours?|weeks?|days?)\b", low)) / 2)
+        concrete = min(1.0, len(re.findall(r"\b(?:one|two|three|ten|fifteen|twenty|thirty"
+                                           r"|minutes?|hours?|weeks?|days?)\b", low)) / 2)
         length = min(1.0, len(words) / 20)
         dismissive = any(d in low for d in _DISMISSIVE)
         out.append(round(0.45 * on_topic + 0.25 * concrete + 0.3 * length - (0.8 if dismissive else 0.0)

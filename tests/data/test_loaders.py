@@ -244,7 +244,8 @@ SFT_BAD = [
     ({"messages": [msg("assistant", "Good bread.")]}, "'messages' has only the assistant turn"),
     ({"messages": [msg("user", "Review a bakery."), msg("bot", "Good bread.")]},
      "message 2 of 'messages' has role 'bot'; roles must be one of system, user, assistant"),
-    ({"messages": [msg("user", "Review a bakery."), msg("assistant", "")]}, "message 2 of 'messages' has empty content"),
+    ({"messages": [msg("user", "Review a bakery."), msg("assistant", "")]},
+     "message 2 of 'messages' has empty content"),
     ({"messages": [{"from": "human", "value": "Hi"}]}, "ShareGPT"),
     ({"messages": "Hello"}, "field 'messages' is a string; it must be a list"),
     ({"messages": [msg("user", "Hi"), {"role": "assistant", "content": ["a"]}]}, "content must be a string"),
@@ -369,7 +370,8 @@ def test_preference_hh_transcripts():
         "chosen": [msg("assistant", "Arrival is a thoughtful choice.")],
         "rejected": [msg("assistant", "Films are long.")],
     }
-    assert rows[1]["prompt"] == [msg("user", "Recommend a cafe."), msg("assistant", "Which city?"), msg("user", "Lisbon.")]
+    assert rows[1]["prompt"] == [msg("user", "Recommend a cafe."), msg("assistant", "Which city?"),
+                                 msg("user", "Lisbon.")]
     assert rows[1]["chosen"] == [msg("assistant", "Try a pastelaria near the river.")]
     assert rows[1]["rejected"] == [msg("assistant", "No.")]
 
@@ -421,7 +423,8 @@ PREF_BAD = [
     ({"chosen": HH_Q + " Try Lisbon.", "rejected": "Bad."}, "'rejected' has no '\\\\n\\\\nHuman:' / "
                                                             "'\\\\n\\\\nAssistant:' turns"),
     ({"chosen": HH_Q + " Try Lisbon.", "rejected": "Hi." + HH_Q + " No."}, "'rejected' has text before its first"),
-    ({"chosen": "\n\nHuman: A?\n\nHuman: B?\n\nAssistant: C.", "rejected": "\n\nHuman: A?\n\nHuman: B?\n\nAssistant: D."},
+    ({"chosen": "\n\nHuman: A?\n\nHuman: B?\n\nAssistant: C.",
+      "rejected": "\n\nHuman: A?\n\nHuman: B?\n\nAssistant: D."},
      "turn 2 of 'chosen' is a second Human turn in a row"),
     ({"chosen": HH_Q + " Lisbon.\n\nHuman: Thanks", "rejected": HH_Q + " No.\n\nHuman: Thanks"},
      "'chosen' ends with a Human turn"),
@@ -429,7 +432,8 @@ PREF_BAD = [
      "differ before their last"),
     ({"chosen": HH_Q + " Try Lisbon.", "rejected": HH_Q + "  "}, "the last assistant turn of 'rejected' is empty"),
     ({"chosen": HH_Q + " Same.", "rejected": HH_Q + "Same."}, "chosen and rejected are identical"),
-    ({"chosen": [msg("user", "Hi"), msg("assistant", "Hello")], "rejected": [msg("user", "Hi"), msg("assistant", "Hello")]},
+    ({"chosen": [msg("user", "Hi"), msg("assistant", "Hello")],
+      "rejected": [msg("user", "Hi"), msg("assistant", "Hello")]},
      "chosen and rejected are identical"),
     ({"chosen": [msg("user", "Hi"), msg("assistant", "A")], "rejected": [msg("user", "Hey"), msg("assistant", "B")]},
      "differ from their first message, so there is no shared prompt"),
@@ -455,7 +459,8 @@ def test_preference_max_length(tmp_path):
     row = {"prompt": "one two ", "chosen": "three", "rejected": "three four five six"}
     path = write_jsonl(tmp_path / "prefs.jsonl", [row])
     assert len(load_preference_rows(path, tokenizer=WordTokenizer(), max_length=6)[0]) == 1
-    with pytest.raises(DataError, match=at("prefs.jsonl", "line 1") + r"prompt\+rejected is 6 tokens, over max_length=5"):
+    with pytest.raises(DataError,
+                       match=at("prefs.jsonl", "line 1") + r"prompt\+rejected is 6 tokens, over max_length=5"):
         load_preference_rows(path, tokenizer=WordTokenizer(), max_length=5)
 
 
@@ -470,7 +475,8 @@ def test_preference_max_rows_and_no_valid_rows(tmp_path):
 
 
 def test_split_hh_single_turn():
-    assert split_hh_transcript("\n\nHuman: Hi?\n\nAssistant: Hello there.", "\n\nHuman: Hi?\n\nAssistant: Go away.") == (
+    assert split_hh_transcript("\n\nHuman: Hi?\n\nAssistant: Hello there.",
+                               "\n\nHuman: Hi?\n\nAssistant: Go away.") == (
         "\n\nHuman: Hi?\n\nAssistant:",
         "Hello there.",
         "Go away.",

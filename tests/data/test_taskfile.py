@@ -7,8 +7,16 @@ from pathlib import Path
 
 import pytest
 
-from edgerlhf.config import (ConfigError, DPOConfig, EvalConfig, PPOConfig, PrefsConfig, RewardConfig,
-                             SFTConfig, load_config)
+from edgerlhf.config import (
+    ConfigError,
+    DPOConfig,
+    EvalConfig,
+    PPOConfig,
+    PrefsConfig,
+    RewardConfig,
+    SFTConfig,
+    load_config,
+)
 from edgerlhf.data.taskfile import BUILTIN_TASK, load_task, stage_settings
 from edgerlhf.registry import STAGE_CONFIGS
 
@@ -75,7 +83,8 @@ def test_bad_task_file_is_one_error_listing_every_problem(tmp_path, hh_style):
     d = path.parent
     (d / "empty.jsonl").write_text("")
     # an evaluation prompt that is also a training prompt: the same question, as a plain string this time
-    train_q = json.loads((d / "prefs.jsonl").read_text().splitlines()[3])["chosen"].split("\n\nHuman: ")[-1].split("\n\nAssistant:")[0]
+    train_chosen = json.loads((d / "prefs.jsonl").read_text().splitlines()[3])["chosen"]
+    train_q = train_chosen.split("\n\nHuman: ")[-1].split("\n\nAssistant:")[0]
     with open(d / "eval_prompts.jsonl", "a") as f:
         f.write(json.dumps({"prompt": train_q}) + "\n")
     n_eval = len((d / "eval_prompts.jsonl").read_text().splitlines())
@@ -92,7 +101,8 @@ def test_bad_task_file_is_one_error_listing_every_problem(tmp_path, hh_style):
     assert "nosuchgold" in msg and "not a known gold" in msg
     assert "missing.jsonl not found" in msg
     assert "empty.jsonl" in msg and "has no rows" in msg
-    assert "also in prefs (training)" in msg and f"eval_prompts.jsonl, line {n_eval}" in msg and "prefs.jsonl, line 4" in msg
+    assert "also in prefs (training)" in msg and f"eval_prompts.jsonl, line {n_eval}" in msg
+    assert "prefs.jsonl, line 4" in msg
     assert len(e.value.problems) >= 6
     assert sorted(p.name for p in tmp_path.rglob("*")) == before  # nothing written
 
@@ -112,8 +122,10 @@ def test_missing_task_file_and_stage_errors_name_it(tmp_path):
 
 
 def test_overlap_counts_a_string_and_a_message_prompt_as_the_same(tmp_path):
-    (tmp_path / "train.jsonl").write_text(json.dumps({"prompt": "How do I   boil an egg?", "completion": "Ten minutes."}) + "\n")
-    (tmp_path / "eval.jsonl").write_text(json.dumps({"prompt": [{"role": "user", "content": "How do I boil an egg?"}]}) + "\n")
+    (tmp_path / "train.jsonl").write_text(json.dumps({"prompt": "How do I   boil an egg?",
+                                                      "completion": "Ten minutes."}) + "\n")
+    (tmp_path / "eval.jsonl").write_text(json.dumps({"prompt": [{"role": "user",
+                                                                 "content": "How do I boil an egg?"}]}) + "\n")
     (tmp_path / "t.yaml").write_text("sft: train.jsonl\nprompts: train.jsonl\neval_prompts: eval.jsonl\n")
     with pytest.raises(ConfigError) as e:
         load_task(tmp_path / "t.yaml")
@@ -125,4 +137,5 @@ def test_keywords_in_the_wrong_place(tmp_path):
     (tmp_path / "t.yaml").write_text("prefs: builtin\nsft: generate\n")
     with pytest.raises(ConfigError) as e:
         load_task(tmp_path / "t.yaml")
-    assert "prefs='builtin': use generate" in str(e.value) and "sft=generate: `generate` is for prefs only" in str(e.value)
+    assert "prefs='builtin': use generate" in str(e.value)
+    assert "sft=generate: `generate` is for prefs only" in str(e.value)

@@ -12,7 +12,8 @@ def test_gradient_checkpointing_is_non_reentrant_and_trains_lora():
     cfg = load_config(SFTConfig, overrides={"model": "tiny"})
     model = apply_lora(load_causal_lm("tiny", seed=0), cfg)
     enable_gradient_checkpointing(model)
-    funcs = [mod._gradient_checkpointing_func for mod in model.modules() if getattr(mod, "gradient_checkpointing", False)]
+    funcs = [mod._gradient_checkpointing_func for mod in model.modules()
+             if getattr(mod, "gradient_checkpointing", False)]
     assert funcs and all(f.keywords == {"use_reentrant": False} for f in funcs)
     model.train()
     ids = torch.randint(0, 100, (2, 6))

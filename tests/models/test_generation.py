@@ -2,7 +2,6 @@
 
 import math
 
-import pytest
 import torch
 
 from edgerlhf.models.generation import draw, left_pad, length_batches, sample, sample_rollout, warp_logits
@@ -75,7 +74,8 @@ def test_draw_inverts_the_cdf_and_never_draws_a_token_without_mass():
     assert all(draw(short).item() in (0, 1) for _ in range(200))
     real_rand = torch.rand
     try:
-        torch.rand = lambda *a, **k: torch.full(a[0] if isinstance(a[0], tuple) else a, 0.99999994)  # the largest float < 1
+        # the largest float < 1
+        torch.rand = lambda *a, **k: torch.full(a[0] if isinstance(a[0], tuple) else a, 0.99999994)
         assert draw(short).item() == 1
     finally:
         torch.rand = real_rand
@@ -86,7 +86,8 @@ def test_identical_prompts_are_prefilled_once_and_decode_as_if_apart():
     order = torch.tensor([0, 0, 1, 2, 1, 0])
     rows = []
     first_block = model.model.layers[0]
-    h = first_block.register_forward_hook(lambda m, a, out: rows.append((out[0] if isinstance(out, tuple) else out).shape))
+    h = first_block.register_forward_hook(
+        lambda m, a, out: rows.append((out[0] if isinstance(out, tuple) else out).shape))
     got = sample(model, ids[order], mask[order], max_new_tokens=6, eos_token_id=-1, pad_token_id=tok.pad_token_id,
                  temperature=0)
     h.remove()

@@ -9,9 +9,19 @@ import numpy as np
 import pytest
 import torch
 
-from edgerlhf.models.gguf_export import (GGUF_TYPES, GGUFExportError, chat_pieces, expected_tensor_bytes,
-                                         gguf_shapes, ollama_modelfile, permute_qk, pre_tokenizer, quantised_in_torch,
-                                         tensor_type, write_gguf)
+from edgerlhf.models.gguf_export import (
+    GGUF_TYPES,
+    GGUFExportError,
+    chat_pieces,
+    expected_tensor_bytes,
+    gguf_shapes,
+    ollama_modelfile,
+    permute_qk,
+    pre_tokenizer,
+    quantised_in_torch,
+    tensor_type,
+    write_gguf,
+)
 from edgerlhf.models.loading import load_causal_lm, load_tokenizer
 
 
@@ -78,7 +88,6 @@ def test_a_chat_template_of_another_shape_is_refused_with_the_fix():
 def trained_tiny(tmp_path_factory):
     """The tiny model with a trained-looking LoRA merged in (weights off any quantisation grid)."""
     from conftest import make_tiny_sft
-
     from edgerlhf.models.export import load_for_export
 
     run = make_tiny_sft(tmp_path_factory.mktemp("policy"))

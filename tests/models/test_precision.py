@@ -6,8 +6,13 @@ import pytest
 import torch
 
 from edgerlhf.config import RewardConfig, load_config
-from edgerlhf.models.precision import (PRECISIONS, default_precisions, linear_weight_dtypes, parse_precisions,
-                                       stored_bytes)
+from edgerlhf.models.precision import (
+    PRECISIONS,
+    default_precisions,
+    linear_weight_dtypes,
+    parse_precisions,
+    stored_bytes,
+)
 from edgerlhf.rewards.learned import load_reward_model
 from edgerlhf.stages import reward, rm_eval
 

@@ -5,7 +5,7 @@ import torch
 
 from edgerlhf.config import PPOConfig, load_config
 from edgerlhf.models.generation import left_pad
-from edgerlhf.models.loading import load_causal_lm, load_tokenizer
+from edgerlhf.models.loading import load_causal_lm
 from edgerlhf.models.roles import Roles, _hidden, _token_logprobs
 
 
@@ -17,7 +17,8 @@ def _seq_logprobs(model, ids, mask, P):
 def _batch(tok):
     ids, mask = left_pad([tok.encode("Rate the blender."), tok.encode("A much longer prompt about a film we saw.")],
                          tok.pad_token_id)
-    return torch.cat([ids, torch.tensor([[5, 6, 7], [8, 9, 10]])], 1), torch.cat([mask, torch.ones(2, 3, dtype=torch.long)], 1), ids.shape[1]
+    return (torch.cat([ids, torch.tensor([[5, 6, 7], [8, 9, 10]])], 1),
+            torch.cat([mask, torch.ones(2, 3, dtype=torch.long)], 1), ids.shape[1])
 
 
 def test_reference_includes_the_sft_change(tiny_sft):

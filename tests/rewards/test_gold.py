@@ -124,7 +124,6 @@ def test_unknown_gold_and_missing_module_list_the_choices(tmp_path):
 def test_a_reward_model_folder_is_a_gold(tmp_path):
     """Gao et al.'s setup: an independently trained RM as the gold."""
     from conftest import write_toy_prefs
-
     from edgerlhf.config import RewardConfig, load_config
     from edgerlhf.rewards.gold import check_gold, make_gold
     from edgerlhf.rewards.learned import load_reward_model

@@ -23,7 +23,7 @@ def _pairs(tok, n=5, seed=0):
     g = torch.Generator().manual_seed(seed)
     rnd = lambda a, b: torch.randint(5, 200, (int(torch.randint(a, b, (1,), generator=g)),), generator=g).tolist()  # noqa: E731
     chosen, rejected = [], []
-    for i in range(n):
+    for _ in range(n):
         p = rnd(4, 20)
         chosen.append(p + rnd(2, 12))
         rejected.append(p + rnd(1, 9))

@@ -12,7 +12,8 @@ def test_pairwise_accuracy_counts_ties_as_wrong():
 
 def test_agreement_with_labels_skips_label_ties():
     # pair 2 has equal gold labels and is skipped; of the other 3, pairs 1 and 4 agree
-    assert agreement_with_labels([1, 0, 0, 2], [0, 1, 1, 1], [0.9, 0.2, 0.4, 0.5], [0.1, 0.2, 0.1, 0.4]) == pytest.approx(2 / 3)
+    assert agreement_with_labels([1, 0, 0, 2], [0, 1, 1, 1], [0.9, 0.2, 0.4, 0.5],
+                                 [0.1, 0.2, 0.1, 0.4]) == pytest.approx(2 / 3)
 
 
 def test_spearman_hand_values():

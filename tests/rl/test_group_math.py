@@ -5,8 +5,7 @@ import math
 import pytest
 import torch
 
-from edgerlhf.rl.group_math import (aggregate, clipped_surrogate, group_advantages, leave_one_out_advantages,
-                                    normalize)
+from edgerlhf.rl.group_math import aggregate, clipped_surrogate, group_advantages, leave_one_out_advantages, normalize
 
 SCORES = torch.tensor([1.0, 2.0, 3.0, 4.0, 0.0, 0.0, 0.0, 0.0])  # two groups of 4
 
@@ -47,7 +46,8 @@ def test_normalize():
 
 def test_asymmetric_clipped_surrogate():
     # ratios 0.5, 1, 1.5, 1.5 with advantages -1, 1, 1, -1; clip to [0.8, 1.28]
-    s = clipped_surrogate(torch.log(torch.tensor([0.5, 1.0, 1.5, 1.5])), torch.tensor([-1.0, 1.0, 1.0, -1.0]), 0.2, 0.28)
+    s = clipped_surrogate(torch.log(torch.tensor([0.5, 1.0, 1.5, 1.5])), torch.tensor([-1.0, 1.0, 1.0, -1.0]),
+                          0.2, 0.28)
     # r=0.5,A=-1: min(-0.5, -0.8) = -0.8 -> +0.8 (lower clip active); r=1,A=1: -1;
     # r=1.5,A=1: min(1.5, 1.28) -> -1.28 (upper clip active); r=1.5,A=-1: min(-1.5, -1.28) = -1.5 -> +1.5 (unclipped)
     assert s.loss.tolist() == pytest.approx([0.8, -1.0, -1.28, 1.5])

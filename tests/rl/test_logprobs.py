@@ -33,7 +33,8 @@ def test_values_and_gradients_match_plain_autograd(chunk, T):
     w = torch.randn(50, 16, generator=g, dtype=torch.float64) * 0.5
     b = torch.randn(50, generator=g, dtype=torch.float64) * 0.1
     targets = torch.randint(0, 50, (3, 7), generator=g)
-    up_lp, up_ent = torch.randn(3, 7, generator=g, dtype=torch.float64), torch.randn(3, 7, generator=g, dtype=torch.float64)
+    up_lp, up_ent = (torch.randn(3, 7, generator=g, dtype=torch.float64),
+                     torch.randn(3, 7, generator=g, dtype=torch.float64))
     grads = []
     for fn in ("ours", "ref"):
         hh, ww, bb = (x.clone().requires_grad_(True) for x in (h, w, b))

@@ -5,8 +5,19 @@ import math
 import pytest
 import torch
 
-from edgerlhf.rl.ppo_math import (AdaptiveKLController, entropy_from_logits, gae, kl_k1, kl_k3, masked_mean,
-                                  masked_var, per_token_rewards, policy_loss, value_loss, whiten)
+from edgerlhf.rl.ppo_math import (
+    AdaptiveKLController,
+    entropy_from_logits,
+    gae,
+    kl_k1,
+    kl_k3,
+    masked_mean,
+    masked_var,
+    per_token_rewards,
+    policy_loss,
+    value_loss,
+    whiten,
+)
 
 T = torch.tensor
 

@@ -33,7 +33,8 @@ def test_dpo_learns_the_pairs_and_only_the_top_adapter_trains(tmp_path, tiny_sft
     s = json.loads((run / "summary.json").read_text())
     assert s["status"] == "finished" and s["algorithm"] == "dpo"
     assert s["before/eval/margin"] == 0.0  # a fresh adapter is the reference (next test)
-    assert s["eval/accuracy"] > 0.8 and s["eval/margin"] > (0.1 if loss_type == "sigmoid" else 0.02)  # ipo: per-token means
+    # ipo: per-token means
+    assert s["eval/accuracy"] > 0.8 and s["eval/margin"] > (0.1 if loss_type == "sigmoid" else 0.02)
     assert s["train/loss_last"] < s["train/loss_first"]
     weights = load_file(run / "adapter" / "adapter_model.safetensors")
     assert weights and all("lora_" in k for k in weights)
@@ -50,7 +51,7 @@ def test_a_fresh_adapter_is_its_reference_so_the_before_metrics_need_no_pass(tmp
 
     from edgerlhf.data.formatting import encode_pair
     from edgerlhf.models.adapters import lora_config
-    from edgerlhf.models.roles import no_dropout, load_base
+    from edgerlhf.models.roles import load_base, no_dropout
 
     cfg = _cfg(tmp_path, policy=str(tiny_sft))
     base, tok, _ = load_base(cfg.policy, cfg.model, dtype=torch.float32, device=torch.device("cpu"), seed=0)
@@ -58,7 +59,8 @@ def test_a_fresh_adapter_is_its_reference_so_the_before_metrics_need_no_pass(tmp
     no_dropout(model)
     model.eval()
     rows = [json.loads(x) for x in (tmp_path / "eval.jsonl").read_text().splitlines()][:6]
-    enc = [(encode_pair(tok, r["prompt"], r["chosen"], 192), encode_pair(tok, r["prompt"], r["rejected"], 192)) for r in rows]
+    enc = [(encode_pair(tok, r["prompt"], r["chosen"], 192), encode_pair(tok, r["prompt"], r["rejected"], 192))
+           for r in rows]
     pol = dpo._all_logprobs(model, enc, tok.pad_token_id, 4, False, True)
     with model.disable_adapter():
         ref = dpo._all_logprobs(model, enc, tok.pad_token_id, 4, False, True)
@@ -98,7 +100,8 @@ def test_dpo_policy_reloads_and_its_reference_is_the_sft_policy(tmp_path, tiny_s
 
 
 def test_shared_prefix_and_whole_sequences_give_the_same_run(tmp_path, tiny_sft):
-    a = json.loads((dpo.run(_cfg(tmp_path, policy=str(tiny_sft), run_name="a", max_steps=3)) / "summary.json").read_text())
+    a = json.loads((dpo.run(_cfg(tmp_path, policy=str(tiny_sft), run_name="a", max_steps=3))
+                    / "summary.json").read_text())
     b = json.loads((dpo.run(_cfg(tmp_path, policy=str(tiny_sft), run_name="b", max_steps=3, shared_prefix=False))
                     / "summary.json").read_text())
     for k in ("train/loss_first", "train/loss_last", "eval/loss", "eval/margin"):

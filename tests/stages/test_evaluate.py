@@ -17,9 +17,9 @@ def ppo_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("ev")
     sft = make_tiny_sft(root)
     cfg = load_config(PPOConfig, overrides={
-        "model": "tiny", "policy": str(sft), "output_dir": str(root / "runs"), "max_steps": 2, "num_rollouts_per_step": 8,
-        "rollout_batch_size": 8, "mini_batch_size": 4, "gradient_accumulation_steps": 1, "response_length": 8,
-        "gold_eval_prompts": 0, "report_to": ["none"], "progress": False, "learning_rate": 5e-3})
+        "model": "tiny", "policy": str(sft), "output_dir": str(root / "runs"), "max_steps": 2,
+        "num_rollouts_per_step": 8, "rollout_batch_size": 8, "mini_batch_size": 4, "gradient_accumulation_steps": 1,
+        "response_length": 8, "gold_eval_prompts": 0, "report_to": ["none"], "progress": False, "learning_rate": 5e-3})
     return online.run(cfg, reward_fn=lambda p, r: [len(x) / 20 for x in r]), sft, root
 
 
@@ -62,9 +62,10 @@ def test_eval_works_on_a_value_free_policy_and_finds_its_sft_baseline(ppo_run):
 
     _, sft, root = ppo_run
     cfg = load_config(GRPOConfig, overrides={
-        "model": "tiny", "policy": str(sft), "output_dir": str(root / "runs"), "max_steps": 1, "num_rollouts_per_step": 8,
-        "num_generations": 4, "rollout_batch_size": 8, "mini_batch_size": 4, "gradient_accumulation_steps": 1,
-        "response_length": 8, "gold_eval_prompts": 0, "report_to": ["none"], "progress": False})
+        "model": "tiny", "policy": str(sft), "output_dir": str(root / "runs"), "max_steps": 1,
+        "num_rollouts_per_step": 8, "num_generations": 4, "rollout_batch_size": 8, "mini_batch_size": 4,
+        "gradient_accumulation_steps": 1, "response_length": 8, "gold_eval_prompts": 0, "report_to": ["none"],
+        "progress": False})
     run = online.run(cfg, reward_fn=lambda p, r: [len(x) / 20 for x in r])
     s = _eval(root, policy=str(run))
     assert s["baseline"] == "SFT policy (the grpo run's starting point)"
@@ -106,7 +107,8 @@ def test_eval_on_the_users_prompts_with_a_callable_gold(ppo_run, tmp_path):
     run, sft, root = ppo_run
     (tmp_path / "my_gold.py").write_text("def length(prompts, responses):\n    return [len(r) / 10 for r in "
                                          "responses]\n")
-    s = _eval(root, policy=str(run), prompts=str(_hh_file(tmp_path / "hh.jsonl", 5)), gold=f"{tmp_path / 'my_gold.py'}:length")
+    s = _eval(root, policy=str(run), prompts=str(_hh_file(tmp_path / "hh.jsonl", 5)),
+              gold=f"{tmp_path / 'my_gold.py'}:length")
     assert s["prompts"] == 5 and s["gold"].endswith("my_gold.py:length")
     rows = [json.loads(x) for x in (Path(s["run_dir"]) / "responses.jsonl").read_text().splitlines()]
     assert [r["prompt"] for r in rows] == [f"Review gadget {i}." for i in range(5)]
@@ -117,7 +119,6 @@ def test_eval_on_the_users_prompts_with_a_callable_gold(ppo_run, tmp_path):
 
 def test_eval_without_a_gold_claims_none_and_compares_by_the_learned_rm(ppo_run, tmp_path):
     from conftest import write_toy_prefs
-
     from edgerlhf.config import RewardConfig
     from edgerlhf.stages import reward
 

@@ -75,7 +75,8 @@ def test_head_less_artifact_is_refused(tmp_path):
 
 def test_bad_rows_error_or_skip(tmp_path):
     bad = tmp_path / "bad.jsonl"
-    rows = [{"prompt": "p1", "chosen": "good", "rejected": "bad"}, {"prompt": "p2", "chosen": "same", "rejected": "same"},
+    rows = [{"prompt": "p1", "chosen": "good", "rejected": "bad"},
+            {"prompt": "p2", "chosen": "same", "rejected": "same"},
             {"prompt": "p3", "chosen": "", "rejected": "bad"}] + \
            [{"prompt": f"q{i}", "chosen": "good", "rejected": "bad"} for i in range(20)]
     bad.write_text("".join(json.dumps(r) + "\n" for r in rows))

@@ -4,8 +4,14 @@ import math
 
 import pytest
 
-from edgerlhf.study.stats import (compare, hierarchical_bootstrap, holm, probability_of_improvement, seed_means,
-                                  t_interval)
+from edgerlhf.study.stats import (
+    compare,
+    hierarchical_bootstrap,
+    holm,
+    probability_of_improvement,
+    seed_means,
+    t_interval,
+)
 
 
 def test_t_interval_by_hand():
@@ -37,7 +43,8 @@ def test_hierarchical_bootstrap_degenerate_cases():
     # one seed: a bootstrap over prompts only, and it says so
     one = hierarchical_bootstrap([[0.0, 1.0] * 50], n_boot=2000)
     assert one.over == "prompts" and one.n == 100
-    assert one.low == pytest.approx(0.5 - 1.96 * 0.05, abs=0.02) and one.high == pytest.approx(0.5 + 1.96 * 0.05, abs=0.02)
+    assert one.low == pytest.approx(0.5 - 1.96 * 0.05, abs=0.02)
+    assert one.high == pytest.approx(0.5 + 1.96 * 0.05, abs=0.02)
     const = hierarchical_bootstrap([[0.7] * 5] * 3)
     assert const.low == const.high == pytest.approx(0.7)
 

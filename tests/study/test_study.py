@@ -9,7 +9,6 @@ import torch
 
 from edgerlhf.study.pipeline import run_study
 
-
 # the base seed (42) keeps today's names (ppo-fp32, eval-fp32); seed 7 replicates every arm
 STUDY = {"seed": 42, "seeds": [42, 7], "algorithms": "ppo,grpo@fp32,dpo", "precisions": ["fp32", "int8"],
          "progress": False, "report_to": ["none"], "isolate": False}
@@ -32,7 +31,8 @@ def test_smoke_study_produces_every_artifact(study):
     assert precisions == ["fp32", "int8"] and index["seeds"] == [42, 7]
     for p in precisions:
         assert {f"ppo-{p}", f"eval-{p}", f"ppo-{p}-seed7", f"eval-{p}-seed7"} <= set(labels)
-    assert {"grpo-fp32", "eval-grpo-fp32", "grpo-fp32-seed7", "dpo", "eval-dpo", "dpo-seed7", "eval-dpo-seed7"} <= set(labels)
+    assert {"grpo-fp32", "eval-grpo-fp32", "grpo-fp32-seed7", "dpo", "eval-dpo", "dpo-seed7",
+            "eval-dpo-seed7"} <= set(labels)
     assert not any(x.startswith(("grpo-int8", "reward-seed")) for x in labels)  # grpo@fp32 only; one RM
     assert len(labels) == 5 + 2 * 2 * len(ARMS)
     # each seed trained with its own seed; every evaluation sampled with the base seed (paired by prompt)
@@ -147,7 +147,8 @@ def test_export_reloads_in_plain_transformers_with_the_same_greedy_tokens(study,
 
     out = study
     p = json.loads((out / "study.json").read_text())["precisions"][0]
-    ppo_dir = out / next(s["path"] for s in json.loads((out / "study.json").read_text())["stages"] if s["label"] == f"ppo-{p}")
+    ppo_dir = out / next(s["path"] for s in json.loads((out / "study.json").read_text())["stages"]
+                         if s["label"] == f"ppo-{p}")
     exported = export_policy(ppo_dir, tmp_path / "hf")
     plain = AutoModelForCausalLM.from_pretrained(exported)
     tok = AutoTokenizer.from_pretrained(exported)
@@ -200,7 +201,8 @@ def test_a_moved_study_reuses_its_stages_and_rm_per_seed_retrains_only_the_rm(st
     before = json.loads((study / "study.json").read_text())["stages"]
     run_study("smoke", out=moved, **STUDY)
     index = json.loads((moved / "study.json").read_text())
-    assert all(s["reused"] for s in index["stages"]) and [s["path"] for s in index["stages"]] == [s["path"] for s in before]
+    assert all(s["reused"] for s in index["stages"])
+    assert [s["path"] for s in index["stages"]] == [s["path"] for s in before]
 
     run_study("smoke", out=moved, **{**STUDY, "algorithms": "ppo@fp32", "rm_per_seed": True})
     index = json.loads((moved / "study.json").read_text())

@@ -38,7 +38,8 @@ def _stages(out):
 
 def _headers(md: str) -> list[str]:
     lines = md.splitlines()
-    return [ln for i, ln in enumerate(lines) if ln.startswith("| ") and i + 1 < len(lines) and lines[i + 1].startswith("|---")]
+    return [ln for i, ln in enumerate(lines)
+            if ln.startswith("| ") and i + 1 < len(lines) and lines[i + 1].startswith("|---")]
 
 
 def test_task_reaches_every_stage(no_gold):

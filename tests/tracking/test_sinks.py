@@ -25,7 +25,8 @@ def _jsonl_series(run) -> dict[str, list[tuple[int, float]]]:
     for line in (run / "metrics.jsonl").read_text().splitlines():
         row = json.loads(line)
         for k, v in row.items():
-            if k in ("step", "time_s") or isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+            if (k in ("step", "time_s") or isinstance(v, bool) or not isinstance(v, (int, float))
+                    or not math.isfinite(v)):
                 continue
             series.setdefault(k, []).append((row["step"], float(v)))
     return series
@@ -38,7 +39,8 @@ def _same(got, want) -> bool:
 
 
 def test_mlflow_store_holds_the_params_every_step_and_the_summary(tmp_path, sft_file, monkeypatch):
-    pytest.importorskip("mlflow", reason="mlflow is an optional extra: pip install 'edgerlhf[mlflow]' (dev installs it)")
+    pytest.importorskip("mlflow",
+                        reason="mlflow is an optional extra: pip install 'edgerlhf[mlflow]' (dev installs it)")
     from mlflow.tracking import MlflowClient
 
     from edgerlhf.tracking.run import MLFLOW_EXPERIMENT, mlflow_uri
@@ -78,7 +80,8 @@ def test_mlflow_store_holds_the_params_every_step_and_the_summary(tmp_path, sft_
 
 
 def test_mlflow_run_of_a_failed_stage_is_marked_failed(tmp_path, monkeypatch):
-    pytest.importorskip("mlflow", reason="mlflow is an optional extra: pip install 'edgerlhf[mlflow]' (dev installs it)")
+    pytest.importorskip("mlflow",
+                        reason="mlflow is an optional extra: pip install 'edgerlhf[mlflow]' (dev installs it)")
     from mlflow.tracking import MlflowClient
 
     from edgerlhf.tracking import RunDir

@@ -104,7 +104,8 @@ class LoraMixin:
     lora_r: int = opt(16, "LoRA rank r")
     lora_alpha: int = opt(32, "LoRA alpha (scaling = alpha / r)")
     lora_dropout: float = opt(0.05, "dropout on the LoRA input")
-    target_modules: list = opt(["all-linear"], "modules that get LoRA: ['all-linear'] or names such as [q_proj, v_proj]")
+    target_modules: list = opt(["all-linear"], "modules that get LoRA: ['all-linear'] or names such as "
+                                               "[q_proj, v_proj]")
     lora_layers: int = opt(0, "LoRA only in the last N transformer blocks (0: all). Blocks below get no backward pass: "
                               "measured on SmolLM2-135M (30 blocks), N=10 halves step time and peak memory")
 

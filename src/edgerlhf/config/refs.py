@@ -100,7 +100,8 @@ def check_gold(spec: str) -> list[str]:
         except (FileNotFoundError, ValueError) as e:
             return [f"gold={spec!r}: a folder, but not a trained reward model ({e})"]
         if stage != "reward":  # (a quantized RM folder keeps its reward meta)
-            return [f"gold={spec!r}: a {stage or 'non-EdgeRLHF'} artifact, not a reward model; name a reward run folder"]
+            return [f"gold={spec!r}: a {stage or 'non-EdgeRLHF'} artifact, not a reward model; name a reward run "
+                    "folder"]
         return []
     if ":" in spec:
         try:

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import ClassVar
 
 from edgerlhf.config.core import check_range, opt
-from edgerlhf.config.mixins import (BaseConfig, GoldEvalMixin, GoldMixin, LoraMixin, PairsMixin, TrainMixin)
+from edgerlhf.config.mixins import BaseConfig, GoldEvalMixin, GoldMixin, LoraMixin, PairsMixin, TrainMixin
 from edgerlhf.config.refs import check_dataset, check_precision
 
 __all__ = ["DPOConfig", "EvalConfig", "PrefsConfig", "RMEvalConfig", "RewardConfig", "SFTConfig"]

@@ -133,7 +133,8 @@ def read_task(spec: str | Path, errs: list[str] | None = None) -> Task:
 
     # values
     if task.sft_from not in ("", "chosen"):
-        errs.append(f"sft_from={task.sft_from!r}: use 'chosen' (SFT on a preference file's chosen side) or leave it out")
+        errs.append(f"sft_from={task.sft_from!r}: use 'chosen' (SFT on a preference file's chosen side) or leave it "
+                    "out")
     if task.sft_from and not data.get("sft"):  # SFT on the chosen side of the task's own pairs
         task.sft = task.prefs
     if task.sft_from and task.sft in ("builtin", "generate"):

@@ -37,7 +37,8 @@ Length check
 With a ``tokenizer`` and ``max_length > 0``, a row whose prompt + response is longer than ``max_length``
 tokens is an error. The count is an approximation: ``len(tokenizer(text)["input_ids"])`` where ``text``
 is the prompt string followed by the response string, or, for message lists, every message content
-joined by newlines; the chat template's own tokens are not counted. For preference rows the longer of prompt+chosen and prompt+rejected counts.
+joined by newlines; the chat template's own tokens are not counted. For preference rows the longer of
+prompt+chosen and prompt+rejected counts.
 
 Errors
 ------

@@ -200,7 +200,7 @@ def _read_hub(source: str) -> list[tuple[str, dict]]:
                 "pass a local .jsonl, .json or .csv file instead",
             )
     try:
-        from datasets import load_dataset  # slow import: only here
+        from datasets import load_dataset  # noqa: PLC0415 - datasets is a slow import: only for a Hub data set
 
         ds = load_dataset(hub_id, split=split)
     except Exception as e:  # noqa: BLE001 - network errors, not found, bad split... all mean the same here

@@ -31,9 +31,24 @@ from __future__ import annotations
 import functools
 import random
 
-from edgerlhf.data.task_phrases import (CATEGORIES, CATEGORY_BANKS, GEN_NEG, GEN_NEG_CLOSE, GEN_POS, GEN_POS_CLOSE, MILD_NEG, MILD_POS, NADJ,
-                                       OPEN_NEG, OPEN_POS, OPENERS_BY_POLARITY, PADJ, POLARITIES, TURN_JOIN_AFTER_BUT,
-                                       Category)
+from edgerlhf.data.task_phrases import (
+    CATEGORIES,
+    CATEGORY_BANKS,
+    GEN_NEG,
+    GEN_NEG_CLOSE,
+    GEN_POS,
+    GEN_POS_CLOSE,
+    MILD_NEG,
+    MILD_POS,
+    NADJ,
+    OPEN_NEG,
+    OPEN_POS,
+    OPENERS_BY_POLARITY,
+    PADJ,
+    POLARITIES,
+    TURN_JOIN_AFTER_BUT,
+    Category,
+)
 
 __all__ = [
     "SYSTEM_PROMPT",

@@ -12,8 +12,13 @@ from pathlib import Path
 
 from edgerlhf.config.core import ConfigError
 from edgerlhf.config.task import BUILTIN_TASK, Task, read_task, stage_settings
-from edgerlhf.data.loaders import (DataError, load_preference_rows, load_prompt_rows, load_sft_rows,
-                                   prompt_rows_with_locations)
+from edgerlhf.data.loaders import (
+    DataError,
+    load_preference_rows,
+    load_prompt_rows,
+    load_sft_rows,
+    prompt_rows_with_locations,
+)
 from edgerlhf.data.task import build_task, eval_prompts
 
 __all__ = ["BUILTIN_TASK", "Task", "check_task_files", "held_out_prompts", "load_task", "stage_settings",

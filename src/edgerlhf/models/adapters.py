@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import torch
 
+from edgerlhf.models.loading import load_causal_lm, load_tokenizer
 from edgerlhf.runfolder import ARTIFACT_META, find_artifact, read_artifact_meta  # noqa: F401 (re-exported: artifacts are read here too)
 
 
@@ -20,7 +22,7 @@ def _block_linear_names(model) -> list[str]:
 
 
 def lora_config(cfg, task_type: str, model=None):
-    from peft import LoraConfig
+    from peft import LoraConfig  # noqa: PLC0415 - peft loads only where an adapter is built
 
     target = "all-linear" if list(cfg.target_modules) == ["all-linear"] else list(cfg.target_modules)
     extra = {}
@@ -37,7 +39,7 @@ def lora_config(cfg, task_type: str, model=None):
 def apply_lora(model, cfg, task_type: str = "CAUSAL_LM"):
     """Wrap ``model`` with a fresh LoRA adapter; only adapter weights (and, for SEQ_CLS, the score head)
     stay trainable."""
-    from peft import get_peft_model
+    from peft import get_peft_model  # noqa: PLC0415 - peft loads only where an adapter is built
 
     return get_peft_model(model, lora_config(cfg, task_type, model))
 
@@ -76,8 +78,6 @@ def fill_policy_artifact(folder: Path, model, tok, *, stage: str, seed: int, mod
     "default" at the folder's root (PEFT's layout), the tokenizer, the SFT adapter it started from under
     ``sft/`` (so :func:`load_policy` can rebuild the base), and the metadata. Online RL and DPO both write
     their policies with it; ``edgerlhf eval``, export and chat read them alike."""
-    import shutil
-
     model.save_pretrained(folder, selected_adapters=["default"], safe_serialization=True)
     tok.save_pretrained(folder)
     sft = None
@@ -85,22 +85,20 @@ def fill_policy_artifact(folder: Path, model, tok, *, stage: str, seed: int, mod
         src = find_artifact(sft_policy)
         shutil.copytree(src, Path(folder) / "sft")
         sft = read_artifact_meta(src)
-    write_artifact_meta(folder, stage=stage, kind="lora", base_model=(sft or {}).get("base_model", model_name), seed=seed,
-                        sft="sft" if sft_policy else None, **{"use_chat_template": True, **meta})
+    write_artifact_meta(folder, stage=stage, kind="lora", base_model=(sft or {}).get("base_model", model_name),
+                        seed=seed, sft="sft" if sft_policy else None, **{"use_chat_template": True, **meta})
 
 
 def load_policy(path: str | Path, *, dtype: torch.dtype = torch.float32, device="cpu", merge: bool = True):
     """A trained SFT/PPO policy: base model + adapter (merged by default: faster, and it becomes the new
     base that later stages add their own adapter to). Returns (model, tokenizer, meta)."""
-    from peft import PeftModel
-
-    from edgerlhf.models.loading import load_causal_lm, load_tokenizer
+    from peft import PeftModel  # noqa: PLC0415 - peft loads only where a trained adapter is read
 
     art = find_artifact(path)
     meta = read_artifact_meta(art)
     tok = load_tokenizer(meta["base_model"], meta.get("use_chat_template", True))  # formatted as it was trained
     if meta.get("kind") == "full":
-        from transformers import AutoModelForCausalLM
+        from transformers import AutoModelForCausalLM  # noqa: PLC0415 - transformers is heavy; only a full-weights artifact
 
         model = AutoModelForCausalLM.from_pretrained(art, dtype=dtype)
     elif meta.get("sft"):  # a PPO adapter on top of the SFT policy it started from (merged first)

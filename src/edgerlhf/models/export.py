@@ -10,8 +10,15 @@ from pathlib import Path
 import torch
 
 from edgerlhf.models.adapters import load_policy
-from edgerlhf.models.gguf_export import (ExportSizes, _ftype, check_gguf, expected_tensor_bytes, gguf_shapes,
-                                         ollama_modelfile, write_gguf)
+from edgerlhf.models.gguf_export import (
+    ExportSizes,
+    _ftype,
+    check_gguf,
+    expected_tensor_bytes,
+    gguf_shapes,
+    ollama_modelfile,
+    write_gguf,
+)
 from edgerlhf.models.loading import load_causal_lm, load_tokenizer
 from edgerlhf.runfolder import ARTIFACT_META, find_artifact
 from edgerlhf.tracking.run import atomic_write_dir, atomic_write_text
@@ -35,7 +42,7 @@ def load_for_export(src: str | Path):
     else:  # (load_policy's own errors, e.g. a missing SFT adapter, stay its own)
         return load_policy(p, dtype=torch.float32, merge=True)
     if (p / "config.json").is_file():  # an exported (merged) folder
-        from transformers import AutoModelForCausalLM, AutoTokenizer  # heavy: only for an exported folder
+        from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: PLC0415 - heavy: only for an exported folder
 
         return (AutoModelForCausalLM.from_pretrained(p, dtype=torch.float32), AutoTokenizer.from_pretrained(p),
                 {"stage": "merged", "base_model": str(p)})

@@ -11,13 +11,20 @@ Pure parts (:func:`permute_qk`, :func:`tensor_type`, :func:`pre_tokenizer`, :fun
 
 from __future__ import annotations
 
+import copy
+import json
 import os
+import shutil
 import tempfile
 from hashlib import sha256
 from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from edgerlhf.data.formatting import encode_prompt
 
 GGUF_TYPES = ("f16", "q8_0", "q4_0", "q4_1")
 # architectures this writer knows, HF class -> GGUF architecture. llama covers SmolLM / SmolLM2, TinyLlama,
@@ -26,8 +33,8 @@ ARCHITECTURES = {"LlamaForCausalLM": "llama"}
 
 # llama.cpp names the BPE pre-tokenizer by the SHA-256 of the token ids of this text (its convert_hf_to_gguf.py,
 # get_vocab_base_pre); the table holds the llama-architecture tokenizers' names from there.
-_CHKTXT = ('\n \n\n \n\n\n \t \t\t \t\n  \n   \n    \n     \n🚀 (normal) 😶\u200d🌫️ (multiple emojis concatenated) ✅ 🦙🦙 '
-           '3 33 '
+_CHKTXT = ('\n \n\n \n\n\n \t \t\t \t\n  \n   \n    \n     \n🚀 (normal) 😶\u200d🌫️ '
+           '(multiple emojis concatenated) ✅ 🦙🦙 3 33 '
            '333 3333 33333 333333 3333333 33333333 3.3 3..3 3...3 កាន់តែពិសេសអាច😁 ?我想在apple工作1314151天～ '
            '------======= нещо на Български \'\'\'\'\'\'```````""""......!!!!!!?????? I\'ve been \'told he\'s there, '
            '\'RE you sure? \'M not sure I\'ll make it, \'D you like some tea? We\'Ve a\'lL')
@@ -44,7 +51,7 @@ class GGUFExportError(ValueError):
 
 
 def _ftype(kind: str):
-    import gguf
+    import gguf  # noqa: PLC0415 - gguf loads only where a GGUF file is written, sized or checked
 
     if kind not in GGUF_TYPES:
         raise GGUFExportError(f"unknown GGUF type {kind!r}; choose one of {', '.join(GGUF_TYPES)}")
@@ -64,7 +71,7 @@ def tensor_type(gguf_name: str, shape: tuple[int, ...], kind: str):
     same: they are tiny and precision-sensitive); with 4-bit files the token embedding and output matrix keep
     Q8_0 (the official SmolLM2 Q4_1 file does); a row whose length is not a multiple of the block falls back to
     F16."""
-    import gguf
+    import gguf  # noqa: PLC0415 - gguf loads only where a GGUF file is written, sized or checked
 
     Q = gguf.GGMLQuantizationType
     if len(shape) == 1:
@@ -84,7 +91,7 @@ class ExportSizes(NamedTuple):
 def _named_weights(model):
     """(GGUF name, Hugging Face name, tensor) for every weight written: names through the ``gguf`` package's map;
     a tied output matrix and rotary buffers are not written."""
-    import gguf
+    import gguf  # noqa: PLC0415 - gguf loads only where a GGUF file is written, sized or checked
 
     c = model.config
     name_map = gguf.get_tensor_name_map(gguf.MODEL_ARCH.LLAMA, c.num_hidden_layers)
@@ -105,7 +112,7 @@ def gguf_shapes(model) -> dict[str, tuple[int, ...]]:
 
 def expected_tensor_bytes(shapes: dict[str, tuple[int, ...]], kind: str) -> int:
     """Bytes of tensor data a ``kind`` file holds for these (GGUF-named) tensor shapes."""
-    import gguf
+    import gguf  # noqa: PLC0415 - gguf loads only where a GGUF file is written, sized or checked
 
     total = 0
     for name, shape in shapes.items():
@@ -230,7 +237,7 @@ def ollama_modelfile(tok, gguf_file: str, chat_template: bool = True) -> str:
 
 
 def _metadata(writer, model, tok, kind: str, name: str, chat_template: bool, tmp_tok: Path) -> None:
-    import gguf
+    import gguf  # noqa: PLC0415 - gguf loads only where a GGUF file is written, sized or checked
 
     c = model.config
     rope = dict(getattr(c, "rope_parameters", None) or {})
@@ -261,8 +268,6 @@ def _metadata(writer, model, tok, kind: str, name: str, chat_template: bool, tmp
     writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
 
     # tokenizer: byte-level BPE ("gpt2" in GGUF), token types as llama.cpp's converter sets them
-    import json
-
     backend = json.loads(tok.backend_tokenizer.to_str()) if getattr(tok, "backend_tokenizer", None) else {}
     if backend.get("model", {}).get("type") != "BPE":
         raise GGUFExportError("only byte-level BPE tokenizers are written by this exporter (the SentencePiece kind "
@@ -297,8 +302,7 @@ def _metadata(writer, model, tok, kind: str, name: str, chat_template: bool, tmp
 
 def gguf_tensors(model, kind: str):
     """(GGUF name, array to write, GGML type) for every weight: Q and K permuted, quantised as ``kind`` says."""
-    import gguf
-    import torch
+    import gguf  # noqa: PLC0415 - gguf loads only where a GGUF file is written, sized or checked
 
     c = model.config
     for name, hf_name, t in _named_weights(model):
@@ -321,10 +325,7 @@ def quantised_in_torch(model, kind: str):
     """A copy of ``model`` with every weight a ``kind`` file quantises replaced by its quantise-dequantise through
     the ``gguf`` package, in Hugging Face's layout: what a correct file reloads as, and the reference that tells a
     type's own loss from a writer's (tests, bench/gguf_export.py)."""
-    import copy
-
-    import gguf
-    import torch
+    import gguf  # noqa: PLC0415 - gguf loads only where a GGUF file is written, sized or checked
 
     q = copy.deepcopy(model)
     sd = q.state_dict()
@@ -345,8 +346,7 @@ def write_gguf(model, tok, out: str | Path, kind: str, *, name: str = "", chat_t
                progress: bool = True) -> Path:
     """Write ``model`` (a merged Hugging Face causal LM) and ``tok`` as one GGUF file of ``kind`` (f16, q8_0,
     q4_0, q4_1), atomically: a temporary file beside ``out``, renamed when complete."""
-    import gguf
-    from tqdm.auto import tqdm
+    import gguf  # noqa: PLC0415 - gguf loads only where a GGUF file is written, sized or checked
 
     _ftype(kind)
     cls = type(model).__name__
@@ -381,8 +381,6 @@ def write_gguf(model, tok, out: str | Path, kind: str, *, name: str = "", chat_t
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
-        import shutil
-
         shutil.rmtree(tok_dir, ignore_errors=True)
     return out
 
@@ -404,10 +402,7 @@ def check_gguf(path: str | Path, model, tok, prompts: list, max_new_tokens: int 
     """Reload ``path`` with transformers (``gguf_file=``: dequantised to float32) and compare it with ``model`` on
     the chat-formatted ``prompts``: logits on the prompt and the source's greedy continuation, the share of those
     continuation tokens the file would also pick (teacher-forced) and of prompts it continues identically."""
-    import torch
-    from transformers import AutoModelForCausalLM
-
-    from edgerlhf.data.formatting import encode_prompt
+    from transformers import AutoModelForCausalLM  # noqa: PLC0415 - transformers is heavy; only to check a written file
 
     path = Path(path)
     reloaded = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32).eval()

@@ -41,7 +41,7 @@ def default_backend(precision: str, device) -> str:
     table: flip rate 0.015 vs 0.030, max |d|/std 0.11 vs 0.41) with less serving memory."""
     if precision == "int8" and torch.device(device).type == "cpu":
         try:
-            import torchao  # noqa: F401
+            import torchao  # noqa: F401, PLC0415 - torchao is optional: probed only for int8 on a CPU
         except ImportError:
             return "bnb"
         return "torchao"
@@ -74,10 +74,10 @@ def compute_dtype(precision: str, device: torch.device | str) -> torch.dtype:
 def quant_config(precision: str, backend: str, device: torch.device | str):
     if backend == "torchao":
         try:
-            from torchao.quantization import Int8WeightOnlyConfig
+            from torchao.quantization import Int8WeightOnlyConfig  # noqa: PLC0415 - torchao is optional, only for :torchao
         except ImportError:
             raise ValueError(f"precision {precision}:torchao needs torchao: pip install torchao") from None
-        from transformers import TorchAoConfig
+        from transformers import TorchAoConfig  # noqa: PLC0415 - transformers is heavy; only to load a quantised model
 
         return TorchAoConfig(Int8WeightOnlyConfig(), modules_to_not_convert=list(HIGH_PRECISION_MODULES))
     return bnb_config(precision, device)
@@ -86,7 +86,7 @@ def quant_config(precision: str, backend: str, device: torch.device | str):
 def bnb_config(precision: str, device: torch.device | str, skip: tuple[str, ...] = ()):
     """``skip``: more modules kept in floating point (a causal LM's ``lm_head``, which small models tie
     to the token embedding: quantising it would break the tie)."""
-    from transformers import BitsAndBytesConfig
+    from transformers import BitsAndBytesConfig  # noqa: PLC0415 - transformers is heavy; only to load a quantised model
 
     keep = list(HIGH_PRECISION_MODULES) + list(skip)
     if precision == "int8":

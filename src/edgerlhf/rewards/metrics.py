@@ -22,7 +22,7 @@ def agreement_with_labels(r_chosen, r_rejected, label_chosen, label_rejected) ->
 
 def spearman(a: Sequence[float], b: Sequence[float]) -> float:
     """Spearman rank correlation (scipy; nan when either side is constant or has < 2 values)."""
-    from scipy.stats import spearmanr
+    from scipy.stats import spearmanr  # noqa: PLC0415 - scipy is heavy; only for a rank correlation
 
     if len(a) != len(b):
         raise ValueError(f"spearman: {len(a)} vs {len(b)} values")

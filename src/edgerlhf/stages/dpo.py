@@ -34,7 +34,8 @@ from edgerlhf.tracking.run import main_write_dir, say
 
 
 def _encode(tok, pairs: list[dict], max_length: int) -> list[tuple[tuple, tuple]]:
-    return [(encode_pair(tok, p["prompt"], p["chosen"], max_length), encode_pair(tok, p["prompt"], p["rejected"], max_length))
+    return [(encode_pair(tok, p["prompt"], p["chosen"], max_length),
+             encode_pair(tok, p["prompt"], p["rejected"], max_length))
             for p in pairs]
 
 
@@ -52,7 +53,8 @@ def _all_logprobs(model, rows, pad_id: int, batch: int, average: bool, shared: b
     """(N, 2) log-probs (chosen, rejected) of every pair, in batches, without grad (a progress bar when
     ``desc`` names the pass)."""
     out = []
-    for i in tqdm(range(0, len(rows), batch), desc=desc, disable=not desc, unit="batch", dynamic_ncols=True, leave=False):
+    for i in tqdm(range(0, len(rows), batch), desc=desc, disable=not desc, unit="batch", dynamic_ncols=True,
+                  leave=False):
         c, r = _logprobs(model, rows[i:i + batch], pad_id, average, shared)
         out.append(torch.stack([c, r], 1).float().cpu())
     return torch.cat(out) if out else torch.zeros(0, 2)
@@ -107,7 +109,7 @@ def _prepare(setup: Setup):
 
 
 def _train(ctx: Context, data) -> dict:
-    from peft import get_peft_model  # peft: loaded only by the stages that build an adapter
+    from peft import get_peft_model  # noqa: PLC0415 - peft: loaded only by the stages that build an adapter
 
     cfg, device, dtype, run_dir, mem = ctx.cfg, ctx.device, ctx.dtype, ctx.run_dir, ctx.mem
     train, held, skipped = data
@@ -163,8 +165,8 @@ def _train(ctx: Context, data) -> dict:
                              prefs=str(Path(cfg.prefs).resolve()) if Path(cfg.prefs).is_dir() else cfg.prefs)
 
     artifact = main_write_dir(run_dir.path / "adapter", fill)
-    stats = {"artifact": str(artifact), "algorithm": "dpo", "trainable_params": trainable, "total_params": total, "pairs_train": len(train_rows),
-             "pairs_eval": len(held_rows), "skipped_rows": skipped,
+    stats = {"artifact": str(artifact), "algorithm": "dpo", "trainable_params": trainable, "total_params": total,
+             "pairs_train": len(train_rows), "pairs_eval": len(held_rows), "skipped_rows": skipped,
              **fit_stats(history, total_steps), **{f"before/{k}": v for k, v in before.items()}, **after,
              **mem.stop().as_metrics()}
     keys = ("eval/loss", "eval/accuracy", "eval/margin")

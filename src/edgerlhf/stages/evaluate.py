@@ -124,7 +124,8 @@ def _evaluate(ctx: Context, data) -> dict:
     base_texts = base_g = None
     if base_path is not None:
         if base_path == "base":
-            bmodel, btok = load_causal_lm(meta["base_model"], seed=meta.get("seed", 0)), load_tokenizer(meta["base_model"], meta.get("use_chat_template", True))
+            bmodel, btok = (load_causal_lm(meta["base_model"], seed=meta.get("seed", 0)),
+                            load_tokenizer(meta["base_model"], meta.get("use_chat_template", True)))
         else:
             bmodel, btok, _ = load_policy(base_path)
         if reused is not None:
@@ -213,4 +214,5 @@ def _print(o: dict) -> None:
     print(f"  distinct-2 {o['eval/distinct_2']:.3f}, mean length {o['eval/mean_tokens']:.1f} tokens, repetition "
           f"{o['eval/repetition_rate']:.3f}" + (f" (baseline {o['baseline/distinct_2']:.3f}, "
                                                 f"{o['baseline/mean_tokens']:.1f}, "
-                                                  f"{o['baseline/repetition_rate']:.3f})" if "baseline/distinct_2" in o else ""))
+                                                f"{o['baseline/repetition_rate']:.3f})"
+                                                if "baseline/distinct_2" in o else ""))

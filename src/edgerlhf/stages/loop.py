@@ -18,8 +18,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from edgerlhf.distributed import (broadcast_params, init_from_env, item_seed, reduce_sum, shard, sync_gradients,
-                                  world)
+from edgerlhf.distributed import broadcast_params, init_from_env, item_seed, reduce_sum, shard, sync_gradients, world
 
 
 class StepStats(NamedTuple):
@@ -54,7 +53,7 @@ def total_steps_for(cfg, n_rows: int) -> int:
 
 
 def make_optimizer(model, cfg, total_steps: int):
-    from transformers import get_scheduler
+    from transformers import get_scheduler  # noqa: PLC0415 - transformers is heavy; only where an optimizer is built
 
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.learning_rate,
                                   weight_decay=cfg.weight_decay)
@@ -133,7 +132,8 @@ def fit(model, optimizer, scheduler, rows: list, collate: Callable, loss_fn: Cal
                 order += fresh
             idx, order = order[:bs * ws], order[bs * ws:]
             micro.append(collate([rows[i] for i in shard(idx, rank, ws)]))
-        st = train_step(model, optimizer, scheduler, micro, loss_fn, cfg.max_grad_norm, count)  # 2 forward/backward/update
+        # 2 forward/backward/update
+        st = train_step(model, optimizer, scheduler, micro, loss_fn, cfg.max_grad_norm, count)
         window.append(st)
         tokens += st.tokens
         train_s += st.step_s
@@ -173,7 +173,8 @@ def fit_stats(history: dict, total_steps: int) -> dict:
     losses = history["losses"]
     return {"steps": total_steps, "skipped_steps": history["skipped_steps"],
             "train/loss_first": losses[0] if losses else None, "train/loss_last": losses[-1] if losses else None,
-            "train/tokens_per_s": history["tokens"] / max(history["train_s"], 1e-9), "timing/train_s": history["train_s"]}
+            "train/tokens_per_s": history["tokens"] / max(history["train_s"], 1e-9),
+            "timing/train_s": history["train_s"]}
 
 
 def held_out_line(stage: str, before: dict, after: dict, keys: tuple, history: dict, total_steps: int,

@@ -92,7 +92,8 @@ def _sample(ctx: Context, prompt_rows: list[dict], gold) -> tuple[list, list, di
                                progress=cfg.progress, desc=f"sampling {k}x{len(prompt_rows)}")
     gen_s = time.perf_counter() - t0
     gold = gold(flat, texts)
-    ctx.run_dir.log({"timing/generate_s": gen_s, "prefs/tokens_per_s": n_tokens / gen_s, **ctx.mem.as_metrics()}, step=0)
+    ctx.run_dir.log({"timing/generate_s": gen_s, "prefs/tokens_per_s": n_tokens / gen_s, **ctx.mem.as_metrics()},
+                    step=0)
     responses = [texts[i * k:(i + 1) * k] for i in range(len(prompt_rows))]
     golds = [gold[i * k:(i + 1) * k] for i in range(len(prompt_rows))]
     stats = {"timing/generate_s": gen_s, "prefs/generated_tokens": n_tokens, "prefs/tokens_per_s": n_tokens / gen_s,

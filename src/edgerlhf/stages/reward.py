@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-
 from edgerlhf.config import RewardConfig
 from edgerlhf.data.pairs import load_pairs
 from edgerlhf.models.adapters import apply_lora, count_params, enable_gradient_checkpointing, write_artifact_meta
@@ -68,7 +67,7 @@ def _train(ctx: Context, data) -> dict:
                             chat_template=cfg.chat_template)
     model.config.use_cache = False
     if cfg.base_precision != "fp32":
-        from peft import prepare_model_for_kbit_training  # peft's helper, only for a quantised body
+        from peft import prepare_model_for_kbit_training  # noqa: PLC0415 - peft's helper, only for a quantised body
 
         keep_bnb_differentiable(model)  # the held-out evaluation runs without grad, training after it
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=cfg.gradient_checkpointing)

@@ -73,14 +73,16 @@ def _measure(rm_path: str, precision: str, device: str, batch_size: int, pairs: 
     n_batches = 2 * len(pairs) / batch_size  # seconds per `batch_size` sequences (length-sorted pair batches)
     size = stored_bytes(rm.model)
     return {"precision": precision, "backend": rm.meta.get("backend", "torch"),
-             "compute_dtype": rm.meta.get("compute_dtype"), "high_precision_modules": rm.meta.get("high_precision_modules"),
+             "compute_dtype": rm.meta.get("compute_dtype"),
+             "high_precision_modules": rm.meta.get("high_precision_modules"),
              "weight_bytes": size["total"], "weight_mb": size["total"] / 2**20, "bytes_by_dtype": size["by_dtype"],
              "linear_weight_dtypes": linear_weight_dtypes(rm.model), "load_s": load_s,
              "latency_s_per_batch": score_s / n_batches, "pairs_per_s": len(pairs) / score_s,
              **pm.as_metrics(), "memory/load_peak_mb": load_pm.as_metrics()["memory/peak_mb"], "scores": scores}
 
 
-def measure(rm_path: str, precision: str, device: str, batch_size: int, pairs: list[dict], isolate: bool = True) -> dict:
+def measure(rm_path: str, precision: str, device: str, batch_size: int, pairs: list[dict],
+            isolate: bool = True) -> dict:
     """One precision measured, in a process of its own by default (so its peak memory is its own)."""
     if not isolate:
         return _measure(rm_path, precision, device, batch_size, pairs)

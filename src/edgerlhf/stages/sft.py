@@ -17,15 +17,13 @@ from edgerlhf.data.formatting import encode_pair, last_message
 from edgerlhf.data.loaders import DataError, load_preference_rows, load_sft_rows
 from edgerlhf.data.task import build_task
 from edgerlhf.data.taskfile import held_out_prompts
-from edgerlhf.models.adapters import (apply_lora, count_params, enable_gradient_checkpointing,
-                                      write_artifact_meta)
+from edgerlhf.models.adapters import apply_lora, count_params, enable_gradient_checkpointing, write_artifact_meta
 from edgerlhf.models.generation import generate, right_pad
 from edgerlhf.models.loading import load_causal_lm, load_tokenizer
 from edgerlhf.rewards.gold import gold_eval, make_gold
 from edgerlhf.stages.loop import fit, fit_stats, make_optimizer, total_steps_for
 from edgerlhf.stages.skeleton import Context, Setup, run_stage
 from edgerlhf.tracking.run import main_write_dir, say
-
 
 # -- data ------------------------------------------------------------------------------------------------
 
@@ -127,7 +125,8 @@ def _train(ctx: Context, data) -> dict:
         f"{trainable:,} trainable / {total:,} parameters, {len(encoded)} train rows, {total_steps} steps")
     sample_prompts = [r["prompt"] for r in held_rows[: cfg.sample_prompts]]
     before = _samples(model, tok, sample_prompts, cfg)
-    loss_before = eval_loss(model, held_enc, cfg.per_device_train_batch_size, tok.pad_token_id, device) if held_enc else float("nan")
+    loss_before = (eval_loss(model, held_enc, cfg.per_device_train_batch_size, tok.pad_token_id, device) if held_enc
+                   else float("nan"))
     run_dir.log({"eval/loss": loss_before}, step=0)
     for text in before:
         run_dir.log_text("sample/before", text, 0)
@@ -140,7 +139,8 @@ def _train(ctx: Context, data) -> dict:
         return m(**b, num_items_in_batch=n).loss, int(b["attention_mask"].sum()), {}
 
     def on_eval(step):
-        run_dir.log({"eval/loss": eval_loss(model, held_enc, cfg.per_device_train_batch_size, tok.pad_token_id, device)}, step=step)
+        run_dir.log({"eval/loss": eval_loss(model, held_enc, cfg.per_device_train_batch_size, tok.pad_token_id,
+                                            device)}, step=step)
         if sample_prompts:
             run_dir.log_text("sample/eval", _samples(model, tok, sample_prompts[:1], cfg)[0], step)
 
@@ -148,7 +148,8 @@ def _train(ctx: Context, data) -> dict:
     history = fit(model, optimizer, scheduler, encoded, lambda b: collate(b, tok.pad_token_id), loss_fn, cfg,
                   total_steps, run_dir, mem, "sft", on_eval, count=targets)
 
-    loss_after = eval_loss(model, held_enc, cfg.per_device_train_batch_size, tok.pad_token_id, device) if held_enc else float("nan")
+    loss_after = (eval_loss(model, held_enc, cfg.per_device_train_batch_size, tok.pad_token_id, device) if held_enc
+                  else float("nan"))
     after = _samples(model, tok, sample_prompts, cfg)
     gold = {}
     source = cfg.gold_eval_source(trains_on_builtin=cfg.dataset == "builtin")

@@ -12,10 +12,10 @@ def charts(study: Path, arms: dict[str, list[Run]], stages: list, rm_eval_summar
             y: Yardstick, intervals: dict) -> list[tuple[str, str]]:
     """The report's charts; ``intervals`` holds each arm's hierarchical-bootstrap interval (computed once, for the
     table and the seeds chart alike)."""
-    import matplotlib
+    import matplotlib  # noqa: PLC0415 - matplotlib is heavy; only for the report's charts
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # noqa: PLC0415 - after matplotlib.use("Agg"), only for the charts
 
     out = study / "charts"
     out.mkdir(exist_ok=True)
@@ -82,7 +82,8 @@ def charts(study: Path, arms: dict[str, list[Run]], stages: list, rm_eval_summar
         ax.plot(vals, [i] * len(vals), "o", color=colors[a], alpha=0.6)
         iv = intervals.get(a)
         if iv:
-            ax.errorbar([iv.mean], [i], xerr=[[iv.mean - iv.low], [iv.high - iv.mean]], fmt="D", color="black", capsize=4)
+            ax.errorbar([iv.mean], [i], xerr=[[iv.mean - iv.low], [iv.high - iv.mean]], fmt="D", color="black",
+                        capsize=4)
     ax.set_yticks(range(len(arms)), list(arms))
     ax.invert_yaxis()
     ax.axvline(0, color="grey", linewidth=0.8)
@@ -122,7 +123,7 @@ def charts(study: Path, arms: dict[str, list[Run]], stages: list, rm_eval_summar
 def save_chart(fig, path: Path, caption: str) -> tuple[str, str]:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # noqa: PLC0415 - matplotlib is heavy; only for the report's charts
 
     plt.close(fig)
     return f"charts/{path.name}", caption

@@ -66,12 +66,12 @@ class Shape(NamedTuple):
 def shape_from_config(c) -> Shape:
     head_dim = getattr(c, "head_dim", None) or c.hidden_size // c.num_attention_heads
     kv = getattr(c, "num_key_value_heads", None) or c.num_attention_heads
-    H, I, L, V = c.hidden_size, c.intermediate_size, c.num_hidden_layers, c.vocab_size
+    H, FF, L, V = c.hidden_size, c.intermediate_size, c.num_hidden_layers, c.vocab_size
     attn = H * c.num_attention_heads * head_dim * 2 + H * kv * head_dim * 2
-    block = attn + 3 * H * I + 2 * H
+    block = attn + 3 * H * FF + 2 * H
     tied = bool(getattr(c, "tie_word_embeddings", False))
     params = V * H + L * block + H + (0 if tied else V * H)
-    return Shape(L, H, I, c.num_attention_heads, kv, head_dim, V, params, V * H, tied)
+    return Shape(L, H, FF, c.num_attention_heads, kv, head_dim, V, params, V * H, tied)
 
 
 def weight_bytes(s: Shape, precision: str, compute_bytes: float) -> float:

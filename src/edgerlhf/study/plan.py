@@ -18,14 +18,34 @@ from edgerlhf.config import ConfigError, unknown_key_message
 from edgerlhf.data.formatting import completion_text, encode_prompt
 from edgerlhf.data.loaders import load_preference_rows, load_prompt_rows, load_sft_rows
 from edgerlhf.data.task import eval_prompts, train_rows
-from edgerlhf.data.taskfile import load_task, stage_settings as task_settings
+from edgerlhf.data.taskfile import load_task
+from edgerlhf.data.taskfile import stage_settings as task_settings
 from edgerlhf.models.loading import load_tokenizer, resolve_model_path, tiny_config
 from edgerlhf.presets import STAGE_PRESETS, STUDY_PRESETS
 from edgerlhf.runfolder import RunFolder
-from edgerlhf.study.memory_model import (CUDA_CONTEXT, GiB, MiB, PRECISION_BYTES, Shape, StagePlan, Term,
-                                         activation_bytes, base_weights, chunk_logits_bytes, decode_logits_bytes,
-                                         full_logits_bytes, kv_bytes, lora_params, pair_terms, phase_max,
-                                         prompt_answer, shape_from_config, train_terms, weight_bytes, with_kept)
+from edgerlhf.study.memory_model import (
+    CUDA_CONTEXT,
+    PRECISION_BYTES,
+    GiB,
+    MiB,
+    Shape,
+    StagePlan,
+    Term,
+    activation_bytes,
+    base_weights,
+    chunk_logits_bytes,
+    decode_logits_bytes,
+    full_logits_bytes,
+    kv_bytes,
+    lora_params,
+    pair_terms,
+    phase_max,
+    prompt_answer,
+    shape_from_config,
+    train_terms,
+    weight_bytes,
+    with_kept,
+)
 
 # every stage the planner has a memory model for (all but the RM precision table, which measures instead)
 PLANNED_STAGES = tuple(s.name for s in registry.STAGES if s.kind != "measure")
@@ -35,7 +55,7 @@ def model_shape(model: str) -> Shape:
     """The shape of ``model`` (default, tiny, a folder or hub id) from its config, without loading weights."""
     if model == "tiny":
         return shape_from_config(tiny_config(len(load_tokenizer("tiny"))))
-    from transformers import AutoConfig  # transformers: heavy, and only for a real model's shape
+    from transformers import AutoConfig  # noqa: PLC0415 - transformers: heavy, and only for a real model's shape
 
     return shape_from_config(AutoConfig.from_pretrained(resolve_model_path(model)))
 
@@ -44,9 +64,9 @@ def runtime_bytes() -> int:
     """This process's resident size with the libraries every stage imports loaded: the runtime a stage starts
     from on this machine (measured, Linux; 0 where /proc is missing)."""
     # imported here on purpose: the point is to measure the process with the heavy libraries loaded
-    import peft  # noqa: F401
-    import torch  # noqa: F401
-    import transformers  # noqa: F401
+    import peft  # noqa: F401, PLC0415 - loaded here to be measured
+    import torch  # noqa: F401, PLC0415 - loaded here to be measured
+    import transformers  # noqa: F401, PLC0415 - loaded here to be measured
 
     try:
         for line in Path("/proc/self/status").read_text().splitlines():
@@ -140,7 +160,8 @@ def plan_stage(stage: str, cfg, s: Shape, *, device: str = "cpu", runtime: float
         rows, T = cfg.per_device_train_batch_size, min(cfg.max_length, sft_tokens or P + R)
         blocks = cfg.lora_layers or s.layers
         phase, terms = "train step", [Term("policy weights", W),
-                                      *train_terms(s, cfg, rows, T, cdt, blocks, lora_params(s, cfg.lora_r, cfg.lora_layers)),
+                                      *train_terms(s, cfg, rows, T, cdt, blocks,
+                                                   lora_params(s, cfg.lora_r, cfg.lora_layers)),
                                       Term("logits (full)", full_logits_bytes(s, rows, T))]
     elif kind == "sampling":
         # stages/prefs.py: the SFT policy samples rollout_batch_size sequences at a time
@@ -218,7 +239,8 @@ def fits(stage: str, cfg, s: Shape, budget: float, **kw) -> list[str]:
 
     key = _batch_key(stage)
     lines = []
-    for ckpt in ((False, True) if hasattr(cfg, "gradient_checkpointing") and stage not in ("prefs", "eval") else (None,)):
+    for ckpt in ((False, True) if hasattr(cfg, "gradient_checkpointing") and stage not in ("prefs", "eval")
+                 else (None,)):
         best = 0
         b = 1
         while b <= 1024:
@@ -322,7 +344,8 @@ def plan_study(model: str = "default", *, device: str = "cpu", budget: float | N
             f", study preset {preset!r}{', task ' + task if task else ''}",
             f"longest prompt {prompt_tokens} tokens, longest answer {response_tokens}, longest SFT row "
             f"{sft_tokens or prompt_tokens + response_tokens} ({how})"
-            + ("" if gpu else f"; runtime {runtime / MiB:,.0f} MiB measured here (Python + torch + transformers + peft)")]
+            + ("" if gpu else f"; runtime {runtime / MiB:,.0f} MiB measured here "
+                              "(Python + torch + transformers + peft)")]
     if budget is not None:
         head.append(f"budget {budget / GiB:.2f} GiB: {sum(p.peak <= budget for p in plans)} of {len(plans)} stages fit")
     out = "\n".join(head) + "\n\n" + format_plan(plans, budget)
@@ -384,7 +407,8 @@ def validate(root: str | Path, *, runtime: float, prompt_tokens: int = 64, respo
 
 def format_checks(checks: list[Check]) -> str:
     lines = ["| run | stage | predicted MiB | measured MiB | error |", "|---|---|---|---|---|"]
-    lines += [f"| {c.run} | {c.stage} | {c.predicted_mb:,.0f} | {c.measured_mb:,.0f} | {c.error:+.1%} |" for c in checks]
+    lines += [f"| {c.run} | {c.stage} | {c.predicted_mb:,.0f} | {c.measured_mb:,.0f} | {c.error:+.1%} |"
+              for c in checks]
     if checks:
         worst = max(checks, key=lambda c: abs(c.error))
         within = sum(abs(c.error) <= 0.20 for c in checks)

@@ -59,7 +59,8 @@ class Yardstick(NamedTuple):
     win: str
 
 
-GOLD = Yardstick("gold", "gold", "baseline_gold", "eval/gold_gain", "eval/gold_mean", "baseline/gold_mean", "eval/win_rate")
+GOLD = Yardstick("gold", "gold", "baseline_gold", "eval/gold_gain", "eval/gold_mean", "baseline/gold_mean",
+                 "eval/win_rate")
 
 
 PROXY = Yardstick("RM", "rm", "baseline_rm", "eval/rm_gain", "eval/rm_mean", "baseline/rm_mean", "eval/rm_win_rate")
@@ -120,7 +121,8 @@ def curve(rs: list[Run], key: str) -> tuple[list[list[tuple[int, float]]], list[
         if pts:
             per.append(pts)
     steps = sorted({s for c in per for s, _ in c})
-    mean = [(s, sum(v for c in per for t, v in c if t == s) / sum(1 for c in per for t, _ in c if t == s)) for s in steps]
+    mean = [(s, sum(v for c in per for t, v in c if t == s) / sum(1 for c in per for t, _ in c if t == s))
+            for s in steps]
     return per, mean
 
 

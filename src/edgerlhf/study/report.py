@@ -11,12 +11,26 @@ from typing import NamedTuple
 
 from edgerlhf import registry
 from edgerlhf.study.charts import charts
-from edgerlhf.study.records import (BUDGET_MB, GOLD, PROXY, Run, Yardstick, arm_runs, curve, gains, is_online, median,
-                                    metrics_of, peak_mb, response_files, responses_of, stage_records, yardstick)
+from edgerlhf.study.records import (
+    BUDGET_MB,
+    GOLD,
+    PROXY,
+    Run,
+    Yardstick,
+    arm_runs,
+    curve,
+    gains,
+    is_online,
+    median,
+    metrics_of,
+    peak_mb,
+    response_files,
+    responses_of,
+    stage_records,
+    yardstick,
+)
 from edgerlhf.study.stats import compare, detectable_difference, hierarchical_bootstrap, holm, t_interval
 from edgerlhf.tracking import atomic_write_json, atomic_write_text
-
-
 
 
 def _fmt(v, spec: str) -> str:
@@ -77,7 +91,8 @@ def _cell(folder: Path, summary: dict, key: str, spec: str, *, sub: tuple[str, .
 
 
 def _iv(iv, spec: str = "{:+.3f}") -> str:
-    return "–" if not (math.isfinite(iv.low) and math.isfinite(iv.high)) else f"{_fmt(iv.low, spec)} .. {_fmt(iv.high, spec)}"
+    return ("–" if not (math.isfinite(iv.low) and math.isfinite(iv.high))
+            else f"{_fmt(iv.low, spec)} .. {_fmt(iv.high, spec)}")
 
 
 def _comparisons(arms: dict[str, list[Run]], names: dict[str, tuple[str, str]], y: Yardstick = GOLD,
@@ -88,7 +103,7 @@ def _comparisons(arms: dict[str, list[Run]], names: dict[str, tuple[str, str]], 
     for a, (algo, _) in names.items():
         by_algo.setdefault(algo, []).append(a)
     pairs = []
-    for algo, members in by_algo.items():
+    for members in by_algo.values():
         ref = members[0]
         pairs += [(a, ref, "precision") for a in members[1:] if names[a][1]]
     ppo_ref = by_algo.get(registry.REFERENCE_ALGORITHM, [None])[0]
@@ -144,8 +159,8 @@ def _verdict_sentences(rows: list[dict], n_seeds: int, y: Yardstick = GOLD) -> l
     out = []
     for r in rows:
         c = r["cmp"]
-        over = ("over the evaluation prompts only (one seed: RL's run-to-run variance is not in it)" if len(r["seeds"]) < 2
-                else f"over {len(r['seeds'])} seeds and the evaluation prompts")
+        over = ("over the evaluation prompts only (one seed: RL's run-to-run variance is not in it)"
+                if len(r["seeds"]) < 2 else f"over {len(r['seeds'])} seeds and the evaluation prompts")
         out.append(f"{r['a']} − {r['b']}: {y.name} gain {c.diff:+.3f}, 95% interval {_iv(c.both)} {over}; "
                    f"P(improvement) {c.p_improvement:.2f}; {_verdict(r)}.")
     if n_seeds < 2:
@@ -195,7 +210,8 @@ def write_report(study: Path, *, sft, rm_eval, runs: dict, base_seed: int) -> Pa
         hb = intervals[name] = hierarchical_bootstrap(g) if g else None
         files = [f"{r.eval.path.name}/summary.json" for r in rs]
         a.add([name, ", ".join(str(r.seed) for r in rs), Derived(per_seed, f"each seed's {y.gain}", srcs),
-               Derived(_fmt(ti.mean if ti else None, "{:+.3f}"), f"mean over seeds of {y.resp} - {y.base_resp}", response_files(rs)),
+               Derived(_fmt(ti.mean if ti else None, "{:+.3f}"), f"mean over seeds of {y.resp} - {y.base_resp}",
+                       response_files(rs)),
                Derived(_iv(ti) if ti else "–", "Student-t 95% over the seeds' means", response_files(rs)),
                Derived(_iv(hb) if hb else "–", "hierarchical bootstrap 95% (seeds, then prompts)", response_files(rs)),
                Derived(_fmt(mean_of(y.win), "{:.3f}"), f"mean over seeds of {y.win}", files),
@@ -214,7 +230,8 @@ def write_report(study: Path, *, sft, rm_eval, runs: dict, base_seed: int) -> Pa
                 "P(improvement)", "p", "p (Holm)", "detectable at 80% power", "verdict"])
     for r in rows:
         cm, ins = r["cmp"], r["inputs"]
-        c.add([f"{r['a']} vs {r['b']}", len(r["seeds"]), Derived(f"{cm.diff:+.3f}", f"mean paired {yn}-gain difference", ins),
+        c.add([f"{r['a']} vs {r['b']}", len(r["seeds"]),
+               Derived(f"{cm.diff:+.3f}", f"mean paired {yn}-gain difference", ins),
                Derived(_iv(cm.seeds), "Student-t 95% over per-seed differences", ins),
                Derived(_iv(cm.both), "hierarchical bootstrap 95% of the paired difference", ins),
                Derived(f"{cm.p_improvement:.2f}", "P(a > b) on paired prompts", ins),
@@ -251,9 +268,11 @@ def write_report(study: Path, *, sft, rm_eval, runs: dict, base_seed: int) -> Pa
             ps, pp = r.train.summary, r.train.path
             m = [x for x in metrics_of(pp) if "timing/generate_tokens_per_s" in x]
             tok_s = sum(x["timing/generate_tokens_per_s"] for x in m) / len(m) if m else None
-            tt.add([name, r.seed, _cell(pp, ps, "timing/load_s", "{:.0f}"), _cell(pp, ps, "timing/generate_s", "{:.0f}"),
+            tt.add([name, r.seed, _cell(pp, ps, "timing/load_s", "{:.0f}"),
+                    _cell(pp, ps, "timing/generate_s", "{:.0f}"),
                     _cell(pp, ps, "timing/update_s", "{:.0f}"), _cell(pp, ps, "timing/step_s_median", "{:.1f}"),
-                    Derived(_fmt(tok_s, "{:.0f}"), "mean of timing/generate_tokens_per_s", [f"{pp.name}/metrics.jsonl"])])
+                    Derived(_fmt(tok_s, "{:.0f}"), "mean of timing/generate_tokens_per_s",
+                            [f"{pp.name}/metrics.jsonl"])])
 
     # 7 does the RM still rank the rollouts as the gold does, as RL goes on? (per online arm, mean over seeds)
     ag = _Table(["configuration", "seeds logged", "Spearman(RM, gold) first step", "last step", "change"])
@@ -267,14 +286,16 @@ def write_report(study: Path, *, sft, rm_eval, runs: dict, base_seed: int) -> Pa
             continue
         first, last = sum(c[0][1] for c in per) / len(per), sum(c[-1][1] for c in per) / len(per)
         src = [f"{r.train.path.name}/metrics.jsonl" for r in rs]
-        ag.add([name, len(per), Derived(f"{first:.3f}", "mean over seeds of the first step's objective/rm_gold_spearman", src),
+        ag.add([name, len(per),
+                Derived(f"{first:.3f}", "mean over seeds of the first step's objective/rm_gold_spearman", src),
                 Derived(f"{last:.3f}", "mean over seeds of the last step's objective/rm_gold_spearman", src),
                 Derived(f"{last - first:+.3f}", "last - first", src)])
 
     made = charts(study, arms, stages, rme, y, intervals)
     samples = _samples(arms, base_seed, n=3, y=y)
     first = next(iter(arms.values()))[0]
-    meta = {"preset": index.get("preset"), "seed": base_seed, "seeds": seeds, "device": first.train.summary.get("device"),
+    meta = {"preset": index.get("preset"), "seed": base_seed, "seeds": seeds,
+            "device": first.train.summary.get("device"),
             "wall_min": index.get("wall_time_s", 0) / 60, "compute_min": index.get("compute_s", 0) / 60,
             "arms": list(arms), "yardstick": yn}
     proxy = ["**No gold scorer (the task's `gold: none`): every gain below is the fp32 learned reward model's score, a "
@@ -310,7 +331,8 @@ def write_report(study: Path, *, sft, rm_eval, runs: dict, base_seed: int) -> Pa
              "rollouts; a fall means the policy found responses the RM over-rates (runs made before this metric "
              "existed are not counted).", ""] if y is GOLD else []),
           f"## Each run's {yn} change over SFT (paired over prompts)", "", g.md(), "",
-          "## Stages: time, memory, and the 8 GB budget", "", s.md(), "", "## Where online RL's time goes", "", tt.md(), "",
+          "## Stages: time, memory, and the 8 GB budget", "", s.md(), "",
+          "## Where online RL's time goes", "", tt.md(), "",
           "## Charts", ""]
     md += [f"![{cap}]({src})\n" for src, cap in made]
     md += [f"## Samples (same held-out prompts, seed {base_seed})", ""]
@@ -326,7 +348,8 @@ def write_report(study: Path, *, sft, rm_eval, runs: dict, base_seed: int) -> Pa
         [(f"Each run's {yn} change over SFT", g), ("Stages", s), ("Where online RL's time goes", tt)]
     atomic_write_text(study / "report.html", _html(meta, lead, kl_note, verdicts, tables, made, samples))
     atomic_write_json(study / "report.json", {
-        "yardstick": y._asdict(), "cells": [x for _, tb in tables for x in tb.sources], "charts": [src for src, _ in made],
+        "yardstick": y._asdict(), "cells": [x for _, tb in tables for x in tb.sources],
+        "charts": [src for src, _ in made],
         "comparisons": [{"a": r["a"], "b": r["b"], "kind": r["kind"], "seeds": r["seeds"], "diff": r["cmp"].diff,
                          "ci_seeds": list(r["cmp"].seeds[:3]), "ci_both": list(r["cmp"].both[:3]),
                          "p_improvement": r["cmp"].p_improvement, "p": r["cmp"].p_value, "p_holm": r["p_holm"],
@@ -341,7 +364,8 @@ def _samples(arms: dict[str, list[Run]], base_seed: int, n: int, y: Yardstick = 
         by[a] = responses_of(r.eval.path)
     first = next(iter(by.values()), [])
     return [{"prompt": r["prompt"], "sft": r.get("baseline_response", ""), "sft_score": r.get(y.base_resp, math.nan),
-             "aligned": [(a, rows[i]["response"], rows[i].get(y.resp, math.nan)) for a, rows in by.items() if i < len(rows)]}
+             "aligned": [(a, rows[i]["response"], rows[i].get(y.resp, math.nan))
+                         for a, rows in by.items() if i < len(rows)]}
             for i, r in enumerate(first[:n])]
 
 

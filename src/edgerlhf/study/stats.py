@@ -54,7 +54,7 @@ def seed_means(scores: Scores) -> list[float]:
 def t_interval(values: Sequence[float], level: float = 0.95) -> Interval:
     """Mean of ``values`` (one per seed) with a two-sided Student-t interval: mean ± t(level, n-1) · s / √n.
     With one value the bounds are nan: one run says nothing about run-to-run variance."""
-    from scipy.stats import t
+    from scipy.stats import t  # noqa: PLC0415 - scipy is heavy; only for a t quantile
 
     x = np.asarray(list(map(float, values)), dtype=np.float64)
     n = len(x)
@@ -144,7 +144,7 @@ def detectable_difference(seed_diffs: Sequence[float], level: float = 0.95, powe
     at two-sided level ``1 - level``: (t(1 - alpha/2, n-1) + t(power, n-1)) * s / sqrt(n), where s is the
     standard deviation of the per-seed mean differences (the usual normal-approximation power formula with t
     quantiles). nan with fewer than two seeds: one run cannot say what it could have missed."""
-    from scipy.stats import t
+    from scipy.stats import t  # noqa: PLC0415 - scipy is heavy; only for a t quantile
 
     x = np.asarray(list(map(float, seed_diffs)), dtype=np.float64)
     n = len(x)

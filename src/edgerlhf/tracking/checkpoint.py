@@ -18,7 +18,9 @@ import re
 import shutil
 from pathlib import Path
 
+import numpy as np
 import torch
+from safetensors.torch import load_file, save_file
 
 from edgerlhf.tracking.run import atomic_write_dir
 
@@ -27,12 +29,7 @@ _NAME = re.compile(r"^step-(\d+)$")
 
 def rng_state() -> dict:
     state = {"python": random.getstate(), "torch": torch.get_rng_state()}
-    try:
-        import numpy as np
-
-        state["numpy"] = np.random.get_state()
-    except ImportError:
-        pass
+    state["numpy"] = np.random.get_state()
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
@@ -42,8 +39,6 @@ def set_rng_state(state: dict) -> None:
     random.setstate(state["python"])
     torch.set_rng_state(state["torch"])
     if "numpy" in state:
-        import numpy as np
-
         np.random.set_state(state["numpy"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
@@ -51,8 +46,6 @@ def set_rng_state(state: dict) -> None:
 
 def save_checkpoint(run_path: Path, step: int, tensors: dict[str, torch.Tensor], optimizer, scheduler,
                     state: dict, keep: int) -> Path:
-    from safetensors.torch import save_file
-
     def fill(tmp: Path):
         save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp / "trainable.safetensors"))
         torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}, tmp / "optimizer.pt")
@@ -76,7 +69,8 @@ def list_checkpoints(root: Path) -> list[Path]:
     root = Path(root)
     if not root.is_dir():
         return []
-    found = [(int(m.group(1)), p) for p in root.iterdir() if (m := _NAME.match(p.name)) and (p / "state.json").is_file()]
+    found = [(int(m.group(1)), p) for p in root.iterdir()
+             if (m := _NAME.match(p.name)) and (p / "state.json").is_file()]
     return [p for _, p in sorted(found)]
 
 
@@ -93,8 +87,6 @@ def latest_checkpoint(path: str | Path) -> Path:
 
 
 def load_checkpoint(path: Path, map_location="cpu") -> dict:
-    from safetensors.torch import load_file
-
     path = Path(path)
     opt = torch.load(path / "optimizer.pt", map_location=map_location, weights_only=False)
     return {"tensors": load_file(str(path / "trainable.safetensors")), "optimizer": opt["optimizer"],

@@ -5,6 +5,7 @@ one process, so a stage run after a bigger one would otherwise inherit its footp
 from __future__ import annotations
 
 import builtins
+import ctypes
 import multiprocessing as mp
 import os
 import queue
@@ -20,8 +21,6 @@ def _die_with_parent(parent: int) -> None:
     ``edgerlhf run`` must not leave its stage running on as an orphan, using the cores and writing into the
     study. SIGTERM, not SIGKILL, so an online stage still stops at a step boundary with a checkpoint."""
     if sys.platform.startswith("linux"):
-        import ctypes
-
         try:
             ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, int(signal.SIGTERM))  # 1 = PR_SET_PDEATHSIG
         except (OSError, AttributeError):

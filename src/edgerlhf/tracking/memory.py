@@ -27,6 +27,8 @@ phase's peak stacks on top of it).
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import ctypes.util
 import re
 import threading
 from pathlib import Path
@@ -73,9 +75,6 @@ def process_peak_bytes() -> int | None:
 def release_free_memory() -> bool:
     """Return the C heap's free pages to the system (glibc ``malloc_trim``); False where there is no glibc.
     Cheap (milliseconds): call it after a phase that allocated and freed a lot (a model load, an update)."""
-    import ctypes
-    import ctypes.util
-
     global _libc
     if _libc is None:
         try:

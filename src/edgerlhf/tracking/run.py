@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import json
 import math
+import netrc
 import os
 import re
 import shutil
+import socket
 import tempfile
 import time
 from datetime import datetime
@@ -127,7 +129,7 @@ class RunDir:
     def __init__(self, cfg: BaseConfig, root: Path | None = None, reopen: Path | None = None):
         self.cfg = cfg
         if not cfg.progress:  # no weight-loading bars either, here or in the processes a stage spawns
-            from transformers.utils import logging as hf_logging
+            from transformers.utils import logging as hf_logging  # noqa: PLC0415 - transformers is heavy; only to quiet it
 
             hf_logging.disable_progress_bar()
             os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"  # read by transformers when a child imports it
@@ -156,8 +158,6 @@ class RunDir:
 
     def _check_shared(self) -> None:
         """Every process must see the main process's folder; else all stop, naming the processes that cannot."""
-        import socket
-
         seen = gather_objects([(world()[0], socket.gethostname(), _visible(self.path))])
         blind = [f"rank {r} on {host}" for r, host, ok in seen if not ok]
         if blind:
@@ -278,7 +278,7 @@ def _numeric(metrics: dict[str, Any]) -> dict[str, float]:
 
 class _TensorBoard:
     def __init__(self, path: Path):
-        from torch.utils.tensorboard import SummaryWriter
+        from torch.utils.tensorboard import SummaryWriter  # noqa: PLC0415 - tensorboard loads only with report_to: tensorboard
 
         self.w = SummaryWriter(log_dir=str(path / "tb"))
 
@@ -311,8 +311,6 @@ def wandb_mode() -> str:
     if os.environ.get("WANDB_API_KEY"):
         return "online"
     try:
-        import netrc
-
         return "online" if netrc.netrc().authenticators("api.wandb.ai") else "offline"
     except (FileNotFoundError, OSError, netrc.NetrcParseError):
         return "offline"
@@ -330,10 +328,11 @@ class _MLflow:
 
     def __init__(self, path: Path, cfg):
         try:
-            from mlflow.entities import Param
-            from mlflow.tracking import MlflowClient
+            from mlflow.entities import Param  # noqa: PLC0415 - mlflow is optional (report_to: mlflow)
+            from mlflow.tracking import MlflowClient  # noqa: PLC0415 - mlflow is optional (report_to: mlflow)
         except ImportError:
-            raise RuntimeError("report_to includes 'mlflow' but mlflow is not installed: pip install 'edgerlhf[mlflow]'") from None
+            raise RuntimeError("report_to includes 'mlflow' but mlflow is not installed: "
+                               "pip install 'edgerlhf[mlflow]'") from None
         uri = mlflow_uri(path)
         self.c = MlflowClient(tracking_uri=uri)
         name = os.environ.get("MLFLOW_EXPERIMENT_NAME", MLFLOW_EXPERIMENT)
@@ -347,12 +346,13 @@ class _MLflow:
         else:
             exp_id = exp.experiment_id
         self.run_id = self.c.create_run(exp_id, run_name=Path(path).name,
-                                        tags={"edgerlhf.stage": cfg.stage, "edgerlhf.run_dir": str(Path(path).resolve())}
+                                        tags={"edgerlhf.stage": cfg.stage,
+                                              "edgerlhf.run_dir": str(Path(path).resolve())}
                                         ).info.run_id
         self.c.log_batch(self.run_id, params=[Param(k, str(v)[:6000]) for k, v in to_dict(cfg).items()])
 
     def log(self, metrics, step, prefix: str = ""):
-        from mlflow.entities import Metric
+        from mlflow.entities import Metric  # noqa: PLC0415 - mlflow is optional (report_to: mlflow)
 
         now = int(time.time() * 1000)
         self.c.log_batch(self.run_id, metrics=[Metric(_MLFLOW_KEY.sub("_", prefix + k), v, now, step)
@@ -373,9 +373,10 @@ class _MLflow:
 class _Wandb:
     def __init__(self, path: Path, cfg):
         try:
-            import wandb
+            import wandb  # noqa: PLC0415 - wandb is optional (report_to: wandb)
         except ImportError:
-            raise RuntimeError("report_to includes 'wandb' but wandb is not installed: pip install 'edgerlhf[wandb]'") from None
+            raise RuntimeError("report_to includes 'wandb' but wandb is not installed: "
+                               "pip install 'edgerlhf[wandb]'") from None
         self.run = wandb.init(name=path.name, dir=str(path), config=to_dict(cfg), mode=wandb_mode(),
                               project=os.environ.get("WANDB_PROJECT", "edgerlhf"), reinit="finish_previous")
 
