@@ -20,7 +20,7 @@ def test_online_rl_on_cuda_with_a_quantized_base(tmp_path, algo, base_precision)
     from edgerlhf.stages import online
 
     extra = {} if algo == "ppo" else {"num_generations": 4, "beta": 0.05}
-    cfg = load_config(STAGE_CONFIGS[algo], overrides={**extra, 
+    cfg = load_config(STAGE_CONFIGS[algo], overrides={**extra,
         "model": "tiny", "device": "cuda", "output_dir": str(tmp_path), "max_steps": 3, "num_rollouts_per_step": 8,
         "rollout_batch_size": 8, "mini_batch_size": 4, "gradient_accumulation_steps": 1, "response_length": 8,
         "gold_eval_prompts": 4, "report_to": ["none"], "progress": False, "base_precision": base_precision,
@@ -38,7 +38,8 @@ def test_smoke_study_on_cuda_uses_the_gpu_precisions(tmp_path):
     out = run_study("smoke", out=tmp_path / "s", device="cuda", progress=False, report_to=["none"])
     index = json.loads((out / "study.json").read_text())
     assert index["precisions"] == ["bf16", "int8", "int4"]
-    rm = json.loads((out / next(s["path"] for s in index["stages"] if s["stage"] == "rm-eval") / "summary.json").read_text())
+    rm_eval = next(s["path"] for s in index["stages"] if s["stage"] == "rm-eval")
+    rm = json.loads((out / rm_eval / "summary.json").read_text())
     assert rm["precisions"]["int4"]["weight_mb"] < rm["precisions"]["bf16"]["weight_mb"]
     assert (out / "report.html").is_file()
     assert torch.cuda.max_memory_allocated() > 0

@@ -127,7 +127,8 @@ def test_resume_from_a_mid_epoch_checkpoint_is_exact(tmp_path):
 def test_resume_refuses_a_changed_setting(tmp_path):
     run = online.run(_cfg(tmp_path, max_steps=2, save_steps=1, run_name="r"), reward_fn=length_reward)
     with pytest.raises(ConfigError, match="learning_rate"):
-        online.run(_cfg(tmp_path, max_steps=4, run_name="r", resume=str(run), learning_rate=5e-4), reward_fn=length_reward)
+        online.run(_cfg(tmp_path, max_steps=4, run_name="r", resume=str(run), learning_rate=5e-4),
+                   reward_fn=length_reward)
 
 
 @pytest.mark.parametrize("algo", ["ppo", "grpo"])
@@ -190,7 +191,8 @@ def test_missing_reward_and_renamed_keys_are_clear(tmp_path):
                                           "adap_kl_ctrl": True, "batch_size": 32, "cliprange_vaule": 0.2})
     msg = str(e.value)
     for old, new in (("ppo_epochs", "num_ppo_epochs"), ("forward_batch_size", "rollout_batch_size"),
-                     ("init_kl_coef", "kl_coef"), ("adap_kl_ctrl", "kl_adaptive"), ("batch_size", "num_rollouts_per_step")):
+                     ("init_kl_coef", "kl_coef"), ("adap_kl_ctrl", "kl_adaptive"),
+                     ("batch_size", "num_rollouts_per_step")):
         assert f"'{old}': renamed" in msg and new in msg
     assert "did you mean 'cliprange_value'" in msg
     with pytest.raises(ConfigError, match="multiple of mini_batch_size"):
@@ -199,7 +201,8 @@ def test_missing_reward_and_renamed_keys_are_clear(tmp_path):
 
 
 def test_separate_layout_runs_with_the_same_trainable_parameters(tmp_path):
-    shared = json.loads((online.run(_cfg(tmp_path, max_steps=1, run_name="a"), reward_fn=length_reward) / "summary.json").read_text())
+    shared_run = online.run(_cfg(tmp_path, max_steps=1, run_name="a"), reward_fn=length_reward)
+    shared = json.loads((shared_run / "summary.json").read_text())
     sep = json.loads((online.run(_cfg(tmp_path, max_steps=1, run_name="b", layout="separate"), reward_fn=length_reward)
                       / "summary.json").read_text())
     assert sep["trainable_params"] == shared["trainable_params"]
