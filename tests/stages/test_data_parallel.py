@@ -45,8 +45,16 @@ from pathlib import Path
 import pytest
 import torch
 
-from edgerlhf.config import (DPOConfig, GRPOConfig, PPOConfig, PrefsConfig, RewardConfig, RLOOConfig, SFTConfig,
-                             load_config)
+from edgerlhf.config import (
+    DPOConfig,
+    GRPOConfig,
+    PPOConfig,
+    PrefsConfig,
+    RewardConfig,
+    RLOOConfig,
+    SFTConfig,
+    load_config,
+)
 
 # Weights after Adam steps differ with the summation order (two processes, or one with another micro-batch split):
 # Adam divides each gradient by its own size, so rounding moves a weight by more than fp32's 1e-7. The yardstick is
@@ -446,7 +454,8 @@ def _split(two, name) -> dict:
     """One process's settings that split each micro-batch of the single-process run in two."""
     stage, over2, _ = _jobs(two.outcomes[name]["root"], two.files)[name]
     if stage in ("sft", "reward", "dpo"):
-        return {"per_device_train_batch_size": 2, "gradient_accumulation_steps": 2 * over2["gradient_accumulation_steps"]}
+        return {"per_device_train_batch_size": 2,
+                "gradient_accumulation_steps": 2 * over2["gradient_accumulation_steps"]}
     return {"mini_batch_size": over2["mini_batch_size"] // 2, "gradient_accumulation_steps": 2}
 
 
