@@ -22,8 +22,19 @@ import importlib
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from edgerlhf.config import (BaseConfig, DPOConfig, EvalConfig, GRPOConfig, OnlineRLConfig, PPOConfig, PrefsConfig,
-                             RewardConfig, RLOOConfig, RMEvalConfig, SFTConfig)
+from edgerlhf.config import (
+    BaseConfig,
+    DPOConfig,
+    EvalConfig,
+    GRPOConfig,
+    OnlineRLConfig,
+    PPOConfig,
+    PrefsConfig,
+    RewardConfig,
+    RLOOConfig,
+    RMEvalConfig,
+    SFTConfig,
+)
 from edgerlhf.presets import STAGE_PRESETS
 
 __all__ = ["STAGES", "Stage", "algorithms", "data_parallel_stages", "get", "online_stages", "resolve"]
@@ -136,8 +147,8 @@ STAGES: tuple[Stage, ...] = (
           data_parallel=True, trains_policy=True),
     Stage("eval", EvalConfig, "edgerlhf.stages.evaluate:run", "evaluate a policy on held-out prompts: gold mean with "
           "CI, RM mean, KL, win rate vs SFT, diversity", "evaluate",
-          (("gold", "eval/gold_mean", "{:+.3f}"), ("gain", "eval/gold_gain", "{:+.3f}"), ("win", "eval/win_rate", "{:.3f}"),
-           ("RM gain", "eval/rm_gain", "{:+.3f}")),
+          (("gold", "eval/gold_mean", "{:+.3f}"), ("gain", "eval/gold_gain", "{:+.3f}"),
+           ("win", "eval/win_rate", "{:.3f}"), ("RM gain", "eval/rm_gain", "{:+.3f}")),
           doc="A policy on held-out prompts against its baseline (by default the SFT policy it started from): gold "
               "and learned-RM means with CIs, win rate, paired gain, KL, diversity. Returns the run folder.",
           positional=("policy_dir", "policy", "PPO / GRPO / RLOO / DPO or SFT run folder (same as policy=...)")),

@@ -40,7 +40,8 @@ class OnlineRLConfig(GoldEvalMixin, LoraMixin, OptimMixin, BaseConfig):
 
     policy: str = opt("", "SFT run folder (or its adapter/): merged into the base, so the reference includes it; "
                           "empty: `model` itself")
-    reward: str = opt("", "reward run folder (trained fp32 or QLoRA-style) or a quantized RM folder (edgerlhf quantize)")
+    reward: str = opt("", "reward run folder (trained fp32 or QLoRA-style) or a quantized RM folder "
+                          "(edgerlhf quantize)")
     reward_precision: str = opt("fp32", "precision of the reward model: fp32 | bf16 | fp16 | int8 | int4 (a backend "
                                         "may be named, e.g. int8:bnb); ignored for a quantized RM folder, which loads "
                                         "as stored")
@@ -242,7 +243,8 @@ class GroupConfig(OnlineRLConfig):
         "vf_coef": (None, "value-free methods have no value loss; for one use `edgerlhf ppo`"),
     }
 
-    num_generations: int = opt(4, "samples per prompt (a group); the baseline of each sample is computed from its group")
+    num_generations: int = opt(4, "samples per prompt (a group); the baseline of each sample is computed from its "
+                                  "group")
     num_iterations: int = opt(1, "passes over each step's episodes (TRL's num_iterations; 1 is fully on-policy)")
     epsilon: float = opt(0.2, "ratio clip: the ratio is clipped to [1 - epsilon, 1 + epsilon_high]")
     epsilon_high: float | None = opt(None, "upper ratio clip (DAPO's clip-higher, e.g. 0.28); empty: epsilon")
@@ -280,7 +282,8 @@ class GRPOConfig(GroupConfig):
 
     def check(self) -> list[str]:
         errs = super().check()
-        for k, choices in (("scale_rewards", ("group", "batch", "none")), ("loss_type", ("grpo", "bnpo", "dr_grpo", "dapo"))):
+        for k, choices in (("scale_rewards", ("group", "batch", "none")),
+                           ("loss_type", ("grpo", "bnpo", "dr_grpo", "dapo"))):
             if getattr(self, k) not in choices:
                 errs.append(f"{k}={getattr(self, k)!r}: use one of {', '.join(choices)}")
         return errs
