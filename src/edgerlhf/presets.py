@@ -23,6 +23,9 @@ SMOKE: dict[str, dict] = {
     "rloo": {"max_steps": 2, "num_rollouts_per_step": 8, "num_generations": 4, "rollout_batch_size": 8,
              "mini_batch_size": 4, "gradient_accumulation_steps": 1, "response_length": 8, "gold_eval_prompts": 0,
              "max_prompts": 64},
+    "reinforce_pp": {"max_steps": 2, "num_rollouts_per_step": 8, "num_generations": 4, "rollout_batch_size": 8,
+                     "mini_batch_size": 4, "gradient_accumulation_steps": 1, "response_length": 8,
+                     "gold_eval_prompts": 0, "max_prompts": 64},
     "dpo": {"max_steps": 2, "per_device_train_batch_size": 4, "max_train_pairs": 8, "eval_batch_size": 8,
             "lora_layers": 1, "logging_steps": 1},
     "eval": {"num_prompts": 8, "max_new_tokens": 8},
@@ -75,6 +78,16 @@ STAGE_PRESETS: dict[str, dict[str, dict]] = {
                  "gradient_accumulation_steps": 1, "num_iterations": 2, "learning_rate": 1e-4, "beta": 0.05,
                  "lora_layers": 10, "total_episodes": 2048, "temperature": 0.7, "save_steps": 8},
     },
+    # REINFORCE++-baseline at the same budget and shapes, with OpenRLHF's defaults: beta=0.01 (its init_kl_coef),
+    # the KL in the loss (k2, as its REINFORCE++-baseline script).
+    "reinforce_pp": {
+        "quick": {"num_rollouts_per_step": 32, "num_generations": 4, "rollout_batch_size": 32, "mini_batch_size": 8,
+                  "gradient_accumulation_steps": 1, "num_iterations": 2, "learning_rate": 2e-4, "beta": 0.01,
+                  "kl_in": "loss", "lora_layers": 10, "max_steps": 8, "temperature": 0.7},
+        "full": {"num_rollouts_per_step": 32, "num_generations": 4, "rollout_batch_size": 32, "mini_batch_size": 8,
+                 "gradient_accumulation_steps": 1, "num_iterations": 2, "learning_rate": 1e-4, "beta": 0.01,
+                 "kl_in": "loss", "lora_layers": 10, "total_episodes": 2048, "temperature": 0.7, "save_steps": 8},
+    },
     # DPO at the online presets' budget: quick = 32 steps x 8 pairs (256 pairs, each seen once), so the reference
     # pass covers only the pairs used; LoRA in the top 10 blocks as the online presets. Learning rate measured on
     # the built-in task (README, "DPO").
@@ -103,6 +116,7 @@ STUDY_PRESETS: dict[str, dict[str, dict]] = {
         "ppo": {"preset": "quick", "gold_eval_prompts": 0},
         "grpo": {"preset": "quick", "gold_eval_prompts": 0},
         "rloo": {"preset": "quick", "gold_eval_prompts": 0},
+        "reinforce_pp": {"preset": "quick", "gold_eval_prompts": 0},
         "dpo": {"preset": "quick"},
         "eval": {"num_prompts": 128},
     },
@@ -115,6 +129,7 @@ STUDY_PRESETS: dict[str, dict[str, dict]] = {
         "ppo": {"preset": "full", "gold_eval_prompts": 0},
         "grpo": {"preset": "full", "gold_eval_prompts": 0},
         "rloo": {"preset": "full", "gold_eval_prompts": 0},
+        "reinforce_pp": {"preset": "full", "gold_eval_prompts": 0},
         "dpo": {"preset": "full"},
         "eval": {"num_prompts": 256},
     },

@@ -30,6 +30,7 @@ from edgerlhf.config import (
     OnlineRLConfig,
     PPOConfig,
     PrefsConfig,
+    ReinforcePPConfig,
     RewardConfig,
     RLOOConfig,
     RMEvalConfig,
@@ -138,6 +139,16 @@ STAGES: tuple[Stage, ...] = (
               "with weight ``beta``). ``reward_fn`` as in :func:`edgerlhf.run_ppo`. Returns the run folder; its "
               "``adapter/`` is the aligned policy.",
           algorithm="edgerlhf.rl.algorithms.rloo:RLOO", data_parallel=True, trains_policy=True, uses_rm=True),
+    Stage("reinforce_pp", ReinforcePPConfig, "edgerlhf.stages.online:run", "REINFORCE++-baseline alignment: "
+          "group-mean baseline, advantages whitened over the whole step, KL in the loss or the reward (stage 4)",
+          "online", _ONLINE_METRICS,
+          doc="REINFORCE++-baseline (value-free; each sample's reward minus its prompt's group mean over "
+              "``num_generations`` samples, whitened over every response token of the step; PPO's clipped ratio per "
+              "token; KL to the reference with weight ``beta`` in the loss (``kl_in=loss``, k2, the default) or per "
+              "token in the reward (``kl_in=reward``, k1), as OpenRLHF's ``reinforce_baseline``). ``reward_fn`` as in "
+              ":func:`edgerlhf.run_ppo`. Returns the run folder; its ``adapter/`` is the aligned policy.",
+          algorithm="edgerlhf.rl.algorithms.reinforce_pp:ReinforcePP", data_parallel=True, trains_policy=True,
+          uses_rm=True),
     Stage("dpo", DPOConfig, "edgerlhf.stages.dpo:run", "DPO alignment from the preference pairs directly: no reward "
           "model, no sampling; the SFT policy is the reference (stage 4)", "pairs",
           (("acc", "eval/accuracy", "{:.3f}"), ("margin", "eval/margin", "{:+.3f}"), ("loss", "eval/loss", "{:.3f}")),

@@ -14,7 +14,7 @@ from edgerlhf.config.core import check_range, opt
 from edgerlhf.config.mixins import BaseConfig, GoldEvalMixin, LoraMixin, OptimMixin
 from edgerlhf.config.refs import check_dataset, check_precision
 
-__all__ = ["GRPOConfig", "GroupConfig", "OnlineRLConfig", "PPOConfig", "RLOOConfig"]
+__all__ = ["GRPOConfig", "GroupConfig", "OnlineRLConfig", "PPOConfig", "ReinforcePPConfig", "RLOOConfig"]
 
 
 @dataclass
@@ -300,3 +300,37 @@ class RLOOConfig(GroupConfig):
     beta: float = opt(0.05, "weight of the sequence KL to the reference subtracted from the reward (0: no reference "
                             "forward)")
     normalize_advantages: bool = opt(False, "whiten the advantages over the step")
+
+
+@dataclass
+class ReinforcePPConfig(GroupConfig):
+    """REINFORCE++-baseline (Hu et al. 2025; OpenRLHF's `reinforce_baseline`, verl's `reinforce_plus_plus_baseline`):
+    no value function; each sample's score minus its group's mean, as a return per token, whitened over every
+    response token of the step (global mean and std); PPO's clipped ratio per token; the KL to the reference in the
+    loss (k2, as OpenRLHF's REINFORCE++-baseline script) or, per token, in the reward (k1)."""
+
+    stage: ClassVar[str] = "reinforce_pp"
+    RENAMED: ClassVar[dict] = {
+        **GroupConfig.RENAMED,
+        "init_kl_coef": ("beta", "OpenRLHF's `init_kl_coef` is `beta` here"),
+        "use_kl_loss": ("kl_in", "OpenRLHF's `--use_kl_loss` is `kl_in=loss` here (without it: `kl_in=reward`)"),
+        "use_kl_in_reward": ("kl_in", "verl's `use_kl_in_reward=True` is `kl_in=reward` here"),
+        "kl_loss_type": ("kl_estimator", "verl's `kl_loss_type` is `kl_estimator` here (k1 | k2 | k3)"),
+    }
+
+    beta: float = opt(0.01, "KL coefficient (OpenRLHF's init_kl_coef, default 0.01); 0: no reference forward at all")
+    kl_in: str = opt("loss", "where the KL to the reference goes: loss (beta x per-token KL added to the loss; "
+                             "OpenRLHF's --use_kl_loss) | reward (-beta x per-token KL in the reward, summed into "
+                             "each token's return)")
+    kl_estimator: str = opt("auto", "per-token KL estimator: k1 (log p - log q) | k2 (0.5 (log p - log q)^2) | k3 "
+                                    "((r-1) - log r) | auto (k2 in the loss, k1 in the reward, as OpenRLHF)")
+    loss_type: str = opt("dapo", "token-loss aggregation, as GRPO's: grpo | bnpo | dr_grpo | dapo (sum / tokens of the "
+                                 "optimizer step: OpenRLHF's token-level mean)")
+
+    def check(self) -> list[str]:
+        errs = super().check()
+        for k, choices in (("kl_in", ("loss", "reward")), ("kl_estimator", ("auto", "k1", "k2", "k3")),
+                           ("loss_type", ("grpo", "bnpo", "dr_grpo", "dapo"))):
+            if getattr(self, k) not in choices:
+                errs.append(f"{k}={getattr(self, k)!r}: use one of {', '.join(choices)}")
+        return errs
