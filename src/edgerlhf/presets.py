@@ -26,6 +26,9 @@ SMOKE: dict[str, dict] = {
     "reinforce_pp": {"max_steps": 2, "num_rollouts_per_step": 8, "num_generations": 4, "rollout_batch_size": 8,
                      "mini_batch_size": 4, "gradient_accumulation_steps": 1, "response_length": 8,
                      "gold_eval_prompts": 0, "max_prompts": 64},
+    "gspo": {"max_steps": 2, "num_rollouts_per_step": 8, "num_generations": 4, "rollout_batch_size": 8,
+             "mini_batch_size": 4, "gradient_accumulation_steps": 1, "response_length": 8, "gold_eval_prompts": 0,
+             "max_prompts": 64},
     "dpo": {"max_steps": 2, "per_device_train_batch_size": 4, "max_train_pairs": 8, "eval_batch_size": 8,
             "lora_layers": 1, "logging_steps": 1},
     "eval": {"num_prompts": 8, "max_new_tokens": 8},
@@ -88,6 +91,16 @@ STAGE_PRESETS: dict[str, dict[str, dict]] = {
                  "gradient_accumulation_steps": 1, "num_iterations": 2, "learning_rate": 1e-4, "beta": 0.01,
                  "kl_in": "loss", "lora_layers": 10, "total_episodes": 2048, "temperature": 0.7, "save_steps": 8},
     },
+    # GSPO at the same budget and shapes, with the paper's sequence clip (3e-4 / 4e-4, its config's defaults) and
+    # TRL's beta=0 (no reference forward).
+    "gspo": {
+        "quick": {"num_rollouts_per_step": 32, "num_generations": 4, "rollout_batch_size": 32, "mini_batch_size": 8,
+                  "gradient_accumulation_steps": 1, "num_iterations": 2, "learning_rate": 2e-4, "beta": 0.0,
+                  "lora_layers": 10, "max_steps": 8, "temperature": 0.7},
+        "full": {"num_rollouts_per_step": 32, "num_generations": 4, "rollout_batch_size": 32, "mini_batch_size": 8,
+                 "gradient_accumulation_steps": 1, "num_iterations": 2, "learning_rate": 1e-4, "beta": 0.0,
+                 "lora_layers": 10, "total_episodes": 2048, "temperature": 0.7, "save_steps": 8},
+    },
     # DPO at the online presets' budget: quick = 32 steps x 8 pairs (256 pairs, each seen once), so the reference
     # pass covers only the pairs used; LoRA in the top 10 blocks as the online presets. Learning rate measured on
     # the built-in task (README, "DPO").
@@ -117,6 +130,7 @@ STUDY_PRESETS: dict[str, dict[str, dict]] = {
         "grpo": {"preset": "quick", "gold_eval_prompts": 0},
         "rloo": {"preset": "quick", "gold_eval_prompts": 0},
         "reinforce_pp": {"preset": "quick", "gold_eval_prompts": 0},
+        "gspo": {"preset": "quick", "gold_eval_prompts": 0},
         "dpo": {"preset": "quick"},
         "eval": {"num_prompts": 128},
     },
@@ -130,6 +144,7 @@ STUDY_PRESETS: dict[str, dict[str, dict]] = {
         "grpo": {"preset": "full", "gold_eval_prompts": 0},
         "rloo": {"preset": "full", "gold_eval_prompts": 0},
         "reinforce_pp": {"preset": "full", "gold_eval_prompts": 0},
+        "gspo": {"preset": "full", "gold_eval_prompts": 0},
         "dpo": {"preset": "full"},
         "eval": {"num_prompts": 256},
     },

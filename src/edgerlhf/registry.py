@@ -27,6 +27,7 @@ from edgerlhf.config import (
     DPOConfig,
     EvalConfig,
     GRPOConfig,
+    GSPOConfig,
     OnlineRLConfig,
     PPOConfig,
     PrefsConfig,
@@ -149,6 +150,13 @@ STAGES: tuple[Stage, ...] = (
               ":func:`edgerlhf.run_ppo`. Returns the run folder; its ``adapter/`` is the aligned policy.",
           algorithm="edgerlhf.rl.algorithms.reinforce_pp:ReinforcePP", data_parallel=True, trains_policy=True,
           uses_rm=True),
+    Stage("gspo", GSPOConfig, "edgerlhf.stages.online:run", "GSPO alignment: GRPO's groups with one importance "
+          "ratio per response (the geometric mean of its tokens'), clipped at the sequence level (stage 4)", "online",
+          _ONLINE_METRICS,
+          doc="GSPO (value-free; GRPO's group-normalised advantages, one importance ratio per response, the geometric "
+              "mean of its tokens' ratios, clipped at the sequence level with the paper's 3e-4 / 4e-4). ``reward_fn`` "
+              "as in :func:`edgerlhf.run_ppo`. Returns the run folder; its ``adapter/`` is the aligned policy.",
+          algorithm="edgerlhf.rl.algorithms.gspo:GSPO", data_parallel=True, trains_policy=True, uses_rm=True),
     Stage("dpo", DPOConfig, "edgerlhf.stages.dpo:run", "DPO alignment from the preference pairs directly: no reward "
           "model, no sampling; the SFT policy is the reference (stage 4)", "pairs",
           (("acc", "eval/accuracy", "{:.3f}"), ("margin", "eval/margin", "{:+.3f}"), ("loss", "eval/loss", "{:.3f}")),

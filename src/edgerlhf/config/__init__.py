@@ -28,13 +28,22 @@ from edgerlhf.config.core import (
 )
 from edgerlhf.config.loading import from_dict, load_config, parse_overrides
 from edgerlhf.config.mixins import BaseConfig, GoldEvalMixin, GoldMixin, LoraMixin, OptimMixin, PairsMixin, TrainMixin
-from edgerlhf.config.online import GroupConfig, GRPOConfig, OnlineRLConfig, PPOConfig, ReinforcePPConfig, RLOOConfig
+from edgerlhf.config.online import (
+                                  GroupConfig,
+                                  GRPOConfig,
+                                  GSPOConfig,
+                                  OnlineRLConfig,
+                                  PPOConfig,
+                                  ReinforcePPConfig,
+                                  RLOOConfig,
+)
 from edgerlhf.config.refs import check_dataset, check_precision
 from edgerlhf.config.stages import DPOConfig, EvalConfig, PrefsConfig, RewardConfig, RMEvalConfig, SFTConfig
 from edgerlhf.config.task import Task, read_task, stage_settings
 
-__all__ = ["RENAMED_KEYS", "BaseConfig", "ConfigError", "DPOConfig", "EvalConfig", "GRPOConfig", "GoldEvalMixin",
-           "GoldMixin", "GroupConfig", "LoraMixin", "OnlineRLConfig", "OptimMixin", "PPOConfig", "PairsMixin",
+__all__ = ["RENAMED_KEYS", "BaseConfig", "ConfigError", "DPOConfig", "EvalConfig", "GRPOConfig", "GSPOConfig",
+           "GoldEvalMixin", "GoldMixin", "GroupConfig", "LoraMixin", "OnlineRLConfig", "OptimMixin", "PPOConfig",
+           "PairsMixin",
            "PrefsConfig", "RLOOConfig", "RMEvalConfig", "ReinforcePPConfig", "RewardConfig", "SFTConfig", "Task",
            "TrainMixin",
            "UserCodeError", "check_dataset", "check_precision", "check_range", "coerce", "config_help",

@@ -14,7 +14,7 @@ from edgerlhf.config.core import check_range, opt
 from edgerlhf.config.mixins import BaseConfig, GoldEvalMixin, LoraMixin, OptimMixin
 from edgerlhf.config.refs import check_dataset, check_precision
 
-__all__ = ["GRPOConfig", "GroupConfig", "OnlineRLConfig", "PPOConfig", "ReinforcePPConfig", "RLOOConfig"]
+__all__ = ["GRPOConfig", "GroupConfig", "OnlineRLConfig", "PPOConfig", "ReinforcePPConfig", "RLOOConfig", "GSPOConfig"]
 
 
 @dataclass
@@ -333,4 +333,34 @@ class ReinforcePPConfig(GroupConfig):
                            ("loss_type", ("grpo", "bnpo", "dr_grpo", "dapo"))):
             if getattr(self, k) not in choices:
                 errs.append(f"{k}={getattr(self, k)!r}: use one of {', '.join(choices)}")
+        return errs
+
+
+@dataclass
+class GSPOConfig(GroupConfig):
+    """GSPO (Zheng et al. 2025, arXiv 2507.18071; TRL's GRPO with `importance_sampling_level="sequence"`): GRPO's
+    group-normalised advantage, but one importance ratio per response, the geometric mean of its tokens' ratios,
+    clipped at the sequence level; the clip range is the paper's (3e-4 below, 4e-4 above, on a mean log-ratio); KL
+    (k3) in the loss with weight `beta`, 0 by default (no reference forward)."""
+
+    stage: ClassVar[str] = "gspo"
+    RENAMED: ClassVar[dict] = {
+        **GroupConfig.RENAMED,
+        "importance_sampling_level": (None, "GSPO's ratio is always the sequence's (`edgerlhf grpo` is the token-level "
+                                            "one)"),
+        "loss_type": (None, "GSPO averages its sequence losses over the responses (TRL's loss_type=grpo with "
+                            "importance_sampling_level=sequence); `edgerlhf grpo` has the token-level aggregations"),
+    }
+
+    epsilon: float = opt(3e-4, "lower clip of the sequence ratio: [1 - epsilon, 1 + epsilon_high] (the paper's 3e-4; a "
+                               "sequence ratio is a mean token log-ratio, so its range is far narrower than a token's)")
+    epsilon_high: float | None = opt(4e-4, "upper clip of the sequence ratio (the paper's 4e-4); empty: epsilon")
+    beta: float = opt(0.0, "weight of the per-token k3 KL to the reference in the loss (0: no reference forward)")
+    scale_rewards: str = opt("group", "advantage scale: group (divide by the group's std) | batch (the step's std) | "
+                                      "none")
+
+    def check(self) -> list[str]:
+        errs = super().check()
+        if self.scale_rewards not in ("group", "batch", "none"):
+            errs.append(f"scale_rewards={self.scale_rewards!r}: use one of group, batch, none")
         return errs
