@@ -201,7 +201,9 @@ def online_stages() -> tuple[str, ...]:
 
 
 def data_parallel_stages() -> tuple[str, ...]:
-    return tuple(s.name for s in STAGES if s.data_parallel)
+    """The stages that may run under torchrun / accelerate launch: the supervised ones, then the online ones."""
+    rows = [s for s in STAGES if s.data_parallel]
+    return tuple(s.name for s in rows if not s.online) + tuple(s.name for s in rows if s.online)
 
 
 def algorithms() -> tuple[str, ...]:
