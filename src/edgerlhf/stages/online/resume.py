@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 import signal
 import threading
 from pathlib import Path
 
-import yaml
-
 from edgerlhf.config import ConfigError, OnlineRLConfig
 from edgerlhf.distributed import barrier, is_main, world
+from edgerlhf.runfolder import RunFolder
 from edgerlhf.stages.online.session import Counters, Session
 from edgerlhf.tracking.checkpoint import (
     checkpoint_path,
@@ -57,7 +55,7 @@ def resume_config(cfg: OnlineRLConfig) -> tuple[OnlineRLConfig, Path, Path]:
     """(config to run, run folder to continue, checkpoint) for ``resume=``; the stored config must agree."""
     ckpt = latest_checkpoint(cfg.resume)
     run_path = ckpt.parent.parent
-    stored = yaml.safe_load((run_path / "config.yaml").read_text())
+    stored = dict(RunFolder(run_path).config)
     if stored.get("stage") != cfg.stage:
         raise ConfigError([f"resume={cfg.resume!r} is a {stored.get('stage')!r} run; resume it with "
                            f"`edgerlhf {stored.get('stage')} resume=...`"], str(run_path / "config.yaml"))
@@ -72,19 +70,14 @@ def resume_config(cfg: OnlineRLConfig) -> tuple[OnlineRLConfig, Path, Path]:
 
 def resume_base(resume: str) -> dict:
     """The stored config of the run ``resume`` points at (the CLI's base for ``edgerlhf ppo resume=...``)."""
-    stored = yaml.safe_load((latest_checkpoint(resume).parent.parent / "config.yaml").read_text())
+    stored = dict(RunFolder(latest_checkpoint(resume).parent.parent).config)
     stored.pop("stage", None)
     return stored
 
 
 def logged_steps(path: Path) -> list[dict]:
     """The per-step metrics already in a run folder (last value per step, e.g. after an earlier resume)."""
-    rows = {}
-    for line in (path / "metrics.jsonl").read_text().splitlines():
-        r = json.loads(line)
-        if "objective/scores" in r:
-            rows[r["step"]] = r
-    return [rows[k] for k in sorted(rows)]
+    return RunFolder(path).last_per_step("objective/scores")
 
 
 def checkpoint(s: Session, step: int) -> Path:
