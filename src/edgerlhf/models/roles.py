@@ -193,7 +193,7 @@ def _quiet_io():
             hf_logging.enable_progress_bar()
 
 
-def _no_dropout(model) -> None:
+def no_dropout(model) -> None:
     """PPO's first update must see ratio 1: dropout (LoRA's included) off, as TRL does."""
     for mod in model.modules():
         if isinstance(mod, nn.Dropout):
@@ -243,7 +243,7 @@ class Roles:
             self.value_head = ValueHead(base.config.hidden_size).to(self.device)
         for m in (self.policy, self.ref, self.value_trunk):
             if m is not None:
-                _no_dropout(m)
+                no_dropout(m)
         self.trainable = [p for n, p in self.policy.named_parameters() if "lora_" in n]
         if self.value_trunk is not None and self.value_mode == "adapter":
             self.trainable += [p for n, p in self.value_trunk.named_parameters() if "lora_" in n]
