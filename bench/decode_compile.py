@@ -12,7 +12,8 @@ import torch
 from transformers import DynamicCache, StaticCache
 
 from edgerlhf.config import PPOConfig
-from edgerlhf.models.roles import Roles, _parts
+from edgerlhf.models.parts import decoder_parts as _parts
+from edgerlhf.models.roles import Roles
 
 cfg = PPOConfig(model="default", lora_layers=10, report_to=["none"])
 roles = Roles(cfg, dtype=torch.float32, device="cpu", values=False, reference=False)

@@ -70,7 +70,8 @@ def main() -> None:
     from edgerlhf.data.formatting import encode_prompt
     from edgerlhf.data.task import build_task
     from edgerlhf.models.generation import _head_logits, left_pad
-    from edgerlhf.models.roles import Roles, _parts
+    from edgerlhf.models.parts import decoder_parts as _parts
+    from edgerlhf.models.roles import Roles
 
     cfg = load_config(PPOConfig, overrides={"model": "default", "report_to": ["none"]}, preset="quick")
     roles = Roles(cfg, dtype=torch.float32, device="cpu", values=False, reference=False)

@@ -3,11 +3,14 @@ generate; training and scoring pad on the right)."""
 
 from __future__ import annotations
 
+import inspect
 from typing import NamedTuple
 
 import torch
+from tqdm.auto import tqdm
 
 from edgerlhf.data.formatting import Prompt, encode_prompt
+from edgerlhf.models.parts import decoder_parts, has_decoder_stack, position_ids
 
 
 def _pad(seqs: list[list[int]], pad_id: int, left: bool) -> tuple[torch.Tensor, torch.Tensor]:
@@ -51,8 +54,6 @@ def generate(model, tok, prompts: list[Prompt], *, max_new_tokens: int = 48, tem
              top_k: int = 0, top_p: float = 1.0, batch_size: int = 32, use_chat_template: bool = True,
              progress: bool = False, desc: str = "generate") -> tuple[list[str], int]:
     """Decode ``prompts``; ``temperature=0`` is greedy. Returns (texts, number of new tokens made)."""
-    from tqdm.auto import tqdm
-
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
@@ -62,7 +63,7 @@ def generate(model, tok, prompts: list[Prompt], *, max_new_tokens: int = 48, tem
     for i in range(0, len(prompts), batch_size):
         chunk = [encode_prompt(tok, p, use_chat_template) for p in prompts[i:i + batch_size]]
         ids, mask = left_pad(chunk, tok.pad_token_id)
-        if _has_decoder_stack(model):  # the engine's sampler: the same distribution, less work per token
+        if has_decoder_stack(model):  # the engine's sampler: the same distribution, less work per token
             new = sample(model, ids.to(device), mask.to(device), max_new_tokens=max_new_tokens, eos_token_id=eos,
                          pad_token_id=tok.pad_token_id, temperature=temperature, top_k=top_k, top_p=top_p)
         else:
@@ -84,12 +85,6 @@ def generate(model, tok, prompts: list[Prompt], *, max_new_tokens: int = 48, tem
 
 
 # -- the rollout sampler ---------------------------------------------------------------------------------
-
-def _has_decoder_stack(model) -> bool:
-    """A causal LM with the ``model.layers`` / ``lm_head`` layout :func:`sample` drives (Llama, Qwen, Mistral...)."""
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    return hasattr(base, "lm_head") and hasattr(getattr(base, "model", None), "layers")
-
 
 def warp_logits(logits: torch.Tensor, temperature: float, top_k: int = 0, top_p: float = 1.0) -> torch.Tensor:
     """Logits of the distribution sampled from: divided by the temperature, then top-k, then nucleus (top-p)
@@ -118,8 +113,6 @@ def _head_logits(head, h: torch.Tensor) -> torch.Tensor:
 def cache_kwarg(body) -> str:
     """The name a decoder stack's forward takes its KV cache under: transformers >= 5.2x says ``cache`` (and
     warns about ``past_key_values``); earlier 5.x only know ``past_key_values``."""
-    import inspect
-
     return "cache" if "cache" in inspect.signature(body.forward).parameters else "past_key_values"
 
 
@@ -142,7 +135,8 @@ class Sampled(NamedTuple):
     logprobs: torch.Tensor | None = None  # (B, R) log-prob of each token under softmax(logits / temperature)
     entropy: torch.Tensor | None = None   # (B, R) entropy of that distribution
     hidden: torch.Tensor | None = None    # (B, R, H) last hidden state at the position predicting each token
-    trunk: torch.Tensor | None = None     # (B, P + R, H) output of block ``split - 1`` at every position (0 where unused)
+    trunk: torch.Tensor | None = None     # (B, P + R, H) output of block ``split - 1`` at every position
+    #                                       (0 where unused)
 
 
 @torch.no_grad()
@@ -172,11 +166,9 @@ def sample_rollout(model, ids: torch.Tensor, mask: torch.Tensor, *, max_new_toke
     and which no earlier position attends to), and with ``record=True`` each token's log-prob and entropy at
     ``temperature`` (before top-k/top-p, as the engine's log-probs are) and the last hidden state that
     predicted it."""
-    from transformers import DynamicCache
+    from transformers import DynamicCache  # noqa: PLC0415 - transformers: loaded on first sampling, not at import
 
-    from edgerlhf.models.roles import _parts, position_ids
-
-    body, head = _parts(model)
+    body, head = decoder_parts(model)
     B, P = ids.shape
     dev = ids.device
     out = torch.full((B, max_new_tokens), pad_token_id, dtype=torch.long, device=dev)

