@@ -22,7 +22,7 @@ import torch
 from edgerlhf.config.core import UserCodeError
 from edgerlhf.config.refs import GOLD_KINDS, check_gold, import_callable, is_reward_folder
 from edgerlhf.models.generation import generate
-from edgerlhf.rewards.learned import load_reward_model
+from edgerlhf.rewards.learned import load_reward_as_stored
 
 __all__ = ["GOLD_KINDS", "GoldScorer", "check_gold", "gold_eval", "make_gold", "mean_ci95"]
 
@@ -109,7 +109,7 @@ def make_gold(spec: str, *, device: str = "cpu"):
     if spec == "none":
         return None
     if is_reward_folder(spec):
-        rm = load_reward_model(spec, "fp32", device=device)
+        rm = load_reward_as_stored(spec, "fp32", device=device)  # fp32, or as stored (a quantised RM folder)
         return _Checked(rm, f"reward model {spec}", user=False)
     return _Checked(import_callable(spec), spec)
 
