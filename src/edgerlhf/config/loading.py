@@ -44,8 +44,8 @@ def load_config(cls: type, path: str | Path | None = None, overrides: dict | lis
     if preset:
         known = STAGE_PRESETS.get(cls.stage, {})
         if preset not in known:
-            raise ConfigError([f"unknown preset {preset!r} for stage {cls.stage!r}; use one of "
-                               f"{', '.join(sorted(known)) or '(none defined)'}"], "preset")
+            raise ConfigError([f"unknown preset {preset!r} for stage {cls.stage!r}; {_preset_choices(known)}"],
+                              "preset")
         raw.update(known[preset])
     if path:
         p = Path(path)
@@ -57,6 +57,15 @@ def load_config(cls: type, path: str | Path | None = None, overrides: dict | lis
         overrides = parse_overrides(overrides)
     raw.update(overrides or {})
     return from_dict(cls, raw, source)
+
+
+def _preset_choices(known: dict) -> str:
+    """The stage's presets for its model, then the tiny model's smoke preset apart (it is every stage's try-out)."""
+    own = sorted(k for k in known if k != "smoke")
+    smoke = "smoke (the tiny random model, seconds)" if "smoke" in known else ""
+    if own:
+        return f"use one of {', '.join(own)}" + (f", or {smoke}" if smoke else "")
+    return f"use {smoke}" if smoke else "this stage has no presets"
 
 
 def from_dict(cls: type, raw: dict, source: str = "config") -> Any:
