@@ -9,9 +9,9 @@ from __future__ import annotations
 import torch
 
 from edgerlhf.rl.algorithms.base import Advantages, LossOut, MicroBatch, Rollout
-from edgerlhf.rl.algorithms.group import GroupAlgorithm, loss_mask
-from edgerlhf.rl.group_math import aggregate, clipped_surrogate, group_advantages
-from edgerlhf.rl.ppo_math import kl_k1, kl_k3, masked_mean
+from edgerlhf.rl.algorithms.group import GroupAlgorithm, clipped_token_loss, loss_mask
+from edgerlhf.rl.group_math import group_advantages
+from edgerlhf.rl.ppo_math import kl_k1, kl_k3
 
 
 class GRPO(GroupAlgorithm):
@@ -29,22 +29,5 @@ class GRPO(GroupAlgorithm):
                           loss_mask(r, cfg.mask_truncated_completions), metrics, finite)
 
     def loss(self, mb: MicroBatch) -> LossOut:
-        cfg = self.cfg
-        eps_high = cfg.epsilon if cfg.epsilon_high is None else cfg.epsilon_high
-        log_ratio = mb.logprobs - mb.old_logprobs
-        s = clipped_surrogate(log_ratio, mb.advantages, cfg.epsilon, eps_high)
-        per_token = s.loss
-        stats = {}
-        if cfg.beta > 0:
-            kl = kl_k3(mb.logprobs, mb.ref_logprobs)
-            per_token = per_token + cfg.beta * kl
-            stats["policy/kl"] = masked_mean(kl.detach(), mb.mask)
-        loss = aggregate(per_token, mb.mask, cfg.loss_type, max_len=cfg.response_length, step_tokens=mb.step_tokens)
-        weighted = loss if cfg.loss_type == "dapo" else loss * mb.n / mb.n_step  # dapo is already per step
-        stats.update({"loss/policy": loss.detach(),
-                      "policy/clipfrac": masked_mean(s.clipped_low + s.clipped_high, mb.mask),
-                      "policy/clipfrac_low": masked_mean(s.clipped_low, mb.mask),
-                      "policy/clipfrac_high": masked_mean(s.clipped_high, mb.mask),
-                      "policy/approxkl": 0.5 * masked_mean(log_ratio.detach() ** 2, mb.mask),
-                      "val/ratio": masked_mean(torch.exp(log_ratio.detach()), mb.mask)})
-        return LossOut(weighted, stats)
+        kl = kl_k3(mb.logprobs, mb.ref_logprobs) if self.cfg.beta > 0 else None
+        return clipped_token_loss(self.cfg, mb, kl)

@@ -25,9 +25,9 @@ from __future__ import annotations
 import torch
 
 from edgerlhf.rl.algorithms.base import Advantages, LossOut, MicroBatch, Rollout
-from edgerlhf.rl.algorithms.group import GroupAlgorithm, loss_mask
-from edgerlhf.rl.group_math import aggregate, clipped_surrogate, group_advantages
-from edgerlhf.rl.ppo_math import kl_k1, kl_k3, masked_mean, per_token_rewards
+from edgerlhf.rl.algorithms.group import GroupAlgorithm, clipped_token_loss, loss_mask
+from edgerlhf.rl.group_math import group_advantages
+from edgerlhf.rl.ppo_math import kl_k1, kl_k3, per_token_rewards
 
 WHITEN_EPS = 1e-8  # OpenRLHF's floor on the variance
 
@@ -108,21 +108,6 @@ class ReinforcePP(GroupAlgorithm):
 
     def loss(self, mb: MicroBatch) -> LossOut:
         cfg = self.cfg
-        eps_high = cfg.epsilon if cfg.epsilon_high is None else cfg.epsilon_high
-        log_ratio = mb.logprobs - mb.old_logprobs
-        s = clipped_surrogate(log_ratio, mb.advantages, cfg.epsilon, eps_high)
-        per_token = s.loss
-        stats = {}
-        if cfg.kl_in == "loss" and cfg.beta > 0:
-            kl = kl_estimate(mb.logprobs, mb.ref_logprobs, self.kl_estimator)
-            per_token = per_token + cfg.beta * kl
-            stats["policy/kl"] = masked_mean(kl.detach(), mb.mask)
-        loss = aggregate(per_token, mb.mask, cfg.loss_type, max_len=cfg.response_length, step_tokens=mb.step_tokens)
-        weighted = loss if cfg.loss_type == "dapo" else loss * mb.n / mb.n_step  # dapo is already per step
-        stats.update({"loss/policy": loss.detach(),
-                      "policy/clipfrac": masked_mean(s.clipped_low + s.clipped_high, mb.mask),
-                      "policy/clipfrac_low": masked_mean(s.clipped_low, mb.mask),
-                      "policy/clipfrac_high": masked_mean(s.clipped_high, mb.mask),
-                      "policy/approxkl": 0.5 * masked_mean(log_ratio.detach() ** 2, mb.mask),
-                      "val/ratio": masked_mean(torch.exp(log_ratio.detach()), mb.mask)})
-        return LossOut(weighted, stats)
+        in_loss = cfg.kl_in == "loss" and cfg.beta > 0
+        kl = kl_estimate(mb.logprobs, mb.ref_logprobs, self.kl_estimator) if in_loss else None
+        return clipped_token_loss(cfg, mb, kl)
