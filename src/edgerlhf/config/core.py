@@ -131,6 +131,22 @@ def check_range(cfg, key: str, lo: float | None = None, hi: float | None = None,
     return [f"{key}={v} {rule}" + (f": {why}" if why else "")]
 
 
+def check_choices(cfg, choices: dict[str, tuple]) -> list[str]:
+    """One message per key whose value is not among its choices (``layout='x': use one of shared, separate``)."""
+    return [f"{k}={getattr(cfg, k)!r}: use one of {', '.join(c)}" for k, c in choices.items()
+            if getattr(cfg, k) not in c]
+
+
+def check_positive_ints(cfg, *keys: str) -> list[str]:
+    """One message per key whose value is not a positive integer."""
+    return [f"{k}={getattr(cfg, k)} must be a positive integer" for k in keys if getattr(cfg, k) <= 0]
+
+
+def check_non_negative(cfg, *keys: str) -> list[str]:
+    """One message per key whose value is negative."""
+    return [f"{k}={getattr(cfg, k)} must be >= 0" for k in keys if getattr(cfg, k) < 0]
+
+
 
 # -- loading -------------------------------------------------------------------------------------------
 

@@ -10,11 +10,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
-from edgerlhf.config.core import check_range, opt
+from edgerlhf.config.core import check_choices, check_non_negative, check_positive_ints, check_range, opt
 from edgerlhf.config.mixins import BaseConfig, GoldEvalMixin, LoraMixin, OptimMixin
 from edgerlhf.config.refs import check_dataset, check_precision
 
 __all__ = ["GRPOConfig", "GroupConfig", "OnlineRLConfig", "PPOConfig", "ReinforcePPConfig", "RLOOConfig", "GSPOConfig"]
+
+
+LOSS_TYPES = ("grpo", "bnpo", "dr_grpo", "dapo")  # token-loss aggregations (rl/group_math.aggregate)
+SCALE_REWARDS = ("group", "batch", "none")
 
 
 @dataclass
@@ -117,17 +121,11 @@ class OnlineRLConfig(GoldEvalMixin, LoraMixin, OptimMixin, BaseConfig):
             errs.append(f"reward_precision: {e}")
         if self.prompts != "builtin":
             errs += check_dataset(self.prompts, "prompts")
-        for k, choices in (("layout", ("shared", "separate")), ("base_precision", ("fp32", "int8", "int4")),
-                           ("cache_trunk", ("auto", "off")), ("sampler", ("edgerlhf", "generate"))):
-            if getattr(self, k) not in choices:
-                errs.append(f"{k}={getattr(self, k)!r}: use one of {', '.join(choices)}")
-        for k in ("num_rollouts_per_step", "rollout_batch_size", "mini_batch_size", "response_length",
-                  "max_bad_steps", "save_total_limit", "sample_every"):
-            if getattr(self, k) <= 0:
-                errs.append(f"{k}={getattr(self, k)} must be a positive integer")
-        for k in ("max_prompts", "total_episodes", "save_steps", "top_k"):
-            if getattr(self, k) < 0:
-                errs.append(f"{k}={getattr(self, k)} must be >= 0")
+        errs += check_choices(self, {"layout": ("shared", "separate"), "base_precision": ("fp32", "int8", "int4"),
+                                     "cache_trunk": ("auto", "off"), "sampler": ("edgerlhf", "generate")})
+        errs += check_positive_ints(self, "num_rollouts_per_step", "rollout_batch_size", "mini_batch_size",
+                                    "response_length", "max_bad_steps", "save_total_limit", "sample_every")
+        errs += check_non_negative(self, "max_prompts", "total_episodes", "save_steps", "top_k")
         if self.total_episodes == 0 and self.max_steps <= 0:
             errs.append(f"max_steps={self.max_steps} must be positive (or set total_episodes)")
         if self.total_episodes and self.total_episodes < self.num_rollouts_per_step:
@@ -199,17 +197,13 @@ class PPOConfig(OnlineRLConfig):
 
     def check(self) -> list[str]:
         errs = super().check()
-        for k, choices in (("value_model", ("head", "adapter")), ("kl_estimator", ("k1", "k3"))):
-            if getattr(self, k) not in choices:
-                errs.append(f"{k}={getattr(self, k)!r}: use one of {', '.join(choices)}")
+        errs += check_choices(self, {"value_model": ("head", "adapter"), "kl_estimator": ("k1", "k3")})
         if self.num_ppo_epochs <= 0:
             errs.append(f"num_ppo_epochs={self.num_ppo_epochs} must be a positive integer")
         for k in ("cliprange_value", "kl_target"):  # learning_rate: OptimMixin.check_optim
             if not getattr(self, k) > 0:
                 errs.append(f"{k}={getattr(self, k)} must be > 0")
-        for k in ("vf_coef", "ent_coef", "kl_coef", "target_approx_kl"):
-            if getattr(self, k) < 0:
-                errs.append(f"{k}={getattr(self, k)} must be >= 0")
+        errs += check_non_negative(self, "vf_coef", "ent_coef", "kl_coef", "target_approx_kl")
         errs += check_range(self, "cliprange", 0, 1, lo_open=True, hi_open=True,
                             why="the probability ratio is clipped to [1 - cliprange, 1 + cliprange]; 0.1-0.3 is usual")
         errs += check_range(self, "gamma", 0, 1, lo_open=True, why="the discount per token; 1 (no discount) is usual")
@@ -282,11 +276,7 @@ class GRPOConfig(GroupConfig):
 
     def check(self) -> list[str]:
         errs = super().check()
-        for k, choices in (("scale_rewards", ("group", "batch", "none")),
-                           ("loss_type", ("grpo", "bnpo", "dr_grpo", "dapo"))):
-            if getattr(self, k) not in choices:
-                errs.append(f"{k}={getattr(self, k)!r}: use one of {', '.join(choices)}")
-        return errs
+        return errs + check_choices(self, {"scale_rewards": SCALE_REWARDS, "loss_type": LOSS_TYPES})
 
 
 @dataclass
@@ -329,11 +319,8 @@ class ReinforcePPConfig(GroupConfig):
 
     def check(self) -> list[str]:
         errs = super().check()
-        for k, choices in (("kl_in", ("loss", "reward")), ("kl_estimator", ("auto", "k1", "k2", "k3")),
-                           ("loss_type", ("grpo", "bnpo", "dr_grpo", "dapo"))):
-            if getattr(self, k) not in choices:
-                errs.append(f"{k}={getattr(self, k)!r}: use one of {', '.join(choices)}")
-        return errs
+        return errs + check_choices(self, {"kl_in": ("loss", "reward"), "kl_estimator": ("auto", "k1", "k2", "k3"),
+                                           "loss_type": LOSS_TYPES})
 
 
 @dataclass
@@ -360,7 +347,4 @@ class GSPOConfig(GroupConfig):
                                       "none")
 
     def check(self) -> list[str]:
-        errs = super().check()
-        if self.scale_rewards not in ("group", "batch", "none"):
-            errs.append(f"scale_rewards={self.scale_rewards!r}: use one of group, batch, none")
-        return errs
+        return super().check() + check_choices(self, {"scale_rewards": SCALE_REWARDS})

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
-from edgerlhf.config.core import check_range, opt
+from edgerlhf.config.core import check_non_negative, check_positive_ints, check_range, opt
 from edgerlhf.config.mixins import BaseConfig, GoldEvalMixin, GoldMixin, LoraMixin, PairsMixin, TrainMixin
 from edgerlhf.config.refs import check_dataset, check_precision
 
@@ -47,9 +47,7 @@ class SFTConfig(GoldEvalMixin, LoraMixin, TrainMixin, BaseConfig):
             errs += check_dataset(self.eval_dataset, "eval_dataset")
         if self.max_length < 8:
             errs.append(f"max_length={self.max_length} must be at least 8 tokens")
-        for k in ("max_train_samples", "max_eval_samples", "sample_prompts"):
-            if getattr(self, k) < 0:
-                errs.append(f"{k}={getattr(self, k)} must be >= 0")
+        errs += check_non_negative(self, "max_train_samples", "max_eval_samples", "sample_prompts")
         if self.sample_max_new_tokens <= 0:
             errs.append(f"sample_max_new_tokens={self.sample_max_new_tokens} must be positive")
         return errs
@@ -100,9 +98,7 @@ class PrefsConfig(GoldMixin, BaseConfig):
             errs += check_dataset(self.prompts, "prompts")
         if self.policy and not Path(self.policy).expanduser().exists():
             errs.append(f"policy={self.policy!r}: no such run folder (pass the SFT run folder or leave empty)")
-        for k in ("num_prompts", "max_new_tokens", "rollout_batch_size", "max_length"):
-            if getattr(self, k) <= 0:
-                errs.append(f"{k}={getattr(self, k)} must be a positive integer")
+        errs += check_positive_ints(self, "num_prompts", "max_new_tokens", "rollout_batch_size", "max_length")
         if self.samples_per_prompt < 2:
             errs.append(f"samples_per_prompt={self.samples_per_prompt} must be at least 2 to form a pair")
         if not 0 <= self.label_noise < 0.5:
@@ -267,9 +263,7 @@ class EvalConfig(GoldMixin, BaseConfig):
             v = getattr(self, k)
             if v not in ("auto", "none", "base", "") and not Path(v).expanduser().exists():
                 errs.append(f"{k}={v!r}: no such folder (or use auto / none{' / base' if k == 'baseline' else ''})")
-        for k in ("num_prompts", "max_new_tokens", "batch_size"):
-            if getattr(self, k) <= 0:
-                errs.append(f"{k}={getattr(self, k)} must be a positive integer")
+        errs += check_positive_ints(self, "num_prompts", "max_new_tokens", "batch_size")
         if self.temperature < 0:
             errs.append(f"temperature={self.temperature} must be >= 0")
         return errs
