@@ -40,6 +40,7 @@ def test_the_api_the_cli_the_study_and_the_planner_are_derived_from_the_table(ca
     for s in registry.STAGES:
         fn = getattr(E, s.function_name)
         assert fn.__doc__ == s.doc and s.function_name in E.__all__
+        assert getattr(E, s.config.__name__) is s.config and s.config.__name__ in E.__all__
         assert ("reward_fn" in inspect.signature(fn).parameters) == s.online
         with pytest.raises(SystemExit):
             main([s.name, "--help"])

@@ -33,19 +33,7 @@ _logging.getLogger("bitsandbytes.autograd._functions").setLevel(_logging.ERROR)
 _warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*is deprecated", category=FutureWarning)
 
 from edgerlhf import registry as _registry  # noqa: E402 - after the logging set-up above
-from edgerlhf.config import (  # noqa: E402
-    ConfigError,
-    DPOConfig,
-    EvalConfig,
-    GRPOConfig,
-    PPOConfig,
-    PrefsConfig,
-    RewardConfig,
-    RLOOConfig,
-    RMEvalConfig,
-    SFTConfig,
-    load_config,
-)
+from edgerlhf.config import ConfigError, UserCodeError, load_config  # noqa: E402
 
 __version__ = "0.1.0"
 
@@ -74,8 +62,8 @@ def _stage_function(stage: _registry.Stage):
     return run
 
 
-# run_sft, run_prefs, run_reward, run_rm_eval, run_ppo, run_grpo, run_rloo, run_dpo, ...
-for _stage in _registry.STAGES:
+for _stage in _registry.STAGES:  # SFTConfig + run_sft, ..., PPOConfig + run_ppo, GSPOConfig + run_gspo, ...
+    globals()[_stage.config.__name__] = _stage.config
     globals()[_stage.function_name] = _stage_function(_stage)
 
 
@@ -120,6 +108,5 @@ def load_reward_model(path, precision: str | None = None, *, device: str = "cpu"
     return load(path, precision, device=device, batch_size=batch_size)
 
 
-__all__ = ["ConfigError", "DPOConfig", "EvalConfig", "GRPOConfig", "PPOConfig", "PrefsConfig", "RLOOConfig",
-           "RMEvalConfig", "RewardConfig", "SFTConfig", "load_config", "load_policy", "load_reward_model", "run_study",
-           "__version__", *(s.function_name for s in _registry.STAGES)]
+__all__ = ["ConfigError", "UserCodeError", "load_config", "load_policy", "load_reward_model", "run_study",
+           "__version__", *(s.config.__name__ for s in _registry.STAGES), *(s.function_name for s in _registry.STAGES)]
