@@ -8,6 +8,16 @@ the study. Pure data: this module imports nothing of EdgeRLHF's.
 
 # The smoke budget per stage: the tiny random model, every artifact in seconds. The study's smoke preset and every
 # stage's ``--preset smoke`` (``edgerlhf reward --preset smoke prefs=...``) are these settings.
+# The value-free group methods (GRPO, RLOO, REINFORCE++-baseline, GSPO) share their budgets and batch shapes: 8 prompts
+# x 4 samples per step; each adds only its own KL setting below.
+_GROUP_SMOKE = {"max_steps": 2, "num_rollouts_per_step": 8, "num_generations": 4, "rollout_batch_size": 8,
+                "mini_batch_size": 4, "gradient_accumulation_steps": 1, "response_length": 8, "gold_eval_prompts": 0,
+                "max_prompts": 64}
+_GROUP = {"num_rollouts_per_step": 32, "num_generations": 4, "rollout_batch_size": 32, "mini_batch_size": 8,
+          "gradient_accumulation_steps": 1, "num_iterations": 2, "lora_layers": 10, "temperature": 0.7}
+_GROUP_QUICK = {**_GROUP, "learning_rate": 2e-4, "max_steps": 8}
+_GROUP_FULL = {**_GROUP, "learning_rate": 1e-4, "total_episodes": 2048, "save_steps": 8}
+
 SMOKE: dict[str, dict] = {
     "sft": {"max_steps": 4, "per_device_train_batch_size": 4, "max_eval_samples": 8,
             "logging_steps": 2, "sample_max_new_tokens": 8, "gold_eval_prompts": 0},
@@ -17,18 +27,10 @@ SMOKE: dict[str, dict] = {
     "rm-eval": {"max_pairs": 16, "batch_size": 8},
     "ppo": {"max_steps": 2, "num_rollouts_per_step": 8, "rollout_batch_size": 8, "mini_batch_size": 4,
             "gradient_accumulation_steps": 1, "response_length": 8, "gold_eval_prompts": 0, "max_prompts": 64},
-    "grpo": {"max_steps": 2, "num_rollouts_per_step": 8, "num_generations": 4, "rollout_batch_size": 8,
-             "mini_batch_size": 4, "gradient_accumulation_steps": 1, "response_length": 8, "gold_eval_prompts": 0,
-             "max_prompts": 64},
-    "rloo": {"max_steps": 2, "num_rollouts_per_step": 8, "num_generations": 4, "rollout_batch_size": 8,
-             "mini_batch_size": 4, "gradient_accumulation_steps": 1, "response_length": 8, "gold_eval_prompts": 0,
-             "max_prompts": 64},
-    "reinforce_pp": {"max_steps": 2, "num_rollouts_per_step": 8, "num_generations": 4, "rollout_batch_size": 8,
-                     "mini_batch_size": 4, "gradient_accumulation_steps": 1, "response_length": 8,
-                     "gold_eval_prompts": 0, "max_prompts": 64},
-    "gspo": {"max_steps": 2, "num_rollouts_per_step": 8, "num_generations": 4, "rollout_batch_size": 8,
-             "mini_batch_size": 4, "gradient_accumulation_steps": 1, "response_length": 8, "gold_eval_prompts": 0,
-             "max_prompts": 64},
+    "grpo": _GROUP_SMOKE,
+    "rloo": _GROUP_SMOKE,
+    "reinforce_pp": _GROUP_SMOKE,
+    "gspo": _GROUP_SMOKE,
     "dpo": {"max_steps": 2, "per_device_train_batch_size": 4, "max_train_pairs": 8, "eval_batch_size": 8,
             "lora_layers": 1, "logging_steps": 1},
     "eval": {"num_prompts": 8, "max_new_tokens": 8},
@@ -65,42 +67,15 @@ STAGE_PRESETS: dict[str, dict[str, dict]] = {
     # full: 2,048): 8 prompts x 4 samples per step, the same rollout and update batches, LoRA in the top 10
     # blocks, 2 passes per step as PPO's 2 epochs. GRPO keeps TRL's beta=0 (no reference forward); RLOO keeps
     # TRL's beta=0.05 in the reward. Measured side by side with PPO by bench/online_alignment.py.
-    "grpo": {
-        "quick": {"num_rollouts_per_step": 32, "num_generations": 4, "rollout_batch_size": 32, "mini_batch_size": 8,
-                  "gradient_accumulation_steps": 1, "num_iterations": 2, "learning_rate": 2e-4, "beta": 0.0,
-                  "lora_layers": 10, "max_steps": 8, "temperature": 0.7},
-        "full": {"num_rollouts_per_step": 32, "num_generations": 4, "rollout_batch_size": 32, "mini_batch_size": 8,
-                 "gradient_accumulation_steps": 1, "num_iterations": 2, "learning_rate": 1e-4, "beta": 0.0,
-                 "lora_layers": 10, "total_episodes": 2048, "temperature": 0.7, "save_steps": 8},
-    },
-    "rloo": {
-        "quick": {"num_rollouts_per_step": 32, "num_generations": 4, "rollout_batch_size": 32, "mini_batch_size": 8,
-                  "gradient_accumulation_steps": 1, "num_iterations": 2, "learning_rate": 2e-4, "beta": 0.05,
-                  "lora_layers": 10, "max_steps": 8, "temperature": 0.7},
-        "full": {"num_rollouts_per_step": 32, "num_generations": 4, "rollout_batch_size": 32, "mini_batch_size": 8,
-                 "gradient_accumulation_steps": 1, "num_iterations": 2, "learning_rate": 1e-4, "beta": 0.05,
-                 "lora_layers": 10, "total_episodes": 2048, "temperature": 0.7, "save_steps": 8},
-    },
+    "grpo": {"quick": {**_GROUP_QUICK, "beta": 0.0}, "full": {**_GROUP_FULL, "beta": 0.0}},
+    "rloo": {"quick": {**_GROUP_QUICK, "beta": 0.05}, "full": {**_GROUP_FULL, "beta": 0.05}},
     # REINFORCE++-baseline at the same budget and shapes, with OpenRLHF's defaults: beta=0.01 (its init_kl_coef),
     # the KL in the loss (k2, as its REINFORCE++-baseline script).
-    "reinforce_pp": {
-        "quick": {"num_rollouts_per_step": 32, "num_generations": 4, "rollout_batch_size": 32, "mini_batch_size": 8,
-                  "gradient_accumulation_steps": 1, "num_iterations": 2, "learning_rate": 2e-4, "beta": 0.01,
-                  "kl_in": "loss", "lora_layers": 10, "max_steps": 8, "temperature": 0.7},
-        "full": {"num_rollouts_per_step": 32, "num_generations": 4, "rollout_batch_size": 32, "mini_batch_size": 8,
-                 "gradient_accumulation_steps": 1, "num_iterations": 2, "learning_rate": 1e-4, "beta": 0.01,
-                 "kl_in": "loss", "lora_layers": 10, "total_episodes": 2048, "temperature": 0.7, "save_steps": 8},
-    },
+    "reinforce_pp": {"quick": {**_GROUP_QUICK, "beta": 0.01, "kl_in": "loss"},
+                     "full": {**_GROUP_FULL, "beta": 0.01, "kl_in": "loss"}},
     # GSPO at the same budget and shapes, with the paper's sequence clip (3e-4 / 4e-4, its config's defaults) and
     # TRL's beta=0 (no reference forward).
-    "gspo": {
-        "quick": {"num_rollouts_per_step": 32, "num_generations": 4, "rollout_batch_size": 32, "mini_batch_size": 8,
-                  "gradient_accumulation_steps": 1, "num_iterations": 2, "learning_rate": 2e-4, "beta": 0.0,
-                  "lora_layers": 10, "max_steps": 8, "temperature": 0.7},
-        "full": {"num_rollouts_per_step": 32, "num_generations": 4, "rollout_batch_size": 32, "mini_batch_size": 8,
-                 "gradient_accumulation_steps": 1, "num_iterations": 2, "learning_rate": 1e-4, "beta": 0.0,
-                 "lora_layers": 10, "total_episodes": 2048, "temperature": 0.7, "save_steps": 8},
-    },
+    "gspo": {"quick": {**_GROUP_QUICK, "beta": 0.0}, "full": {**_GROUP_FULL, "beta": 0.0}},
     # DPO at the online presets' budget: quick = 32 steps x 8 pairs (256 pairs, each seen once), so the reference
     # pass covers only the pairs used; LoRA in the top 10 blocks as the online presets. Learning rate measured on
     # the built-in task (README, "DPO").
