@@ -70,7 +70,8 @@ for _stage in _registry.STAGES:  # SFTConfig + run_sft, ..., PPOConfig + run_ppo
 def run_study(preset: str = "quick", *, precisions: list | None = None, model: str | None = None, seed: int = 42,
               seeds: list | None = None, algorithms: list | str | None = None, rm_per_seed: bool = False,
               task=None, out=None, device: str = "auto", progress: bool = True, report_to: list | None = None,
-              isolate: bool = True):
+              isolate: bool = True, bon: bool = True, bon_precisions: list | None = None,
+              equivalence_margin="10%"):
     """The whole study: SFT -> prefs -> RM -> rm-eval -> each arm (algorithm x RM precision) per seed -> eval
     -> report.
 
@@ -80,13 +81,17 @@ def run_study(preset: str = "quick", *, precisions: list | None = None, model: s
     SFT policy and RM made with ``seed``, which also seeds every evaluation (comparisons paired by prompt);
     ``rm_per_seed`` also retrains the RM per seed; ``task`` names a task file (data, gold, response length;
     checked whole before anything is written). ``out`` defaults to ``studies/<preset>-<model>-seed<seed>``;
-    ``isolate`` runs each stage in its own process (its peak memory its own). Finished stages are reused.
-    Returns the study folder (``report.md``, ``report.html``, ``report.json``, one run folder per stage)."""
+    ``isolate`` runs each stage in its own process (its peak memory its own). ``bon`` adds best-of-n on the SFT
+    policy (N candidates per held-out prompt ranked by the RM at each precision, or ``bon_precisions``);
+    ``equivalence_margin`` is the margin of the equivalence verdicts, a number in gold units or a share of the
+    reference's gain ("10%"). An algorithm written ``"ppo@null"`` adds its control arm (a random reward).
+    Finished stages are reused. Returns the study folder (``report.md``, ``report.html``, ``report.json``, one run
+    folder per stage)."""
     from edgerlhf.study.pipeline import run_study as run
 
     return run(preset, precisions=precisions, model=model, seed=seed, seeds=seeds, algorithms=algorithms,
                rm_per_seed=rm_per_seed, task=task, out=out, device=device, progress=progress, report_to=report_to,
-               isolate=isolate)
+               isolate=isolate, bon=bon, bon_precisions=bon_precisions, equivalence_margin=equivalence_margin)
 
 
 def load_policy(path, *, dtype=None, device="cpu", merge: bool = True):
@@ -108,5 +113,23 @@ def load_reward_model(path, precision: str | None = None, *, device: str = "cpu"
     return load(path, precision, device=device, batch_size=batch_size)
 
 
-__all__ = ["ConfigError", "UserCodeError", "load_config", "load_policy", "load_reward_model", "run_study",
+def best_of(policy, prompts: list, n: int, reward: str, *, temperature: float = 0.7, max_new_tokens: int = 96,
+            seed: int = 0, device: str = "cpu"):
+    """Best-of-n at serving time: ``n`` samples per prompt from ``policy`` (a run folder), each scored by the reward
+    model ``reward`` (``"RM[:precision]"``, e.g. ``"runs/reward-1:int4"``); per prompt the tuple (best response, its
+    score, every (response, score)). Bad specs are refused before any model loads."""
+    from edgerlhf.config.refs import parse_reward_spec
+    from edgerlhf.models.adapters import load_policy as load
+    from edgerlhf.rewards.learned import load_reward_as_stored
+    from edgerlhf.stages.bon import best_of as pick
+
+    if n < 1:
+        raise ValueError(f"best_of: n={n} must be at least 1")
+    path, precision = parse_reward_spec(reward)
+    rm = load_reward_as_stored(path, precision, device=device)
+    model, tok, _ = load(policy, device=device)
+    return pick(model, tok, list(prompts), n, rm, temperature=temperature, max_new_tokens=max_new_tokens, seed=seed)
+
+
+__all__ = ["ConfigError", "UserCodeError", "best_of", "load_config", "load_policy", "load_reward_model", "run_study",
            "__version__", *(s.config.__name__ for s in _registry.STAGES), *(s.function_name for s in _registry.STAGES)]

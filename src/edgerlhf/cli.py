@@ -11,14 +11,18 @@ import torch
 
 from edgerlhf import registry
 from edgerlhf.config import ConfigError, UserCodeError, config_help, load_config, parse_overrides
+from edgerlhf.config.refs import parse_reward_spec
 from edgerlhf.distributed import LaunchError, require_one_process
 from edgerlhf.models.export import export_gguf, export_policy, load_for_export
 from edgerlhf.models.generation import generate
 from edgerlhf.models.precision import check_precision
+from edgerlhf.rewards.learned import load_reward_as_stored
+from edgerlhf.stages.bon import best_of
 from edgerlhf.stages.online import resume_base
 from edgerlhf.stages.rm_eval import quantize
 from edgerlhf.study import plan
 from edgerlhf.study.pipeline import run_study
+from edgerlhf.study.stats import DEFAULT_MARGIN
 from edgerlhf.tracking.listing import compare_table, runs_table
 
 
@@ -94,6 +98,13 @@ def main(argv: list[str] | None = None) -> int:
                                                        "(default: ppo)")
     p.add_argument("--rm-per-seed", action="store_true", help="also retrain the reward model with each seed (the "
                                                               "precision question's other source of variance)")
+    p.add_argument("--no-bon", action="store_true", help="skip the best-of-n stage (N candidates per held-out prompt "
+                                                         "from the SFT policy, ranked by the RM at each precision)")
+    p.add_argument("--bon-precisions", help="comma-separated precisions best-of-n ranks with (default: every precision "
+                                            "of the study; each must be one of them)")
+    p.add_argument("--equivalence-margin", default=DEFAULT_MARGIN,
+                   help="margin of the equivalence verdicts (TOST), fixed before the study: a number in gold units "
+                        f"(0.05) or a share of the reference configuration's gain (default {DEFAULT_MARGIN})")
     p.add_argument("--task", help="task file (YAML) naming SFT data, preference pairs or prompts to sample them for, "
                                   "RL and evaluation prompts, the gold scorer and the response length (README: "
                                   "'Your own task'); default: the built-in review task")
@@ -139,9 +150,18 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--max-new-tokens", type=int, default=96)
         p.add_argument("--temperature", type=float, default=0.7, help="0: greedy")
         p.add_argument("--seed", type=int, default=0)
+        p.add_argument("--best-of", type=int, default=1, metavar="N", help="sample N responses and keep the one the "
+                       "reward model scores highest (needs reward=RM[:precision])")
+        p.add_argument("--reward", default="", metavar="RM[:precision]",
+                       help="with --best-of (also written reward=RM[:precision]): a reward run folder or quantized RM "
+                            "folder, optionally :fp32 | bf16 | int8 | int4")
     # key=value words may come after options (e.g. `rm-eval RUN --precisions int8 batch_size=8`), which
     # argparse cannot match to a positional list once an option intervened: collect them here
     args, extra = parser.parse_known_args(argv)
+    if args.command in ("generate", "chat"):  # `generate RUN PROMPT --best-of 8 reward=RM:int4`
+        words = [w for w in extra if w.startswith("reward=")]
+        extra = [w for w in extra if w not in words]
+        args.reward = words[-1].removeprefix("reward=") if words else args.reward
     stray = [w for w in extra if "=" not in w or w.startswith("-")]
     if stray or (extra and not hasattr(args, "overrides")):
         parser.error(f"unrecognized arguments: {' '.join(stray or extra)}")
@@ -159,8 +179,10 @@ def main(argv: list[str] | None = None) -> int:
                 run_study(args.preset, precisions=args.precisions.split(",") if args.precisions else None,
                           model=args.model, seed=args.seed, seeds=_int_list(args.seeds, "--seeds"),
                           algorithms=args.algorithms, rm_per_seed=args.rm_per_seed, task=args.task, out=args.out,
-                          device=args.device,
-                          progress=not args.no_progress, report_to=args.report_to.split(","))
+                          device=args.device, progress=not args.no_progress, report_to=args.report_to.split(","),
+                          bon=not args.no_bon,
+                          bon_precisions=args.bon_precisions.split(",") if args.bon_precisions else None,
+                          equivalence_margin=args.equivalence_margin)
             return 0
         if args.command == "plan":
             return _plan(args, parser)
@@ -238,11 +260,34 @@ def _plan(args, parser) -> int:
     return 0
 
 
+def _best_of_reward(args):
+    """``--best-of N reward=RM[:precision]``: the RM loaded as a scorer, or None without --best-of."""
+    spec = args.reward
+    if args.best_of < 1:
+        raise ValueError(f"--best-of {args.best_of}: N must be at least 1")
+    if args.best_of == 1:
+        if spec:
+            raise ValueError("a reward is only used with --best-of N (N >= 2): add --best-of 8, or drop the reward")
+        return None
+    if args.temperature <= 0:
+        raise ValueError("--best-of needs sampling: a --temperature above 0 (greedy decoding makes every sample the "
+                         "same)")
+    path, precision = parse_reward_spec(spec)
+    return load_reward_as_stored(path, precision)
+
+
 def _talk(args) -> int:
     """``generate`` and ``chat``: the policy as a chat model (the same template it was trained with)."""
+    rm = _best_of_reward(args)  # checked before the policy loads
     model, tok, _ = load_for_export(args.policy_dir)  # a policy run, an exported folder, or a base model name
 
     def reply(messages) -> str:
+        if rm is not None:
+            text, score, cands = best_of(model, tok, [messages], args.best_of, rm, temperature=args.temperature,
+                                         max_new_tokens=args.max_new_tokens, seed=args.seed)[0]
+            scores = ", ".join(f"{s:+.2f}" for _, s in cands)
+            print(f"[best-of-{args.best_of}] RM scores {scores}; kept {score:+.2f}", file=sys.stderr)
+            return text
         torch.manual_seed(args.seed)
         return generate(model, tok, [messages], max_new_tokens=args.max_new_tokens, temperature=args.temperature)[0][0]
 

@@ -34,6 +34,7 @@ SMOKE: dict[str, dict] = {
     "dpo": {"max_steps": 2, "per_device_train_batch_size": 4, "max_train_pairs": 8, "eval_batch_size": 8,
             "lora_layers": 1, "logging_steps": 1},
     "eval": {"num_prompts": 8, "max_new_tokens": 8},
+    "bon": {"num_prompts": 6, "num_candidates": 4, "max_new_tokens": 8, "bootstrap": 50},
 }
 
 STAGE_PRESETS: dict[str, dict[str, dict]] = {
@@ -108,6 +109,7 @@ STUDY_PRESETS: dict[str, dict[str, dict]] = {
         "gspo": {"preset": "quick", "gold_eval_prompts": 0},
         "dpo": {"preset": "quick"},
         "eval": {"num_prompts": 128},
+        "bon": {"num_prompts": 128, "num_candidates": 32},  # the eval's prompts and sampling, 32 candidates each
     },
     "full": {  # the default model, the full PPO preset (about 2,000 episodes per precision)
         "sft": {"max_steps": 80, "per_device_train_batch_size": 8, "learning_rate": 3e-4, "logging_steps": 10,
@@ -122,5 +124,6 @@ STUDY_PRESETS: dict[str, dict[str, dict]] = {
         "gspo": {"preset": "full", "gold_eval_prompts": 0},
         "dpo": {"preset": "full"},
         "eval": {"num_prompts": 256},
+        "bon": {"num_prompts": 256, "num_candidates": 64},
     },
 }

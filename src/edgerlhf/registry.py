@@ -24,6 +24,7 @@ from typing import Any, Callable
 
 from edgerlhf.config import (
     BaseConfig,
+    BonConfig,
     DPOConfig,
     EvalConfig,
     GRPOConfig,
@@ -164,6 +165,15 @@ STAGES: tuple[Stage, ...] = (
               "adapter as the policy, the base with the adapter off as the reference (its log-probs computed once). "
               "Returns the run folder; ``adapter/`` is the policy, read by eval, export and chat like the online ones.",
           data_parallel=True, trains_policy=True),
+    Stage("bon", BonConfig, "edgerlhf.stages.bon:run", "best-of-n on shared candidates: N samples per held-out "
+          "prompt ranked by the RM at each precision; gold curves, Gao et al. fit, ranking certificate", "measure",
+          (("gold gain @N", "bon/ref_gold_gain_at_N", "{:+.3f}"), ("N", "N", "{}")),
+          doc="Best-of-n without resampling: ``cfg.num_candidates`` responses per held-out prompt sampled once from "
+              "``cfg.policy``, scored by the gold and ranked by the RM ``cfg.rm`` at each of ``cfg.precisions``; the "
+              "expected gold of best-of-n over all n-subsets for n = 1, 2, 4, ..., N, KL = log n - (n-1)/n, the "
+              "Gao et al. fit and how each precision ranks the candidates against the first. Returns the run folder "
+              "(``candidates.jsonl``, ``table.md``).",
+          positional=("policy_dir", "policy", "the policy to sample candidates from (same as policy=...)")),
     Stage("eval", EvalConfig, "edgerlhf.stages.evaluate:run", "evaluate a policy on held-out prompts: gold mean with "
           "CI, RM mean, KL, win rate vs SFT, diversity", "evaluate",
           (("gold", "eval/gold_mean", "{:+.3f}"), ("gain", "eval/gold_gain", "{:+.3f}"),

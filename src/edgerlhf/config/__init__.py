@@ -38,10 +38,11 @@ from edgerlhf.config.online import (
                                   RLOOConfig,
 )
 from edgerlhf.config.refs import check_dataset, check_precision
-from edgerlhf.config.stages import DPOConfig, EvalConfig, PrefsConfig, RewardConfig, RMEvalConfig, SFTConfig
+from edgerlhf.config.stages import BonConfig, DPOConfig, EvalConfig, PrefsConfig, RewardConfig, RMEvalConfig, SFTConfig
 from edgerlhf.config.task import Task, read_task, stage_settings
 
-__all__ = ["RENAMED_KEYS", "BaseConfig", "ConfigError", "DPOConfig", "EvalConfig", "GRPOConfig", "GSPOConfig",
+__all__ = ["RENAMED_KEYS", "BaseConfig", "BonConfig", "ConfigError", "DPOConfig", "EvalConfig", "GRPOConfig",
+           "GSPOConfig",
            "GoldEvalMixin", "GoldMixin", "GroupConfig", "LoraMixin", "OnlineRLConfig", "OptimMixin", "PPOConfig",
            "PairsMixin",
            "PrefsConfig", "RLOOConfig", "RMEvalConfig", "ReinforcePPConfig", "RewardConfig", "SFTConfig", "Task",

@@ -44,8 +44,8 @@ class OnlineRLConfig(GoldEvalMixin, LoraMixin, OptimMixin, BaseConfig):
 
     policy: str = opt("", "SFT run folder (or its adapter/): merged into the base, so the reference includes it; "
                           "empty: `model` itself")
-    reward: str = opt("", "reward run folder (trained fp32 or QLoRA-style) or a quantized RM folder "
-                          "(edgerlhf quantize)")
+    reward: str = opt("", "reward run folder (trained fp32 or QLoRA-style), a quantized RM folder (edgerlhf "
+                          "quantize), or 'random': a control arm, a fixed-seed random score per response")
     reward_precision: str = opt("fp32", "precision of the reward model: fp32 | bf16 | fp16 | int8 | int4 (a backend "
                                         "may be named, e.g. int8:bnb); ignored for a quantized RM folder, which loads "
                                         "as stored")
@@ -111,8 +111,9 @@ class OnlineRLConfig(GoldEvalMixin, LoraMixin, OptimMixin, BaseConfig):
         if not self.lora:
             errs.append(f"lora=false: {self.stage} here trains a LoRA adapter on a shared base (the reference is that "
                         "base); set lora=true")
-        if self.reward and not Path(self.reward).expanduser().exists():
-            errs.append(f"reward={self.reward!r}: no such folder")
+        if self.reward and self.reward != "random" and not Path(self.reward).expanduser().exists():
+            errs.append(f"reward={self.reward!r}: no such folder (a reward run folder, a quantized RM folder, or "
+                        "'random' for a control arm)")
         if self.policy and not Path(self.policy).expanduser().exists():
             errs.append(f"policy={self.policy!r}: no such run folder (pass the SFT run folder or leave empty)")
         try:

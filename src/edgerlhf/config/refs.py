@@ -89,6 +89,41 @@ def is_reward_folder(spec: str) -> bool:
     return Path(spec).expanduser().is_dir()
 
 
+def parse_reward_spec(spec: str) -> tuple[str, str | None]:
+    """``RM[:precision]`` (best-of-n at serving time) -> (reward folder, precision or None). The folder must be a
+    reward run (or a quantized RM folder); the precision one of :data:`PRECISIONS` (a backend may follow)."""
+    spec = (spec or "").strip()
+    if not spec:
+        raise ValueError("best-of-n needs a reward model: reward=RM[:precision], e.g. reward=runs/reward-1:int4")
+    path, precision = spec, None
+    if not Path(spec).expanduser().exists() and ":" in spec:
+        head, _, tail = spec.partition(":")
+        while True:  # the first split whose right side is a precision (a path may hold ':' itself)
+            if tail.split(":")[0] in PRECISIONS:
+                path, precision = head, tail
+                break
+            more, sep, tail = tail.partition(":")
+            if not sep:
+                break
+            head = f"{head}:{more}"
+    if precision is not None:
+        check_precision(precision)
+    if not Path(path).expanduser().exists():
+        head, _, tail = spec.rpartition(":")
+        if head and Path(head).expanduser().exists():  # the folder is right, the precision is not
+            raise ValueError(f"reward={spec!r}: unknown precision {tail!r}; use one of {valid_precision_names()}")
+        raise ValueError(f"reward={spec!r}: no such reward folder; use RM[:precision] with a reward run folder and "
+                         f"one of {', '.join(PRECISIONS)}")
+    try:
+        stage = read_artifact_meta(find_artifact(path)).get("stage")
+    except (FileNotFoundError, ValueError):
+        stage = None
+    if stage != "reward":
+        raise ValueError(f"reward={spec!r}: {path} is not a reward model folder (a reward run, its adapter/, or a "
+                         "quantized RM folder)" + (f"; it holds a {stage!r} artifact" if stage else ""))
+    return path, precision
+
+
 def check_gold(spec: str) -> list[str]:
     """Problems with a ``gold`` setting, found without loading a model."""
     spec = (spec or "").strip()

@@ -12,7 +12,7 @@ from edgerlhf.config.core import check_non_negative, check_positive_ints, check_
 from edgerlhf.config.mixins import BaseConfig, GoldEvalMixin, GoldMixin, LoraMixin, PairsMixin, TrainMixin
 from edgerlhf.config.refs import check_dataset, check_precision
 
-__all__ = ["DPOConfig", "EvalConfig", "PrefsConfig", "RMEvalConfig", "RewardConfig", "SFTConfig"]
+__all__ = ["BonConfig", "DPOConfig", "EvalConfig", "PrefsConfig", "RMEvalConfig", "RewardConfig", "SFTConfig"]
 
 
 @dataclass
@@ -266,4 +266,62 @@ class EvalConfig(GoldMixin, BaseConfig):
         errs += check_positive_ints(self, "num_prompts", "max_new_tokens", "batch_size")
         if self.temperature < 0:
             errs.append(f"temperature={self.temperature} must be >= 0")
+        return errs
+
+
+@dataclass
+class BonConfig(GoldMixin, BaseConfig):
+    """Best-of-n on shared candidates: N responses per held-out prompt sampled once, ranked by the RM at each
+    precision, and the gold of best-of-n for n = 1, 2, 4, ..., N without resampling."""
+
+    stage: ClassVar[str] = "bon"
+
+    policy: str = opt("", "the policy the candidates are sampled from: an SFT run folder (the study's choice) or any "
+                          "PPO / GRPO / RLOO / DPO run folder")
+    rm: str = opt("", "reward run folder (trained fp32) whose RM ranks the candidates at each precision")
+    precisions: list = opt([], "precisions the RM ranks the candidates at (the first is the reference the others are "
+                               "compared with); empty: fp32/int8/int4 on CPU, bf16/int8/int4 on a GPU")
+    num_candidates: int = opt(32, "N: candidates sampled per prompt (at least 2)")
+    ns: list = opt([], "the n of the best-of-n curve, each between 1 and N; empty: 1, 2, 4, ... up to N")
+    num_prompts: int = opt(128, "held-out prompts: the first N of `prompts`")
+    prompts: str = opt("", "prompts file (as eval's `prompts`); empty: the built-in task's held-out prompts")
+    temperature: float = opt(0.7, "sampling temperature (eval's, so n = 1 is the policy as evaluated)")
+    max_new_tokens: int = opt(48, "new tokens per candidate")
+    batch_size: int = opt(64, "sequences per sampling batch (a prompt's N candidates share one prefill when they fall "
+                              "in one batch: keep it a multiple of N)")
+    rm_batch_size: int = opt(32, "candidate pairs per RM forward")
+    candidates: str = opt("", "a bon run folder whose candidates (same policy, prompts and sampling) are reused: only "
+                              "the precisions it has not scored are scored")
+    bootstrap: int = opt(1000, "bootstrap draws over prompts for the intervals of the fitted alpha and beta")
+    num_samples: int = opt(3, "prompts whose candidates are shown in the summary")
+
+    def check(self) -> list[str]:
+        errs = super().check() + self.check_formatting("policy", "rm") + self.check_gold()
+        for key, what in (("policy", "a policy run folder (the SFT run in the study)"), ("rm", "a reward run folder")):
+            v = getattr(self, key)
+            if not v:
+                errs.append(f"{key} is required: {what}")
+            elif not Path(v).expanduser().exists():
+                errs.append(f"{key}={v!r}: no such folder")
+        for p in self.precisions:
+            try:
+                check_precision(p)
+            except ValueError as e:
+                errs.append(f"precisions: {e}")
+        if self.num_candidates < 2:
+            errs.append(f"num_candidates={self.num_candidates}: best-of-n needs at least 2 candidates per prompt (the "
+                        "study's quick preset uses 32)")
+        bad = [n for n in self.ns if not isinstance(n, int) or not 1 <= n <= max(self.num_candidates, 1)]
+        if bad:
+            errs.append(f"ns={bad}: each n must be an integer between 1 and num_candidates={self.num_candidates} "
+                        "(raise num_candidates to look further)")
+        if self.prompts and not self.prompts.startswith("hf:") and not Path(self.prompts).expanduser().is_file():
+            errs.append(f"prompts={self.prompts!r}: no such file (or leave it empty for the built-in held-out prompts)")
+        if self.candidates and not (Path(self.candidates).expanduser() / "candidates.jsonl").is_file():
+            errs.append(f"candidates={self.candidates!r}: not a bon run folder (no candidates.jsonl)")
+        errs += check_positive_ints(self, "num_prompts", "max_new_tokens", "batch_size", "rm_batch_size", "bootstrap")
+        errs += check_non_negative(self, "num_samples")
+        if self.temperature <= 0:
+            errs.append(f"temperature={self.temperature}: best-of-n needs sampling (a temperature > 0; 0 is greedy "
+                        "and makes every candidate the same)")
         return errs

@@ -170,6 +170,7 @@ def stage_settings(task: Task, stage_cls) -> dict:
         "reward": {"prefs": task.prefs} if task.prefs != "generate" else {},
         "dpo": {"prefs": task.prefs} if task.prefs != "generate" else {},
         "eval": {"prompts": rl["eval_prompts"], "max_new_tokens": task.response_length},
+        "bon": {"prompts": rl["eval_prompts"], "max_new_tokens": task.response_length},  # the eval's prompts
     }
     out = dict(by_stage.get(stage_cls.stage, {}))
     if issubclass(stage_cls, OnlineRLConfig):

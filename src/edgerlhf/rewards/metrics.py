@@ -79,3 +79,33 @@ def repetition_rate(texts: Sequence[str], n: int = 3) -> float:
         g = _ngrams(t.lower().split(), n)
         rep += len(set(g)) < len(g)
     return rep / len(texts)
+
+
+def words(text: str) -> int:
+    """The length measure of the length control: whitespace-separated words (tokenizer-free, so every evaluation
+    and every report measures it the same way)."""
+    return len(text.split())
+
+
+def length_slope(scores: Sequence[float], lengths: Sequence[float]) -> float:
+    """Ordinary least-squares slope of score on length (score = a + b * length): b, fitted on the reference
+    policy's responses. 0 when every length is the same (nothing to control for)."""
+    x = [float(v) for v in lengths]
+    y = [float(v) for v in scores]
+    if len(x) != len(y) or len(x) < 2:
+        raise ValueError("length_slope: need a score and a length for at least two responses")
+    mx, my = sum(x) / len(x), sum(y) / len(y)
+    sxx = sum((a - mx) ** 2 for a in x)
+    return sum((a - mx) * (b - my) for a, b in zip(x, y)) / sxx if sxx > 0 else 0.0
+
+
+def length_controlled_gains(scores: Sequence[float], lengths: Sequence[float], base_scores: Sequence[float],
+                            base_lengths: Sequence[float], slope: float) -> list[float]:
+    """Per prompt, the gain over the baseline with the part a length change explains removed:
+    (score - base) - slope * (length - base length), where ``slope`` is :func:`length_slope` on the baseline's
+    responses. A gain that is only length (longer answers that the gold happens to score higher) goes to 0; in
+    spirit AlpacaEval's length-controlled win rate (Dubois et al. 2024), here a linear regression on length."""
+    n = len(scores)
+    if not n == len(lengths) == len(base_scores) == len(base_lengths):
+        raise ValueError("length_controlled_gains: one score and length per prompt for both policies")
+    return [(s - b) - slope * (x - bx) for s, x, b, bx in zip(scores, lengths, base_scores, base_lengths)]

@@ -21,7 +21,7 @@ from edgerlhf.models.logprobs import batch_logprobs
 from edgerlhf.rewards import mean_ci95
 from edgerlhf.rewards.gold import gold_eval, make_gold
 from edgerlhf.rewards.learned import load_reward_as_stored
-from edgerlhf.rewards.metrics import distinct_n, repetition_rate
+from edgerlhf.rewards.metrics import distinct_n, length_controlled_gains, length_slope, repetition_rate, words
 from edgerlhf.runfolder import RunFolder
 from edgerlhf.stages.skeleton import Context, Setup, run_stage
 
@@ -63,7 +63,8 @@ def _baseline_of(cfg, art: Path, meta: dict) -> tuple[str | Path | None, str]:
 
 def _reward_of(cfg, meta: dict):
     auto = cfg.reward in ("auto", "")
-    if cfg.reward == "none" or (auto and (not meta.get("reward") or meta.get("reward_precision") == "callable")):
+    no_rm = not meta.get("reward") or meta.get("reward_precision") in ("callable", "null")  # a reward_fn, or random
+    if cfg.reward == "none" or (auto and no_rm):
         return None, ""
     path = meta["reward"] if auto else cfg.reward
     precision = cfg.reward_precision or (meta.get("reward_precision") if auto else None) or None
@@ -137,6 +138,7 @@ def _evaluate(ctx: Context, data) -> dict:
         out.update({f"baseline/{k}": v for k, v in _text_stats(base_texts, btok).items()})
         if g is not None:
             out.update(_paired(g, base_g, "gold"))
+            out.update(_length_controlled(g, base_g, texts, base_texts, "gold"))
             bm = out["baseline/gold_mean"]
             out["eval/gold_gain_pct"] = 100 * out["eval/gold_gain"] / abs(bm) if bm else math.nan
         t0 = time.perf_counter()
@@ -157,6 +159,7 @@ def _evaluate(ctx: Context, data) -> dict:
             out["baseline/rm_mean"] = mean_ci95(base_rm)[0]
             if g is None:  # no gold: gain and win rate by the learned RM, named as such (a proxy)
                 out.update(_paired(rm_scores, base_rm, "rm"))
+                out.update(_length_controlled(rm_scores, base_rm, texts, base_texts, "rm"))
     records = []
     for i, p in enumerate(prompts):
         rec = {"prompt": last_message(p), "response": texts[i]}
@@ -190,6 +193,17 @@ def _paired(a: list[float], b: list[float], name: str) -> dict:
     return out
 
 
+def _length_controlled(a: list[float], b: list[float], texts: list[str], base_texts: list[str], name: str) -> dict:
+    """The gain with length's share removed: the slope of score on length (words) fitted on the baseline's
+    responses, and each prompt's gain minus slope x its length change, with a 95% CI over prompts."""
+    la, lb = [words(t) for t in texts], [words(t) for t in base_texts]
+    slope = length_slope(b, lb)
+    m, lo, hi = mean_ci95(length_controlled_gains(a, la, b, lb, slope))
+    return {f"eval/{name}_gain_lc": m, f"eval/{name}_gain_lc_ci95_low": lo, f"eval/{name}_gain_lc_ci95_high": hi,
+            f"eval/{name}_length_slope": slope, "eval/mean_words": sum(la) / len(la),
+            "baseline/mean_words": sum(lb) / len(lb)}
+
+
 def _print(o: dict) -> None:
     print(f"\n[eval] {o['policy']} on {o['prompts']} held-out prompts ({o.get('prompts_source', 'built-in')})")
     if "eval/gold_mean" in o:
@@ -208,6 +222,9 @@ def _print(o: dict) -> None:
         print(f"  baseline       {o['baseline']}: gold {o['baseline/gold_mean']:+.3f}")
         print(f"  gold gain      {o['eval/gold_gain']:+.3f}  (paired 95% CI {o['eval/gold_gain_ci95_low']:+.3f} .. "
               f"{o['eval/gold_gain_ci95_high']:+.3f}; {o['eval/gold_gain_pct']:+.0f}%)")
+        print(f"  length-controlled gain {o['eval/gold_gain_lc']:+.3f}  (95% CI {o['eval/gold_gain_lc_ci95_low']:+.3f} "
+              f".. {o['eval/gold_gain_lc_ci95_high']:+.3f}; gold slope {o['eval/gold_length_slope']:+.4f} per word "
+              f"on the baseline's responses; {o['baseline/mean_words']:.1f} -> {o['eval/mean_words']:.1f} words)")
         print(f"  win rate       {o['eval/win_rate']:.3f}  (95% CI {o['eval/win_rate_ci95_low']:.3f} .. "
               f"{o['eval/win_rate_ci95_high']:.3f})")
         print(f"  KL to baseline {o['eval/kl']:.2f} nats per response")

@@ -28,9 +28,11 @@ from edgerlhf.distributed import require_one_process
 from edgerlhf.models.loading import resolve_device
 from edgerlhf.models.precision import default_precisions, parse_precisions
 from edgerlhf.presets import STAGE_PRESETS, STUDY_PRESETS
+from edgerlhf.rewards.control import RANDOM_REWARD
 from edgerlhf.runfolder import RunFolder
-from edgerlhf.study.records import StageRecord
+from edgerlhf.study.records import NULL, StageRecord
 from edgerlhf.study.report import write_report
+from edgerlhf.study.stats import DEFAULT_MARGIN, parse_margin
 from edgerlhf.tracking import atomic_write_json
 from edgerlhf.tracking.checkpoint import list_checkpoints
 from edgerlhf.tracking.isolate import run_isolated
@@ -160,8 +162,9 @@ class Arm:
 
 
 def parse_arms(algorithms: list[str] | str | None, precisions: list[str]) -> list[Arm]:
-    """``["ppo", "grpo@fp32", "dpo"]``: every RM-based algorithm at each of ``precisions`` unless it names its
-    own (``@fp32+int8``); DPO once. Unknown names are one error listing every problem."""
+    """``["ppo", "grpo@fp32", "dpo", "ppo@null"]``: every RM-based algorithm at each of ``precisions`` unless it
+    names its own (``@fp32+int8``); ``@null`` is its control arm (a random reward instead of the RM); DPO once.
+    Unknown names are one error listing every problem."""
     known = registry.algorithms()
     if isinstance(algorithms, str):
         algorithms = algorithms.split(",")
@@ -178,12 +181,14 @@ def parse_arms(algorithms: list[str] | str | None, precisions: list[str]) -> lis
                 errs.append(f"{item!r}: {algo} has no reward model, so no RM precision to name")
             arms.append(Arm(algo))
             continue
+        named = [x.strip() for x in precs.split("+")] if precs else []
         try:
-            mine = parse_precisions(precs.split("+")) if precs else list(precisions)
+            mine = (parse_precisions([x for x in named if x != NULL]) if any(x != NULL for x in named)
+                    else [] if named else list(precisions))
         except ValueError as e:
-            errs.append(f"{item!r}: {e}")
+            errs.append(f"{item!r}: {e} (or {NULL}: the control arm with a random reward)")
             continue
-        arms += [Arm(algo, p) for p in mine]
+        arms += [Arm(algo, p) for p in mine] + ([Arm(algo, NULL)] if NULL in named else [])
     if errs:
         raise ValueError("edgerlhf run --algorithms: " + "; ".join(errs))
     seen = set()
@@ -194,7 +199,8 @@ def run_study(preset: str = "quick", *, precisions: list[str] | None = None, mod
               seed: int = 42, seeds: list[int] | None = None, algorithms: list[str] | str | None = None,
               rm_per_seed: bool = False, task: str | Path | None = None, out: str | Path | None = None,
               device: str = "auto", progress: bool = True, report_to: list[str] | None = None,
-              isolate: bool = True) -> Path:
+              isolate: bool = True, bon: bool = True, bon_precisions: list[str] | None = None,
+              equivalence_margin: str | float = DEFAULT_MARGIN) -> Path:
     """The whole study; returns the study folder (``report.md``, ``report.html``, one folder per stage).
 
     ``seed`` is the study's base seed: the SFT policy, the preference pairs and the reward model are made with
@@ -208,6 +214,11 @@ def run_study(preset: str = "quick", *, precisions: list[str] | None = None, mod
     ``task``: a task file (``data.taskfile``) naming the data, gold and response length; every stage reads it
     (the study's own settings, such as its presets' budgets, come after it). It is checked whole before the study
     folder exists: a bad task file writes nothing.
+
+    ``bon`` (on by default) adds best-of-n on the SFT policy: N candidates per held-out prompt ranked by the RM at
+    each precision of the study (``bon_precisions``: a subset of them), whose paired differences need no RL seeds.
+    ``equivalence_margin``: the margin of the report's equivalence verdicts (TOST), fixed before the study runs: a
+    number in the yardstick's units (0.05) or a share of the reference configuration's gain ("10%").
     """
     require_one_process("the study (edgerlhf run)", registry.data_parallel_stages())  # it runs its stages itself
 
@@ -219,6 +230,13 @@ def run_study(preset: str = "quick", *, precisions: list[str] | None = None, mod
     seeds = list(dict.fromkeys(seeds or [seed]))
     if any(not isinstance(s, int) or s < 0 for s in seeds):
         raise ValueError(f"seeds={seeds}: use non-negative integers, e.g. --seeds 1,2,3")
+    parse_margin(equivalence_margin)  # a margin <= 0 or not a number: refused before anything is written
+    rm_precs = list(dict.fromkeys(precisions + [a.precision for a in arms if a.precision and a.precision != NULL]))
+    bon_precs = parse_precisions(bon_precisions) if bon_precisions else rm_precs
+    missing = [x for x in bon_precs if x not in rm_precs]
+    if bon and missing:
+        raise ValueError(f"--bon-precisions {', '.join(missing)}: the study measures its RM at {', '.join(rm_precs)} "
+                         "only; add them to --precisions, or leave --bon-precisions out (every precision of the study)")
     p = STUDY_PRESETS[preset]
     model = model or p.get("model", "default")
     common = {"model": model, "seed": seed, "device": device, "progress": progress,
@@ -232,9 +250,8 @@ def run_study(preset: str = "quick", *, precisions: list[str] | None = None, mod
     study.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     records: list[StageRecord] = []
-    rm_precs = list(dict.fromkeys(precisions + [a.precision for a in arms if a.precision]))
     plan = {"preset": preset, "task": common.get("task", ""), "precisions": rm_precs, "seed": seed, "seeds": seeds,
-            "rm_per_seed": rm_per_seed,
+            "rm_per_seed": rm_per_seed, "bon": bon, "equivalence_margin": str(equivalence_margin),
             "arms": [{"name": a.name, "algorithm": a.algorithm, "precision": a.precision} for a in arms]}
 
     def stage(name, label, extra):
@@ -250,6 +267,8 @@ def run_study(preset: str = "quick", *, precisions: list[str] | None = None, mod
     rm_eval = stage("rm-eval", "rm-eval", {"rm": str(rm.path), "precisions": rm_precs})
     sft_eval = stage("eval", "eval-sft", {"policy": str(sft.path), "baseline": "none", "reward": str(rm.path),
                                           "reward_precision": "fp32"})
+    # best-of-n on the SFT policy: every precision ranks the same candidates (paired, no RL seed variance)
+    best = stage("bon", "bon", {"policy": str(sft.path), "rm": str(rm.path), "precisions": bon_precs}) if bon else None
     # 2 every arm at every seed; 3 its evaluation on the shared held-out prompts and sampling seed
     runs: dict[Arm, dict[int, tuple[StageRecord, StageRecord]]] = {a: {} for a in arms}
     for s in seeds:
@@ -260,15 +279,20 @@ def run_study(preset: str = "quick", *, precisions: list[str] | None = None, mod
         for arm in arms:
             train_label, eval_label = arm.labels(s, seed)
             extra = {"policy": str(sft.path), "seed": s}
-            extra.update({"prefs": str(prefs.path)} if not registry.get(arm.algorithm).uses_rm
-                         else {"reward": str(rm_s.path), "reward_precision": arm.precision})
+            if not registry.get(arm.algorithm).uses_rm:
+                extra["prefs"] = str(prefs.path)
+            elif arm.precision == NULL:
+                extra["reward"] = RANDOM_REWARD
+            else:
+                extra.update({"reward": str(rm_s.path), "reward_precision": arm.precision})
             trained = stage(arm.algorithm, train_label, extra)
             ev = stage("eval", eval_label, {"policy": str(trained.path), "reward": str(rm.path),
                                             "reward_precision": "fp32", "baseline_eval": str(sft_eval.path)})
             runs[arm][s] = (trained, ev)
     wall = time.perf_counter() - t0
     _write_index(study, plan, records, wall)
-    report = write_report(study, sft=sft, rm_eval=rm_eval, runs=runs, base_seed=seed)
+    report = write_report(study, sft=sft, rm_eval=rm_eval, runs=runs, base_seed=seed, bon=best,
+                          margin=equivalence_margin)
     print(f"\n[run] study finished in {wall / 60:.1f} min (all stages' compute: "
           f"{_compute_s(records) / 60:.1f} min): {report}")
     return study

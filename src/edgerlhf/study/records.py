@@ -10,9 +10,11 @@ from pathlib import Path
 from typing import NamedTuple
 
 from edgerlhf import registry
+from edgerlhf.rewards.metrics import length_controlled_gains, length_slope, words
 from edgerlhf.runfolder import RunFolder
 
 BUDGET_MB = 8 * 1024  # the edge budget: a consumer GPU with 8 GB, or 8 GB of RAM
+NULL = "null"  # ``ppo@null``: an algorithm's control arm, trained against a fixed-seed random reward (reward=random)
 
 
 @dataclass
@@ -97,6 +99,29 @@ def gains(rs: list[Run], y: Yardstick = GOLD, cache: dict | None = None) -> list
         if cache[r.eval.path] is None:
             return []
         out.append(cache[r.eval.path])
+    return out if len({len(g) for g in out}) == 1 else []
+
+
+def controlled_gains(rs: list[Run], y: Yardstick = GOLD, cache: dict | None = None) -> list[list[float]]:
+    """As :func:`gains`, with length's share removed (``rewards.metrics.length_controlled_gains``: the slope of the
+    score on the response's words fitted on the SFT policy's responses of the same evaluation)."""
+    out = []
+    cache = {} if cache is None else cache
+    for r in rs:
+        key = ("lc", r.eval.path)
+        if key not in cache:
+            rows = responses_of(r.eval.path)
+            need = (y.resp, y.base_resp, "response", "baseline_response")
+            if len(rows) < 2 or not all(k in x for x in rows for k in need):
+                cache[key] = None
+            else:
+                la = [words(x["response"]) for x in rows]
+                lb = [words(x["baseline_response"]) for x in rows]
+                b = [x[y.base_resp] for x in rows]
+                cache[key] = length_controlled_gains([x[y.resp] for x in rows], la, b, lb, length_slope(b, lb))
+        if cache[key] is None:
+            return []
+        out.append(cache[key])
     return out if len({len(g) for g in out}) == 1 else []
 
 

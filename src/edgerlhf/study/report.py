@@ -7,17 +7,20 @@ import html
 import json
 import math
 from pathlib import Path
-from typing import NamedTuple
 
 from edgerlhf import registry
+from edgerlhf.study.bon_report import bon_section, verdict_text
+from edgerlhf.study.bon_report import headline as bon_headline
 from edgerlhf.study.charts import charts
 from edgerlhf.study.records import (
     BUDGET_MB,
     GOLD,
+    NULL,
     PROXY,
     Run,
     Yardstick,
     arm_runs,
+    controlled_gains,
     curve,
     gains,
     is_online,
@@ -29,83 +32,38 @@ from edgerlhf.study.records import (
     stage_records,
     yardstick,
 )
-from edgerlhf.study.stats import compare, detectable_difference, hierarchical_bootstrap, holm, t_interval
+from edgerlhf.study.stats import (
+    DEFAULT_MARGIN,
+    compare,
+    detectable_difference,
+    equivalence,
+    hierarchical_bootstrap,
+    holm,
+    resolve_margin,
+    t_interval,
+)
+from edgerlhf.study.tables import Derived, Table, cell, fmt, iv
 from edgerlhf.tracking import atomic_write_json, atomic_write_text
 
 
-def _fmt(v, spec: str) -> str:
-    if v is None or (isinstance(v, float) and not math.isfinite(v)):
-        return "–"
-    return spec.format(v)
-
-
-class Derived(NamedTuple):
-    """A number the report computed (an interval, a mean over seeds): its text, how, and the files it read."""
-
-    text: str
-    how: str
-    inputs: list
-
-
-class _Table:
-    """Rows of cells that remember where each number came from."""
-
-    def __init__(self, headers: list[str]):
-        self.headers, self.rows, self.sources = headers, [], []
-
-    def add(self, cells: list):
-        """Each cell is a plain string, a ``Derived`` number, or (summary folder, key, format, value)."""
-        row = []
-        for c in cells:
-            if isinstance(c, Derived):
-                row.append(c.text)
-                if c.text != "–":
-                    self.sources.append({"text": c.text, "computed": c.how, "from": c.inputs})
-            elif isinstance(c, tuple):
-                folder, key, spec, value = c
-                text = _fmt(value, spec)
-                row.append(text)
-                if text != "–":
-                    self.sources.append({"file": str(Path(folder).name) + "/summary.json",
-                                         "key": list(key) if isinstance(key, (list, tuple)) else [key],
-                                         "format": spec, "text": text})
-            else:
-                row.append(str(c))
-        self.rows.append(row)
-
-    def md(self) -> str:
-        lines = ["| " + " | ".join(self.headers) + " |", "|" + "---|" * len(self.headers)]
-        return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in self.rows])
-
-    def html(self) -> str:
-        head = "".join(f"<th>{html.escape(h)}</th>" for h in self.headers)
-        body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in self.rows)
-        return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
-
-
-def _cell(folder: Path, summary: dict, key: str, spec: str, *, sub: tuple[str, ...] = ()):
-    v = summary
-    for k in sub:
-        v = v.get(k, {})
-    return (folder, sub + (key,), spec, v.get(key))
-
-
-def _iv(iv, spec: str = "{:+.3f}") -> str:
-    return ("–" if not (math.isfinite(iv.low) and math.isfinite(iv.high))
-            else f"{_fmt(iv.low, spec)} .. {_fmt(iv.high, spec)}")
-
-
 def _comparisons(arms: dict[str, list[Run]], names: dict[str, tuple[str, str]], y: Yardstick = GOLD,
-                 cache: dict | None = None) -> list[dict]:
-    """Each precision against fp32 (the first precision) within an algorithm, and each algorithm against PPO at
-    that reference precision (DPO against it too), on the seeds both ran and the same prompts; Holm across all."""
+                 cache: dict | None = None, margin=DEFAULT_MARGIN) -> list[dict]:
+    """Each precision against fp32 (the first precision) within an algorithm, each algorithm against PPO at
+    that reference precision (DPO against it too), and an algorithm's reference arm against its control arm (a
+    random reward), on the seeds both ran and the same prompts; Holm across all. Each row also carries the 90% t
+    interval over seeds and its equivalence verdict at ``margin`` (relative margins: of b's mean gain)."""
     by_algo: dict[str, list[str]] = {}
-    for a, (algo, _) in names.items():
-        by_algo.setdefault(algo, []).append(a)
+    nulls: dict[str, str] = {}
+    for a, (algo, prec) in names.items():
+        if prec == NULL:
+            nulls[algo] = a
+        else:
+            by_algo.setdefault(algo, []).append(a)
     pairs = []
     for members in by_algo.values():
         ref = members[0]
         pairs += [(a, ref, "precision") for a in members[1:] if names[a][1]]
+    pairs += [(by_algo[algo][0], null, "control") for algo, null in nulls.items() if by_algo.get(algo)]
     ppo_ref = by_algo.get(registry.REFERENCE_ALGORITHM, [None])[0]
     if ppo_ref:
         for algo, members in by_algo.items():
@@ -123,10 +81,14 @@ def _comparisons(arms: dict[str, list[Run]], names: dict[str, tuple[str, str]], 
             continue
         c = compare(ga, gb)
         diffs = [sum(x) / len(x) - sum(y) / len(y) for x, y in zip(ga, gb)]
+        ref_gain = sum(sum(x) / len(x) for x in gb) / len(gb)
         out.append({"a": a, "b": b, "kind": kind, "seeds": seeds, "cmp": c, "mde": detectable_difference(diffs),
-                    "inputs": response_files(ra) + response_files(rb)})
+                    "inputs": response_files(ra) + response_files(rb), "ci90": t_interval(diffs, 0.90),
+                    "margin": resolve_margin(margin, ref_gain)})
     for row, p in zip(out, holm([r["cmp"].p_value for r in out])):
         row["p_holm"] = p
+        row["eq"] = equivalence(row["ci90"].low, row["ci90"].high, row["margin"],
+                                different=_verdict(row).startswith(f"{row['a']} "))
     return out
 
 
@@ -144,13 +106,22 @@ def _verdict(row: dict) -> str:
         where = " over prompts (one seed: RL variance not measured)" if n < 2 else ""
         return (f"{row['a']} {'better' if c.diff > 0 else 'worse'} than {row['b']}{where} "
                 f"(Holm-adjusted p {_p(row['p_holm'])})")
+    eq = row.get("eq")
+    if eq is not None and eq.verdict == "equivalent":
+        return (f"equivalent within ±{eq.margin:.3f} (90% t interval over {n} seeds {eq.low90:+.3f} .. "
+                f"{eq.high90:+.3f})")
+    tost = ""
+    if eq is not None and n >= 2:
+        tost = (f"; not shown equivalent within ±{eq.margin:.3f}: these seeds certify only ±{eq.certifiable:.2f}"
+                if math.isfinite(eq.margin) else "; no equivalence margin could be formed (the reference gained "
+                                                 "nothing)")
     if row["p_holm"] < 0.05:
         return (f"undecided: the bootstrap over seeds and prompts excludes 0 (Holm p {_p(row['p_holm'])}) but the "
-                f"t interval over {n} seeds does not")
+                f"t interval over {n} seeds does not" + tost)
     if n < 2:
-        return "no difference found over prompts; one seed: RL variance not measured"
+        return "no difference found over prompts; one seed: RL variance not measured, equivalence not shown"
     return (f"no difference found; at {n} seeds only a difference of about {row['mde']:.2f} or more would have "
-            "been detected (80% power)")
+            "been detected (80% power)" + tost)
 
 
 def _verdict_sentences(rows: list[dict], n_seeds: int, y: Yardstick = GOLD) -> list[str]:
@@ -161,7 +132,7 @@ def _verdict_sentences(rows: list[dict], n_seeds: int, y: Yardstick = GOLD) -> l
         c = r["cmp"]
         over = ("over the evaluation prompts only (one seed: RL's run-to-run variance is not in it)"
                 if len(r["seeds"]) < 2 else f"over {len(r['seeds'])} seeds and the evaluation prompts")
-        out.append(f"{r['a']} − {r['b']}: {y.name} gain {c.diff:+.3f}, 95% interval {_iv(c.both)} {over}; "
+        out.append(f"{r['a']} − {r['b']}: {y.name} gain {c.diff:+.3f}, 95% interval {iv(c.both)} {over}; "
                    f"P(improvement) {c.p_improvement:.2f}; {_verdict(r)}.")
     if n_seeds < 2:
         out.append("With one seed per configuration these intervals cover the prompts, not the RL run: a second seed "
@@ -169,10 +140,12 @@ def _verdict_sentences(rows: list[dict], n_seeds: int, y: Yardstick = GOLD) -> l
     return out
 
 
-def write_report(study: Path, *, sft, rm_eval, runs: dict, base_seed: int) -> Path:
+def write_report(study: Path, *, sft, rm_eval, runs: dict, base_seed: int, bon=None,
+                 margin=DEFAULT_MARGIN) -> Path:
     """Write report.md / report.html / report.json / charts into ``study``; returns report.md.
 
-    ``runs``: {Arm: {seed: (training StageRecord, evaluation StageRecord)}} as ``study.pipeline`` builds it."""
+    ``runs``: {Arm: {seed: (training StageRecord, evaluation StageRecord)}} as ``study.pipeline`` builds it;
+    ``bon``: the best-of-n stage's record (None: no best-of-n section); ``margin``: the equivalence margin."""
     study = Path(study)
     index = json.loads((study / "study.json").read_text())
     stages = stage_records(study, index)
@@ -187,19 +160,24 @@ def write_report(study: Path, *, sft, rm_eval, runs: dict, base_seed: int) -> Pa
     intervals: dict = {}  # each arm's hierarchical-bootstrap interval, drawn once
 
     # 1 RM precision: cost and agreement with fp32
-    t = _Table(["RM precision", "RM weights MB", "RM s/batch", "RM acc vs fp32", "Spearman ρ vs fp32", "flip rate"])
+    cert = bon.summary.get("precisions", {}) if bon is not None else {}
+    t = Table(["RM precision", "RM weights MB", "RM s/batch", "RM acc vs fp32", "Spearman ρ vs fp32", "flip rate"]
+              + (["Kendall τ on policy samples", "top-1 agreement", "reward std ratio"] if cert else []))
     for p, r in rme.get("precisions", {}).items():
         t.add([p] + [(rm_eval.path, ("precisions", p, k), spec, r.get(k)) for k, spec in
                      (("weight_mb", "{:.1f}"), ("latency_s_per_batch", "{:.2f}"), ("accuracy_vs_ref", "{:.3f}"),
-                      ("spearman_vs_ref", "{:.3f}"), ("flip_rate", "{:.3f}"))])
+                      ("spearman_vs_ref", "{:.3f}"), ("flip_rate", "{:.3f}"))]
+              + ([(bon.path, ("precisions", p, k), "{:.3f}", cert.get(p, {}).get(k))
+                  for k in ("kendall_tau", "top1_agreement", "std_ratio")] if cert else []))
 
     # 2 alignment per configuration: each seed, the mean, intervals over seeds and over seeds and prompts
-    a = _Table(["configuration", "seeds", f"{yn} gain per seed", "mean gain", "95% t over seeds",
-                "95% bootstrap (seeds, prompts)", "win rate vs SFT", "KL nats/response", "KL nats/token",
+    a = Table(["configuration", "seeds", f"{yn} gain per seed", "mean gain", "95% t over seeds",
+                "95% bootstrap (seeds, prompts)", "length-controlled gain", "its 95% bootstrap",
+                "win rate vs SFT", "KL nats/response", "KL nats/token",
                 "final RM reward", "train peak MB", "train s (median)"])
     for name, rs in arms.items():
         g = gains(rs, y, cache)
-        per_seed = " / ".join(_fmt(r.eval.summary.get(y.gain), "{:+.3f}") for r in rs)
+        per_seed = " / ".join(fmt(r.eval.summary.get(y.gain), "{:+.3f}") for r in rs)
         srcs = [{"file": f"{r.eval.path.name}/summary.json", "key": [y.gain]} for r in rs]
         def mean_of(key, rs=rs):
             vals = [r.eval.summary.get(key) for r in rs]
@@ -208,76 +186,86 @@ def write_report(study: Path, *, sft, rm_eval, runs: dict, base_seed: int) -> Pa
                   if r.eval.summary.get("eval/kl") is not None and r.eval.summary.get("eval/mean_tokens")]
         ti = t_interval([sum(x) / len(x) for x in g]) if g else None
         hb = intervals[name] = hierarchical_bootstrap(g) if g else None
+        lc = controlled_gains(rs, y, cache)
+        lc_iv = hierarchical_bootstrap(lc) if lc else None
         files = [f"{r.eval.path.name}/summary.json" for r in rs]
         a.add([name, ", ".join(str(r.seed) for r in rs), Derived(per_seed, f"each seed's {y.gain}", srcs),
-               Derived(_fmt(ti.mean if ti else None, "{:+.3f}"), f"mean over seeds of {y.resp} - {y.base_resp}",
+               Derived(fmt(ti.mean if ti else None, "{:+.3f}"), f"mean over seeds of {y.resp} - {y.base_resp}",
                        response_files(rs)),
-               Derived(_iv(ti) if ti else "–", "Student-t 95% over the seeds' means", response_files(rs)),
-               Derived(_iv(hb) if hb else "–", "hierarchical bootstrap 95% (seeds, then prompts)", response_files(rs)),
-               Derived(_fmt(mean_of(y.win), "{:.3f}"), f"mean over seeds of {y.win}", files),
-               Derived(_fmt(mean_of("eval/kl"), "{:.2f}"), "mean over seeds of eval/kl", files),
-               Derived(_fmt(sum(kl_tok) / len(kl_tok) if len(kl_tok) == len(rs) else None, "{:.3f}"),
+               Derived(iv(ti) if ti else "–", "Student-t 95% over the seeds' means", response_files(rs)),
+               Derived(iv(hb) if hb else "–", "hierarchical bootstrap 95% (seeds, then prompts)", response_files(rs)),
+               Derived(fmt(lc_iv.mean if lc_iv else None, "{:+.3f}"), "mean of (gain - slope x word-count change), "
+                       "slope of score on words fitted on the SFT responses", response_files(rs)),
+               Derived(iv(lc_iv) if lc_iv else "–", "hierarchical bootstrap 95% of the length-controlled gains",
+                       response_files(rs)),
+               Derived(fmt(mean_of(y.win), "{:.3f}"), f"mean over seeds of {y.win}", files),
+               Derived(fmt(mean_of("eval/kl"), "{:.2f}"), "mean over seeds of eval/kl", files),
+               Derived(fmt(sum(kl_tok) / len(kl_tok) if len(kl_tok) == len(rs) else None, "{:.3f}"),
                        "mean over seeds of eval/kl / eval/mean_tokens", files),
-               Derived(_fmt(mean_of("eval/rm_mean"), "{:+.3f}"), "mean over seeds of eval/rm_mean", files),
-               Derived(_fmt(max((peak_mb(r.train) or 0 for r in rs), default=None), "{:.0f}"), "largest memory/peak_mb",
+               Derived(fmt(mean_of("eval/rm_mean"), "{:+.3f}"), "mean over seeds of eval/rm_mean", files),
+               Derived(fmt(max((peak_mb(r.train) or 0 for r in rs), default=None), "{:.0f}"), "largest memory/peak_mb",
                        [f"{r.train.path.name}/summary.json" for r in rs]),
-               Derived(_fmt(median([r.train.summary.get("wall_time_s") for r in rs]), "{:.0f}"), "median wall_time_s",
+               Derived(fmt(median([r.train.summary.get("wall_time_s") for r in rs]), "{:.0f}"), "median wall_time_s",
                        [f"{r.train.path.name}/summary.json" for r in rs])])
 
     # 3 comparisons with Holm's correction and a power statement
-    rows = _comparisons(arms, names, y, cache)
-    c = _Table(["comparison", "seeds", "difference", "95% t over seeds", "95% bootstrap (seeds, prompts)",
-                "P(improvement)", "p", "p (Holm)", "detectable at 80% power", "verdict"])
+    rows = _comparisons(arms, names, y, cache, margin)
+    c = Table(["comparison", "seeds", "difference", "95% t over seeds", "95% bootstrap (seeds, prompts)",
+                "P(improvement)", "p", "p (Holm)", "detectable at 80% power", "90% t over seeds",
+                "equivalence margin", "verdict"])
     for r in rows:
         cm, ins = r["cmp"], r["inputs"]
         c.add([f"{r['a']} vs {r['b']}", len(r["seeds"]),
                Derived(f"{cm.diff:+.3f}", f"mean paired {yn}-gain difference", ins),
-               Derived(_iv(cm.seeds), "Student-t 95% over per-seed differences", ins),
-               Derived(_iv(cm.both), "hierarchical bootstrap 95% of the paired difference", ins),
+               Derived(iv(cm.seeds), "Student-t 95% over per-seed differences", ins),
+               Derived(iv(cm.both), "hierarchical bootstrap 95% of the paired difference", ins),
                Derived(f"{cm.p_improvement:.2f}", "P(a > b) on paired prompts", ins),
                Derived(_p(cm.p_value), "two-sided bootstrap p (floored at 1 / 4000 draws)", ins),
                Derived(_p(r["p_holm"]), "Holm across the table", ins),
-               Derived(_fmt(r["mde"], "{:.3f}"), "(t(.975,n-1) + t(.8,n-1)) s_diff / sqrt(n) over seeds", ins),
+               Derived(fmt(r["mde"], "{:.3f}"), "(t(.975,n-1) + t(.8,n-1)) s_diff / sqrt(n) over seeds", ins),
+               Derived(iv(r["ci90"]), "Student-t 90% over per-seed differences (TOST)", ins),
+               Derived(fmt(r["margin"], "±{:.3f}"), f"equivalence margin {margin} (relative: of {r['b']}'s mean gain)",
+                       ins),
                _verdict(r)])
     verdicts = _verdict_sentences(rows, n_seeds, y)
 
     # 4 each run's change over SFT, paired over prompts
-    g = _Table(["run", "seed", f"SFT {yn}", f"aligned {yn}", "gain", "paired 95% CI over prompts"])
+    g = Table(["run", "seed", f"SFT {yn}", f"aligned {yn}", "gain", "paired 95% CI over prompts"])
     for name, rs in arms.items():
         for r in rs:
             es, ep = r.eval.summary, r.eval.path
             lo, hi = es.get(f"{y.gain}_ci95_low"), es.get(f"{y.gain}_ci95_high")
-            g.add([name, r.seed, _cell(ep, es, y.base_mean, "{:+.3f}"), _cell(ep, es, y.mean, "{:+.3f}"),
-                   _cell(ep, es, y.gain, "{:+.3f}"),
-                   Derived(f"{_fmt(lo, '{:+.3f}')} .. {_fmt(hi, '{:+.3f}')}" if lo is not None else "–",
+            g.add([name, r.seed, cell(ep, es, y.base_mean, "{:+.3f}"), cell(ep, es, y.mean, "{:+.3f}"),
+                   cell(ep, es, y.gain, "{:+.3f}"),
+                   Derived(f"{fmt(lo, '{:+.3f}')} .. {fmt(hi, '{:+.3f}')}" if lo is not None else "–",
                            f"{y.gain}_ci95_low .. high", [f"{ep.name}/summary.json"])])
 
     # 5 stages: time, memory, 8 GB fit
-    s = _Table(["stage", "run folder", "wall time s", "peak memory MB", "fits 8 GB", "reused"])
+    s = Table(["stage", "run folder", "wall time s", "peak memory MB", "fits 8 GB", "reused"])
     for r in stages:
         peak = peak_mb(r)
         s.add([r.label, r.path.name, (r.path, "wall_time_s", "{:.0f}", r.summary.get("wall_time_s")),
                (r.path, "memory/peak_mb", "{:.0f}", peak) if r.summary.get("memory/peak_mb") is not None
-               else _fmt(peak, "{:.0f}") + " (largest precision)",
+               else fmt(peak, "{:.0f}") + " (largest precision)",
                "–" if peak is None else ("yes" if peak < BUDGET_MB else "no"), "yes" if r.reused else "no"])
 
     # 6 where online RL's time goes (every online run)
-    tt = _Table(["run", "seed", "load s", "generate s", "update s", "median step s", "tokens/s (rollout)"])
+    tt = Table(["run", "seed", "load s", "generate s", "update s", "median step s", "tokens/s (rollout)"])
     for name, rs in arms.items():
         for r in rs if is_online(rs) else []:
             ps, pp = r.train.summary, r.train.path
             m = [x for x in metrics_of(pp) if "timing/generate_tokens_per_s" in x]
             tok_s = sum(x["timing/generate_tokens_per_s"] for x in m) / len(m) if m else None
-            tt.add([name, r.seed, _cell(pp, ps, "timing/load_s", "{:.0f}"),
-                    _cell(pp, ps, "timing/generate_s", "{:.0f}"),
-                    _cell(pp, ps, "timing/update_s", "{:.0f}"), _cell(pp, ps, "timing/step_s_median", "{:.1f}"),
-                    Derived(_fmt(tok_s, "{:.0f}"), "mean of timing/generate_tokens_per_s",
+            tt.add([name, r.seed, cell(pp, ps, "timing/load_s", "{:.0f}"),
+                    cell(pp, ps, "timing/generate_s", "{:.0f}"),
+                    cell(pp, ps, "timing/update_s", "{:.0f}"), cell(pp, ps, "timing/step_s_median", "{:.1f}"),
+                    Derived(fmt(tok_s, "{:.0f}"), "mean of timing/generate_tokens_per_s",
                             [f"{pp.name}/metrics.jsonl"])])
 
     # 7 does the RM still rank the rollouts as the gold does, as RL goes on? (per online arm, mean over seeds)
-    ag = _Table(["configuration", "seeds logged", "Spearman(RM, gold) first step", "last step", "change"])
+    ag = Table(["configuration", "seeds logged", "Spearman(RM, gold) first step", "last step", "change"])
     for name, rs in arms.items():
-        if not is_online(rs) or y is not GOLD:
+        if not is_online(rs) or y is not GOLD or names[name][1] == NULL:  # a random reward ranks nothing
             continue
         per, _ = curve(rs, "objective/rm_gold_spearman")
         per = [c for c in per if len(c) >= 2 and all(math.isfinite(v) for _, v in c)]
@@ -292,6 +280,10 @@ def write_report(study: Path, *, sft, rm_eval, runs: dict, base_seed: int) -> Pa
                 Derived(f"{last - first:+.3f}", "last - first", src)])
 
     made = charts(study, arms, stages, rme, y, intervals)
+    bs = bon_section(study, bon, margin) if bon is not None and y is GOLD else None
+    if bs is not None:
+        made += bs.charts
+    answer = _headline(rows, names, bs, bon)
     samples = _samples(arms, base_seed, n=3, y=y)
     first = next(iter(arms.values()))[0]
     meta = {"preset": index.get("preset"), "seed": base_seed, "seeds": seeds,
@@ -316,6 +308,7 @@ def write_report(study: Path, *, sft, rm_eval, runs: dict, base_seed: int) -> Pa
             "bootstrap intervals resample seeds, then prompts within each seed, and carry both.",
             "Every number is read from a stage's summary.json or responses.jsonl, or computed from them "
             "(`report.json` names file and key, or the computation and its inputs, for each)."]
+    lead = lead[:1 + len(proxy)] + answer + lead[1 + len(proxy):]
     kl_note = ("KL is reported per response (nats summed over the response's tokens, what `eval` measures against the "
                "SFT policy on the held-out prompts) and per token (that figure over the mean response length). The "
                "original report's 0.15–0.25 target is a per-token figure; compare it with the per-token column.")
@@ -325,7 +318,11 @@ def write_report(study: Path, *, sft, rm_eval, runs: dict, base_seed: int) -> Pa
           f"## Alignment per configuration ({title})", "", a.md(), "", kl_note, "",
           "## Comparisons (paired by seed and prompt; Holm-corrected across the table)", "", c.md(), "",
           *[f"- {v}" for v in verdicts], "",
+          *(bs.md if bs is not None else []),
           "## Reward-model precision: cost and agreement with fp32", "", t.md(), "",
+          *(["Kendall τ, top-1 agreement and the reward std ratio are measured on the best-of-n candidates (the "
+             "SFT policy's own samples, within each prompt), against the reference precision; the other columns on "
+             "held-out preference pairs.", ""] if cert else []),
           *(["## Does the RM keep agreeing with the gold during RL?", "", ag.md(), "",
              "Spearman rank correlation between the RM's scores (at its precision) and the gold's over each step's "
              "rollouts; a fall means the policy found responses the RM over-rates (runs made before this metric "
@@ -343,7 +340,7 @@ def write_report(study: Path, *, sft, rm_eval, runs: dict, base_seed: int) -> Pa
     report = study / "report.md"
     atomic_write_text(report, "\n".join(md) + "\n")
     tables = [("Alignment per configuration" + ("" if y is GOLD else " (proxy: fp32 learned RM)"), a),
-              ("Comparisons", c), ("Reward-model precision", t)] + \
+              ("Comparisons", c)] + (bs.tables if bs is not None else []) + [("Reward-model precision", t)] + \
         ([("RM-vs-gold agreement during RL", ag)] if y is GOLD else []) + \
         [(f"Each run's {yn} change over SFT", g), ("Stages", s), ("Where online RL's time goes", tt)]
     atomic_write_text(study / "report.html", _html(meta, lead, kl_note, verdicts, tables, made, samples))
@@ -353,8 +350,42 @@ def write_report(study: Path, *, sft, rm_eval, runs: dict, base_seed: int) -> Pa
         "comparisons": [{"a": r["a"], "b": r["b"], "kind": r["kind"], "seeds": r["seeds"], "diff": r["cmp"].diff,
                          "ci_seeds": list(r["cmp"].seeds[:3]), "ci_both": list(r["cmp"].both[:3]),
                          "p_improvement": r["cmp"].p_improvement, "p": r["cmp"].p_value, "p_holm": r["p_holm"],
-                         "detectable": r["mde"], "verdict": _verdict(r)} for r in rows]})
+                         "detectable": r["mde"], "ci90_seeds": list(r["ci90"][:3]), "margin": r["margin"],
+                         "equivalence": r["eq"].verdict, "certifiable": r["eq"].certifiable, "verdict": _verdict(r)}
+                        for r in rows],
+        "equivalence_margin": str(margin), "headline": answer,
+        "best_of_n": [] if bs is None else [
+            {"precision": r["precision"], "reference": r["reference"], "n": r["n"], "diff": r["diff"],
+             "ci95_prompts": list(r["ci95"][1:3]), "ci90_prompts": list(r["ci90"][1:3]), "p": r["p"],
+             "p_holm": r["p_holm"], "margin": r["eq"].margin, "equivalence": r["eq"].verdict,
+             "certifiable": r["eq"].certifiable, "verdict": verdict_text(r)} for r in bs.verdicts],
+        "best_of_n_margin_rule": bs.margin_rule if bs is not None else ""})
     return report
+
+
+def _headline(rows: list[dict], names: dict[str, tuple[str, str]], bs, bon) -> list[str]:
+    """Per RM precision other than the reference: what was shown, and on which instrument (best-of-n over prompts,
+    each online algorithm over its seeds); the control arm's gain beside them."""
+    out = []
+    precs = list(dict.fromkeys(p for _, p in names.values() if p and p != NULL))
+    if bon is not None:
+        precs = list(dict.fromkeys(precs + list(bon.summary.get("precisions", {}))))
+    for p in precs[1:]:
+        parts = []
+        if bs is not None:
+            h = bon_headline(bs.verdicts, p, bon.summary["N"], bon.summary["prompts"])
+            parts += [h] if h else []
+        for r in rows:
+            if r["kind"] == "precision" and names[r["a"]][1] == p:
+                parts.append(f"{names[r['a']][0]} ({len(r['seeds'])} seed{'s' * (len(r['seeds']) != 1)}): "
+                             f"{_verdict(r)}")
+        if parts:
+            out.append(f"**{p} RM against {precs[0]}** — " + "; ".join(parts) + ".")
+    for r in rows:
+        if r["kind"] == "control":
+            out.append(f"**Control**: {r['a']} against {r['b']} (the same training on a random reward): "
+                       f"{_verdict(r)}.")
+    return out
 
 
 def _samples(arms: dict[str, list[Run]], base_seed: int, n: int, y: Yardstick = GOLD) -> list[dict]:

@@ -13,6 +13,8 @@ and by prompt.
   with both intervals, the probability of improvement and a two-sided bootstrap p-value.
 * :func:`detectable_difference` - the smallest paired difference the seeds could have detected (power).
 * :func:`holm` - Holm's step-down correction of the p-values of the comparisons a report makes.
+* :func:`equivalence` - two one-sided tests (TOST): a difference whose 90% interval lies inside a margin fixed
+  beforehand is *equivalent within ±margin*; with :func:`parse_margin` and :func:`paired_t_p`.
 
 Written here rather than taken from rliable (a JAX/arch dependency for three formulas) or scipy.stats.bootstrap
 (no hierarchical resampling); scipy gives the t quantile.
@@ -51,9 +53,10 @@ def seed_means(scores: Scores) -> list[float]:
     return _matrix(scores).mean(1).tolist()
 
 
-def t_interval(values: Sequence[float], level: float = 0.95) -> Interval:
-    """Mean of ``values`` (one per seed) with a two-sided Student-t interval: mean ± t(level, n-1) · s / √n.
-    With one value the bounds are nan: one run says nothing about run-to-run variance."""
+def t_interval(values: Sequence[float], level: float = 0.95, over: str = "seeds") -> Interval:
+    """Mean of ``values`` (one per seed, or per prompt with ``over="prompts"``) with a two-sided Student-t
+    interval: mean ± t(level, n-1) · s / √n. With one value the bounds are nan: one run says nothing about
+    run-to-run variance."""
     from scipy.stats import t  # noqa: PLC0415 - scipy is heavy; only for a t quantile
 
     x = np.asarray(list(map(float, values)), dtype=np.float64)
@@ -62,9 +65,9 @@ def t_interval(values: Sequence[float], level: float = 0.95) -> Interval:
         raise ValueError("t_interval: no values")
     m = float(x.mean())
     if n < 2:
-        return Interval(m, math.nan, math.nan, 1, "seeds")
+        return Interval(m, math.nan, math.nan, 1, over)
     half = float(t.ppf(0.5 + level / 2, n - 1) * x.std(ddof=1) / math.sqrt(n))
-    return Interval(m, m - half, m + half, n, "seeds")
+    return Interval(m, m - half, m + half, n, over)
 
 
 def _hier_draws(x: np.ndarray, n_boot: int, rng: np.random.Generator) -> np.ndarray:
@@ -151,3 +154,69 @@ def detectable_difference(seed_diffs: Sequence[float], level: float = 0.95, powe
     if n < 2:
         return math.nan
     return float((t.ppf(0.5 + level / 2, n - 1) + t.ppf(power, n - 1)) * x.std(ddof=1) / math.sqrt(n))
+
+
+def paired_t_p(diffs: Sequence[float]) -> float:
+    """Two-sided p-value of a paired t-test that the mean of ``diffs`` is 0 (1.0 when every difference is 0,
+    nan with fewer than two)."""
+    from scipy.stats import t  # noqa: PLC0415 - scipy is heavy; only for a t distribution
+
+    x = np.asarray(list(map(float, diffs)), dtype=np.float64)
+    if len(x) < 2:
+        return math.nan
+    sd = x.std(ddof=1)
+    if sd == 0:
+        return 1.0 if x.mean() == 0 else 0.0
+    return float(2 * t.sf(abs(x.mean()) / (sd / math.sqrt(len(x))), len(x) - 1))
+
+
+# the report's equivalence margin unless the study names one: 10% of the reference configuration's gain, a rule
+# fixed before any study runs (the value it gives is stated in the report beside every verdict)
+DEFAULT_MARGIN = "10%"
+
+
+def parse_margin(spec) -> tuple[float, bool]:
+    """An equivalence margin as given: ``0.05`` (in the yardstick's units) -> (0.05, False); ``"10%"`` (of the
+    reference configuration's gain) -> (0.10, True). A margin must be positive."""
+    text = str(spec).strip()
+    relative = text.endswith("%")
+    try:
+        value = float(text[:-1] if relative else text)
+    except ValueError:
+        raise ValueError(f"equivalence margin {spec!r}: use a positive number in gold units (0.05) or a share of the "
+                         "fp32 reference's gain (10%)") from None
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError(f"equivalence margin {spec!r} must be positive: a margin of 0 or less can never be met "
+                         "(use e.g. 0.05, or 10%)")
+    return (value / 100, True) if relative else (value, False)
+
+
+def resolve_margin(spec, reference_gain: float) -> float:
+    """The margin in the yardstick's units: an absolute margin as given; a relative one times the reference's gain
+    (nan when that gain is not positive: a share of no gain certifies nothing)."""
+    value, relative = parse_margin(spec)
+    if not relative:
+        return value
+    return value * reference_gain if math.isfinite(reference_gain) and reference_gain > 0 else math.nan
+
+
+class Equivalence(NamedTuple):
+    verdict: str        # "different" | "equivalent" | "undecided"
+    margin: float       # the margin fixed beforehand (nan: none could be formed)
+    low90: float        # the 90% interval TOST reads (two one-sided 5% tests)
+    high90: float
+    certifiable: float  # the smallest margin these data would have certified: max(|low90|, |high90|)
+
+
+def equivalence(low90: float, high90: float, margin: float, different: bool) -> Equivalence:
+    """The three-way verdict of a comparison: **different** when the usual test says so (``different``, decided by
+    the caller's rule), **equivalent** within ±``margin`` when the 90% interval lies inside [-margin, margin] (TOST
+    at level 0.05: Schuirmann 1987), otherwise **undecided**. ``certifiable`` is the margin the data would have
+    certified, so an undecided verdict still says how close the two were shown to be."""
+    ok = math.isfinite(low90) and math.isfinite(high90)
+    cert = max(abs(low90), abs(high90)) if ok else math.nan
+    if different:
+        return Equivalence("different", margin, low90, high90, cert)
+    if ok and math.isfinite(margin) and -margin < low90 and high90 < margin:
+        return Equivalence("equivalent", margin, low90, high90, cert)
+    return Equivalence("undecided", margin, low90, high90, cert)

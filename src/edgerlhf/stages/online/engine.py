@@ -14,6 +14,7 @@ from edgerlhf.data.formatting import encode_prompt
 from edgerlhf.distributed import any_process, broadcast_params, divisible, shard, world
 from edgerlhf.models.loading import share_identical_weights
 from edgerlhf.models.roles import Roles
+from edgerlhf.rewards.control import RANDOM_REWARD, RandomReward
 from edgerlhf.rewards.gold import make_gold
 from edgerlhf.rewards.learned import load_reward_as_stored
 from edgerlhf.rl.algorithms import Algorithm, make_algorithm
@@ -91,6 +92,9 @@ def _make_reward(cfg: OnlineRLConfig, reward_fn: RewardFn | None, device) -> tup
     if reward_fn is not None:
         name = getattr(reward_fn, "__name__", type(reward_fn).__name__)
         return user_callable(reward_fn, f"reward_fn {name}"), {"reward": name, "reward_precision": "callable"}
+    if cfg.reward == RANDOM_REWARD:  # the control arm: what the training dynamics give alone
+        return RandomReward(cfg.seed), {"reward": RANDOM_REWARD, "reward_precision": "null",
+                                        "reward_backend": RandomReward(cfg.seed).meta["backend"]}
     if not cfg.reward:
         raise ConfigError(["reward is required: a reward run folder (edgerlhf reward ...), a quantized RM folder, "
                            "or (Python API) reward_fn=callable"])

@@ -1,0 +1,265 @@
+"""Best-of-n on shared candidates (``edgerlhf bon``), and best-of-n at serving time (:func:`best_of`).
+
+    1 candidates  N responses per held-out prompt sampled once from the policy with the engine's sampler (a
+                  prompt's N copies share one prefill), scored by the gold; or reused from an earlier bon run
+    2 rank        the RM scores every candidate at each precision (a prompt shared by two candidates runs once,
+                  as in RM scoring), one precision loaded at a time
+    3 curves      per prompt and n: the expected gold (and proxy) of best-of-n over all n-subsets of the N, no
+                  resampling (``rl.best_of_n``); KL(best-of-n) = log n - (n-1)/n; the Gao et al. fit per precision
+    4 certificate how each precision ranks the policy's own samples against the reference (the first precision):
+                  Kendall tau within a prompt's N, top-1 agreement, the within-prompt reward spread ratio
+
+``candidates.jsonl`` (one row per prompt: the candidates, their word counts, gold and every precision's scores) is
+the one file the study's report reads; its equivalence verdicts (TOST) and Holm-corrected differences are the
+study's (``study.bon_report``).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from edgerlhf.data.formatting import last_message
+from edgerlhf.data.loaders import load_prompt_rows
+from edgerlhf.data.task import eval_prompts
+from edgerlhf.models.adapters import find_artifact, load_policy, read_artifact_meta
+from edgerlhf.models.generation import generate
+from edgerlhf.models.precision import default_precisions, parse_precisions
+from edgerlhf.rewards import mean_ci95
+from edgerlhf.rewards.gold import make_gold
+from edgerlhf.rewards.learned import encode_for_rm, load_reward_model, stores_own_precision
+from edgerlhf.rl.best_of_n import bon_curves, bon_kl, bon_ns, bootstrap_gao, kendall_tau, top1_agreement
+from edgerlhf.runfolder import RunFolder
+from edgerlhf.stages.skeleton import Context, Setup, run_stage
+from edgerlhf.tracking import atomic_write_text
+from edgerlhf.tracking.memory import release_free_memory
+
+__all__ = ["best_of", "certificate", "read_candidates", "run"]
+
+# what must match for an earlier bon run's candidates to be reused
+_SAMPLING_KEYS = ("num_candidates", "num_prompts", "prompts", "temperature", "max_new_tokens", "seed", "gold",
+                  "chat_template")
+
+
+def run(cfg) -> Path:
+    """Best-of-n curves of ``cfg.policy`` ranked by ``cfg.rm`` at each precision; returns the run folder
+    (``candidates.jsonl``, ``summary.json``, ``table.md``)."""
+    return run_stage(cfg, _prepare, _execute)
+
+
+def read_candidates(path: str | Path) -> list[dict]:
+    """The rows of a bon run's ``candidates.jsonl`` (a run folder or the file)."""
+    f = Path(path)
+    f = f / "candidates.jsonl" if f.is_dir() else f
+    return [json.loads(x) for x in f.read_text().splitlines() if x.strip()]
+
+
+def _prepare(setup: Setup):
+    """Policy, prompts, precisions, the n of the curve and reused candidates: checked before anything is written."""
+    cfg = setup.cfg
+    art = find_artifact(cfg.policy)
+    if cfg.prompts:
+        prompts, _ = load_prompt_rows(cfg.prompts, max_rows=cfg.num_prompts)
+    else:
+        prompts = [r["prompt"] for r in eval_prompts(cfg.num_prompts)]
+    precisions = parse_precisions(cfg.precisions) if cfg.precisions else default_precisions(setup.device)
+    ns = sorted(set(cfg.ns)) if cfg.ns else bon_ns(cfg.num_candidates)
+    rm_meta = read_artifact_meta(find_artifact(cfg.rm))
+    if rm_meta.get("stage") != "reward":
+        raise ValueError(f"rm={cfg.rm}: a {rm_meta.get('stage')!r} run, not a reward model")
+    if stores_own_precision(rm_meta):
+        own = rm_meta.get("precision") or rm_meta.get("base_precision")
+        if any(p != own for p in precisions):
+            raise ValueError(f"rm={cfg.rm} is stored at {own} (a quantized or QLoRA-trained RM): it ranks only at that "
+                             f"precision, not {', '.join(p for p in precisions if p != own)}; pass precisions=[{own}] "
+                             "or the fp32-trained reward run")
+    reused = None
+    if cfg.candidates:
+        src = RunFolder(cfg.candidates)
+        diff = [k for k in _SAMPLING_KEYS if src.config.get(k) != getattr(cfg, k)]
+        if src.config.get("policy") and Path(src.config["policy"]).resolve() != Path(cfg.policy).resolve():
+            diff.insert(0, "policy")
+        reused = read_candidates(src.path)
+        if diff or [r["prompt"] for r in reused] != [last_message(p) for p in prompts]:
+            raise ValueError(f"candidates={src.path} were sampled differently ({', '.join(diff) or 'other prompts'}); "
+                             "leave candidates empty to sample anew, or use this run's settings")
+    return art, prompts, precisions, ns, reused
+
+
+def _execute(ctx: Context, data) -> dict:
+    cfg, run_dir = ctx.cfg, ctx.run_dir
+    art, prompts, precisions, ns, rows = data
+    out: dict = {"policy": str(art), "rm": str(cfg.rm), "prompts": len(prompts), "N": cfg.num_candidates, "ns": ns,
+                 "precisions": {}, "reference": precisions[0], "gold": cfg.gold}
+    # 1 candidates (sampled once, or reused)
+    if rows is None:
+        rows, stats = _sample(ctx, prompts)
+        out.update(stats)
+    else:
+        out["candidates_from"] = str(cfg.candidates)
+    _save(run_dir.path, rows)
+    # 2 rank: every precision not already scored, one RM in memory at a time
+    for p in precisions:
+        if p in rows[0].get("rm", {}):
+            continue
+        t0 = time.perf_counter()
+        scores = _score(cfg, prompts, rows, p, ctx.device)
+        for r, s in zip(rows, scores):
+            r.setdefault("rm", {})[p] = s
+        out[f"timing/rm_{p}_s"] = time.perf_counter() - t0
+        _save(run_dir.path, rows)  # a crash after this keeps the precisions already scored
+    # 3 curves and 4 the certificate
+    out.update(analyse(rows, precisions, ns, gold=cfg.gold != "none", n_boot=cfg.bootstrap, seed=cfg.seed))
+    out["samples"] = [{"prompt": r["prompt"], "candidates": r["responses"][:4], "gold": r.get("gold", [])[:4]}
+                      for r in rows[: cfg.num_samples]]
+    atomic_write_text(run_dir.path / "table.md", table(out))
+    run_dir.log({k: v for k, v in out.items() if isinstance(v, (int, float))}, step=0)
+    print("\n[bon] " + table(out))
+    return out
+
+
+def _sample(ctx: Context, prompts: list) -> tuple[list[dict], dict]:
+    cfg = ctx.cfg
+    policy, tok, _ = load_policy(find_artifact(cfg.policy), dtype=ctx.dtype, device=ctx.device)
+    N = cfg.num_candidates
+    flat = [p for p in prompts for _ in range(N)]
+    torch.manual_seed(cfg.seed)
+    t0 = time.perf_counter()
+    texts, n_tokens = generate(policy, tok, flat, max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature,
+                               batch_size=cfg.batch_size, progress=cfg.progress, desc=f"candidates {N}x{len(prompts)}")
+    sample_s = time.perf_counter() - t0
+    del policy
+    release_free_memory()
+    gold = make_gold(cfg.gold, device=str(ctx.device))
+    t1 = time.perf_counter()
+    g = gold(flat, texts) if gold is not None else None
+    rows = []
+    for i, p in enumerate(prompts):
+        resp = texts[i * N:(i + 1) * N]
+        row = {"prompt": last_message(p), "responses": resp, "words": [len(t.split()) for t in resp]}
+        if g is not None:
+            row["gold"] = g[i * N:(i + 1) * N]
+        rows.append(row)
+    return rows, {"timing/sample_s": sample_s, "timing/gold_s": time.perf_counter() - t1,
+                  "bon/tokens_per_s": n_tokens / sample_s, "bon/mean_tokens": n_tokens / len(flat)}
+
+
+def _score(cfg, prompts: list, rows: list[dict], precision: str, device) -> list[list[float]]:
+    """Every candidate's score by the RM at ``precision``. A prompt's candidates are scored two by two with their
+    shared prompt run once (``RewardModel.score_pairs``); an odd last candidate is scored on its own."""
+    rm = load_reward_model(cfg.rm, precision, device=str(device), batch_size=cfg.rm_batch_size)
+    N = cfg.num_candidates
+    flat_p = [p for p in prompts for _ in range(N)]
+    seqs = encode_for_rm(rm.tokenizer, flat_p, [t for r in rows for t in r["responses"]], rm.max_length,
+                         rm.meta.get("use_chat_template", True))
+    first = [i for i in range(len(seqs)) if i % N % 2 == 0 and i % N + 1 < N]
+    a, b = rm.score_pairs([seqs[i] for i in first], [seqs[i + 1] for i in first])
+    out = [0.0] * len(seqs)
+    for i, x, y in zip(first, a, b):
+        out[i], out[i + 1] = x, y
+    odd = [i for i in range(len(seqs)) if i % N == N - 1 and N % 2 == 1]
+    for i, s in zip(odd, rm.score_ids([seqs[i] for i in odd]) if odd else []):
+        out[i] = s
+    del rm
+    release_free_memory()
+    bad = [i for i, v in enumerate(out) if not math.isfinite(v)]
+    if bad:
+        raise FloatingPointError(f"the RM at {precision} scored {len(bad)} candidates non-finite (first: prompt "
+                                 f"{bad[0] // N}, candidate {bad[0] % N}); nothing is ranked by it")
+    return [out[i * N:(i + 1) * N] for i in range(len(rows))]
+
+
+def certificate(rows: list[dict], precision: str, reference: str) -> dict:
+    """How ``precision`` ranks the policy's own candidates against ``reference``, per prompt then averaged: Kendall
+    tau-b within a prompt's N, top-1 agreement (the same best candidate), and the ratio of the mean within-prompt
+    standard deviation of the scores (a low-variance RM slows RL even when accurate: Razin et al. 2025)."""
+    taus = [kendall_tau(r["rm"][precision], r["rm"][reference]) for r in rows]
+    taus = [t for t in taus if math.isfinite(t)]
+    top1 = [top1_agreement(r["rm"][precision], r["rm"][reference]) for r in rows]
+    sd = float(np.mean([np.std(r["rm"][precision]) for r in rows]))
+    sd_ref = float(np.mean([np.std(r["rm"][reference]) for r in rows]))
+    tau, tau_lo, tau_hi = mean_ci95(taus)
+    t1, t1_lo, t1_hi = mean_ci95(top1)
+    return {"kendall_tau": tau, "kendall_tau_ci95": [tau_lo, tau_hi], "top1_agreement": t1,
+            "top1_agreement_ci95": [t1_lo, t1_hi], "reward_std": sd,
+            "std_ratio": sd / sd_ref if sd_ref > 0 else math.nan}
+
+
+def analyse(rows: list[dict], precisions: list[str], ns: list[int], *, gold: bool = True, n_boot: int = 1000,
+            seed: int = 0) -> dict:
+    """Per precision: best-of-n gold and proxy means with 95% intervals over prompts, the paired gold difference
+    against the reference precision at each n, the Gao et al. fit, and the certificate."""
+    kl = [bon_kl(n) for n in ns]
+    d = [math.sqrt(k) for k in kl]
+    out: dict = {"kl": kl, "sqrt_kl": d, "precisions": {}}
+    ref = precisions[0]
+    ref_gold = bon_curves([r["gold"] for r in rows], [r["rm"][ref] for r in rows], ns) if gold else None
+    for p in precisions:
+        rank = [r["rm"][p] for r in rows]
+        proxy = bon_curves(rank, rank, ns)
+        res: dict = {"proxy": proxy.mean(0).tolist(),
+                     "proxy_ci95": [list(mean_ci95(proxy[:, k])[1:]) for k in range(len(ns))]}
+        if gold:
+            g = bon_curves([r["gold"] for r in rows], rank, ns)
+            res.update({"gold": g.mean(0).tolist(),
+                        "gold_ci95": [list(mean_ci95(g[:, k])[1:]) for k in range(len(ns))]})
+            if len([x for x in d if x > 0]) >= 2:
+                res.update(bootstrap_gao(g, d, n_boot, seed))
+            if p != ref:
+                diff = g - ref_gold
+                res["gold_vs_ref"] = diff.mean(0).tolist()
+                res["gold_vs_ref_ci95"] = [list(mean_ci95(diff[:, k])[1:]) for k in range(len(ns))]
+        if p != ref:
+            res.update(certificate(rows, p, ref))
+        out["precisions"][p] = res
+    if gold:
+        g_ref = out["precisions"][ref]["gold"]
+        out["bon/ref_gold_gain_at_N"] = g_ref[-1] - g_ref[0]
+    return out
+
+
+def table(s: dict) -> str:
+    """The summary as a markdown table: gold (or proxy) at each n per precision, alpha / beta, the certificate."""
+    ns, gold = s["ns"], any("gold" in v for v in s["precisions"].values())
+    what = "gold" if gold else "proxy"
+    head = (f"best-of-n from N={s['N']} candidates on {s['prompts']} prompts ({what}; reference precision "
+            f"{s['reference']})\n\n")
+    cols = [f"n={n}" for n in ns] + (["alpha", "beta"] if gold else []) + ["Kendall tau", "top-1", "std ratio"]
+    lines = ["| precision | " + " | ".join(cols) + " |", "|---|" + "---|" * len(cols)]
+    for p, v in s["precisions"].items():
+        cells = [f"{x:+.3f}" for x in v[what]]
+        if gold:
+            cells += [f"{v[k]:+.3f}" if k in v else "–" for k in ("alpha", "beta")]
+        cells += [f"{v[k]:.3f}" if k in v and math.isfinite(v[k]) else "–"
+                  for k in ("kendall_tau", "top1_agreement", "std_ratio")]
+        lines.append(f"| {p} | " + " | ".join(cells) + " |")
+    return head + "\n".join(lines) + "\n"
+
+
+def _save(folder: Path, rows: list[dict]) -> None:
+    atomic_write_text(folder / "candidates.jsonl", "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+
+
+def best_of(model, tok, prompts: list, n: int, reward, *, temperature: float = 0.7, max_new_tokens: int = 96,
+            batch_size: int = 32, seed: int = 0) -> list[tuple[str, float, list[tuple[str, float]]]]:
+    """Best-of-n at serving time: ``n`` samples per prompt (sharing one prefill), scored by ``reward(prompts,
+    responses)``; per prompt (the highest-scored response, its score, every (response, score)). Ties go to the
+    first sampled."""
+    if n < 1:
+        raise ValueError(f"best-of-{n}: n must be at least 1")
+    flat = [p for p in prompts for _ in range(n)]
+    torch.manual_seed(seed)
+    texts, _ = generate(model, tok, flat, max_new_tokens=max_new_tokens, temperature=temperature,
+                        batch_size=max(batch_size, n))
+    scores = [float(x) for x in reward(flat, texts)]
+    out = []
+    for i in range(len(prompts)):
+        cand = list(zip(texts[i * n:(i + 1) * n], scores[i * n:(i + 1) * n]))
+        best = max(range(n), key=lambda j: (cand[j][1], -j))
+        out.append((cand[best][0], cand[best][1], cand))
+    return out
