@@ -124,7 +124,8 @@ def bon_section(study: Path, bon, margin_spec) -> BonSection | None:
         md += [f"Each precision against {ref} at n ≥ 2 (at n = 1 every precision picks the same: the policy itself), "
                f"paired by prompt and candidate set. Equivalence margin {said}, fixed before the study ran. "
                "**Equivalent** when the 90% interval lies inside the margin (two one-sided tests at 5%), "
-               "**different** when the Holm-corrected paired t-test rejects 0, otherwise **undecided** (with the margin these prompts would have certified).", "", vt.md(), ""]
+               "**different** when the Holm-corrected paired t-test rejects 0, otherwise **undecided** (with the "
+               "margin these prompts would have certified).", "", vt.md(), ""]
     md += [f"![{cap}]({f})\n" for f, cap in made]
     tables = [("Best-of-n gold per RM precision", curves), ("Best-of-n: Gao et al. fit", fit)] + \
         ([("Best-of-n: each precision against the reference", vt)] if verdicts else [])
