@@ -482,3 +482,30 @@ def test_bf16_with_a_cached_trunk_trains(tmp_path, algo):
     weights = load_file(run / "adapter" / "adapter_model.safetensors")
     assert any(v.float().abs().max() > 0 for k, v in weights.items() if "lora_B" in k)  # the adapter moved
     assert read_artifact_meta(run / "adapter")["stage"] == algo
+
+
+def test_random_reward_control_arm_trains_on_a_fixed_seed_random_score(tmp_path, monkeypatch):
+    """reward=random: no RM is loaded, every rollout is scored by the seed's random function, and the artifact
+    says so (so eval's reward=auto does not look for an RM)."""
+    from edgerlhf.models.adapters import read_artifact_meta
+    from edgerlhf.rewards.control import RandomReward
+    from edgerlhf.stages.online import engine
+
+    calls = []
+
+    class Recording(RandomReward):
+        def __call__(self, prompts, responses):
+            out = super().__call__(prompts, responses)
+            calls.append((self.seed, len(responses), out))
+            return out
+
+    monkeypatch.setattr(engine, "RandomReward", Recording)
+    run = online.run(_cfg(tmp_path, "grpo", reward="random", max_steps=2, seed=5))
+    s = json.loads((run / "summary.json").read_text())
+    assert s["reward"] == "random" and s["reward_precision"] == "null"
+    assert read_artifact_meta(run / "adapter")["reward_precision"] == "null"
+    assert [c[:2] for c in calls] == [(5, 8), (5, 8)]  # every rollout of both steps, with the run's seed
+    rows = _metrics(run)
+    assert [r["objective/scores"] for r in rows] == pytest.approx([sum(c[2]) / 8 for c in calls], abs=1e-5)
+    with pytest.raises(ConfigError, match="'random' for a control arm"):
+        _cfg(tmp_path, reward="randm")

@@ -88,3 +88,21 @@ def test_a_stage_made_by_an_older_edgerlhf_is_found_by_its_settings(tmp_path):
                                               "learning_rate": 1e-3})
     assert _equivalent(study, "sft", other) is None  # a changed setting is another stage
     assert _equivalent(study, "sft-x", cfg) is None  # and only folders of the label count
+
+
+def test_null_arms_are_the_control_of_their_algorithm():
+    arms = parse_arms("ppo,ppo@null,grpo@null+int4", ["fp32", "int4"])
+    assert [a.name for a in arms] == ["ppo-fp32", "ppo-int4", "ppo-null", "grpo-int4", "grpo-null"]
+    with pytest.raises(ValueError) as e:
+        parse_arms("ppo@nul,dpo@null", ["fp32"])
+    assert "null: the control arm" in str(e.value) and "dpo has no reward model" in str(e.value)
+
+
+def test_study_options_are_checked_before_anything_is_written(tmp_path):
+    from edgerlhf.study.pipeline import run_study
+
+    for kw, msg in (({"equivalence_margin": 0}, "margin"), ({"equivalence_margin": "-5%"}, "margin"),
+                    ({"bon_precisions": ["int8"]}, "measures its RM at fp32, int4 only")):
+        with pytest.raises(ValueError, match=msg):
+            run_study("smoke", out=tmp_path / "s", precisions=["fp32", "int4"], progress=False, **kw)
+        assert not (tmp_path / "s").exists()

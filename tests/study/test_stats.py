@@ -84,3 +84,40 @@ def test_detectable_difference_by_hand():
     # more seeds with the same spread detect less: n = 5, s = 0.1581: (2.776445 + 0.940965) * s / sqrt(5)
     assert detectable_difference([0.0, 0.1, 0.2, 0.3, 0.4]) == pytest.approx(3.717410 * 0.158114 / 5 ** 0.5, abs=1e-5)
     assert math.isnan(detectable_difference([0.2]))
+
+
+def test_tost_equivalent_different_undecided():
+    from edgerlhf.study.stats import equivalence
+
+    eq = equivalence(-0.02, 0.03, 0.05, different=False)
+    assert eq.verdict == "equivalent" and eq.certifiable == pytest.approx(0.03)
+    un = equivalence(-0.02, 0.06, 0.05, different=False)  # the interval pokes out of the margin on one side
+    assert un.verdict == "undecided" and un.certifiable == pytest.approx(0.06)
+    assert equivalence(0.01, 0.04, 0.05, different=True).verdict == "different"  # the usual test wins
+    assert equivalence(-0.05, 0.01, 0.05, different=False).verdict == "undecided"  # the bound itself is not inside
+    nan = equivalence(math.nan, math.nan, 0.05, different=False)
+    assert nan.verdict == "undecided" and math.isnan(nan.certifiable)
+    assert equivalence(-0.01, 0.01, math.nan, different=False).verdict == "undecided"  # no margin: never shown
+
+
+def test_margins_absolute_relative_and_refused():
+    from edgerlhf.study.stats import parse_margin, resolve_margin
+
+    assert parse_margin("10%") == (pytest.approx(0.1), True) and parse_margin(0.05) == (0.05, False)
+    assert resolve_margin("10%", 0.6) == pytest.approx(0.06) and resolve_margin("0.05", 0.6) == 0.05
+    assert math.isnan(resolve_margin("10%", -0.1))  # a share of no gain certifies nothing
+    for bad in (0, -0.1, "0%", "abc", "nan"):
+        with pytest.raises(ValueError, match="margin"):
+            parse_margin(bad)
+
+
+def test_paired_t_p_is_the_t_test_and_t_interval_names_its_units():
+    from scipy.stats import ttest_1samp
+
+    from edgerlhf.study.stats import paired_t_p, t_interval
+
+    x = [0.1, -0.2, 0.3, 0.05, 0.12, -0.01]
+    assert paired_t_p(x) == pytest.approx(ttest_1samp(x, 0).pvalue)
+    assert paired_t_p([0.0, 0.0, 0.0]) == 1.0 and math.isnan(paired_t_p([0.3]))
+    i90, i95 = t_interval(x, 0.90, over="prompts"), t_interval(x, 0.95, over="prompts")
+    assert i95.low < i90.low < i90.high < i95.high and i90.over == "prompts"

@@ -26,7 +26,7 @@ def test_smoke_study_produces_every_artifact(study):
     out = study
     index = json.loads((out / "study.json").read_text())
     labels = [s["label"] for s in index["stages"]]
-    assert labels[:4] == ["sft", "prefs", "reward", "rm-eval"]
+    assert labels[:4] == ["sft", "prefs", "reward", "rm-eval"] and "bon" in labels
     precisions = index["precisions"]
     assert precisions == ["fp32", "int8"] and index["seeds"] == [42, 7]
     for p in precisions:
@@ -34,7 +34,7 @@ def test_smoke_study_produces_every_artifact(study):
     assert {"grpo-fp32", "eval-grpo-fp32", "grpo-fp32-seed7", "dpo", "eval-dpo", "dpo-seed7",
             "eval-dpo-seed7"} <= set(labels)
     assert not any(x.startswith(("grpo-int8", "reward-seed")) for x in labels)  # grpo@fp32 only; one RM
-    assert len(labels) == 5 + 2 * 2 * len(ARMS)
+    assert len(labels) == 6 + 2 * 2 * len(ARMS)  # sft, prefs, reward, rm-eval, eval-sft, bon; then every arm
     # each seed trained with its own seed; every evaluation sampled with the base seed (paired by prompt)
     by_label = {s["label"]: s for s in index["stages"]}
     cfg = lambda lab: (out / by_label[lab]["path"] / "config.yaml").read_text()  # noqa: E731
@@ -112,12 +112,47 @@ def test_one_seed_study_says_rl_variance_is_not_measured(study):
     out = study
     run_study("smoke", out=out, precisions=["fp32", "int8"], progress=False, report_to=["none"], isolate=False)
     index = json.loads((out / "study.json").read_text())
-    assert all(s["reused"] for s in index["stages"]) and len(index["stages"]) == 5 + 2 * 2
+    assert all(s["reused"] for s in index["stages"]) and len(index["stages"]) == 6 + 2 * 2
     md = (out / "report.md").read_text()
     assert "RL's run-to-run variance is not measured" in md
     for c in json.loads((out / "report.json").read_text())["comparisons"]:  # every verdict says one seed
         assert c["seeds"] == [42] and "one seed" in c["verdict"], c
     run_study("smoke", out=out, **STUDY)  # back to the replicated report for the tests after this one
+
+
+def test_best_of_n_section_and_length_control_are_recomputed_from_the_files(study):
+    """The report's best-of-n verdicts from candidates.jsonl (every precision ranks the same candidates), the
+    margin rule and the headline; the length-controlled gain from responses.jsonl."""
+    from edgerlhf.stages.bon import read_candidates
+    from edgerlhf.study.bon_report import bon_verdicts
+    from edgerlhf.study.records import Run, StageRecord, controlled_gains
+    from edgerlhf.study.stats import hierarchical_bootstrap, resolve_margin
+
+    out = study
+    md = (out / "report.md").read_text()
+    report = json.loads((out / "report.json").read_text())
+    index = json.loads((out / "study.json").read_text())
+    path = {s["label"]: out / s["path"] for s in index["stages"]}
+    bs = json.loads((path["bon"] / "summary.json").read_text())
+    assert list(bs["precisions"]) == ["fp32", "int8"]
+    gold = bs["precisions"]["fp32"]["gold"]
+    margin = resolve_margin("10%", gold[-1] - gold[0])
+    want = bon_verdicts(read_candidates(path["bon"]), ["fp32", "int8"], bs["ns"], margin)
+    got = report["best_of_n"]
+    assert [(g["precision"], g["n"]) for g in got] == [("int8", n) for n in bs["ns"][1:]]  # n = 1 is identical
+    assert [g["diff"] for g in got] == pytest.approx([w["diff"] for w in want])
+    assert [g["equivalence"] for g in got] == [w["eq"].verdict for w in want]
+    assert all(g["equivalence"] in ("different", "equivalent", "undecided") for g in got)
+    assert "## Best-of-n on shared candidates" in md and "charts/best_of_n.png" in report["charts"]
+    assert any("int8 RM against fp32" in h and "best-of-n" in h for h in report["headline"])
+    assert "Kendall τ on policy samples" in md
+    for c in report["comparisons"]:
+        assert c["equivalence"] in ("different", "equivalent", "undecided") and "ci90_seeds" in c
+    rs = [Run(s, None, StageRecord("eval", lab, path[lab], True, 0.0)) for s, lab in ((42, "eval-fp32"),
+                                                                                       (7, "eval-fp32-seed7"))]
+    lc = hierarchical_bootstrap(controlled_gains(rs))
+    row = next(line for line in md.splitlines() if line.startswith("| ppo-fp32 | 42, 7 |"))
+    assert f"{lc.mean:+.3f}" in row and f"{lc.low:+.3f} .. {lc.high:+.3f}" in row
 
 
 def test_second_run_reuses_finished_stages(study):

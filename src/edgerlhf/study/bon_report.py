@@ -99,7 +99,7 @@ def bon_section(study: Path, bon, margin_spec) -> BonSection | None:
                  Derived(_pair(v.get("beta_ci95")), "percentile bootstrap over prompts", [where]),
                  Derived(fmt(peak, "{:.2f}") if peak is not None else "beyond the curve" if b is not None else "–",
                          "alpha / (2 beta)", [where]),
-                 (bon.path, ("precisions", p, "proxy"), "{:+.3f}", v["proxy"][-1])])
+                 Derived(f"{v['proxy'][-1]:+.3f}", f"the last entry (n={ns[-1]}) of precisions.{p}.proxy", [where])])
 
     verdicts = bon_verdicts(rows, precs, ns, margin) if len(precs) > 1 else []
     vt = Table(["comparison", "n", "difference", "95% t over prompts", "90% t over prompts", "p (Holm)", "verdict"])
