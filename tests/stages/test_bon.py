@@ -96,3 +96,19 @@ def test_best_of_at_serving_time_keeps_the_highest_scored(runs):
         E.best_of(str(sft), ["x"], 2, f"{rm}:int3")
     with pytest.raises(ValueError, match="not a reward model folder"):
         E.best_of(str(sft), ["x"], 2, str(sft))
+
+
+def test_generate_best_of_on_the_command_line(runs, capsys):
+    from edgerlhf.cli import main
+
+    root, sft, rm = runs
+    assert main(["generate", str(sft), "Review the kettle:", "--best-of", "3", f"reward={rm}:int8",
+                 "--max-new-tokens", "6"]) == 0
+    out = capsys.readouterr()
+    assert out.out.strip() and "[best-of-3] RM scores" in out.err
+    for argv, msg in ((["--best-of", "3", f"reward={rm}:int3"], "unknown precision 'int3'"),
+                      (["--best-of", "3"], "needs a reward model"),
+                      ([f"reward={rm}"], "only used with --best-of"),
+                      (["--best-of", "3", f"reward={rm}", "--temperature", "0"], "needs sampling")):
+        assert main(["generate", str(sft), "x", *argv]) == 2, argv
+        assert msg in capsys.readouterr().err, argv

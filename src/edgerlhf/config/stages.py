@@ -287,8 +287,9 @@ class BonConfig(GoldMixin, BaseConfig):
     prompts: str = opt("", "prompts file (as eval's `prompts`); empty: the built-in task's held-out prompts")
     temperature: float = opt(0.7, "sampling temperature (eval's, so n = 1 is the policy as evaluated)")
     max_new_tokens: int = opt(48, "new tokens per candidate")
-    batch_size: int = opt(64, "sequences per sampling batch (a prompt's N candidates share one prefill when they fall "
-                              "in one batch: keep it a multiple of N)")
+    batch_size: int = opt(256, "sequences per sampling batch (a prompt's N candidates share one prefill when they "
+                               "fall in one batch: keep it a multiple of N; 256 samples 2.2x faster than 64 on a "
+                               "2-core CPU)")
     rm_batch_size: int = opt(32, "candidate pairs per RM forward")
     candidates: str = opt("", "a bon run folder whose candidates (same policy, prompts and sampling) are reused: only "
                               "the precisions it has not scored are scored")
