@@ -75,10 +75,11 @@ def test_every_stage_runs_with_the_smoke_preset_and_runs_lists_its_key_metrics(t
                for s in registry.online_stages()]
     trained.append(run("dpo", "--preset", "smoke", f"policy={sft}", f"prefs={prefs}", "run_name=dpo"))
     run("eval", str(trained[0]), "--preset", "smoke", "run_name=eval")
+    run("bon", str(sft), "--preset", "smoke", f"rm={rm}", "run_name=bon")
     capsys.readouterr()
     table = runs_table(out)
     rows = {line.split()[0].rsplit("/", 1)[-1]: line for line in table.splitlines()[1:]}
-    assert set(rows) == {"sft", "prefs", "rm", "rm-eval", *registry.online_stages(), "dpo", "eval"}
+    assert set(rows) == {"sft", "prefs", "rm", "rm-eval", *registry.online_stages(), "dpo", "eval", "bon"}
     for name, line in rows.items():
         stage = "reward" if name == "rm" else name
         label = registry.get(stage).key_metrics[0][0]

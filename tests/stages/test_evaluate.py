@@ -35,8 +35,12 @@ def test_eval_against_the_sft_policy_it_started_from(ppo_run):
     assert s["baseline"].startswith("SFT policy")
     for k in ("eval/gold_mean", "eval/gold_ci95_low", "eval/win_rate", "eval/win_rate_ci95_high", "eval/gold_gain",
               "eval/gold_gain_ci95_low", "eval/kl", "eval/distinct_2", "eval/mean_tokens", "eval/repetition_rate",
-              "baseline/gold_mean", "baseline/distinct_2"):
+              "baseline/gold_mean", "baseline/distinct_2", "eval/gold_gain_lc", "eval/gold_gain_lc_ci95_low",
+              "eval/gold_length_slope", "eval/mean_words", "baseline/mean_words"):
         assert k in s, k
+    # the length-controlled gain is the gain less the slope times the change in mean length (words)
+    assert s["eval/gold_gain_lc"] == pytest.approx(
+        s["eval/gold_gain"] - s["eval/gold_length_slope"] * (s["eval/mean_words"] - s["baseline/mean_words"]))
     assert 0 <= s["eval/win_rate"] <= 1
     assert s["eval/gold_gain"] == pytest.approx(s["eval/gold_mean"] - s["baseline/gold_mean"], abs=1e-9)
     rows = [json.loads(x) for x in (Path(s["run_dir"]) / "responses.jsonl").read_text().splitlines()]
