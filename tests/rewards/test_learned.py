@@ -61,3 +61,26 @@ def test_score_pairs_matches_score_ids_and_falls_back_when_nothing_is_shared():
     rm.shared_prefix = False
     rc, rr = rm.score_pairs(chosen, rejected)  # both sides whole, through score_ids
     assert torch.allclose(torch.tensor(rc + rr), torch.tensor(want), atol=1e-5)
+
+
+def test_score_groups_equals_scoring_apart_for_groups_of_any_size():
+    """A prompt's candidates scored with the prompt run once per group: the same scores as each sequence alone,
+    for groups of different sizes and prompt lengths, one candidate a prefix of another, in the caller's order."""
+    model, tok = load_seq_cls("tiny", seed=4)[:2]
+    rm = RewardModel(model, tok, {"max_length": 64})
+    g = torch.Generator().manual_seed(5)
+    rnd = lambda a, b: torch.randint(5, 200, (int(torch.randint(a, b, (1,), generator=g)),), generator=g).tolist()  # noqa: E731
+    groups = []
+    for size in (1, 3, 6, 2):
+        p = rnd(4, 20)
+        groups.append([p + rnd(1, 10) for _ in range(size)])
+    groups[2][1] = groups[2][0][:-1]  # a candidate that is a prefix of another
+    want = rm.score_ids([s for grp in groups for s in grp])
+    for tokens_per_batch, batch_size in ((512, 32), (40, 4)):
+        rm.tokens_per_batch, rm.batch_size = tokens_per_batch, batch_size
+        got = rm.score_groups(groups)
+        assert [len(x) for x in got] == [1, 3, 6, 2]
+        assert torch.allclose(torch.tensor([x for grp in got for x in grp]), torch.tensor(want), atol=1e-5)
+    rm.shared_prefix = False
+    assert torch.allclose(torch.tensor([x for grp in rm.score_groups(groups) for x in grp]), torch.tensor(want),
+                          atol=1e-5)

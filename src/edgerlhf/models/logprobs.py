@@ -95,22 +95,34 @@ def pair_logprobs(model, chosen: list[Row], rejected: list[Row], pad_id: int, *,
 def shared_prefix_hidden(body, config, chosen: list[list[int]], rejected: list[list[int]], cut: list[int],
                          pad_id: int, device) -> torch.Tensor | None:
     """Last hidden states of each pair's two continuations, ``(2n, Lc, H)`` (chosen rows, then rejected rows),
-    where pair i's first ``cut[i]`` tokens (shared by both sides) ran once: one pass over the prefixes keeps
-    its KV cache, copied for both sides, then one pass over the continuations. Exact for a causal model, up to
-    rounding; differentiable. None when the model turned the KV cache off (gradient checkpointing in
-    training). The RM's pair scoring and DPO's pair log-probs both run on it."""
+    where pair i's first ``cut[i]`` tokens (shared by both sides) ran once (:func:`shared_prefix_group_hidden`
+    with groups of two). Exact for a causal model, up to rounding; differentiable. None when the model turned the
+    KV cache off (gradient checkpointing in training). The RM's pair scoring and DPO's pair log-probs both run on
+    it."""
+    n = len(chosen)
+    h = shared_prefix_group_hidden(body, config, [[a, b] for a, b in zip(chosen, rejected)], cut, pad_id, device)
+    if h is None:
+        return None
+    return h[torch.cat([torch.arange(0, 2 * n, 2), torch.arange(1, 2 * n, 2)]).to(h.device)]
+
+
+def shared_prefix_group_hidden(body, config, groups: list[list[list[int]]], cut: list[int], pad_id: int,
+                               device) -> torch.Tensor | None:
+    """Last hidden states of every member's continuation, ``(sum of group sizes, Lc, H)`` in the groups' order,
+    where group g's first ``cut[g]`` tokens (shared by all its members: a prompt and its candidates) ran once: one
+    pass over the prefixes keeps its KV cache, copied for each member, then one pass over the continuations. Exact
+    for a causal model, up to rounding; differentiable. None when the model turned the KV cache off."""
     from transformers import DynamicCache  # noqa: PLC0415 - transformers: loaded on first use, not at import
 
-    n = len(chosen)
-    p_ids, p_mask = (t.to(device) for t in left_pad([a[:k] for a, k in zip(chosen, cut)], pad_id))
+    p_ids, p_mask = (t.to(device) for t in left_pad([g[0][:k] for g, k in zip(groups, cut)], pad_id))
     cache = DynamicCache(config=config)
     kw = {cache_kwarg(body): cache}
     body(input_ids=p_ids, attention_mask=p_mask, position_ids=position_ids(p_mask), use_cache=True, **kw)
     if cache.get_seq_length() == 0:
         return None
-    cache.batch_select_indices(torch.arange(n, device=device).repeat(2))
-    c_ids, c_mask = (t.to(device) for t in right_pad([a[k:] for a, k in zip(chosen, cut)] +
-                                                     [b[k:] for b, k in zip(rejected, cut)], pad_id))
-    mask = torch.cat([p_mask.repeat(2, 1), c_mask], 1)
+    owner = torch.tensor([i for i, g in enumerate(groups) for _ in g], device=device)
+    cache.batch_select_indices(owner)
+    c_ids, c_mask = (t.to(device) for t in right_pad([s[k:] for g, k in zip(groups, cut) for s in g], pad_id))
+    mask = torch.cat([p_mask[owner], c_mask], 1)
     pos = position_ids(mask)[:, p_ids.shape[1]:]
     return body(input_ids=c_ids, attention_mask=mask, position_ids=pos, use_cache=True, **kw).last_hidden_state

@@ -16,7 +16,7 @@ from edgerlhf.data.formatting import encode_pair
 from edgerlhf.models import precision as P
 from edgerlhf.models.generation import length_batches, right_pad
 from edgerlhf.models.loading import load_tokenizer, reload_through_disk, resolve_model_path, tiny_config
-from edgerlhf.models.logprobs import common_prefix, shared_prefix_hidden
+from edgerlhf.models.logprobs import common_prefix, shared_prefix_group_hidden
 from edgerlhf.models.precision import quiet_bnb
 from edgerlhf.runfolder import find_artifact, read_artifact_meta
 from edgerlhf.tracking.memory import release_free_memory
@@ -72,26 +72,34 @@ def _last_scored(seq: list[int], pad_id: int) -> int:
 def pair_rewards(model, chosen: list[list[int]], rejected: list[list[int]], pad_id: int,
                  device=None) -> tuple[torch.Tensor, torch.Tensor] | None:
     """Rewards of each (chosen, rejected) pair with their shared prefix (the prompt, usually most of the
-    tokens) run once: the prefixes in one pass that keeps its KV cache, the cache copied for both sides, then
-    both continuations. Exact for a causal model (the same attention over the same keys, up to rounding), and
-    differentiable (training). None when a pair shares no token (nothing to save; score them apart).
-    Measured in ``bench/shared_prefix.py``."""
+    tokens) run once (:func:`group_rewards` with groups of two). Exact for a causal model (the same attention over
+    the same keys, up to rounding), and differentiable (training). None when a pair shares no token (nothing to
+    save; score them apart). Measured in ``bench/shared_prefix.py``."""
+    r = group_rewards(model, [[a, b] for a, b in zip(chosen, rejected)], pad_id, device)
+    return None if r is None else (r[0::2], r[1::2])
+
+
+def group_rewards(model, groups: list[list[list[int]]], pad_id: int, device=None) -> torch.Tensor | None:
+    """Rewards of every member of each group (a prompt's candidates), flattened in the groups' order, with the
+    tokens a group's members share (the prompt) run once per group: one pass over the prefixes keeps its KV
+    cache, copied for each member, then the continuations. The prefix stops before any member's scored token, so
+    every scored token is in a continuation. None when a group shares no token (score its members apart)."""
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     body, head = base.model, base.score
-    last = [_last_scored(s, pad_id) for s in chosen + rejected]
-    n = len(chosen)
-    # the prefix stops before either side's scored token, so both scored tokens are in the continuations
-    cut = [min(common_prefix(a, b), last[i], last[n + i]) for i, (a, b) in zip(range(n), zip(chosen, rejected))]
+    last = [_last_scored(s, pad_id) for g in groups for s in g]
+    cut, i = [], 0
+    for g in groups:
+        cut.append(min(min(common_prefix(g[0], s) for s in g), *last[i:i + len(g)]))
+        i += len(g)
     if min(cut) < 1:
         return None
     device = device or next(model.parameters()).device
-    h = shared_prefix_hidden(body, base.config, chosen, rejected, cut, pad_id, device)
+    h = shared_prefix_group_hidden(body, base.config, groups, cut, pad_id, device)
     if h is None:  # e.g. gradient checkpointing in training turns the cache off
         raise RuntimeError("shared-prefix scoring needs the KV cache, which the model turned off "
-                           "(gradient checkpointing?): score the pair apart")
-    at = torch.tensor([j - k for j, k in zip(last, cut + cut)], device=device)
-    r = head(h[torch.arange(2 * n, device=device), at]).float()[:, 0]
-    return r[:n], r[n:]
+                           "(gradient checkpointing?): score the sequences apart")
+    at = torch.tensor([j - k for j, k in zip(last, (k for g, k in zip(groups, cut) for _ in g))], device=device)
+    return head(h[torch.arange(len(last), device=device), at]).float()[:, 0]
 
 
 class RewardModel:
@@ -145,6 +153,35 @@ class RewardModel:
                     rc[j], rr[j] = c, r
         self.model.train(was_training)
         return rc, rr
+
+    @torch.no_grad()
+    def score_groups(self, groups: list[list[list[int]]]) -> list[list[float]]:
+        """Scores of each group's token lists (a prompt's candidates), the prefix they share computed once per
+        group (:func:`group_rewards`) in length-sorted batches of whole groups; ``shared_prefix=False`` scores every
+        sequence apart."""
+        flat = [s for g in groups for s in g]
+        starts = [0]
+        for g in groups:
+            starts.append(starts[-1] + len(g))
+        if not self.shared_prefix:
+            s = self.score_ids(flat)
+            return [s[a:b] for a, b in zip(starts, starts[1:])]
+        was_training = self.model.training
+        self.model.eval()
+        out = [0.0] * len(flat)
+        per_batch = max(1, self.batch_size // max(len(g) for g in groups))
+        lengths = [sum(len(s) for s in g) for g in groups]
+        with quiet_bnb():
+            for idx in length_batches(lengths, per_batch, 2 * self.tokens_per_batch):
+                got = group_rewards(self.model, [groups[j] for j in idx], self.tokenizer.pad_token_id, self.device)
+                got = got.tolist() if got is not None else self.score_ids([s for j in idx for s in groups[j]])
+                k = 0
+                for j in idx:
+                    for m in range(starts[j], starts[j + 1]):
+                        out[m] = got[k]
+                        k += 1
+        self.model.train(was_training)
+        return [out[a:b] for a, b in zip(starts, starts[1:])]
 
     def __call__(self, prompts, responses) -> list[float]:
         if len(prompts) != len(responses):

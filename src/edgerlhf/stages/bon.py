@@ -2,8 +2,8 @@
 
     1 candidates  N responses per held-out prompt sampled once from the policy with the engine's sampler (a
                   prompt's N copies share one prefill), scored by the gold; or reused from an earlier bon run
-    2 rank        the RM scores every candidate at each precision (a prompt shared by two candidates runs once,
-                  as in RM scoring), one precision loaded at a time
+    2 rank        the RM scores every candidate at each precision (a prompt's N candidates share one pass over the
+                  prompt, as a pair's do in RM scoring), one precision loaded at a time
     3 curves      per prompt and n: the expected gold (and proxy) of best-of-n over all n-subsets of the N, no
                   resampling (``rl.best_of_n``); KL(best-of-n) = log n - (n-1)/n; the Gao et al. fit per precision
     4 certificate how each precision ranks the policy's own samples against the reference (the first precision):
@@ -150,21 +150,14 @@ def _sample(ctx: Context, prompts: list) -> tuple[list[dict], dict]:
 
 
 def _score(cfg, prompts: list, rows: list[dict], precision: str, device) -> list[list[float]]:
-    """Every candidate's score by the RM at ``precision``. A prompt's candidates are scored two by two with their
-    shared prompt run once (``RewardModel.score_pairs``); an odd last candidate is scored on its own."""
+    """Every candidate's score by the RM at ``precision``. A prompt's N candidates are scored together with their
+    shared prompt run once (``RewardModel.score_groups``)."""
     rm = load_reward_model(cfg.rm, precision, device=str(device), batch_size=cfg.rm_batch_size)
     N = cfg.num_candidates
     flat_p = [p for p in prompts for _ in range(N)]
     seqs = encode_for_rm(rm.tokenizer, flat_p, [t for r in rows for t in r["responses"]], rm.max_length,
                          rm.meta.get("use_chat_template", True))
-    first = [i for i in range(len(seqs)) if i % N % 2 == 0 and i % N + 1 < N]
-    a, b = rm.score_pairs([seqs[i] for i in first], [seqs[i + 1] for i in first])
-    out = [0.0] * len(seqs)
-    for i, x, y in zip(first, a, b):
-        out[i], out[i + 1] = x, y
-    odd = [i for i in range(len(seqs)) if i % N == N - 1 and N % 2 == 1]
-    for i, s in zip(odd, rm.score_ids([seqs[i] for i in odd]) if odd else []):
-        out[i] = s
+    out = [x for g in rm.score_groups([seqs[i * N:(i + 1) * N] for i in range(len(rows))]) for x in g]
     del rm
     release_free_memory()
     bad = [i for i, v in enumerate(out) if not math.isfinite(v)]
