@@ -121,3 +121,11 @@ def test_paired_t_p_is_the_t_test_and_t_interval_names_its_units():
     assert paired_t_p([0.0, 0.0, 0.0]) == 1.0 and math.isnan(paired_t_p([0.3]))
     i90, i95 = t_interval(x, 0.90, over="prompts"), t_interval(x, 0.95, over="prompts")
     assert i95.low < i90.low < i90.high < i95.high and i90.over == "prompts"
+
+
+def test_a_real_difference_smaller_than_the_margin_is_marked_inside():
+    from edgerlhf.study.stats import equivalence
+
+    both = equivalence(-0.004, -0.001, 0.05, different=True)  # significant, and tiny next to the margin
+    assert both.verdict == "different" and both.inside
+    assert not equivalence(-0.2, -0.1, 0.05, different=True).inside

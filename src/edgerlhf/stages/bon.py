@@ -149,7 +149,7 @@ def _sample(ctx: Context, prompts: list) -> tuple[list[dict], dict]:
                   "bon/tokens_per_s": n_tokens / sample_s, "bon/mean_tokens": n_tokens / len(flat)}
 
 
-def _score(cfg, prompts: list, rows: list[dict], precision: str, device) -> list[list[float]]:
+def _score(cfg, prompts: list, rows: list[dict], precision: str, device, chunk: int = 16) -> list[list[float]]:
     """Every candidate's score by the RM at ``precision``. A prompt's N candidates are scored together with their
     shared prompt run once (``RewardModel.score_groups``)."""
     rm = load_reward_model(cfg.rm, precision, device=str(device), batch_size=cfg.rm_batch_size)
@@ -157,7 +157,18 @@ def _score(cfg, prompts: list, rows: list[dict], precision: str, device) -> list
     flat_p = [p for p in prompts for _ in range(N)]
     seqs = encode_for_rm(rm.tokenizer, flat_p, [t for r in rows for t in r["responses"]], rm.max_length,
                          rm.meta.get("use_chat_template", True))
-    out = [x for g in rm.score_groups([seqs[i * N:(i + 1) * N] for i in range(len(rows))]) for x in g]
+    # a prompt's candidates sorted by length and scored in chunks that share the prompt: a chunk pads to its own
+    # longest candidate, not to the prompt's longest (sampled lengths run from 2 to 48 tokens). bench/bon_scoring.py,
+    # default model, 768 candidates, fp32, 2-core AVX512: whole 9.4-10.1 candidates/s, pairs 10.8-12.2, a prompt's
+    # 32 at once 17.2-18.5, sorted chunks of 16 19.4-21.3 (of 8: 19.0-20.7)
+    chunks = []
+    for i in range(len(rows)):
+        order = sorted(range(i * N, (i + 1) * N), key=lambda j: len(seqs[j]))
+        chunks += [order[k:k + chunk] for k in range(0, N, chunk)]
+    out = [0.0] * len(seqs)
+    for idx, scores in zip(chunks, rm.score_groups([[seqs[j] for j in c] for c in chunks])):
+        for j, v in zip(idx, scores):
+            out[j] = v
     del rm
     release_free_memory()
     bad = [i for i, v in enumerate(out) if not math.isfinite(v)]

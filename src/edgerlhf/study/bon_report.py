@@ -57,8 +57,10 @@ def bon_verdicts(rows: list[dict], precisions: list[str], ns: list[int], margin:
 def verdict_text(row: dict, unit: str = "gold") -> str:
     eq = row["eq"]
     if eq.verdict == "different":
+        small = (f"; the whole 90% interval ({eq.low90:+.3f} .. {eq.high90:+.3f}) lies within ±{eq.margin:.3f}: a "
+                 "real difference smaller than the margin" if eq.inside else "")
         return (f"different: {row['precision']} {'better' if row['diff'] > 0 else 'worse'} by {row['diff']:+.3f} "
-                f"(Holm p {row['p_holm']:.3g})")
+                f"(Holm p {row['p_holm']:.3g}){small}")
     if eq.verdict == "equivalent":
         return f"equivalent within ±{eq.margin:.3f} {unit} (90% interval {eq.low90:+.3f} .. {eq.high90:+.3f})"
     margin = f"±{eq.margin:.3f}" if math.isfinite(eq.margin) else "the margin (none could be formed)"
@@ -138,7 +140,8 @@ def headline(verdicts: list[dict], precision: str, N: int, prompts: int) -> str:
     if not mine:
         return ""
     kinds = {r["eq"].verdict for r in mine}
-    at = ", ".join(f"n={r['n']} {r['eq'].verdict}" for r in mine if r["n"] > 1)
+    at = ", ".join(f"n={r['n']} {r['eq'].verdict}" + (" (within the margin)" if r["eq"].verdict == "different"
+                                                        and r["eq"].inside else "") for r in mine if r["n"] > 1)
     top = mine[-1]
     return (f"best-of-n (N={N}, {prompts} prompts, paired by candidate): "
             + (f"equivalent to {top['reference']} within ±{top['eq'].margin:.3f} gold at every n"

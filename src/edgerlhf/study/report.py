@@ -104,8 +104,11 @@ def _verdict(row: dict) -> str:
     t_excludes = n >= 2 and math.isfinite(c.seeds.low) and (c.seeds.low > 0 or c.seeds.high < 0)
     if row["p_holm"] < 0.05 and (n < 2 or t_excludes):
         where = " over prompts (one seed: RL variance not measured)" if n < 2 else ""
+        eq = row.get("eq")
+        small = (f"; its 90% t interval over seeds lies within ±{eq.margin:.3f}: a real difference smaller than "
+                 "the margin" if eq is not None and eq.inside else "")
         return (f"{row['a']} {'better' if c.diff > 0 else 'worse'} than {row['b']}{where} "
-                f"(Holm-adjusted p {_p(row['p_holm'])})")
+                f"(Holm-adjusted p {_p(row['p_holm'])}){small}")
     eq = row.get("eq")
     if eq is not None and eq.verdict == "equivalent":
         return (f"equivalent within ±{eq.margin:.3f} (90% t interval over {n} seeds {eq.low90:+.3f} .. "

@@ -206,17 +206,19 @@ class Equivalence(NamedTuple):
     low90: float        # the 90% interval TOST reads (two one-sided 5% tests)
     high90: float
     certifiable: float  # the smallest margin these data would have certified: max(|low90|, |high90|)
+    inside: bool = False  # the 90% interval lies inside the margin (with "different": a real difference smaller
+    #                       than the margin, practically equivalent)
 
 
 def equivalence(low90: float, high90: float, margin: float, different: bool) -> Equivalence:
     """The three-way verdict of a comparison: **different** when the usual test says so (``different``, decided by
     the caller's rule), **equivalent** within ±``margin`` when the 90% interval lies inside [-margin, margin] (TOST
     at level 0.05: Schuirmann 1987), otherwise **undecided**. ``certifiable`` is the margin the data would have
-    certified, so an undecided verdict still says how close the two were shown to be."""
+    certified, so an undecided verdict still says how close the two were shown to be; ``inside`` marks a difference
+    that is real and yet smaller than the margin (both tests pass: different, and practically equivalent)."""
     ok = math.isfinite(low90) and math.isfinite(high90)
     cert = max(abs(low90), abs(high90)) if ok else math.nan
+    inside = ok and math.isfinite(margin) and -margin < low90 and high90 < margin
     if different:
-        return Equivalence("different", margin, low90, high90, cert)
-    if ok and math.isfinite(margin) and -margin < low90 and high90 < margin:
-        return Equivalence("equivalent", margin, low90, high90, cert)
-    return Equivalence("undecided", margin, low90, high90, cert)
+        return Equivalence("different", margin, low90, high90, cert, inside)
+    return Equivalence("equivalent" if inside else "undecided", margin, low90, high90, cert, inside)
