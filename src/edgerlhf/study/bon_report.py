@@ -19,7 +19,7 @@ from edgerlhf.rl.best_of_n import bon_curves
 from edgerlhf.stages.bon import read_candidates
 from edgerlhf.study.charts import save_chart
 from edgerlhf.study.stats import equivalence, holm, paired_t_p, resolve_margin, t_interval
-from edgerlhf.study.tables import Derived, Table, fmt, iv
+from edgerlhf.study.tables import Derived, Table, iv
 
 
 class BonSection(NamedTuple):
@@ -99,8 +99,7 @@ def bon_section(study: Path, bon, margin_spec) -> BonSection | None:
                  Derived(_pair(v.get("alpha_ci95")), "percentile bootstrap over prompts", [where]),
                  (bon.path, ("precisions", p, "beta"), "{:+.3f}", b),
                  Derived(_pair(v.get("beta_ci95")), "percentile bootstrap over prompts", [where]),
-                 Derived(fmt(peak, "{:.2f}") if peak is not None else "beyond the curve" if b is not None else "–",
-                         "alpha / (2 beta)", [where]),
+                 Derived(_peak(peak, max(s["sqrt_kl"]), b), "alpha / (2 beta)", [where]),
                  Derived(f"{v['proxy'][-1]:+.3f}", f"the last entry (n={ns[-1]}) of precisions.{p}.proxy", [where])])
 
     verdicts = bon_verdicts(rows, precs, ns, margin) if len(precs) > 1 else []
@@ -146,6 +145,12 @@ def headline(verdicts: list[dict], precision: str, N: int, prompts: int) -> str:
     return (f"best-of-n (N={N}, {prompts} prompts, paired by candidate): "
             + (f"equivalent to {top['reference']} within ±{top['eq'].margin:.3f} gold at every n"
                if kinds == {"equivalent"} else at + f"; at n={top['n']}: {verdict_text(top)}"))
+
+
+def _peak(peak, d_max: float, beta) -> str:
+    if peak is None:
+        return "none (beta <= 0: no bend)" if beta is not None else "–"
+    return f"{peak:.2f}" + (f" (extrapolated: the curve ends at {d_max:.2f})" if peak > d_max else "")
 
 
 def _pair(v) -> str:
