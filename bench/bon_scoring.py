@@ -27,6 +27,8 @@ def main() -> None:
     ap.add_argument("--tokens-per-batch", type=int, default=0, help="padded tokens per forward (0: the RM's default)")
     a = ap.parse_args()
 
+    from edgerlhf.data.formatting import last_message
+    from edgerlhf.data.task import eval_prompts
     from edgerlhf.rewards.learned import encode_for_rm, load_reward_model
     from edgerlhf.stages.bon import read_candidates
 
@@ -34,7 +36,11 @@ def main() -> None:
     rm = load_reward_model(a.rm, a.precision, batch_size=a.batch_size)
     rm.tokens_per_batch = a.tokens_per_batch or rm.tokens_per_batch
     N = len(rows[0]["responses"])
-    seqs = encode_for_rm(rm.tokenizer, [r["prompt"] for r in rows for _ in range(N)],
+    # the prompt the stage scored: its message list (system prompt included); runs made before the file kept it are
+    # matched to the built-in held-out prompts by their last message
+    builtin = {last_message(r["prompt"]): r["prompt"] for r in eval_prompts()}
+    full = [r.get("messages") or builtin.get(r["prompt"], r["prompt"]) for r in rows]
+    seqs = encode_for_rm(rm.tokenizer, [p for p in full for _ in range(N)],
                          [t for r in rows for t in r["responses"]], rm.max_length)
     prompts = [seqs[i * N:(i + 1) * N] for i in range(len(rows))]
 

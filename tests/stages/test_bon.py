@@ -55,7 +55,7 @@ def test_bon_stage_end_to_end_and_reuse(runs):
 
     alone = load_reward_model(rm, "fp32")
     for r in rows[:2]:
-        assert alone([r["prompt"]] * 6, r["responses"]) == pytest.approx(r["rm"]["fp32"], abs=1e-4)
+        assert alone([r.get("messages", r["prompt"])] * 6, r["responses"]) == pytest.approx(r["rm"]["fp32"], abs=1e-4)
     # a rerun with the candidates of the first: nothing sampled, only the new precision scored
     out2 = bon.run(_cfg(root, sft, rm, run_name="b2", precisions=["fp32", "int4"], candidates=str(out)))
     s2 = json.loads((out2 / "summary.json").read_text())

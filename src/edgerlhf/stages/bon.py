@@ -142,11 +142,16 @@ def _sample(ctx: Context, prompts: list) -> tuple[list[dict], dict]:
     for i, p in enumerate(prompts):
         resp = texts[i * N:(i + 1) * N]
         row = {"prompt": last_message(p), "responses": resp, "words": [len(t.split()) for t in resp]}
+        if not isinstance(p, str):  # a message list (system prompt, turns): what the RM scored, for re-scoring
+            row["messages"] = p
         if g is not None:
             row["gold"] = g[i * N:(i + 1) * N]
         rows.append(row)
-    return rows, {"timing/sample_s": sample_s, "timing/gold_s": time.perf_counter() - t1,
-                  "bon/tokens_per_s": n_tokens / sample_s, "bon/mean_tokens": n_tokens / len(flat)}
+    stats = {"timing/sample_s": sample_s, "bon/tokens_per_s": n_tokens / sample_s,
+             "bon/mean_tokens": n_tokens / len(flat)}
+    if g is not None:
+        stats["timing/gold_s"] = time.perf_counter() - t1
+    return rows, stats
 
 
 def _score(cfg, prompts: list, rows: list[dict], precision: str, device, chunk: int = 16) -> list[list[float]]:

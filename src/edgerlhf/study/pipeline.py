@@ -244,6 +244,9 @@ def run_study(preset: str = "quick", *, precisions: list[str] | None = None, mod
     name = f"{preset}-{Path(model).name}-seed{seed}"
     if task:
         t = load_task(str(task))  # every problem at once, before anything is written
+        if t.gold == "none" and bon:  # best-of-n's verdicts are judged by the gold: without one it would only rank
+            bon = False               # the RM against itself
+            print("[run] no best-of-n stage: the task has no gold (gold: none) to judge the candidates by")
         common["task"] = t.path
         name = f"{preset}-{t.label}-{Path(model).name}-seed{seed}" if str(task) not in ("builtin", "default") else name
     study = Path(out or Path("studies") / name)
