@@ -164,8 +164,8 @@ def _score(cfg, prompts: list, rows: list[dict], precision: str, device, chunk: 
                          rm.meta.get("use_chat_template", True))
     # a prompt's candidates sorted by length and scored in chunks that share the prompt: a chunk pads to its own
     # longest candidate, not to the prompt's longest (sampled lengths run from 2 to 48 tokens). bench/bon_scoring.py,
-    # default model, 768 candidates, fp32, 2-core AVX512: whole 9.4-10.1 candidates/s, pairs 10.8-12.2, a prompt's
-    # 32 at once 17.2-18.5, sorted chunks of 16 19.4-21.3 (of 8: 19.0-20.7)
+    # default model, 768 candidates, fp32, 2-core AVX512: whole 10.1 candidates/s, pairs 11.5, a prompt's 32 at once
+    # 16.8, sorted chunks of 8 20.1, of 16 22.3
     chunks = []
     for i in range(len(rows)):
         order = sorted(range(i * N, (i + 1) * N), key=lambda j: len(seqs[j]))
