@@ -2,6 +2,7 @@
 fp32, DPO): every artifact, a checkable report with intervals and comparisons, stage reuse, export."""
 
 import json
+import math
 import re
 
 import pytest
@@ -10,9 +11,9 @@ import torch
 from edgerlhf.study.pipeline import run_study
 
 # the base seed (42) keeps today's names (ppo-fp32, eval-fp32); seed 7 replicates every arm
-STUDY = {"seed": 42, "seeds": [42, 7], "algorithms": "ppo,grpo@fp32,dpo", "precisions": ["fp32", "int8"],
+STUDY = {"seed": 42, "seeds": [42, 7], "algorithms": "ppo,grpo@fp32,dpo,ppo@null", "precisions": ["fp32", "int8"],
          "progress": False, "report_to": ["none"], "isolate": False}
-ARMS = ["ppo-fp32", "ppo-int8", "grpo-fp32", "dpo"]
+ARMS = ["ppo-fp32", "ppo-int8", "grpo-fp32", "dpo", "ppo-null"]
 
 
 @pytest.fixture(scope="module")
@@ -94,7 +95,15 @@ def test_report_replicated_rows_intervals_and_comparisons(study):
     assert f"{iv.low:+.3f} .. {iv.high:+.3f}" in row and f"{iv.mean:+.3f}" in row
     report = json.loads((out / "report.json").read_text())
     cmps = {(c["a"], c["b"]): c for c in report["comparisons"]}
-    assert set(cmps) == {("ppo-int8", "ppo-fp32"), ("grpo-fp32", "ppo-fp32"), ("dpo", "ppo-fp32")}
+    assert set(cmps) == {("ppo-int8", "ppo-fp32"), ("grpo-fp32", "ppo-fp32"), ("dpo", "ppo-fp32"),
+                         ("ppo-fp32", "ppo-null")}
+    # the control arm: PPO's reference arm against the same training on a random reward; a relative margin is a
+    # share of the real arm's gain
+    ctl = cmps[("ppo-fp32", "ppo-null")]
+    fp32_gain = sum(sum(x) / len(x) for x in (gains("eval-fp32"), gains("eval-fp32-seed7"))) / 2
+    assert ctl["kind"] == "control" and ctl["equivalence"] in ("different", "equivalent", "undecided")
+    assert ctl["margin"] == pytest.approx(0.1 * fp32_gain) if fp32_gain > 0 else math.isnan(ctl["margin"])
+    assert "reward: random" in (path["ppo-null"] / "config.yaml").read_text()
     ref = compare([gains("eval-int8"), gains("eval-int8-seed7")], [gains("eval-fp32"), gains("eval-fp32-seed7")])
     got = cmps[("ppo-int8", "ppo-fp32")]
     assert got["diff"] == pytest.approx(ref.diff) and got["ci_both"] == pytest.approx(list(ref.both[:3]))

@@ -51,7 +51,8 @@ def _comparisons(arms: dict[str, list[Run]], names: dict[str, tuple[str, str]], 
     """Each precision against fp32 (the first precision) within an algorithm, each algorithm against PPO at
     that reference precision (DPO against it too), and an algorithm's reference arm against its control arm (a
     random reward), on the seeds both ran and the same prompts; Holm across all. Each row also carries the 90% t
-    interval over seeds and its equivalence verdict at ``margin`` (relative margins: of b's mean gain)."""
+    interval over seeds and its equivalence verdict at ``margin`` (a relative margin: a share of b's mean gain; for a
+    control comparison, of the real arm's)."""
     by_algo: dict[str, list[str]] = {}
     nulls: dict[str, str] = {}
     for a, (algo, prec) in names.items():
@@ -81,14 +82,14 @@ def _comparisons(arms: dict[str, list[Run]], names: dict[str, tuple[str, str]], 
             continue
         c = compare(ga, gb)
         diffs = [sum(x) / len(x) - sum(y) / len(y) for x, y in zip(ga, gb)]
-        ref_gain = sum(sum(x) / len(x) for x in gb) / len(gb)
+        # a relative margin is a share of the reference's gain: b's, or for a control comparison the real arm's (a)
+        ref_gain = sum(sum(x) / len(x) for x in (ga if kind == "control" else gb)) / len(gb)
         out.append({"a": a, "b": b, "kind": kind, "seeds": seeds, "cmp": c, "mde": detectable_difference(diffs),
                     "inputs": response_files(ra) + response_files(rb), "ci90": t_interval(diffs, 0.90),
                     "margin": resolve_margin(margin, ref_gain)})
     for row, p in zip(out, holm([r["cmp"].p_value for r in out])):
         row["p_holm"] = p
-        row["eq"] = equivalence(row["ci90"].low, row["ci90"].high, row["margin"],
-                                different=_verdict(row).startswith(f"{row['a']} "))
+        row["eq"] = equivalence(row["ci90"].low, row["ci90"].high, row["margin"], different=_different(row))
     return out
 
 
@@ -96,13 +97,20 @@ def _p(p: float) -> str:
     return f"{p:.3f}" if p >= 0.001 else "< 0.001"
 
 
-def _verdict(row: dict) -> str:
+def _different(row: dict) -> bool:
     """A difference is claimed only when the Holm-corrected bootstrap p is below 0.05 *and*, with several seeds,
     the t interval over seeds excludes 0: a bootstrap over 2-5 seeds sees few distinct resamples and is
     optimistic, the t interval is not."""
     c, n = row["cmp"], len(row["seeds"])
     t_excludes = n >= 2 and math.isfinite(c.seeds.low) and (c.seeds.low > 0 or c.seeds.high < 0)
-    if row["p_holm"] < 0.05 and (n < 2 or t_excludes):
+    return row["p_holm"] < 0.05 and (n < 2 or t_excludes)
+
+
+def _verdict(row: dict) -> str:
+    """The comparison's verdict in words (:func:`_different`; then equivalence within the margin, or what the
+    seeds could have detected and certified)."""
+    c, n = row["cmp"], len(row["seeds"])
+    if _different(row):
         where = " over prompts (one seed: RL variance not measured)" if n < 2 else ""
         eq = row.get("eq")
         small = (f"; its 90% t interval over seeds lies within ±{eq.margin:.3f}: a real difference smaller than "
@@ -227,7 +235,8 @@ def write_report(study: Path, *, sft, rm_eval, runs: dict, base_seed: int, bon=N
                Derived(_p(r["p_holm"]), "Holm across the table", ins),
                Derived(fmt(r["mde"], "{:.3f}"), "(t(.975,n-1) + t(.8,n-1)) s_diff / sqrt(n) over seeds", ins),
                Derived(iv(r["ci90"]), "Student-t 90% over per-seed differences (TOST)", ins),
-               Derived(fmt(r["margin"], "±{:.3f}"), f"equivalence margin {margin} (relative: of {r['b']}'s mean gain)",
+               Derived(fmt(r["margin"], "±{:.3f}"), f"equivalence margin {margin} (relative: of the mean gain of "
+                       f"{r['a'] if r['kind'] == 'control' else r['b']})",
                        ins),
                _verdict(r)])
     verdicts = _verdict_sentences(rows, n_seeds, y)
