@@ -104,7 +104,8 @@ def main(argv: list[str] | None = None) -> int:
                                             "of the study; each must be one of them)")
     p.add_argument("--equivalence-margin", default=DEFAULT_MARGIN,
                    help="margin of the equivalence verdicts (TOST), fixed before the study: a number in gold units "
-                        f"(0.05) or a share of the reference configuration's gain (default {DEFAULT_MARGIN})")
+                        f"(0.05) or a share of the reference configuration's gain (default "
+                        f"{DEFAULT_MARGIN.replace('%', '%%')})")  # argparse %-formats help: 10%% prints 10%
     p.add_argument("--task", help="task file (YAML) naming SFT data, preference pairs or prompts to sample them for, "
                                   "RL and evaluation prompts, the gold scorer and the response length (README: "
                                   "'Your own task'); default: the built-in review task")

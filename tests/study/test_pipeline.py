@@ -62,6 +62,19 @@ def test_cli_rejects_bad_seed_lists(capsys):
     assert "--seeds '1,x'" in capsys.readouterr().err
 
 
+def test_every_command_prints_its_help(capsys):
+    """Every subcommand's --help renders (argparse %-formats help strings: a bare % in one crashes --help)."""
+    from edgerlhf.cli import main
+
+    for cmd in ("run", "demo", "plan", "runs", "compare", "export", "generate", "chat", "quantize"):
+        with pytest.raises(SystemExit) as e:
+            main([cmd, "--help"])
+        assert e.value.code == 0, cmd
+    main_help = " ".join(capsys.readouterr().out.split())  # argparse wraps the help text
+    assert "--no-bon" in main_help and "--equivalence-margin" in main_help and "default 10%" in main_help
+    assert "--best-of" in main_help
+
+
 def test_a_stage_made_by_an_older_edgerlhf_is_found_by_its_settings(tmp_path):
     """Another key formula, or a config saved before a setting existed (it counts as its default), or inputs
     that pointed into the study from another place: the same settings are the same stage."""
