@@ -25,8 +25,7 @@ import numpy as np
 import torch
 
 from edgerlhf.data.formatting import last_message
-from edgerlhf.data.loaders import load_prompt_rows
-from edgerlhf.data.task import eval_prompts
+from edgerlhf.data.taskfile import held_out_prompts
 from edgerlhf.models.adapters import find_artifact, load_policy, read_artifact_meta
 from edgerlhf.models.generation import generate
 from edgerlhf.models.precision import default_precisions, parse_precisions
@@ -63,10 +62,7 @@ def _prepare(setup: Setup):
     """Policy, prompts, precisions, the n of the curve and reused candidates: checked before anything is written."""
     cfg = setup.cfg
     art = find_artifact(cfg.policy)
-    if cfg.prompts:
-        prompts, _ = load_prompt_rows(cfg.prompts, max_rows=cfg.num_prompts)
-    else:
-        prompts = [r["prompt"] for r in eval_prompts(cfg.num_prompts)]
+    prompts = held_out_prompts(cfg.prompts, cfg.num_prompts)
     precisions = parse_precisions(cfg.precisions) if cfg.precisions else default_precisions(setup.device)
     ns = sorted(set(cfg.ns)) if cfg.ns else bon_ns(cfg.num_candidates)
     rm_meta = read_artifact_meta(find_artifact(cfg.rm))

@@ -12,8 +12,7 @@ from pathlib import Path
 import torch
 
 from edgerlhf.data.formatting import encode_pair, last_message
-from edgerlhf.data.loaders import load_prompt_rows
-from edgerlhf.data.task import eval_prompts
+from edgerlhf.data.taskfile import held_out_prompts
 from edgerlhf.models.adapters import find_artifact, load_policy, read_artifact_meta
 from edgerlhf.models.generation import length_batches
 from edgerlhf.models.loading import load_causal_lm, load_tokenizer
@@ -101,10 +100,7 @@ def _prepare(setup: Setup):
     art = find_artifact(cfg.policy)
     meta = read_artifact_meta(art)
     base_path, base_label = _baseline_of(cfg, art, meta)
-    if cfg.prompts:
-        prompts, _ = load_prompt_rows(cfg.prompts, max_rows=cfg.num_prompts)
-    else:
-        prompts = [r["prompt"] for r in eval_prompts(cfg.num_prompts)]
+    prompts = held_out_prompts(cfg.prompts, cfg.num_prompts)
     reused = _reuse(cfg, prompts) if cfg.baseline_eval and base_path is not None else None
     return art, meta, base_path, base_label, prompts, reused
 
