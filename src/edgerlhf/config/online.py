@@ -12,7 +12,7 @@ from typing import ClassVar
 
 from edgerlhf.config.core import check_choices, check_non_negative, check_positive_ints, check_range, opt
 from edgerlhf.config.mixins import BaseConfig, GoldEvalMixin, LoraMixin, OptimMixin
-from edgerlhf.config.refs import check_dataset, check_precision
+from edgerlhf.config.refs import check_dataset, check_precisions
 
 __all__ = ["GRPOConfig", "GroupConfig", "OnlineRLConfig", "PPOConfig", "ReinforcePPConfig", "RLOOConfig", "GSPOConfig"]
 
@@ -116,10 +116,7 @@ class OnlineRLConfig(GoldEvalMixin, LoraMixin, OptimMixin, BaseConfig):
                         "'random' for a control arm)")
         if self.policy and not Path(self.policy).expanduser().exists():
             errs.append(f"policy={self.policy!r}: no such run folder (pass the SFT run folder or leave empty)")
-        try:
-            check_precision(self.reward_precision)
-        except ValueError as e:
-            errs.append(f"reward_precision: {e}")
+        errs += check_precisions([self.reward_precision], "reward_precision")
         if self.prompts != "builtin":
             errs += check_dataset(self.prompts, "prompts")
         errs += check_choices(self, {"layout": ("shared", "separate"), "base_precision": ("fp32", "int8", "int4"),

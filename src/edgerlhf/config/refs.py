@@ -36,6 +36,17 @@ def check_precision(name: str) -> str:
     return name
 
 
+def check_precisions(names, key: str = "precisions") -> list[str]:
+    """One message per name in ``names`` that is not a precision (:func:`check_precision`'s message, under ``key``)."""
+    errs = []
+    for name in names:
+        try:
+            check_precision(name)
+        except ValueError as e:
+            errs.append(f"{key}: {e}")
+    return errs
+
+
 # -- data files ------------------------------------------------------------------------------------------------
 
 def check_dataset(value: str, key: str) -> list[str]:

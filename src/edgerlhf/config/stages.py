@@ -10,7 +10,7 @@ from typing import ClassVar
 
 from edgerlhf.config.core import check_non_negative, check_positive_ints, check_range, opt
 from edgerlhf.config.mixins import BaseConfig, GoldEvalMixin, GoldMixin, LoraMixin, PairsMixin, TrainMixin
-from edgerlhf.config.refs import check_dataset, check_precision
+from edgerlhf.config.refs import check_dataset, check_precisions
 
 __all__ = ["BonConfig", "DPOConfig", "EvalConfig", "PrefsConfig", "RMEvalConfig", "RewardConfig", "SFTConfig"]
 
@@ -209,11 +209,7 @@ class RMEvalConfig(BaseConfig):
             errs.append("rm is required: a reward run folder")
         elif not Path(self.rm).expanduser().exists():
             errs.append(f"rm={self.rm!r}: no such folder")
-        for p in self.precisions:
-            try:
-                check_precision(p)
-            except ValueError as e:
-                errs.append(f"precisions: {e}")
+        errs += check_precisions(self.precisions)
         if self.pairs:
             errs += check_dataset(self.pairs, "pairs")
         if self.reference and not Path(self.reference).expanduser().exists():
@@ -304,11 +300,7 @@ class BonConfig(GoldMixin, BaseConfig):
                 errs.append(f"{key} is required: {what}")
             elif not Path(v).expanduser().exists():
                 errs.append(f"{key}={v!r}: no such folder")
-        for p in self.precisions:
-            try:
-                check_precision(p)
-            except ValueError as e:
-                errs.append(f"precisions: {e}")
+        errs += check_precisions(self.precisions)
         if self.num_candidates < 2:
             errs.append(f"num_candidates={self.num_candidates}: best-of-n needs at least 2 candidates per prompt (the "
                         "study's quick preset uses 32)")
