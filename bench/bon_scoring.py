@@ -30,7 +30,7 @@ def main() -> None:
     from edgerlhf.data.formatting import last_message
     from edgerlhf.data.task import eval_prompts
     from edgerlhf.rewards.learned import encode_for_rm, load_reward_model
-    from edgerlhf.stages.bon import read_candidates
+    from edgerlhf.stages.bon import read_candidates, score_candidates
 
     rows = read_candidates(a.bon)[: a.prompts]
     rm = load_reward_model(a.rm, a.precision, batch_size=a.batch_size)
@@ -49,17 +49,6 @@ def main() -> None:
         out = fn()
         return time.perf_counter() - t0, out
 
-    def chunked(size):
-        chunks = []
-        for i in range(len(rows)):
-            order = sorted(range(i * N, (i + 1) * N), key=lambda j: len(seqs[j]))
-            chunks += [order[k:k + size] for k in range(0, N, size)]
-        out = [0.0] * len(seqs)
-        for idx, sc in zip(chunks, rm.score_groups([[seqs[j] for j in c] for c in chunks])):
-            for j, v in zip(idx, sc):
-                out[j] = v
-        return out
-
     def pairs():
         a_, b_ = rm.score_pairs(seqs[0::2], seqs[1::2])
         return [x for ab in zip(a_, b_) for x in ab]
@@ -70,7 +59,7 @@ def main() -> None:
     ways = [("whole, one by one (baseline)", base_s, base), ("pairs, prompt once", *timed(pairs)),
             (f"a prompt's {N}, prompt once", *timed(lambda: [x for g in rm.score_groups(prompts) for x in g]))]
     for c in map(int, a.chunks.split(",")):
-        ways.append((f"sorted chunks of {c}, prompt once", *timed(lambda c=c: chunked(c))))
+        ways.append((f"sorted chunks of {c}, prompt once", *timed(lambda c=c: score_candidates(rm, seqs, N, c))))
     tok = sum(len(s) for s in seqs)
     print(f"{len(seqs)} candidates of {len(rows)} prompts ({tok} tokens whole), RM at {a.precision}, batches of "
           f"{rm.batch_size} sequences / {rm.tokens_per_batch} padded tokens")

@@ -38,7 +38,7 @@ from edgerlhf.stages.skeleton import Context, Setup, run_stage
 from edgerlhf.tracking import atomic_write_text
 from edgerlhf.tracking.memory import release_free_memory
 
-__all__ = ["best_of", "certificate", "read_candidates", "run"]
+__all__ = ["best_of", "certificate", "read_candidates", "run", "score_candidates"]
 
 # what must match for an earlier bon run's candidates to be reused
 _SAMPLING_KEYS = ("num_candidates", "num_prompts", "prompts", "temperature", "max_new_tokens", "seed", "gold",
@@ -151,25 +151,14 @@ def _sample(ctx: Context, prompts: list) -> tuple[list[dict], dict]:
 
 
 def _score(cfg, prompts: list, rows: list[dict], precision: str, device, chunk: int = 16) -> list[list[float]]:
-    """Every candidate's score by the RM at ``precision``. A prompt's N candidates are scored together with their
-    shared prompt run once (``RewardModel.score_groups``)."""
+    """Every candidate's score by the RM at ``precision``, a prompt's candidates sharing one pass over the prompt
+    (:func:`score_candidates`)."""
     rm = load_reward_model(cfg.rm, precision, device=str(device), batch_size=cfg.rm_batch_size)
     N = cfg.num_candidates
     flat_p = [p for p in prompts for _ in range(N)]
     seqs = encode_for_rm(rm.tokenizer, flat_p, [t for r in rows for t in r["responses"]], rm.max_length,
                          rm.meta.get("use_chat_template", True))
-    # a prompt's candidates sorted by length and scored in chunks that share the prompt: a chunk pads to its own
-    # longest candidate, not to the prompt's longest (sampled lengths run from 2 to 48 tokens). bench/bon_scoring.py,
-    # default model, 768 candidates, fp32, 2-core AVX512: whole 10.1 candidates/s, pairs 11.5, a prompt's 32 at once
-    # 16.8, sorted chunks of 8 20.1, of 16 22.3
-    chunks = []
-    for i in range(len(rows)):
-        order = sorted(range(i * N, (i + 1) * N), key=lambda j: len(seqs[j]))
-        chunks += [order[k:k + chunk] for k in range(0, N, chunk)]
-    out = [0.0] * len(seqs)
-    for idx, scores in zip(chunks, rm.score_groups([[seqs[j] for j in c] for c in chunks])):
-        for j, v in zip(idx, scores):
-            out[j] = v
+    out = score_candidates(rm, seqs, N, chunk)
     del rm
     release_free_memory()
     bad = [i for i, v in enumerate(out) if not math.isfinite(v)]
@@ -177,6 +166,23 @@ def _score(cfg, prompts: list, rows: list[dict], precision: str, device, chunk: 
         raise FloatingPointError(f"the RM at {precision} scored {len(bad)} candidates non-finite (first: prompt "
                                  f"{bad[0] // N}, candidate {bad[0] % N}); nothing is ranked by it")
     return [out[i * N:(i + 1) * N] for i in range(len(rows))]
+
+
+def score_candidates(rm, seqs: list[list[int]], N: int, chunk: int = 16) -> list[float]:
+    """Scores of ``seqs``, consecutive runs of ``N`` candidates sharing a prompt, in their order. A prompt's
+    candidates are sorted by length and scored in chunks that share the prompt (``RewardModel.score_groups``): a
+    chunk pads to its own longest candidate, not to the prompt's longest (sampled lengths run from 2 to 48 tokens).
+    ``bench/bon_scoring.py``, default model, 768 candidates, fp32, 2-core AVX512: whole 10.1 candidates/s, pairs
+    11.5, a prompt's 32 at once 16.8, sorted chunks of 8 20.1, of 16 22.3."""
+    chunks = []
+    for i in range(len(seqs) // N):
+        order = sorted(range(i * N, (i + 1) * N), key=lambda j: len(seqs[j]))
+        chunks += [order[k:k + chunk] for k in range(0, N, chunk)]
+    out = [0.0] * len(seqs)
+    for idx, scores in zip(chunks, rm.score_groups([[seqs[j] for j in c] for c in chunks])):
+        for j, v in zip(idx, scores):
+            out[j] = v
+    return out
 
 
 def certificate(rows: list[dict], precision: str, reference: str) -> dict:
