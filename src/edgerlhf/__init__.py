@@ -118,15 +118,13 @@ def best_of(policy, prompts: list, n: int, reward: str, *, temperature: float = 
     """Best-of-n at serving time: ``n`` samples per prompt from ``policy`` (a run folder), each scored by the reward
     model ``reward`` (``"RM[:precision]"``, e.g. ``"runs/reward-1:int4"``); per prompt the tuple (best response, its
     score, every (response, score)). Bad specs are refused before any model loads."""
-    from edgerlhf.config.refs import parse_reward_spec
     from edgerlhf.models.adapters import load_policy as load
-    from edgerlhf.rewards.learned import load_reward_as_stored
+    from edgerlhf.rewards.learned import load_reward_spec
     from edgerlhf.stages.bon import best_of as pick
 
     if n < 1:
         raise ValueError(f"best_of: n={n} must be at least 1")
-    path, precision = parse_reward_spec(reward)
-    rm = load_reward_as_stored(path, precision, device=device)
+    rm = load_reward_spec(reward, device=device)
     model, tok, _ = load(policy, device=device)
     return pick(model, tok, list(prompts), n, rm, temperature=temperature, max_new_tokens=max_new_tokens, seed=seed)
 

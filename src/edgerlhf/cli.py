@@ -11,12 +11,11 @@ import torch
 
 from edgerlhf import registry
 from edgerlhf.config import ConfigError, UserCodeError, config_help, load_config, parse_overrides
-from edgerlhf.config.refs import parse_reward_spec
 from edgerlhf.distributed import LaunchError, require_one_process
 from edgerlhf.models.export import export_gguf, export_policy, load_for_export
 from edgerlhf.models.generation import generate
 from edgerlhf.models.precision import check_precision
-from edgerlhf.rewards.learned import load_reward_as_stored
+from edgerlhf.rewards.learned import load_reward_spec
 from edgerlhf.stages.bon import best_of
 from edgerlhf.stages.online import resume_base
 from edgerlhf.stages.rm_eval import quantize
@@ -273,8 +272,7 @@ def _best_of_reward(args):
     if args.temperature <= 0:
         raise ValueError("--best-of needs sampling: a --temperature above 0 (greedy decoding makes every sample the "
                          "same)")
-    path, precision = parse_reward_spec(spec)
-    return load_reward_as_stored(path, precision)
+    return load_reward_spec(spec)
 
 
 def _talk(args) -> int:

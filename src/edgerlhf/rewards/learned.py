@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 from safetensors import safe_open
 
+from edgerlhf.config.refs import parse_reward_spec
 from edgerlhf.data.formatting import encode_pair
 from edgerlhf.models import precision as P
 from edgerlhf.models.generation import length_batches, right_pad
@@ -277,6 +278,13 @@ def load_reward_model(path: str | Path, precision: str | None = None, *, device:
     model, info = to_precision(model, tok, precision or "fp32", device)
     release_free_memory()  # loading and merging left freed blocks in the C heap
     return RewardModel(model.requires_grad_(False), tok, {**meta, **info}, device, batch_size)  # scoring only
+
+
+def load_reward_spec(spec: str, *, device: str = "cpu") -> RewardModel:
+    """``RM[:precision]`` (best-of-n at serving time) as a scorer: the spec checked (``config.refs.parse_reward_spec``:
+    a clear error before any model loads), then the one stored-RM rule (:func:`load_reward_as_stored`)."""
+    path, precision = parse_reward_spec(spec)
+    return load_reward_as_stored(path, precision, device=device)
 
 
 def stores_own_precision(meta: dict) -> bool:
