@@ -86,43 +86,42 @@ def arm_runs(runs: dict) -> dict[str, list[Run]]:
     return {arm.name: [Run(s, t, e) for s, (t, e) in by_seed.items()] for arm, by_seed in runs.items()}
 
 
-def gains(rs: list[Run], y: Yardstick = GOLD, cache: dict | None = None) -> list[list[float]]:
-    """gains[seed][prompt]: the held-out score (gold, or the proxy RM's) of each response minus the SFT policy's
-    on the same prompt. ``cache`` (one report's) keeps each evaluation's gains, so its responses.jsonl is read once."""
+def _per_seed(rs: list[Run], cache: dict | None, kind: str, of_rows) -> list[list[float]]:
+    """``of_rows(responses.jsonl rows) -> per-prompt list or None`` of each seed's evaluation, read once per report
+    (``cache``); [] when an evaluation lacks what it needs or the seeds' prompt counts differ."""
     out = []
     cache = {} if cache is None else cache
     for r in rs:
-        if r.eval.path not in cache:
-            rows = responses_of(r.eval.path)
-            ok = rows and all(y.resp in x and y.base_resp in x for x in rows)
-            cache[r.eval.path] = [x[y.resp] - x[y.base_resp] for x in rows] if ok else None
-        if cache[r.eval.path] is None:
+        key = (kind, r.eval.path)
+        if key not in cache:
+            cache[key] = of_rows(responses_of(r.eval.path))
+        if cache[key] is None:
             return []
-        out.append(cache[r.eval.path])
+        out.append(cache[key])
     return out if len({len(g) for g in out}) == 1 else []
+
+
+def gains(rs: list[Run], y: Yardstick = GOLD, cache: dict | None = None) -> list[list[float]]:
+    """gains[seed][prompt]: the held-out score (gold, or the proxy RM's) of each response minus the SFT policy's
+    on the same prompt. ``cache`` (one report's) keeps each evaluation's gains, so its responses.jsonl is read once."""
+    def raw(rows):
+        ok = rows and all(y.resp in x and y.base_resp in x for x in rows)
+        return [x[y.resp] - x[y.base_resp] for x in rows] if ok else None
+    return _per_seed(rs, cache, "raw", raw)
 
 
 def controlled_gains(rs: list[Run], y: Yardstick = GOLD, cache: dict | None = None) -> list[list[float]]:
     """As :func:`gains`, with length's share removed (``rewards.metrics.length_controlled_gains``: the slope of the
     score on the response's words fitted on the SFT policy's responses of the same evaluation)."""
-    out = []
-    cache = {} if cache is None else cache
-    for r in rs:
-        key = ("lc", r.eval.path)
-        if key not in cache:
-            rows = responses_of(r.eval.path)
-            need = (y.resp, y.base_resp, "response", "baseline_response")
-            if len(rows) < 2 or not all(k in x for x in rows for k in need):
-                cache[key] = None
-            else:
-                la = [words(x["response"]) for x in rows]
-                lb = [words(x["baseline_response"]) for x in rows]
-                b = [x[y.base_resp] for x in rows]
-                cache[key] = length_controlled_gains([x[y.resp] for x in rows], la, b, lb, length_slope(b, lb))
-        if cache[key] is None:
-            return []
-        out.append(cache[key])
-    return out if len({len(g) for g in out}) == 1 else []
+    def controlled(rows):
+        need = (y.resp, y.base_resp, "response", "baseline_response")
+        if len(rows) < 2 or not all(k in x for x in rows for k in need):
+            return None
+        la = [words(x["response"]) for x in rows]
+        lb = [words(x["baseline_response"]) for x in rows]
+        b = [x[y.base_resp] for x in rows]
+        return length_controlled_gains([x[y.resp] for x in rows], la, b, lb, length_slope(b, lb))
+    return _per_seed(rs, cache, "length-controlled", controlled)
 
 
 def response_files(rs: list[Run]) -> list[str]:
