@@ -113,9 +113,10 @@ def _execute(ctx: Context, data) -> dict:
     out.update(analyse(rows, precisions, ns, gold=cfg.gold != "none", n_boot=cfg.bootstrap, seed=cfg.seed))
     out["samples"] = [{"prompt": r["prompt"], "candidates": r["responses"][:4], "gold": r.get("gold", [])[:4]}
                       for r in rows[: cfg.num_samples]]
-    atomic_write_text(run_dir.path / "table.md", table(out))
+    text = table(out)
+    atomic_write_text(run_dir.path / "table.md", text)
     run_dir.log({k: v for k, v in out.items() if isinstance(v, (int, float))}, step=0)
-    print("\n[bon] " + table(out))
+    print("\n[bon] " + text)
     return out
 
 
@@ -216,7 +217,7 @@ def analyse(rows: list[dict], precisions: list[str], ns: list[int], *, gold: boo
         res: dict = {"proxy": proxy.mean(0).tolist(),
                      "proxy_ci95": [list(mean_ci95(proxy[:, k])[1:]) for k in range(len(ns))]}
         if gold:
-            g = bon_curves([r["gold"] for r in rows], rank, ns)
+            g = ref_gold if p == ref else bon_curves([r["gold"] for r in rows], rank, ns)
             res.update({"gold": g.mean(0).tolist(),
                         "gold_ci95": [list(mean_ci95(g[:, k])[1:]) for k in range(len(ns))]})
             if len([x for x in d if x > 0]) >= 2:
