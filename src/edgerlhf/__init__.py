@@ -104,27 +104,32 @@ def load_policy(path, *, dtype=None, device="cpu", merge: bool = True):
     return load(path, dtype=dtype or torch.float32, device=device, merge=merge)
 
 
-def load_reward_model(path, precision: str | None = None, *, device: str = "cpu", batch_size: int = 32):
+def load_reward_model(path, precision: str | None = None, *, device: str = "cpu", batch_size: int = 32,
+                      ensemble: str = "auto", uwo_lambda: float = 0.5, layout: str = "shared"):
     """A trained reward model (reward run folder, its ``adapter/``, or a quantized RM folder) as a scorer:
     ``rm(prompts, responses) -> list[float]``. ``precision`` is fp32 | bf16 | fp16 | int8 | int4 (a backend may
-    be named: int8:bnb, int8:torchao, int4:bnb); a quantized folder loads as stored."""
-    from edgerlhf.rewards.learned import load_reward_model as load
+    be named: int8:bnb, int8:torchao, int4:bnb); a quantized folder loads as stored. An ensemble (``edgerlhf reward
+    members=K``) serves by ``ensemble``: mean | min | uwo (``uwo_lambda``; members in ``layout`` shared | merged),
+    warm (one weight-averaged RM) or member-N; auto = mean. Its ``last_spread`` is the members' disagreement."""
+    from edgerlhf.rewards.serving import load_reward as load
 
-    return load(path, precision, device=device, batch_size=batch_size)
+    return load(path, precision, device=device, batch_size=batch_size, ensemble=ensemble, uwo_lambda=uwo_lambda,
+                layout=layout)
 
 
 def best_of(policy, prompts: list, n: int, reward: str, *, temperature: float = 0.7, max_new_tokens: int = 96,
-            seed: int = 0, device: str = "cpu"):
+            seed: int = 0, device: str = "cpu", ensemble: str = "auto", uwo_lambda: float = 0.5):
     """Best-of-n at serving time: ``n`` samples per prompt from ``policy`` (a run folder), each scored by the reward
     model ``reward`` (``"RM[:precision]"``, e.g. ``"runs/reward-1:int4"``); per prompt the tuple (best response, its
-    score, every (response, score)). Bad specs are refused before any model loads."""
+    score, every (response, score)). An ensemble RM serves by ``ensemble`` (as
+    :func:`load_reward_model`). Bad specs are refused before any model loads."""
     from edgerlhf.models.adapters import load_policy as load
-    from edgerlhf.rewards.learned import load_reward_spec
+    from edgerlhf.rewards.serving import load_reward_spec
     from edgerlhf.stages.bon import best_of as pick
 
     if n < 1:
         raise ValueError(f"best_of: n={n} must be at least 1")
-    rm = load_reward_spec(reward, device=device)
+    rm = load_reward_spec(reward, device=device, ensemble=ensemble, uwo_lambda=uwo_lambda)
     model, tok, _ = load(policy, device=device)
     return pick(model, tok, list(prompts), n, rm, temperature=temperature, max_new_tokens=max_new_tokens, seed=seed)
 

@@ -15,7 +15,7 @@ from edgerlhf.distributed import LaunchError, require_one_process
 from edgerlhf.models.export import export_gguf, export_policy, load_for_export
 from edgerlhf.models.generation import generate
 from edgerlhf.models.precision import check_precision
-from edgerlhf.rewards.learned import load_reward_spec
+from edgerlhf.rewards.serving import load_reward_spec
 from edgerlhf.stages.bon import best_of
 from edgerlhf.stages.online import resume_base
 from edgerlhf.stages.rm_eval import quantize

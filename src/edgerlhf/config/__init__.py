@@ -27,7 +27,16 @@ from edgerlhf.config.core import (
                                   user_callable,
 )
 from edgerlhf.config.loading import from_dict, load_config, parse_overrides
-from edgerlhf.config.mixins import BaseConfig, GoldEvalMixin, GoldMixin, LoraMixin, OptimMixin, PairsMixin, TrainMixin
+from edgerlhf.config.mixins import (
+    BaseConfig,
+    EnsembleMixin,
+    GoldEvalMixin,
+    GoldMixin,
+    LoraMixin,
+    OptimMixin,
+    PairsMixin,
+    TrainMixin,
+)
 from edgerlhf.config.online import (
                                   GroupConfig,
                                   GRPOConfig,
@@ -41,7 +50,7 @@ from edgerlhf.config.refs import check_dataset, check_precision
 from edgerlhf.config.stages import BonConfig, DPOConfig, EvalConfig, PrefsConfig, RewardConfig, RMEvalConfig, SFTConfig
 from edgerlhf.config.task import Task, read_task, stage_settings
 
-__all__ = ["RENAMED_KEYS", "BaseConfig", "BonConfig", "ConfigError", "DPOConfig", "EvalConfig", "GRPOConfig",
+__all__ = ["RENAMED_KEYS", "BaseConfig", "BonConfig", "ConfigError", "DPOConfig", "EnsembleMixin", "EvalConfig", "GRPOConfig",
            "GSPOConfig",
            "GoldEvalMixin", "GoldMixin", "GroupConfig", "LoraMixin", "OnlineRLConfig", "OptimMixin", "PPOConfig",
            "PairsMixin",

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import ClassVar
 
 from edgerlhf.config.core import check_range, opt
-from edgerlhf.config.refs import check_dataset, check_gold, formatting_mismatch
+from edgerlhf.config.refs import check_dataset, check_ensemble, check_gold, formatting_mismatch
 
 _REPORT_TO = {"none", "tensorboard", "mlflow", "wandb"}
 _DTYPES = {"auto", "fp32", "bf16", "fp16"}
@@ -72,6 +72,26 @@ class GoldMixin:
 
     def check_gold(self) -> list[str]:
         return check_gold(self.gold)
+
+
+@dataclass
+class EnsembleMixin:
+    """How a reward-model ensemble (``edgerlhf reward members=K``) serves; a single RM ignores these."""
+
+    ensemble: str = opt("auto", "how an ensemble RM's K members give one score, each member first normalised on its "
+                                "training pairs: auto (= mean) | mean | min (worst case, WCO) | uwo (mean - uwo_lambda "
+                                "x the members' variance; Coste et al. 2023) | warm (one RM: the members' weights "
+                                "averaged, Ramé et al. 2024; one RM's cost) | member-N (member N alone); a single RM "
+                                "takes only auto")
+    uwo_lambda: float = opt(0.5, "ensemble=uwo: the weight of the members' variance (on normalised scores: a variance "
+                                 "of 1 costs half a standard deviation at 0.5); not tuned here")
+    ensemble_layout: str = opt("shared", "ensemble=mean|min|uwo: shared (one base at the precision, K LoRA adapters "
+                                         "and heads on it: about one RM's memory) | merged (K merged RMs, each at "
+                                         "the precision: K times the memory)")
+
+    def check_ensemble(self, key: str, precisions=()) -> list[str]:
+        return check_ensemble(key, getattr(self, key, ""), self.ensemble, self.uwo_lambda, self.ensemble_layout,
+                              precisions)
 
 
 @dataclass

@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import ClassVar
 
 from edgerlhf.config.core import check_choices, check_non_negative, check_positive_ints, check_range, opt
-from edgerlhf.config.mixins import BaseConfig, GoldEvalMixin, LoraMixin, OptimMixin
-from edgerlhf.config.refs import check_dataset, check_precisions
+from edgerlhf.config.mixins import BaseConfig, EnsembleMixin, GoldEvalMixin, LoraMixin, OptimMixin
+from edgerlhf.config.refs import check_dataset, check_precisions, ensemble_meta
 
 __all__ = ["GRPOConfig", "GroupConfig", "OnlineRLConfig", "PPOConfig", "ReinforcePPConfig", "RLOOConfig", "GSPOConfig"]
 
@@ -22,7 +22,7 @@ SCALE_REWARDS = ("group", "batch", "none")
 
 
 @dataclass
-class OnlineRLConfig(GoldEvalMixin, LoraMixin, OptimMixin, BaseConfig):
+class OnlineRLConfig(EnsembleMixin, GoldEvalMixin, LoraMixin, OptimMixin, BaseConfig):
     """Fields every online-RL algorithm shares (PPO, GRPO, RLOO): one base model in memory, the policy a
     LoRA adapter on it, the reference that base with the adapter disabled (the SFT change is merged in), the
     reward model separate at the precision chosen (or any callable). Each algorithm's config adds only its own."""
@@ -100,6 +100,17 @@ class OnlineRLConfig(GoldEvalMixin, LoraMixin, OptimMixin, BaseConfig):
     max_bad_steps: int = opt(3, "stop after this many consecutive steps with NaN/inf in rewards, loss or gradients "
                                 "(each is skipped)")
     sample_every: int = opt(1, "log one decoded rollout with its rewards every N steps")
+    overopt_warning: float = opt(0.0, "over-optimisation early warning (an ensemble reward served by mean|min|uwo): "
+                                      "fire when the members' disagreement on the rollouts (objective/ensemble_std), "
+                                      "averaged over the last overopt_window steps, stays at least (1 + this) x its "
+                                      "mean over the first overopt_window steps for overopt_patience steps; 0: off "
+                                      "(the signal is logged whenever the reward is an ensemble)")
+    overopt_window: int = opt(4, "steps in each mean of the over-optimisation warning (the first window is its "
+                                 "baseline)")
+    overopt_patience: int = opt(2, "consecutive steps above the threshold before the warning fires")
+    stop_on_overopt: bool = opt(False, "when the warning fires: false = write a checkpoint (kept as "
+                                       "checkpoint-overopt-N), flag the run and go on | true = write it and stop (the "
+                                       "artifact is the policy at that step; the summary says why)")
 
     @property
     def steps(self) -> int:
@@ -117,6 +128,15 @@ class OnlineRLConfig(GoldEvalMixin, LoraMixin, OptimMixin, BaseConfig):
         if self.policy and not Path(self.policy).expanduser().exists():
             errs.append(f"policy={self.policy!r}: no such run folder (pass the SFT run folder or leave empty)")
         errs += check_precisions([self.reward_precision], "reward_precision")
+        errs += self.check_ensemble("reward", [self.reward_precision])
+        if self.overopt_warning < 0:
+            errs.append(f"overopt_warning={self.overopt_warning} must be >= 0 (0: off; 0.5: fire at a 50% rise)")
+        if self.overopt_warning > 0 and self.reward and Path(self.reward).expanduser().exists():
+            if ensemble_meta(self.reward) is None or self.ensemble == "warm" or self.ensemble.startswith("member-"):
+                errs.append(f"overopt_warning={self.overopt_warning}: the warning reads an ensemble's disagreement; "
+                            f"reward={self.reward!r} with ensemble={self.ensemble} is one model. Train one with "
+                            "edgerlhf reward members=4 and serve it with ensemble=mean|min|uwo, or set overopt_warning=0")
+        errs += check_positive_ints(self, "overopt_window", "overopt_patience")
         if self.prompts != "builtin":
             errs += check_dataset(self.prompts, "prompts")
         errs += check_choices(self, {"layout": ("shared", "separate"), "base_precision": ("fp32", "int8", "int4"),

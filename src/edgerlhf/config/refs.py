@@ -14,7 +14,8 @@ from pathlib import Path
 from edgerlhf.runfolder import find_artifact, read_artifact_meta
 
 __all__ = ["BACKENDS", "GOLD_KINDS", "PRECISIONS", "check_dataset", "check_gold", "check_precision",
-           "formatting_mismatch", "import_callable", "valid_precision_names"]
+           "check_ensemble", "check_ensemble_arms", "ensemble_meta", "formatting_mismatch", "import_callable", "missing_backend",
+           "valid_precision_names"]
 
 # -- reward-model precisions -----------------------------------------------------------------------------------
 
@@ -44,6 +45,116 @@ def check_precisions(names, key: str = "precisions") -> list[str]:
             check_precision(name)
         except ValueError as e:
             errs.append(f"{key}: {e}")
+    return errs
+
+
+# -- reward-model ensembles -----------------------------------------------------------------------------------
+
+ENSEMBLE_WAYS = ("auto", "mean", "min", "uwo", "warm")  # and member-N
+ENSEMBLE_LAYOUTS = ("shared", "merged")
+_BACKEND_PACKAGES = {"bnb": "bitsandbytes", "torchao": "torchao"}
+
+
+def missing_backend(precision: str) -> str | None:
+    """The message for an integer precision whose backend package is not installed (found without importing it),
+    or None."""
+    base, _, backend = precision.partition(":")
+    if base not in BACKENDS:
+        return None
+    names = [backend] if backend else ["bnb"] if base == "int4" else ["torchao", "bnb"]
+    if any(importlib.util.find_spec(_BACKEND_PACKAGES[b]) for b in names):
+        return None
+    pkgs = " or ".join(_BACKEND_PACKAGES[b] for b in names)
+    return f"precision {precision} needs {pkgs}, which is not installed: pip install {pkgs.split(' or ')[-1]}, or " \
+           "use fp32 / bf16"
+
+
+def ensemble_meta(path: str) -> dict | None:
+    """The metadata of a reward-model ensemble artifact, or None (a single RM, or not an artifact)."""
+    try:
+        meta = read_artifact_meta(find_artifact(path))
+    except (FileNotFoundError, ValueError, OSError):
+        return None
+    return meta if meta.get("kind") == "ensemble" else None
+
+
+def check_ensemble(key: str, path: str, ensemble: str, uwo_lambda: float, layout: str,
+                   precisions=()) -> list[str]:
+    """Problems with serving ``path`` with these ensemble settings, found before any model loads: an aggregation
+    asked of a single RM, a member that does not exist, a WARM of members that cannot be averaged, lambda < 0, an
+    unknown layout, a precision whose backend is missing."""
+    errs = []
+    if ensemble not in ENSEMBLE_WAYS and not (ensemble.startswith("member-") and ensemble[7:].isdigit()):
+        errs.append(f"ensemble={ensemble!r}: use one of {', '.join(ENSEMBLE_WAYS)} or member-N (member N alone)")
+    if uwo_lambda < 0:
+        errs.append(f"uwo_lambda={uwo_lambda} must be >= 0 (UWO = mean - lambda x the members' variance)")
+    if layout not in ENSEMBLE_LAYOUTS:
+        errs.append(f"ensemble_layout={layout!r}: use one of {', '.join(ENSEMBLE_LAYOUTS)}")
+    for p in precisions:
+        if p and (msg := missing_backend(p)):
+            errs.append(msg)
+    if not path or path in ("random", "none", "auto") or not Path(path).expanduser().exists():
+        return errs
+    meta = ensemble_meta(path)
+    if meta is None:
+        if ensemble != "auto":
+            errs.append(f"ensemble={ensemble}: {key}={path!r} is a single reward model (K=1); an aggregation needs an "
+                        "ensemble of K >= 2 members (edgerlhf reward members=4), or leave ensemble=auto")
+        return errs
+    k = len(meta.get("members", []))
+    if k < 2:
+        errs.append(f"{key}={path!r} holds {k} member(s): an ensemble needs K >= 2 (retrain with members=4)")
+    if ensemble.startswith("member-") and ensemble[7:].isdigit() and int(ensemble[7:]) >= k:
+        errs.append(f"ensemble={ensemble}: {key}={path!r} has members 0..{k - 1}")
+    if ensemble == "warm":
+        errs += warm_problems(path, meta)
+    return errs
+
+
+def check_ensemble_arms(arms, path: str) -> list[str]:
+    """best-of-n's rankers of an ensemble, ``PRECISION/WHO`` (WHO: m<i>, mean, min, uwo, warm)."""
+    if not arms:
+        return []
+    meta = ensemble_meta(path) if path and Path(path).expanduser().exists() else None
+    if meta is None:
+        return [f"ensemble_arms={list(arms)}: rm={path!r} is not an ensemble (edgerlhf reward members=4); leave "
+                "ensemble_arms empty and use precisions"]
+    k, errs = len(meta.get("members", [])), []
+    for a in arms:
+        prec, _, who = str(a).partition("/")
+        try:
+            check_precision(prec)
+        except ValueError as e:
+            errs.append(f"ensemble_arms: {a!r}: {e}")
+        ok = who in ("mean", "min", "uwo", "warm") or (who[:1] == "m" and who[1:].isdigit() and int(who[1:]) < k)
+        if not ok:
+            errs.append(f"ensemble_arms: {a!r}: after the precision use m0..m{k - 1}, mean, min, uwo or warm "
+                        "(e.g. int4/uwo)")
+    if len(set(arms)) != len(arms):
+        errs.append(f"ensemble_arms={list(arms)}: an arm is listed twice")
+    if any(str(a).endswith("/warm") for a in arms):
+        errs += warm_problems(path, meta)
+    return errs
+
+
+def warm_problems(path: str, meta: dict) -> list[str]:
+    """WARM averages weights: its members must share the base model and the LoRA shape (rank, alpha, layers,
+    target modules)."""
+    art = find_artifact(path)
+    metas = []
+    for m in meta.get("members", []):
+        try:
+            metas.append((m["name"], read_artifact_meta(art / m["name"])))
+        except (FileNotFoundError, ValueError, KeyError) as e:
+            return [f"{path}: member {m.get('name')!r} is missing ({e}); retrain the ensemble"]
+    errs = []
+    name0, m0 = metas[0]
+    for name, m in metas[1:]:
+        for what, k in (("base model", "base_model"), ("LoRA shape", "lora")):
+            if m.get(k) != m0.get(k):
+                errs.append(f"ensemble=warm: {name} has {what} {m.get(k)!r} but {name0} has {m0.get(k)!r}: weights "
+                            "average only between members fine-tuned from one base with one LoRA shape; use "
+                            "ensemble=mean|min|uwo (scores, not weights, are combined)")
     return errs
 
 

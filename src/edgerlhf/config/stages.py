@@ -9,8 +9,16 @@ from pathlib import Path
 from typing import ClassVar
 
 from edgerlhf.config.core import check_non_negative, check_positive_ints, check_range, opt
-from edgerlhf.config.mixins import BaseConfig, GoldEvalMixin, GoldMixin, LoraMixin, PairsMixin, TrainMixin
-from edgerlhf.config.refs import check_dataset, check_precisions
+from edgerlhf.config.mixins import (
+    BaseConfig,
+    EnsembleMixin,
+    GoldEvalMixin,
+    GoldMixin,
+    LoraMixin,
+    PairsMixin,
+    TrainMixin,
+)
+from edgerlhf.config.refs import check_dataset, check_ensemble_arms, check_precisions
 
 __all__ = ["BonConfig", "DPOConfig", "EvalConfig", "PrefsConfig", "RMEvalConfig", "RewardConfig", "SFTConfig"]
 
@@ -132,9 +140,27 @@ class RewardConfig(LoraMixin, TrainMixin, PairsMixin, BaseConfig):
                                            "rewards near zero mean (Eisenstein et al. 2023)")
     base_precision: str = opt("fp32", "precision of the frozen body during training: fp32, or int8 / int4 through "
                                       "bitsandbytes (QLoRA-style: the adapter and score head stay in floating point)")
+    members: int = opt(1, "reward models trained (1: one RM; K >= 2: an ensemble of K members, member i trained "
+                          "exactly as a single RM with seed + i: its LoRA and head initialisation and data order); one "
+                          "artifact holds them, served with `ensemble=mean|min|uwo|warm` by every consumer")
+    member_data: str = opt("same", "ensemble members' training pairs: same (every member sees the training pairs, in "
+                                   "its own order) | bootstrap (each member a resample with replacement, seed + i)")
+    norm_pairs: int = opt(256, "ensemble: each member's score mean and std (the normalisation before aggregating) "
+                               "are measured on the first N training pairs (both responses)")
 
     def check(self) -> list[str]:
         errs = super().check() + self.check_train() + self.check_lora() + self.check_pairs()
+        if self.members < 1:
+            errs.append(f"members={self.members} must be >= 1 (1: one RM; 4: an ensemble of four, Coste et al.'s "
+                        "4-5 members suffice)")
+        if self.member_data not in ("same", "bootstrap"):
+            errs.append(f"member_data={self.member_data!r}: use same or bootstrap")
+        if self.members > 1 and self.norm_pairs < 2:
+            errs.append(f"norm_pairs={self.norm_pairs} must be >= 2 (a member's score std needs responses)")
+        if self.members > 1 and self.base_precision != "fp32":
+            errs.append(f"members={self.members} with base_precision={self.base_precision}: ensemble members are "
+                        "trained on an fp32 body (serve them quantised with reward_precision=int4); set "
+                        "base_precision=fp32")
         if self.base_precision not in ("fp32", "int8", "int4"):
             errs.append(f"base_precision={self.base_precision!r}: use fp32, int8 or int4")
         if self.base_precision != "fp32" and not self.lora:
@@ -188,7 +214,7 @@ class DPOConfig(LoraMixin, TrainMixin, PairsMixin, BaseConfig):
 
 
 @dataclass
-class RMEvalConfig(BaseConfig):
+class RMEvalConfig(EnsembleMixin, BaseConfig):
     """Reward-model precision table: size, memory, latency and agreement with the fp32 RM."""
 
     stage: ClassVar[str] = "rm-eval"
@@ -210,6 +236,7 @@ class RMEvalConfig(BaseConfig):
         elif not Path(self.rm).expanduser().exists():
             errs.append(f"rm={self.rm!r}: no such folder")
         errs += check_precisions(self.precisions)
+        errs += self.check_ensemble("rm", self.precisions)
         if self.pairs:
             errs += check_dataset(self.pairs, "pairs")
         if self.reference and not Path(self.reference).expanduser().exists():
@@ -222,7 +249,7 @@ class RMEvalConfig(BaseConfig):
 
 
 @dataclass
-class EvalConfig(GoldMixin, BaseConfig):
+class EvalConfig(EnsembleMixin, GoldMixin, BaseConfig):
     """Evaluate a policy on held-out prompts against a baseline (by default its own SFT policy)."""
 
     stage: ClassVar[str] = "eval"
@@ -255,6 +282,7 @@ class EvalConfig(GoldMixin, BaseConfig):
             errs.append(f"prompts={self.prompts!r}: no such file (or leave it empty for the built-in held-out prompts)")
         if self.baseline_eval and not (Path(self.baseline_eval).expanduser() / "responses.jsonl").is_file():
             errs.append(f"baseline_eval={self.baseline_eval!r}: not an eval run folder (no responses.jsonl)")
+        errs += self.check_ensemble("reward", [self.reward_precision])
         for k in ("baseline", "reward"):
             v = getattr(self, k)
             if v not in ("auto", "none", "base", "") and not Path(v).expanduser().exists():
@@ -266,7 +294,7 @@ class EvalConfig(GoldMixin, BaseConfig):
 
 
 @dataclass
-class BonConfig(GoldMixin, BaseConfig):
+class BonConfig(EnsembleMixin, GoldMixin, BaseConfig):
     """Best-of-n on shared candidates: N responses per held-out prompt sampled once, ranked by the RM at each
     precision, and the gold of best-of-n for n = 1, 2, 4, ..., N without resampling."""
 
@@ -291,6 +319,11 @@ class BonConfig(GoldMixin, BaseConfig):
                               "the precisions it has not scored are scored")
     bootstrap: int = opt(1000, "bootstrap draws over prompts for the intervals of the fitted alpha and beta")
     num_samples: int = opt(3, "prompts whose candidates are shown in the summary")
+    ensemble_arms: list = opt([], "rm an ensemble: the rankers compared, PRECISION/WHO with WHO one of m<i> (member i "
+                                  "alone), mean, min, uwo, warm (e.g. [fp32/m0, int4/m0, int4/uwo, int4/warm]; the "
+                                  "first is the reference); each member is scored once per precision and every "
+                                  "aggregation is computed from those scores; empty: m0, mean, min, uwo and warm at "
+                                  "every precision")
 
     def check(self) -> list[str]:
         errs = super().check() + self.check_formatting("policy", "rm") + self.check_gold()
@@ -301,6 +334,8 @@ class BonConfig(GoldMixin, BaseConfig):
             elif not Path(v).expanduser().exists():
                 errs.append(f"{key}={v!r}: no such folder")
         errs += check_precisions(self.precisions)
+        errs += self.check_ensemble("rm", self.precisions + [a.partition("/")[0] for a in self.ensemble_arms])
+        errs += check_ensemble_arms(self.ensemble_arms, self.rm)
         if self.num_candidates < 2:
             errs.append(f"num_candidates={self.num_candidates}: best-of-n needs at least 2 candidates per prompt (the "
                         "study's quick preset uses 32)")

@@ -22,7 +22,7 @@ import torch
 from edgerlhf.config.core import UserCodeError
 from edgerlhf.config.refs import GOLD_KINDS, check_gold, import_callable, is_reward_folder
 from edgerlhf.models.generation import generate
-from edgerlhf.rewards.learned import load_reward_as_stored
+from edgerlhf.rewards.serving import load_reward_as_stored
 
 __all__ = ["GOLD_KINDS", "GoldScorer", "check_gold", "gold_eval", "make_gold", "mean_ci95"]
 

@@ -12,7 +12,6 @@ from pathlib import Path
 import torch
 from safetensors import safe_open
 
-from edgerlhf.config.refs import parse_reward_spec
 from edgerlhf.data.formatting import encode_pair
 from edgerlhf.models import precision as P
 from edgerlhf.models.generation import length_batches, right_pad
@@ -24,8 +23,10 @@ from edgerlhf.tracking.memory import release_free_memory
 
 
 def load_seq_cls(model: str, dtype: torch.dtype = torch.float32, seed: int = 0, base_precision: str = "fp32",
-                 device="cpu", chat_template: bool = True):
-    """The base model with a fresh one-output score head (``tiny`` is built from ``seed``).
+                 device="cpu", chat_template: bool = True, base_seed: int | None = None):
+    """The base model with a fresh one-output score head drawn from ``seed`` (``tiny``'s random body is built from
+    ``base_seed``, default ``seed``: an ensemble's members share the body of its first seed, as they share a
+    pretrained one).
 
     ``base_precision`` int8 / int4 loads the body quantised through bitsandbytes (QLoRA-style training:
     the LoRA adapter and the score head stay in floating point)."""
@@ -33,7 +34,7 @@ def load_seq_cls(model: str, dtype: torch.dtype = torch.float32, seed: int = 0, 
     from transformers.utils import logging as hf_logging  # noqa: PLC0415 - as above
 
     tok = load_tokenizer(model, chat_template)
-    torch.manual_seed(seed)  # the fresh score head's init
+    torch.manual_seed(seed if base_seed is None or model != "tiny" else base_seed)  # the fresh score head's init
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()  # the load report lists score.weight as "newly initialized": by design
     try:
@@ -43,6 +44,10 @@ def load_seq_cls(model: str, dtype: torch.dtype = torch.float32, seed: int = 0, 
             m = AutoModelForSequenceClassification.from_pretrained(resolve_model_path(model), num_labels=1, dtype=dtype)
     finally:
         hf_logging.set_verbosity(verbosity)
+    if model == "tiny" and base_seed is not None and base_seed != seed:  # the body from base_seed, the head from seed
+        torch.manual_seed(seed)
+        with torch.no_grad():
+            torch.nn.init.normal_(m.score.weight, std=m.config.initializer_range)
     # the head pools the last non-pad token; the pad id must be known to find it
     m.config.pad_token_id = tok.pad_token_id
     if base_precision != "fp32":
@@ -194,7 +199,7 @@ def merged_fp32(art: Path, meta: dict):
     from peft import PeftModel  # noqa: PLC0415 - peft: loaded where an adapter is read
 
     base, tok = load_seq_cls(meta["base_model"], seed=meta.get("seed", 0),
-                             chat_template=meta.get("use_chat_template", True))
+                             chat_template=meta.get("use_chat_template", True), base_seed=meta.get("base_seed"))
     return PeftModel.from_pretrained(base, art).merge_and_unload(), tok
 
 
@@ -249,6 +254,9 @@ def load_reward_model(path: str | Path, precision: str | None = None, *, device:
     meta = read_artifact_meta(art)
     if meta.get("stage") != "reward":
         raise ValueError(f"{art} is a {meta.get('stage')!r} artifact, not a reward model")
+    if meta.get("kind") == "ensemble":
+        raise ValueError(f"{art} is an ensemble of {len(meta.get('members', []))} reward models: load it with "
+                         "edgerlhf.load_reward_model(path, precision, ensemble=mean|min|uwo|warm)")
     if meta.get("kind") == "quantized":
         if precision not in (None, meta["precision"]):
             raise ValueError(f"{art} is stored at {meta['precision']}; load it without precision, or quantize the "
@@ -280,22 +288,7 @@ def load_reward_model(path: str | Path, precision: str | None = None, *, device:
     return RewardModel(model.requires_grad_(False), tok, {**meta, **info}, device, batch_size)  # scoring only
 
 
-def load_reward_spec(spec: str, *, device: str = "cpu") -> RewardModel:
-    """``RM[:precision]`` (best-of-n at serving time) as a scorer: the spec checked (``config.refs.parse_reward_spec``:
-    a clear error before any model loads), then the one stored-RM rule (:func:`load_reward_as_stored`)."""
-    path, precision = parse_reward_spec(spec)
-    return load_reward_as_stored(path, precision, device=device)
-
-
 def stores_own_precision(meta: dict) -> bool:
     """An RM artifact that has a precision of its own (a quantized RM folder, or one trained on a quantised body,
     QLoRA-style) loads as stored: a precision asked of it would be a second, different conversion."""
     return meta.get("kind") == "quantized" or meta.get("base_precision", "fp32") != "fp32"
-
-
-def load_reward_as_stored(path: str | Path, precision: str | None = None, *, device: str = "cpu",
-                          batch_size: int = 32) -> RewardModel:
-    """The one rule every consumer of a stored RM follows (online RL, eval, the gold): at ``precision`` (fp32 when
-    None) when it is a trained fp32 RM, as stored when it has a precision of its own (:func:`stores_own_precision`)."""
-    own = stores_own_precision(read_artifact_meta(find_artifact(path)))
-    return load_reward_model(path, None if own else precision, device=device, batch_size=batch_size)

@@ -8,7 +8,14 @@ Why not TRL's RewardTrainer: same reasons as SFT (``stages/loop.py``); the loss 
 from __future__ import annotations
 
 import json
+import math
+import random
+import shutil
+from dataclasses import replace
 from pathlib import Path
+from typing import NamedTuple
+
+import torch
 
 from edgerlhf.config import RewardConfig
 from edgerlhf.data.pairs import load_pairs
@@ -18,18 +25,27 @@ from edgerlhf.models.loading import load_tokenizer
 from edgerlhf.models.precision import keep_bnb_differentiable
 from edgerlhf.rewards.learned import RewardModel, encode_for_rm, load_seq_cls, pair_rewards, rewards_of
 from edgerlhf.rewards.metrics import agreement_with_labels, mean_std, pairwise_accuracy, spearman
+from edgerlhf.rl.ensemble import AGGREGATIONS, aggregate, agreement, normalise
 from edgerlhf.rl.losses import bradley_terry_loss
-from edgerlhf.stages.loop import fit, fit_stats, held_out_line, make_optimizer, total_steps_for
+from edgerlhf.stages.loop import fit, fit_stats, held_out_line, make_optimizer, seed_everything, total_steps_for
 from edgerlhf.stages.skeleton import Context, Setup, run_stage
+from edgerlhf.tracking.memory import release_free_memory
 from edgerlhf.tracking.run import main_write_dir, say
 
 
-def evaluate(rm: RewardModel, pairs: list[dict]) -> dict[str, float]:
-    """Held-out numbers: accuracy vs the (noisy) labels on kept pairs, vs gold on kept pairs and on all
-    pairs (near-ties included), reward mean/std, Spearman with gold on the distinct responses."""
+def held_scores(rm: RewardModel, pairs: list[dict]) -> tuple[list[float], list[float]]:
+    """The RM's scores of each pair's chosen and rejected response."""
     prompts = [p["prompt"] for p in pairs]
-    rc, rr = rm.score_pairs(encode_for_rm(rm.tokenizer, prompts, [p["chosen"] for p in pairs], rm.max_length),
-                            encode_for_rm(rm.tokenizer, prompts, [p["rejected"] for p in pairs], rm.max_length))
+    return rm.score_pairs(encode_for_rm(rm.tokenizer, prompts, [p["chosen"] for p in pairs], rm.max_length),
+                          encode_for_rm(rm.tokenizer, prompts, [p["rejected"] for p in pairs], rm.max_length))
+
+
+def evaluate(rm: RewardModel | None, pairs: list[dict], scores: tuple[list[float], list[float]] | None = None
+             ) -> dict[str, float]:
+    """Held-out numbers: accuracy vs the (noisy) labels on kept pairs, vs gold on kept pairs and on all
+    pairs (near-ties included), reward mean/std, Spearman with gold on the distinct responses. ``scores``: the
+    (chosen, rejected) scores already computed (an ensemble's aggregate), instead of scoring with ``rm``."""
+    rc, rr = scores if scores is not None else held_scores(rm, pairs)
     kept = [i for i, p in enumerate(pairs) if not p.get("near_tie", False)]
     out = {"eval/accuracy": pairwise_accuracy([rc[i] for i in kept], [rr[i] for i in kept]),
            "eval/pairs": len(kept)}
@@ -59,12 +75,27 @@ def _prepare(setup: Setup):
     return tok, train, held, skipped, enc
 
 
-def _train(ctx: Context, data) -> dict:
-    cfg, device, dtype, run_dir, mem = ctx.cfg, ctx.device, ctx.dtype, ctx.run_dir, ctx.mem
-    tok, train, held, skipped, enc = data
+class Member(NamedTuple):
+    """One trained RM (the single RM, or one member of an ensemble) still in memory."""
+    model: object
+    rm: RewardModel
+    before: dict
+    after: dict
+    history: dict
+    trainable: int
+    total: int
+    total_steps: int
+
+
+def _fit_one(ctx: Context, cfg: RewardConfig, tok, train: list[dict], held: list[dict], enc: list, log,
+             tag: str = "reward", base_seed: int | None = None) -> Member:
+    """Train one RM with ``cfg.seed`` (its LoRA and head initialisation, dropout and data order) on ``enc``; ``log``
+    is the run folder's (or a member's view of it); ``base_seed``: an ensemble's (the tiny model's random body)."""
+    device, dtype, mem = ctx.device, ctx.dtype, ctx.mem
+    seed_everything(cfg.seed)  # a member trains exactly as a single RM with its seed would
     total_steps = total_steps_for(cfg, len(enc))
     model, _ = load_seq_cls(cfg.model, dtype=dtype, seed=cfg.seed, base_precision=cfg.base_precision, device=device,
-                            chat_template=cfg.chat_template)
+                            chat_template=cfg.chat_template, base_seed=base_seed)
     model.config.use_cache = False
     if cfg.base_precision != "fp32":
         from peft import prepare_model_for_kbit_training  # noqa: PLC0415 - peft's helper, only for a quantised body
@@ -79,10 +110,11 @@ def _train(ctx: Context, data) -> dict:
         model.to(device)  # bitsandbytes models are placed at load time
     trainable, total = count_params(model)
     rm = RewardModel(model, tok, {"max_length": cfg.max_length}, device, cfg.eval_batch_size)
-    say(f"[reward] {cfg.model} on {device} ({str(dtype).removeprefix('torch.')}), {trainable:,} trainable / "
-        f"{total:,} parameters, {len(train)} train pairs, {len(held)} held-out pairs, {total_steps} steps")
+    say(f"[{tag}] {cfg.model} on {device} ({str(dtype).removeprefix('torch.')}), {trainable:,} trainable / "
+        f"{total:,} parameters, {len(train)} train pairs, {len(held)} held-out pairs, {total_steps} steps, "
+        f"seed {cfg.seed}")
     before = evaluate(rm, held) if held else {}
-    run_dir.log(before, step=0)
+    log.log(before, step=0)
 
     shared = cfg.shared_prefix and not cfg.gradient_checkpointing  # checkpointing turns the KV cache off
     rm.shared_prefix = shared
@@ -102,28 +134,136 @@ def _train(ctx: Context, data) -> dict:
                                                         "train/reward_margin": (rc - rr).mean().item()}
 
     optimizer, scheduler = make_optimizer(model, cfg, total_steps)
-    history = fit(model, optimizer, scheduler, enc, collate, loss_fn, cfg, total_steps, run_dir, mem, "reward",
-                  on_eval=(lambda step: run_dir.log(evaluate(rm, held), step=step)) if held else None)
-
+    history = fit(model, optimizer, scheduler, enc, collate, loss_fn, cfg, total_steps, log, mem, tag,
+                  on_eval=(lambda step: log.log(evaluate(rm, held), step=step)) if held else None)
     after = evaluate(rm, held) if held else {}
-    run_dir.log({**after, **mem.as_metrics()}, step=total_steps)
+    log.log({**after, **mem.as_metrics()}, step=total_steps)
+    return Member(model, rm, before, after, history, trainable, total, total_steps)
 
+
+def _fill(cfg: RewardConfig, m: Member, tok, **extra):
     def fill(tmp: Path):
-        model.save_pretrained(tmp, safe_serialization=True)
+        m.model.save_pretrained(tmp, safe_serialization=True)
         tok.save_pretrained(tmp)
         write_artifact_meta(tmp, stage="reward", kind="lora" if cfg.lora else "full", base_model=cfg.model,
                             seed=cfg.seed, max_length=cfg.max_length, base_precision=cfg.base_precision,
-                            precision=cfg.base_precision,
-                            prefs=str(Path(cfg.prefs).resolve()) if Path(cfg.prefs).is_dir() else cfg.prefs,
-                            high_precision_modules=["score"], use_chat_template=cfg.chat_template)
+                            precision=cfg.base_precision, prefs=_prefs_ref(cfg),
+                            high_precision_modules=["score"], use_chat_template=cfg.chat_template,
+                            lora=_lora_shape(cfg), **extra)
+    return fill
+
+
+def _prefs_ref(cfg: RewardConfig) -> str:
+    return str(Path(cfg.prefs).resolve()) if Path(cfg.prefs).is_dir() else cfg.prefs
+
+
+def _lora_shape(cfg: RewardConfig) -> dict:
+    """What must agree for members' weights to be averaged (WARM) or served on one base."""
+    return {"r": cfg.lora_r, "alpha": cfg.lora_alpha, "layers": cfg.lora_layers,
+            "target_modules": list(cfg.target_modules)} if cfg.lora else {}
+
+
+def _train(ctx: Context, data) -> dict:
+    if ctx.cfg.members > 1:
+        return _train_ensemble(ctx, data)
+    cfg, run_dir = ctx.cfg, ctx.run_dir
+    tok, train, held, skipped, enc = data
+    m = _fit_one(ctx, cfg, tok, train, held, enc, run_dir)
+    artifact = main_write_dir(run_dir.path / "adapter", _fill(cfg, m, tok))
+    stats = {"artifact": str(artifact), "trainable_params": m.trainable, "total_params": m.total,
+             "pairs_train": len(train), "pairs_eval": len(held), "skipped_rows": skipped,
+             **fit_stats(m.history, m.total_steps), **{f"before/{k}": v for k, v in m.before.items()}, **m.after,
+             **ctx.mem.stop().as_metrics()}
+    say(held_out_line("reward", m.before, m.after, _KEYS, m.history, m.total_steps, stats["memory/peak_mb"], artifact))
+    return stats
+
+
+_KEYS = ("eval/accuracy", "eval/accuracy_gold", "eval/spearman_gold", "eval/reward_std")
+
+
+class _MemberLog:
+    """A member's view of the run's log: its rows carry ``member`` and follow the previous members' steps."""
+
+    def __init__(self, run_dir, member: int, offset: int):
+        self.run_dir, self.member, self.offset = run_dir, member, offset
+
+    def log(self, metrics: dict, step: int) -> None:
+        self.run_dir.log({**metrics, "member": self.member}, step=self.offset + step)
+
+
+def _train_ensemble(ctx: Context, data) -> dict:
+    """K members, each trained and saved as a single RM with seed + i (optionally on a bootstrap of the pairs), its
+    normalisation measured on the first ``norm_pairs`` training pairs; then the members' held-out agreement and the
+    aggregations' held-out accuracy. A finished member is kept on disk (``members/``) before the next starts."""
+    cfg, run_dir = ctx.cfg, ctx.run_dir
+    tok, train, held, skipped, enc = data
+    staging = run_dir.path / "members"
+    infos, held_c, held_r, offset = [], [], [], 0
+    norm_set = train[: cfg.norm_pairs]
+    for i in range(cfg.members):
+        mcfg = replace(cfg, seed=cfg.seed + i, members=1)
+        rows, menc = train, enc
+        if cfg.member_data == "bootstrap":
+            rng = random.Random(mcfg.seed)
+            pick = [rng.randrange(len(train)) for _ in train]
+            rows, menc = [train[j] for j in pick], [enc[j] for j in pick]
+        m = _fit_one(ctx, mcfg, tok, rows, held, menc, _MemberLog(run_dir, i, offset), tag=f"reward member {i}",
+                     base_seed=cfg.seed)
+        offset += m.total_steps + 1
+        nc, nr = held_scores(m.rm, norm_set)
+        mean, std = mean_std(nc + nr)
+        hc, hr = held_scores(m.rm, held) if held else ([], [])
+        held_c.append(hc)
+        held_r.append(hr)
+        info = {"name": f"member-{i}", "seed": mcfg.seed, "norm_mean": mean, "norm_std": max(std, 1e-6),
+                "steps": m.total_steps, **m.after}
+        main_write_dir(staging / info["name"], _fill(mcfg, m, tok, member=i, base_seed=cfg.seed,
+                                                     norm_mean=mean, norm_std=info["norm_std"],
+                                                     member_data=cfg.member_data))
+        infos.append(info)
+        last = m
+        del m
+        release_free_memory()
+    agg: dict = {}
+    if held:
+        c, r = torch.tensor(held_c), torch.tensor(held_r)
+        means, stds = [x["norm_mean"] for x in infos], [x["norm_std"] for x in infos]
+        zc, zr = normalise(c, means, stds), normalise(r, means, stds)
+        agree = agreement(torch.cat([c, r], 1))
+        k = len(infos)
+        off = [agree[a, b].item() for a in range(k) for b in range(k) if a != b]
+        agg["ensemble/agreement"] = sum(off) / len(off)
+        for x, row in zip(infos, agree.tolist()):
+            x["agreement"] = (sum(row) - 1) / (k - 1)
+        for how in AGGREGATIONS:
+            e = evaluate(None, held, (aggregate(zc, how, 0.5).tolist(), aggregate(zr, how, 0.5).tolist()))
+            agg.update({f"ensemble/{how}/{key.removeprefix('eval/')}": v for key, v in e.items()
+                        if key in ("eval/accuracy", "eval/accuracy_gold", "eval/accuracy_gold_all")})
+
+    def fill(tmp: Path):
+        for x in infos:
+            (staging / x["name"]).rename(tmp / x["name"])
+        tok.save_pretrained(tmp)
+        write_artifact_meta(tmp, stage="reward", kind="ensemble", base_model=cfg.model, seed=cfg.seed,
+                            max_length=cfg.max_length, base_precision="fp32", precision="fp32", prefs=_prefs_ref(cfg),
+                            use_chat_template=cfg.chat_template, lora=_lora_shape(cfg), member_data=cfg.member_data,
+                            members=[{k: x[k] for k in ("name", "seed", "norm_mean", "norm_std")} for x in infos])
 
     artifact = main_write_dir(run_dir.path / "adapter", fill)
-    stats = {"artifact": str(artifact), "trainable_params": trainable, "total_params": total, "pairs_train": len(train),
-             "pairs_eval": len(held), "skipped_rows": skipped,
-             **fit_stats(history, total_steps), **{f"before/{k}": v for k, v in before.items()}, **after,
-             **mem.stop().as_metrics()}
-    keys = ("eval/accuracy", "eval/accuracy_gold", "eval/spearman_gold", "eval/reward_std")
-    say(held_out_line("reward", before, after, keys, history, total_steps, stats["memory/peak_mb"], artifact))
+    shutil.rmtree(staging, ignore_errors=True)
+    acc = [x.get("eval/accuracy", math.nan) for x in infos]
+    stats = {"artifact": str(artifact), "members": infos, "trainable_params": last.trainable,
+             "total_params": last.total, "pairs_train": len(train), "pairs_eval": len(held), "skipped_rows": skipped,
+             "steps": sum(x["steps"] for x in infos), **agg, **ctx.mem.stop().as_metrics()}
+    if held:  # the run's headline numbers are the mean aggregation's (what `ensemble=mean` serves)
+        stats.update({"eval/accuracy": agg["ensemble/mean/accuracy"], "ensemble/member_accuracy": acc})
+        if "ensemble/mean/accuracy_gold" in agg:
+            stats["eval/accuracy_gold"] = agg["ensemble/mean/accuracy_gold"]
+    say(f"[reward] ensemble of {cfg.members} ({cfg.member_data} pairs): member held-out accuracy "
+        + ", ".join(f"{a:.3f}" for a in acc)
+        + (f"; mean {agg['ensemble/mean/accuracy']:.3f}, min {agg['ensemble/min/accuracy']:.3f}, uwo "
+           f"{agg['ensemble/uwo/accuracy']:.3f}; members agree on {agg['ensemble/agreement']:.3f} of response pairs"
+           if held else "") + f"; peak memory {stats['memory/peak_mb']:.0f} MB; artifact: {artifact}")
     return stats
 
 

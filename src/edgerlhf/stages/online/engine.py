@@ -16,7 +16,7 @@ from edgerlhf.models.loading import share_identical_weights
 from edgerlhf.models.roles import Roles
 from edgerlhf.rewards.control import RANDOM_REWARD, RandomReward
 from edgerlhf.rewards.gold import make_gold
-from edgerlhf.rewards.learned import load_reward_as_stored
+from edgerlhf.rewards.serving import load_reward_as_stored
 from edgerlhf.rl.algorithms import Algorithm, make_algorithm
 from edgerlhf.stages.loop import make_optimizer, seed_everything
 from edgerlhf.stages.online.data import episodes_for_step, load_prompts
