@@ -78,6 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--precision", required=True, help="fp32 | bf16 | fp16 | int8 | int4")
     p.add_argument("--out", help="output folder (default: <rm run>/rm-<precision>)")
     p.add_argument("--device", default="cpu")
+    p.add_argument("--ensemble", default="auto", help="an ensemble RM: warm (its weight-averaged model) or member-N")
     sub.add_parser("demo", help="the main job: `edgerlhf run --preset quick` on the embedded default model and task")
     p = sub.add_parser("run", help="the precision study end to end: SFT -> prefs -> RM -> RM at each precision -> each "
                                    "algorithm per precision and seed -> eval -> report (finished stages are reused)")
@@ -205,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
             return _talk(args)
         if args.command == "quantize":
             check_precision(args.precision)
-            quantize(args.rm_dir, args.precision, args.out, args.device)
+            quantize(args.rm_dir, args.precision, args.out, args.device, args.ensemble)
             return 0
         stage = registry.get(args.command)
         if stage.positional:

@@ -50,7 +50,8 @@ from edgerlhf.config.refs import check_dataset, check_precision
 from edgerlhf.config.stages import BonConfig, DPOConfig, EvalConfig, PrefsConfig, RewardConfig, RMEvalConfig, SFTConfig
 from edgerlhf.config.task import Task, read_task, stage_settings
 
-__all__ = ["RENAMED_KEYS", "BaseConfig", "BonConfig", "ConfigError", "DPOConfig", "EnsembleMixin", "EvalConfig", "GRPOConfig",
+__all__ = ["RENAMED_KEYS", "BaseConfig", "BonConfig", "ConfigError", "DPOConfig", "EnsembleMixin", "EvalConfig",
+           "GRPOConfig",
            "GSPOConfig",
            "GoldEvalMixin", "GoldMixin", "GroupConfig", "LoraMixin", "OnlineRLConfig", "OptimMixin", "PPOConfig",
            "PairsMixin",

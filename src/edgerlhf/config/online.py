@@ -135,7 +135,8 @@ class OnlineRLConfig(EnsembleMixin, GoldEvalMixin, LoraMixin, OptimMixin, BaseCo
             if ensemble_meta(self.reward) is None or self.ensemble == "warm" or self.ensemble.startswith("member-"):
                 errs.append(f"overopt_warning={self.overopt_warning}: the warning reads an ensemble's disagreement; "
                             f"reward={self.reward!r} with ensemble={self.ensemble} is one model. Train one with "
-                            "edgerlhf reward members=4 and serve it with ensemble=mean|min|uwo, or set overopt_warning=0")
+                            "edgerlhf reward members=4 and serve it with ensemble=mean|min|uwo, or set "
+                            "overopt_warning=0")
         errs += check_positive_ints(self, "overopt_window", "overopt_patience")
         if self.prompts != "builtin":
             errs += check_dataset(self.prompts, "prompts")

@@ -14,7 +14,8 @@ from pathlib import Path
 from edgerlhf.runfolder import find_artifact, read_artifact_meta
 
 __all__ = ["BACKENDS", "GOLD_KINDS", "PRECISIONS", "check_dataset", "check_gold", "check_precision",
-           "check_ensemble", "check_ensemble_arms", "ensemble_meta", "formatting_mismatch", "import_callable", "missing_backend",
+           "check_ensemble", "check_ensemble_arms", "ensemble_meta", "formatting_mismatch", "import_callable",
+           "missing_backend",
            "valid_precision_names"]
 
 # -- reward-model precisions -----------------------------------------------------------------------------------

@@ -175,6 +175,8 @@ def linear_weight_dtypes(model) -> dict[str, int]:
     out: dict[str, int] = {}
     for name, m in model.named_modules():
         w = getattr(m, "weight", None)
+        if hasattr(m, "base_layer"):  # a LoRA wrapper: its base layer is counted itself
+            continue
         if ".layers." in name and "lora_" not in name and isinstance(w, torch.Tensor) and w.dim() == 2 and not any(
                 hp in name for hp in HIGH_PRECISION_MODULES):
             k = str(_storage(w)[0].dtype).removeprefix("torch.")

@@ -19,7 +19,7 @@ import torch
 from edgerlhf.models import precision as P
 from edgerlhf.models.precision import quiet_bnb
 from edgerlhf.rewards.learned import RewardModel, encode_for_rm, load_seq_cls, merged_fp32, to_precision
-from edgerlhf.rl.ensemble import aggregate, normalise, spread, weight_average
+from edgerlhf.rl.ensemble import AGGREGATIONS, aggregate, normalise, spread, weight_average
 from edgerlhf.runfolder import read_artifact_meta
 from edgerlhf.tracking.memory import release_free_memory
 
@@ -62,6 +62,29 @@ class EnsembleReward:
 
     def member_scores_ids(self, seqs: list[list[int]]) -> torch.Tensor:
         return torch.tensor(self._each(lambda m: m.score_ids(seqs)), dtype=torch.float32)
+
+    def member_score_pairs(self, chosen, rejected) -> torch.Tensor:
+        """The raw scores of every member, [K, 2n]: the n chosen, then the n rejected."""
+        return torch.tensor([c + r for c, r in self._each(lambda m: m.score_pairs(chosen, rejected))],
+                            dtype=torch.float32)
+
+    def rankers(self, raw: torch.Tensor, uwo_lambda: float | None = None) -> dict[str, list[float]]:
+        """From the members' raw scores [K, n]: each member alone (``m<i>``) and every aggregation."""
+        z = normalise(raw, self.means, self.stds)
+        lam = self.uwo_lambda if uwo_lambda is None else uwo_lambda
+        return {**{f"m{i}": raw[i].tolist() for i in range(len(raw))},
+                **{how: aggregate(z, how, lam).tolist() for how in AGGREGATIONS}}
+
+    def stored_bytes(self) -> dict:
+        """Bytes of every stored tensor of the ensemble: the shared base once with its K adapters and heads, or the
+        K merged models (``models.precision.stored_bytes``)."""
+        total, by = 0, {}
+        for m in {id(r.model): r.model for r in self.members}.values():
+            b = P.stored_bytes(m)
+            total += b["total"]
+            for k, v in b["by_dtype"].items():
+                by[k] = by.get(k, 0) + v
+        return {"total": total, "by_dtype": by}
 
     def score_ids(self, seqs: list[list[int]]) -> list[float]:
         return self._combine(self.member_scores_ids(seqs))
@@ -121,7 +144,8 @@ def load_shared(art: Path, meta: dict, precision: str = "fp32", *, device="cpu",
         model.set_adapter(names[i])
         model.requires_grad_(False)  # set_adapter marks the active adapter trainable
 
-    full = {**meta, **_info(precision, device, info["backend"] + " + LoRA adapters (fp32)", "shared", how, len(names))}
+    full = {**meta, **_info(precision, device, info["backend"] + " + LoRA adapters (fp32)", "shared", how, len(names)),
+            "high_precision_modules": info["high_precision_modules"] + ["lora"]}
     return EnsembleReward([rm] * len(names), [m["norm_mean"] for m in meta["members"]],
                           [m["norm_std"] for m in meta["members"]], how, uwo_lambda, full, switch)
 
@@ -135,7 +159,8 @@ def load_merged(art: Path, meta: dict, precision: str = "fp32", *, device="cpu",
         model, info = to_precision(model, tok, precision, device)
         rms.append(RewardModel(model.requires_grad_(False), tok, meta, device, batch_size))
         release_free_memory()
-    full = {**meta, **_info(precision, device, info["backend"], "merged", how, len(rms))}
+    full = {**meta, **_info(precision, device, info["backend"], "merged", how, len(rms)),
+            "high_precision_modules": info["high_precision_modules"]}
     return EnsembleReward(rms, [m["norm_mean"] for m in meta["members"]], [m["norm_std"] for m in meta["members"]],
                           how, uwo_lambda, full)
 

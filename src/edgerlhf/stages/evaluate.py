@@ -19,8 +19,8 @@ from edgerlhf.models.loading import load_causal_lm, load_tokenizer
 from edgerlhf.models.logprobs import batch_logprobs
 from edgerlhf.rewards import mean_ci95
 from edgerlhf.rewards.gold import gold_eval, make_gold
-from edgerlhf.rewards.serving import load_reward_as_stored
 from edgerlhf.rewards.metrics import distinct_n, length_controlled_gains, length_slope, repetition_rate, words
+from edgerlhf.rewards.serving import load_reward_as_stored
 from edgerlhf.runfolder import RunFolder
 from edgerlhf.stages.skeleton import Context, Setup, run_stage
 

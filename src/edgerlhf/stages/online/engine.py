@@ -3,6 +3,8 @@ are ``step.py``'s; checkpoints and resume ``resume.py``'s; the artifact and summ
 
 from __future__ import annotations
 
+import math
+import shutil
 import time
 from pathlib import Path
 
@@ -11,13 +13,14 @@ from tqdm.auto import tqdm
 
 from edgerlhf.config import ConfigError, OnlineRLConfig, user_callable
 from edgerlhf.data.formatting import encode_prompt
-from edgerlhf.distributed import any_process, broadcast_params, divisible, shard, world
+from edgerlhf.distributed import any_process, broadcast_params, divisible, is_main, shard, world
 from edgerlhf.models.loading import share_identical_weights
 from edgerlhf.models.roles import Roles
 from edgerlhf.rewards.control import RANDOM_REWARD, RandomReward
 from edgerlhf.rewards.gold import make_gold
 from edgerlhf.rewards.serving import load_reward_as_stored
 from edgerlhf.rl.algorithms import Algorithm, make_algorithm
+from edgerlhf.rl.overopt import overopt_warning
 from edgerlhf.stages.loop import make_optimizer, seed_everything
 from edgerlhf.stages.online.data import episodes_for_step, load_prompts
 from edgerlhf.stages.online.finish import finish
@@ -98,9 +101,15 @@ def _make_reward(cfg: OnlineRLConfig, reward_fn: RewardFn | None, device) -> tup
     if not cfg.reward:
         raise ConfigError(["reward is required: a reward run folder (edgerlhf reward ...), a quantized RM folder, "
                            "or (Python API) reward_fn=callable"])
-    rm = load_reward_as_stored(cfg.reward, cfg.reward_precision, device=str(device), batch_size=cfg.rollout_batch_size)
-    return rm, {"reward": str(cfg.reward), "reward_precision": rm.meta.get("precision", cfg.reward_precision),
-                "reward_backend": rm.meta.get("backend", "")}
+    rm = load_reward_as_stored(cfg.reward, cfg.reward_precision, device=str(device), batch_size=cfg.rollout_batch_size,
+                               ensemble=cfg.ensemble, uwo_lambda=cfg.uwo_lambda, layout=cfg.ensemble_layout)
+    info = {"reward": str(cfg.reward), "reward_precision": rm.meta.get("precision", cfg.reward_precision),
+            "reward_backend": rm.meta.get("backend", "")}
+    if "ensemble" in rm.meta:  # an ensemble's members, how they were combined and laid out
+        info.update({k: rm.meta[k] for k in ("ensemble", "ensemble_members", "ensemble_layout") if k in rm.meta})
+        if rm.meta["ensemble"] == "uwo":
+            info["uwo_lambda"] = cfg.uwo_lambda
+    return rm, info
 
 
 # -- 1 load ---------------------------------------------------------------------------------------------
@@ -161,11 +170,42 @@ def _steps(s: Session) -> None:
                     "intact. Lower learning_rate, or check the reward model / reward_fn outputs.")
             if cfg.save_steps and (step + 1) % cfg.save_steps == 0 and not st.bad:
                 checkpoint(s, step + 1)
+            if cfg.overopt_warning > 0 and _overopt(s, step) and cfg.stop_on_overopt:
+                break
             if any_process(interrupt.requested):  # all stop at the same step
                 path = checkpoint(s, step + 1)
                 say(f"[{name}] checkpoint written: {path}; continue with: edgerlhf {name} resume={s.run_dir.path}")
                 raise KeyboardInterrupt
     bar.close()
+
+
+def _overopt(s: Session, step: int) -> bool:
+    """The over-optimisation warning (``rl.overopt``) over the members' disagreement logged so far: when it fires at
+    this step, a checkpoint kept apart (``overopt/step-N``, never rotated away; resumable), the event logged and the
+    run flagged. True when it fired at this step."""
+    cfg = s.cfg
+    w = overopt_warning([r.get("objective/ensemble_std", math.nan) for r in s.history], cfg.overopt_warning,
+                        cfg.overopt_window, cfg.overopt_patience)
+    if w is None or w.step != step + 1:
+        return False
+    path = checkpoint(s, step + 1)
+    kept = s.run_dir.path / "overopt" / path.name
+    if is_main():
+        kept.parent.mkdir(exist_ok=True)
+        shutil.copytree(path, kept, dirs_exist_ok=True)
+    last = s.history[-1]
+    s.overopt = {"overopt/step": w.step, "overopt/ratio": w.ratio, "overopt/baseline": w.baseline,
+                 "overopt/smoothed": w.smoothed, "overopt/kl": last.get("objective/kl", math.nan),
+                 "overopt/mean_length": last.get("val/mean_length", math.nan),
+                 "overopt/mean_length_first": s.history[0].get("val/mean_length", math.nan),
+                 "overopt/stopped": bool(cfg.stop_on_overopt), "overopt/checkpoint": str(kept)}
+    s.run_dir.log({k: v for k, v in s.overopt.items() if isinstance(v, (int, float))}, step=step + 1)
+    say(f"\n[{s.name}] over-optimisation warning at step {w.step}: the members' disagreement "
+        f"(objective/ensemble_std, mean of {cfg.overopt_window} steps) is {w.ratio:.2f}x its first "
+        f"{cfg.overopt_window} steps' ({w.smoothed:.3f} vs {w.baseline:.3f}); KL {s.overopt['overopt/kl']:.2f}, "
+        f"mean length {s.overopt['overopt/mean_length']:.1f} tokens. Checkpoint kept: {kept}"
+        + ("; stopping (stop_on_overopt=true)" if cfg.stop_on_overopt else "; going on (stop_on_overopt=false)"))
+    return True
 
 
 def _one_step(s: Session, step: int) -> StepResult:

@@ -74,7 +74,11 @@ def finish(s: Session) -> dict:
         "batch/final_rollout_batch_size": last.get("batch/rollout_batch_size"),
         "batch/final_mini_batch_size": last.get("batch/mini_batch_size"),
         **gold_eval, **s.mem.stop().as_metrics(), "memory/rm_shared_mb": round(s.shared_mb, 1),
+        "steps_run": len(history), **s.overopt,
     }
+    if any("objective/ensemble_std" in r for r in history):
+        stats.update({"objective/ensemble_std_first": _avg(head, "objective/ensemble_std"),
+                      "objective/ensemble_std_last": _avg(tail, "objective/ensemble_std")})
     if gold is not None:
         stats.update({"gold": cfg.gold, "objective/gold_first": _avg(head, "objective/gold"),
                       "objective/gold_last": _avg(tail, "objective/gold")})
@@ -86,6 +90,9 @@ def finish(s: Session) -> dict:
     say(f"\n[{cfg.stage}] {len(history)} steps: learned-RM score {stats['objective/scores_first']:+.3f} -> "
         f"{stats['objective/scores_last']:+.3f}{gold_txt}{kl_txt}; median step {stats['timing/step_s_median']:.1f}s; "
         f"peak memory {stats['memory/peak_mb']:.0f} MB; adapter: {artifact}")
+    if s.overopt.get("overopt/stopped"):
+        say(f"[{cfg.stage}] stopped at step {s.overopt['overopt/step']} of {cfg.steps} by the over-optimisation "
+            "warning (stop_on_overopt=true): the adapter is the policy at that step")
     if gold_eval:
         say(f"[{cfg.stage}] gold ({cfg.gold}) on {gold_eval['eval/gold_n']} held-out prompts: "
             f"{gold_eval['eval/gold_mean']:+.3f} "

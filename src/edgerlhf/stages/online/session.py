@@ -52,6 +52,7 @@ class Session:
     counters: Counters = field(default_factory=Counters)
     start: int = 0             # the first step to run (after a resume: the checkpoint's)
     history: list[dict] = field(default_factory=list)  # per-step metrics (a resumed run's include the earlier ones)
+    overopt: dict = field(default_factory=dict)  # the over-optimisation warning, once it fired
 
     @property
     def tok(self):

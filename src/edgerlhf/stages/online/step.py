@@ -51,6 +51,9 @@ def online_step(roles, tok, algo: Algorithm, reward: RewardFn, gold: RewardFn | 
     # 2 score
     t1 = time.perf_counter()
     scores = torch.tensor(reward(b.prompts, b.texts), dtype=torch.float32)
+    # an ensemble's members' disagreement on these rollouts: the gold-free over-optimisation signal
+    spread = getattr(reward, "last_spread", None)
+    spread = torch.tensor(spread, dtype=torch.float32) if spread is not None and len(spread) == len(b.texts) else None
     gold_scores = torch.tensor(gold(b.prompts, b.texts), dtype=torch.float32) if gold is not None else None
     if cfg.missing_eos_penalty:
         scores = scores - cfg.missing_eos_penalty * (~b.ended).float()
@@ -101,6 +104,8 @@ def online_step(roles, tok, algo: Algorithm, reward: RewardFn, gold: RewardFn | 
         # does the RM (at its precision) still rank the rollouts as the gold does? (falls when exploited)
         rho = spearman(full.scores.float().tolist(), gold_all.float().tolist())
         metrics.update({"objective/gold": gold_all.mean().item(), "objective/rm_gold_spearman": rho})
+    if spread is not None:
+        metrics["objective/ensemble_std"] = gather_rows(spread).mean().item()
     if kl_seq is not None:
         metrics.update({"objective/kl": kl_seq.mean().item(),
                         "objective/kl_per_token": (adv_all.kl.sum() / rm_all.sum()).item()})
