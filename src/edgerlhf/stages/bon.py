@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from edgerlhf.config.refs import ensemble_meta
 from edgerlhf.data.formatting import last_message
 from edgerlhf.data.taskfile import held_out_prompts
 from edgerlhf.models.adapters import find_artifact, load_policy, read_artifact_meta
@@ -32,7 +33,9 @@ from edgerlhf.models.precision import default_precisions, parse_precisions
 from edgerlhf.rewards import mean_ci95
 from edgerlhf.rewards.gold import make_gold
 from edgerlhf.rewards.learned import encode_for_rm, load_reward_model, stores_own_precision
+from edgerlhf.rewards.serving import load_reward
 from edgerlhf.rl.best_of_n import bon_curves, bon_kl, bon_ns, bootstrap_gao, kendall_tau, top1_agreement
+from edgerlhf.rl.ensemble import aggregate, normalise
 from edgerlhf.runfolder import RunFolder
 from edgerlhf.stages.skeleton import Context, Setup, run_stage
 from edgerlhf.tracking import atomic_write_text
@@ -99,18 +102,28 @@ def _execute(ctx: Context, data) -> dict:
     else:
         out["candidates_from"] = str(cfg.candidates)
     _save(run_dir.path, rows)
-    # 2 rank: every precision not already scored, one RM in memory at a time
-    for p in precisions:
-        if p in rows[0].get("rm", {}):
+    # 2 rank: every precision not already scored, one RM in memory at a time (an ensemble: each member once per
+    # precision, every aggregation computed from those scores, and WARM)
+    ens = ensemble_meta(cfg.rm)
+    arms = precisions if ens is None else ensemble_arms(cfg, precisions, len(ens["members"]))
+    for p in dict.fromkeys(a.partition("/")[0] for a in arms):
+        need = [p] if ens is None else _ensemble_keys(arms, p, len(ens["members"]))
+        need = [k for k in need if k not in rows[0].get("rm", {})]
+        if not need:
             continue
         t0 = time.perf_counter()
-        scores = _score(cfg, prompts, rows, p, ctx.device)
-        for r, s in zip(rows, scores):
-            r.setdefault("rm", {})[p] = s
+        for key, scores in _score(cfg, prompts, rows, p, ctx.device, need).items():
+            for r, s in zip(rows, scores):
+                r.setdefault("rm", {})[key] = s
         out[f"timing/rm_{p}_s"] = time.perf_counter() - t0
         _save(run_dir.path, rows)  # a crash after this keeps the precisions already scored
+    if ens is not None:
+        _aggregate_arms(rows, arms, ens, cfg.uwo_lambda)
+        _save(run_dir.path, rows)
+        out.update({"ensemble_members": len(ens["members"]), "ensemble_layout": cfg.ensemble_layout,
+                    "uwo_lambda": cfg.uwo_lambda, "arms": arms, "reference": arms[0]})
     # 3 curves and 4 the certificate
-    out.update(analyse(rows, precisions, ns, gold=cfg.gold != "none", n_boot=cfg.bootstrap, seed=cfg.seed))
+    out.update(analyse(rows, arms, ns, gold=cfg.gold != "none", n_boot=cfg.bootstrap, seed=cfg.seed))
     out["samples"] = [{"prompt": r["prompt"], "candidates": r["responses"][:4], "gold": r.get("gold", [])[:4]}
                       for r in rows[: cfg.num_samples]]
     text = table(out)
@@ -151,22 +164,78 @@ def _sample(ctx: Context, prompts: list) -> tuple[list[dict], dict]:
     return rows, stats
 
 
-def _score(cfg, prompts: list, rows: list[dict], precision: str, device, chunk: int = 16) -> list[list[float]]:
-    """Every candidate's score by the RM at ``precision``, a prompt's candidates sharing one pass over the prompt
-    (:func:`score_candidates`)."""
-    rm = load_reward_model(cfg.rm, precision, device=str(device), batch_size=cfg.rm_batch_size)
+def ensemble_arms(cfg, precisions: list[str], k: int) -> list[str]:
+    """The rankers of an ensemble RM (``PRECISION/WHO``): ``cfg.ensemble_arms``, or member 0 alone and every
+    aggregation and WARM at each precision."""
+    return list(cfg.ensemble_arms) or [f"{p}/{w}" for p in precisions for w in ("m0", "mean", "min", "uwo", "warm")]
+
+
+def _ensemble_keys(arms: list[str], precision: str, k: int) -> list[str]:
+    """The scores ``arms`` need at ``precision``: the members an arm reads (every member for an aggregation), WARM."""
+    need = []
+    for a in arms:
+        p, _, who = a.partition("/")
+        if p != precision:
+            continue
+        if who in ("mean", "min", "uwo"):
+            need += [f"{p}/m{i}" for i in range(k)]
+        else:
+            need.append(a)
+    return list(dict.fromkeys(need))
+
+
+def _aggregate_arms(rows: list[dict], arms: list[str], meta: dict, uwo_lambda: float) -> None:
+    """Each prompt's aggregated scores, from its members' scores normalised on their training pairs."""
+    means = [m["norm_mean"] for m in meta["members"]]
+    stds = [m["norm_std"] for m in meta["members"]]
+    for a in arms:
+        p, _, who = a.partition("/")
+        if who not in ("mean", "min", "uwo"):
+            continue
+        for r in rows:
+            raw = torch.tensor([r["rm"][f"{p}/m{i}"] for i in range(len(means))], dtype=torch.float32)
+            r["rm"][a] = aggregate(normalise(raw, means, stds), who, uwo_lambda).tolist()
+
+
+def _score(cfg, prompts: list, rows: list[dict], precision: str, device, keys: list[str] | None = None,
+           chunk: int = 16) -> dict[str, list[list[float]]]:
+    """Every candidate's score at ``precision`` under each of ``keys`` (the precision itself for a single RM;
+    ``P/m<i>`` and ``P/warm`` for an ensemble), a prompt's candidates sharing one pass over the prompt
+    (:func:`score_candidates`). An ensemble's members load once per precision in the shared layout (one base, K
+    adapters) or one at a time in the merged one."""
+    keys = keys or [precision]
     N = cfg.num_candidates
     flat_p = [p for p in prompts for _ in range(N)]
-    seqs = encode_for_rm(rm.tokenizer, flat_p, [t for r in rows for t in r["responses"]], rm.max_length,
-                         rm.meta.get("use_chat_template", True))
-    out = score_candidates(rm, seqs, N, chunk)
-    del rm
+    out, shared = {}, None
+    for key in keys:
+        who = key.partition("/")[2]
+        if not who:
+            rm = load_reward_model(cfg.rm, precision, device=str(device), batch_size=cfg.rm_batch_size)
+        elif who == "warm":
+            rm = load_reward(cfg.rm, precision, device=str(device), batch_size=cfg.rm_batch_size, ensemble="warm")
+        elif cfg.ensemble_layout == "shared":
+            if shared is None:
+                shared = load_reward(cfg.rm, precision, device=str(device), batch_size=cfg.rm_batch_size,
+                                     ensemble="mean", layout="shared")
+            shared.switch(int(who[1:]))
+            rm = shared.members[int(who[1:])]
+        else:
+            rm = load_reward(cfg.rm, precision, device=str(device), batch_size=cfg.rm_batch_size,
+                             ensemble=f"member-{who[1:]}")
+        seqs = encode_for_rm(rm.tokenizer, flat_p, [t for r in rows for t in r["responses"]], rm.max_length,
+                             rm.meta.get("use_chat_template", True))
+        flat = score_candidates(rm, seqs, N, chunk)
+        bad = [i for i, v in enumerate(flat) if not math.isfinite(v)]
+        if bad:
+            raise FloatingPointError(f"the RM ({key}) scored {len(bad)} candidates non-finite (first: prompt "
+                                     f"{bad[0] // N}, candidate {bad[0] % N}); nothing is ranked by it")
+        out[key] = [flat[i * N:(i + 1) * N] for i in range(len(rows))]
+        del rm
+        if who in ("", "warm") or cfg.ensemble_layout != "shared":
+            release_free_memory()
+    del shared
     release_free_memory()
-    bad = [i for i, v in enumerate(out) if not math.isfinite(v)]
-    if bad:
-        raise FloatingPointError(f"the RM at {precision} scored {len(bad)} candidates non-finite (first: prompt "
-                                 f"{bad[0] // N}, candidate {bad[0] % N}); nothing is ranked by it")
-    return [out[i * N:(i + 1) * N] for i in range(len(rows))]
+    return out
 
 
 def score_candidates(rm, seqs: list[list[int]], N: int, chunk: int = 16) -> list[float]:
