@@ -68,6 +68,27 @@ def test_bootstrap_members_see_other_pairs(tmp_path):
     assert read_artifact_meta(b / "adapter")["member_data"] == "bootstrap"
 
 
+def test_separate_runs_assemble_into_an_ensemble(tmp_path):
+    a = reward.run(_reward_cfg(tmp_path, max_steps=2, run_name="a"))
+    b = reward.run(_reward_cfg(tmp_path, max_steps=2, learning_rate=1e-3, run_name="b"))
+    out = reward.run(_reward_cfg(tmp_path, members_from=[str(a), str(b)], run_name="ab"))
+    meta = read_artifact_meta(out / "adapter")
+    assert meta["kind"] == "ensemble" and len(meta["members"]) == 2 and meta["member_data"] == "separate runs"
+    for src, m in ((a, "member-0"), (b, "member-1")):
+        ws, wm = (load_file(d / "adapter_model.safetensors") for d in (src / "adapter", out / "adapter" / m))
+        assert all(torch.equal(ws[k], wm[k]) for k in ws)
+    s = json.loads((out / "summary.json").read_text())
+    assert [x["source"] for x in s["members"]] == [str(a / "adapter"), str(b / "adapter")]
+    assert "ensemble/uwo/accuracy" in s and s["steps"] == 0
+    c = reward.run(_reward_cfg(tmp_path, max_steps=1, lora_r=8, run_name="c"))
+    with pytest.raises(ConfigError, match="LoRA shape"):
+        _reward_cfg(tmp_path, members_from=[str(a), str(c)])
+    with pytest.raises(ConfigError, match="is a reward ensemble artifact"):
+        _reward_cfg(tmp_path, members_from=[str(a), str(out)])
+    with pytest.raises(ConfigError, match="either train K members or assemble"):
+        _reward_cfg(tmp_path, members_from=[str(a), str(b)], members=2)
+
+
 def test_aggregations_are_the_normalised_members_combined(ens):
     root, run = ens
     prompts, chosen, _ = _rows(root)
@@ -217,13 +238,10 @@ def test_bad_ensemble_settings_are_refused_before_loading(ens, tmp_path, monkeyp
     # a WARM of members with different LoRA shapes
     bad = tmp_path / "bad"
     shutil.copytree(run, bad)
-    m1 = bad / "adapter" / "member-1" / "edgerlhf.json"
-    meta = json.loads(m1.read_text())
-    meta["lora"] = {**meta["lora"], "r": 8}
-    m1.write_text(json.dumps(meta))
+    m1 = bad / "adapter" / "member-1" / "adapter_config.json"
+    m1.write_text(json.dumps({**json.loads(m1.read_text()), "r": 8}))
     with pytest.raises(ConfigError, match="member-1 has LoRA shape .* weights average only"):
         _ppo(root, reward=str(bad), ensemble="warm")
-    assert load_reward_model(bad, ensemble="mean") is not None  # scores combine fine
     # a precision whose backend is missing
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda n, *a: None if n == "bitsandbytes" else real(n, *a))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import json
 from pathlib import Path
 
 from edgerlhf.runfolder import find_artifact, read_artifact_meta
@@ -138,6 +139,17 @@ def check_ensemble_arms(arms, path: str) -> list[str]:
     return errs
 
 
+def lora_shape(art: Path) -> dict:
+    """What must agree for LoRA RMs' weights to be averaged or served on one base, from the adapter's
+    ``adapter_config.json`` (rank, alpha, target modules, the blocks it is in); {} for a full fine-tune."""
+    f = Path(art) / "adapter_config.json"
+    if not f.is_file():
+        return {}
+    c = json.loads(f.read_text())
+    return {"r": c.get("r"), "alpha": c.get("lora_alpha"), "target_modules": sorted(c.get("target_modules") or []),
+            "layers": c.get("layers_to_transform")}
+
+
 def warm_problems(path: str, meta: dict) -> list[str]:
     """WARM averages weights: its members must share the base model and the LoRA shape (rank, alpha, layers,
     target modules)."""
@@ -145,17 +157,55 @@ def warm_problems(path: str, meta: dict) -> list[str]:
     metas = []
     for m in meta.get("members", []):
         try:
-            metas.append((m["name"], read_artifact_meta(art / m["name"])))
+            metas.append((m["name"], {**read_artifact_meta(art / m["name"]), "lora": lora_shape(art / m["name"])}))
         except (FileNotFoundError, ValueError, KeyError) as e:
             return [f"{path}: member {m.get('name')!r} is missing ({e}); retrain the ensemble"]
+    return shape_problems(metas, "ensemble=warm", "weights average only between members fine-tuned from one base "
+                                                  "with one LoRA shape; use ensemble=mean|min|uwo (scores, not "
+                                                  "weights, are combined)")
+
+
+def check_members_from(paths, model: str, members: int) -> list[str]:
+    """Reward runs to assemble into an ensemble: each a single fp32 LoRA RM of ``model``, one LoRA shape."""
+    if not paths:
+        return []
+    errs = []
+    if members > 1:
+        errs.append(f"members={members} and members_from: either train K members or assemble runs, not both")
+    if len(paths) < 2:
+        errs.append(f"members_from={list(paths)}: an ensemble needs K >= 2 reward runs")
+    metas = []
+    for p in paths:
+        try:
+            art = find_artifact(p)
+            meta = read_artifact_meta(art)
+        except (FileNotFoundError, ValueError) as e:
+            errs.append(f"members_from: {p!r}: {e}")
+            continue
+        if meta.get("stage") != "reward" or meta.get("kind") != "lora" or meta.get("base_precision", "fp32") != "fp32":
+            errs.append(f"members_from: {p!r} is a {meta.get('stage')} {meta.get('kind')} artifact "
+                        f"(base {meta.get('base_precision', 'fp32')}); use single fp32-trained LoRA reward runs")
+            continue
+        if meta.get("base_model") != model:
+            errs.append(f"members_from: {p!r} was trained on model={meta.get('base_model')!r}; set model= to it "
+                        f"(now {model!r})")
+        metas.append((str(p), {**meta, "lora": lora_shape(art)}))
+    if len(metas) >= 2:
+        errs += shape_problems(metas, "members_from", "members must share one base and one LoRA shape")
+        if model == "tiny" and len({m.get("seed") for _, m in metas}) > 1:
+            errs.append("members_from: the tiny random model's body is drawn from the seed, so runs with other seeds "
+                        "have other bodies; assemble tiny runs of one seed (a pretrained model's body is the same)")
+    return errs
+
+
+def shape_problems(metas: list[tuple[str, dict]], what: str, why: str) -> list[str]:
+    """One message per member whose base model or LoRA shape differs from the first's."""
     errs = []
     name0, m0 = metas[0]
     for name, m in metas[1:]:
-        for what, k in (("base model", "base_model"), ("LoRA shape", "lora")):
+        for label, k in (("base model", "base_model"), ("LoRA shape", "lora")):
             if m.get(k) != m0.get(k):
-                errs.append(f"ensemble=warm: {name} has {what} {m.get(k)!r} but {name0} has {m0.get(k)!r}: weights "
-                            "average only between members fine-tuned from one base with one LoRA shape; use "
-                            "ensemble=mean|min|uwo (scores, not weights, are combined)")
+                errs.append(f"{what}: {name} has {label} {m.get(k)!r} but {name0} has {m0.get(k)!r}: {why}")
     return errs
 
 

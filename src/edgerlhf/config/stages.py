@@ -18,7 +18,7 @@ from edgerlhf.config.mixins import (
     PairsMixin,
     TrainMixin,
 )
-from edgerlhf.config.refs import check_dataset, check_ensemble_arms, check_precisions
+from edgerlhf.config.refs import check_dataset, check_ensemble_arms, check_members_from, check_precisions
 
 __all__ = ["BonConfig", "DPOConfig", "EvalConfig", "PrefsConfig", "RMEvalConfig", "RewardConfig", "SFTConfig"]
 
@@ -145,6 +145,9 @@ class RewardConfig(LoraMixin, TrainMixin, PairsMixin, BaseConfig):
                           "artifact holds them, served with `ensemble=mean|min|uwo|warm` by every consumer")
     member_data: str = opt("same", "ensemble members' training pairs: same (every member sees the training pairs, in "
                                    "its own order) | bootstrap (each member a resample with replacement, seed + i)")
+    members_from: list = opt([], "reward run folders to make the ensemble of instead of training (single fp32 LoRA "
+                                 "RMs of this model with one LoRA shape, e.g. trained with seeds 42..45): each copied "
+                                 "in, its normalisation and held-out numbers measured as a trained member's")
     norm_pairs: int = opt(256, "ensemble: each member's score mean and std (the normalisation before aggregating) "
                                "are measured on the first N training pairs (both responses)")
 
@@ -155,7 +158,8 @@ class RewardConfig(LoraMixin, TrainMixin, PairsMixin, BaseConfig):
                         "4-5 members suffice)")
         if self.member_data not in ("same", "bootstrap"):
             errs.append(f"member_data={self.member_data!r}: use same or bootstrap")
-        if self.members > 1 and self.norm_pairs < 2:
+        errs += check_members_from(self.members_from, self.model, self.members)
+        if (self.members > 1 or self.members_from) and self.norm_pairs < 2:
             errs.append(f"norm_pairs={self.norm_pairs} must be >= 2 (a member's score std needs responses)")
         if self.members > 1 and self.base_precision != "fp32":
             errs.append(f"members={self.members} with base_precision={self.base_precision}: ensemble members are "

@@ -23,10 +23,18 @@ from edgerlhf.models.adapters import apply_lora, count_params, enable_gradient_c
 from edgerlhf.models.generation import right_pad
 from edgerlhf.models.loading import load_tokenizer
 from edgerlhf.models.precision import keep_bnb_differentiable
-from edgerlhf.rewards.learned import RewardModel, encode_for_rm, load_seq_cls, pair_rewards, rewards_of
+from edgerlhf.rewards.learned import (
+    RewardModel,
+    encode_for_rm,
+    load_reward_model,
+    load_seq_cls,
+    pair_rewards,
+    rewards_of,
+)
 from edgerlhf.rewards.metrics import agreement_with_labels, mean_std, pairwise_accuracy, spearman
 from edgerlhf.rl.ensemble import AGGREGATIONS, aggregate, agreement, normalise
 from edgerlhf.rl.losses import bradley_terry_loss
+from edgerlhf.runfolder import find_artifact, read_artifact_meta
 from edgerlhf.stages.loop import fit, fit_stats, held_out_line, make_optimizer, seed_everything, total_steps_for
 from edgerlhf.stages.skeleton import Context, Setup, run_stage
 from edgerlhf.tracking.memory import release_free_memory
@@ -148,8 +156,7 @@ def _fill(cfg: RewardConfig, m: Member, tok, **extra):
         write_artifact_meta(tmp, stage="reward", kind="lora" if cfg.lora else "full", base_model=cfg.model,
                             seed=cfg.seed, max_length=cfg.max_length, base_precision=cfg.base_precision,
                             precision=cfg.base_precision, prefs=_prefs_ref(cfg),
-                            high_precision_modules=["score"], use_chat_template=cfg.chat_template,
-                            lora=_lora_shape(cfg), **extra)
+                            high_precision_modules=["score"], use_chat_template=cfg.chat_template, **extra)
     return fill
 
 
@@ -157,13 +164,9 @@ def _prefs_ref(cfg: RewardConfig) -> str:
     return str(Path(cfg.prefs).resolve()) if Path(cfg.prefs).is_dir() else cfg.prefs
 
 
-def _lora_shape(cfg: RewardConfig) -> dict:
-    """What must agree for members' weights to be averaged (WARM) or served on one base."""
-    return {"r": cfg.lora_r, "alpha": cfg.lora_alpha, "layers": cfg.lora_layers,
-            "target_modules": list(cfg.target_modules)} if cfg.lora else {}
-
-
 def _train(ctx: Context, data) -> dict:
+    if ctx.cfg.members_from:
+        return _assemble(ctx, data)
     if ctx.cfg.members > 1:
         return _train_ensemble(ctx, data)
     cfg, run_dir = ctx.cfg, ctx.run_dir
@@ -197,9 +200,7 @@ def _train_ensemble(ctx: Context, data) -> dict:
     aggregations' held-out accuracy. A finished member is kept on disk (``members/``) before the next starts."""
     cfg, run_dir = ctx.cfg, ctx.run_dir
     tok, train, held, skipped, enc = data
-    staging = run_dir.path / "members"
-    infos, held_c, held_r, offset = [], [], [], 0
-    norm_set = train[: cfg.norm_pairs]
+    staging, infos, offset = run_dir.path / "members", [], 0
     for i in range(cfg.members):
         mcfg = replace(cfg, seed=cfg.seed + i, members=1)
         rows, menc = train, enc
@@ -210,23 +211,63 @@ def _train_ensemble(ctx: Context, data) -> dict:
         m = _fit_one(ctx, mcfg, tok, rows, held, menc, _MemberLog(run_dir, i, offset), tag=f"reward member {i}",
                      base_seed=cfg.seed)
         offset += m.total_steps + 1
-        nc, nr = held_scores(m.rm, norm_set)
-        mean, std = mean_std(nc + nr)
-        hc, hr = held_scores(m.rm, held) if held else ([], [])
-        held_c.append(hc)
-        held_r.append(hr)
-        info = {"name": f"member-{i}", "seed": mcfg.seed, "norm_mean": mean, "norm_std": max(std, 1e-6),
-                "steps": m.total_steps, **m.after}
+        info = _member_info(m.rm, train[: cfg.norm_pairs], held, i, mcfg.seed, m.total_steps)
         main_write_dir(staging / info["name"], _fill(mcfg, m, tok, member=i, base_seed=cfg.seed,
-                                                     norm_mean=mean, norm_std=info["norm_std"],
+                                                     norm_mean=info["norm_mean"], norm_std=info["norm_std"],
                                                      member_data=cfg.member_data))
         infos.append(info)
-        last = m
+        counts = (m.trainable, m.total)
         del m
         release_free_memory()
+    return _finish_ensemble(ctx, data, infos, staging, counts)
+
+
+def _assemble(ctx: Context, data) -> dict:
+    """An ensemble of reward runs trained apart (``members_from``): each copied as it is, its normalisation and
+    held-out scores measured as a trained member's."""
+    cfg, run_dir = ctx.cfg, ctx.run_dir
+    tok, train, held, skipped, enc = data
+    staging, infos = run_dir.path / "members", []
+    for i, path in enumerate(cfg.members_from):
+        art = find_artifact(path)
+        meta = read_artifact_meta(art)
+        rm = load_reward_model(art, "fp32", device=str(ctx.device), batch_size=cfg.eval_batch_size)
+        say(f"[reward member {i}] {art} (seed {meta.get('seed')})")
+        info = _member_info(rm, train[: cfg.norm_pairs], held, i, meta.get("seed", 0), 0)
+        info.update({"steps": 0, "source": str(art)})
+
+        def fill(tmp: Path, art=art, meta=meta, info=info, i=i):
+            shutil.copytree(art, tmp, dirs_exist_ok=True)
+            write_artifact_meta(tmp, **{**meta, "member": i, "norm_mean": info["norm_mean"],
+                                        "norm_std": info["norm_std"], "source": str(art)})
+
+        main_write_dir(staging / info["name"], fill)
+        infos.append(info)
+        counts = (0, sum(p.numel() for p in rm.model.parameters()))
+        del rm
+        release_free_memory()
+    return _finish_ensemble(ctx, data, infos, staging, counts)
+
+
+def _member_info(rm, norm_set: list[dict], held: list[dict], i: int, seed: int, steps: int) -> dict:
+    """A member's normalisation (mean and std of its scores of both responses of ``norm_set``) and held-out
+    numbers, with its held-out scores (for the members' agreement)."""
+    nc, nr = held_scores(rm, norm_set)
+    mean, std = mean_std(nc + nr)
+    hc, hr = held_scores(rm, held) if held else ([], [])
+    return {"name": f"member-{i}", "seed": seed, "norm_mean": mean, "norm_std": max(std, 1e-6), "steps": steps,
+            **(evaluate(None, held, (hc, hr)) if held else {}), "_held": (hc, hr)}
+
+
+def _finish_ensemble(ctx: Context, data, infos: list[dict], staging: Path, counts: tuple[int, int]) -> dict:
+    """The members' agreement and each aggregation's held-out accuracy; the ensemble artifact (the members moved
+    in, the tokenizer, one metadata file); the summary."""
+    cfg, run_dir = ctx.cfg, ctx.run_dir
+    tok, train, held, skipped, _ = data
     agg: dict = {}
     if held:
-        c, r = torch.tensor(held_c), torch.tensor(held_r)
+        c = torch.tensor([x["_held"][0] for x in infos])
+        r = torch.tensor([x["_held"][1] for x in infos])
         means, stds = [x["norm_mean"] for x in infos], [x["norm_std"] for x in infos]
         zc, zr = normalise(c, means, stds), normalise(r, means, stds)
         agree = agreement(torch.cat([c, r], 1))
@@ -239,28 +280,31 @@ def _train_ensemble(ctx: Context, data) -> dict:
             e = evaluate(None, held, (aggregate(zc, how, 0.5).tolist(), aggregate(zr, how, 0.5).tolist()))
             agg.update({f"ensemble/{how}/{key.removeprefix('eval/')}": v for key, v in e.items()
                         if key in ("eval/accuracy", "eval/accuracy_gold", "eval/accuracy_gold_all")})
+    for x in infos:
+        x.pop("_held", None)
 
     def fill(tmp: Path):
         for x in infos:
             (staging / x["name"]).rename(tmp / x["name"])
         tok.save_pretrained(tmp)
-        write_artifact_meta(tmp, stage="reward", kind="ensemble", base_model=cfg.model, seed=cfg.seed,
+        write_artifact_meta(tmp, stage="reward", kind="ensemble", base_model=cfg.model, seed=infos[0]["seed"],
                             max_length=cfg.max_length, base_precision="fp32", precision="fp32", prefs=_prefs_ref(cfg),
-                            use_chat_template=cfg.chat_template, lora=_lora_shape(cfg), member_data=cfg.member_data,
+                            use_chat_template=cfg.chat_template,
+                            member_data="separate runs" if cfg.members_from else cfg.member_data,
                             members=[{k: x[k] for k in ("name", "seed", "norm_mean", "norm_std")} for x in infos])
 
     artifact = main_write_dir(run_dir.path / "adapter", fill)
     shutil.rmtree(staging, ignore_errors=True)
     acc = [x.get("eval/accuracy", math.nan) for x in infos]
-    stats = {"artifact": str(artifact), "members": infos, "trainable_params": last.trainable,
-             "total_params": last.total, "pairs_train": len(train), "pairs_eval": len(held), "skipped_rows": skipped,
+    stats = {"artifact": str(artifact), "members": infos, "trainable_params": counts[0], "total_params": counts[1],
+             "pairs_train": len(train), "pairs_eval": len(held), "skipped_rows": skipped,
              "steps": sum(x["steps"] for x in infos), **agg, **ctx.mem.stop().as_metrics()}
     if held:  # the run's headline numbers are the mean aggregation's (what `ensemble=mean` serves)
         stats.update({"eval/accuracy": agg["ensemble/mean/accuracy"], "ensemble/member_accuracy": acc})
         if "ensemble/mean/accuracy_gold" in agg:
             stats["eval/accuracy_gold"] = agg["ensemble/mean/accuracy_gold"]
-    say(f"[reward] ensemble of {cfg.members} ({cfg.member_data} pairs): member held-out accuracy "
-        + ", ".join(f"{a:.3f}" for a in acc)
+    say(f"[reward] ensemble of {len(infos)} ({'separate runs' if cfg.members_from else cfg.member_data + ' pairs'}): "
+        "member held-out accuracy " + ", ".join(f"{a:.3f}" for a in acc)
         + (f"; mean {agg['ensemble/mean/accuracy']:.3f}, min {agg['ensemble/min/accuracy']:.3f}, uwo "
            f"{agg['ensemble/uwo/accuracy']:.3f}; members agree on {agg['ensemble/agreement']:.3f} of response pairs"
            if held else "") + f"; peak memory {stats['memory/peak_mb']:.0f} MB; artifact: {artifact}")
