@@ -247,3 +247,23 @@ def test_bad_ensemble_settings_are_refused_before_loading(ens, tmp_path, monkeyp
     monkeypatch.setattr(importlib.util, "find_spec", lambda n, *a: None if n == "bitsandbytes" else real(n, *a))
     with pytest.raises(ConfigError, match="int4 needs bitsandbytes, which is not installed: pip install bitsandbytes"):
         _ppo(root, reward=str(run), reward_precision="int4")
+
+
+def test_the_planner_counts_an_ensembles_memory(ens):
+    from edgerlhf.study import plan
+    from edgerlhf.study.memory_model import weight_bytes
+
+    _, run = ens
+    s = plan.model_shape("tiny")
+    kw = dict(runtime=0, prompt_tokens=20, response_tokens=8)
+
+    def rm_mb(**o):
+        return plan.plan_stage("ppo", plan.stage_settings("ppo", overrides={"reward": str(run), **o}), s,
+                               **kw).term("RM weights")
+
+    one = weight_bytes(s, "int4", 4.0)
+    shared, merged, warm = rm_mb(reward_precision="int4"), rm_mb(reward_precision="int4", ensemble_layout="merged"), \
+        rm_mb(reward_precision="int4", ensemble="warm")
+    assert merged == pytest.approx(3 * one)
+    assert one < shared < 1.5 * one  # one base, three small adapters and heads
+    assert warm < one  # one RM, its embedding shared with the policy

@@ -67,8 +67,15 @@ def _reward_of(cfg, meta: dict):
         return None, ""
     path = meta["reward"] if auto else cfg.reward
     precision = cfg.reward_precision or (meta.get("reward_precision") if auto else None) or None
-    rm = load_reward_as_stored(path, precision)
-    return rm, f"{path} ({rm.meta.get('precision', precision or 'fp32')})"
+    # an ensemble: served as set here, else (reward=auto) as the RL run served it
+    how = cfg.ensemble if cfg.ensemble != "auto" or not auto else meta.get("ensemble", "auto")
+    layout = meta.get("ensemble_layout", cfg.ensemble_layout) if auto and cfg.ensemble == "auto" else \
+        cfg.ensemble_layout
+    lam = meta.get("uwo_lambda", cfg.uwo_lambda) if auto and cfg.ensemble == "auto" else cfg.uwo_lambda
+    rm = load_reward_as_stored(path, precision, ensemble=how, uwo_lambda=lam,
+                               layout=layout if layout in ("shared", "merged") else "shared")
+    what = f", {rm.meta['ensemble']} of {rm.meta['ensemble_members']}" if "ensemble" in rm.meta else ""
+    return rm, f"{path} ({rm.meta.get('precision', precision or 'fp32')}{what})"
 
 
 def _reuse(cfg, prompts) -> tuple[list[str], list[float], dict]:

@@ -22,7 +22,8 @@ from edgerlhf.data.taskfile import load_task
 from edgerlhf.data.taskfile import stage_settings as task_settings
 from edgerlhf.models.loading import load_tokenizer, resolve_model_path, tiny_config
 from edgerlhf.presets import STAGE_PRESETS, STUDY_PRESETS
-from edgerlhf.runfolder import RunFolder
+from edgerlhf.config.refs import ensemble_meta, lora_shape
+from edgerlhf.runfolder import RunFolder, find_artifact
 from edgerlhf.study.memory_model import (
     CUDA_CONTEXT,
     PRECISION_BYTES,
@@ -181,7 +182,16 @@ def plan_stage(stage: str, cfg, s: Shape, *, device: str = "cpu", runtime: float
         Wp = base_weights(s, cfg.base_precision, cdt)
         rp = cfg.reward_precision.split(":")[0]
         Wr = weight_bytes(s, rp, cdt)
-        if (PRECISION_BYTES[rp] if rp in ("fp32", "bf16", "fp16") else cdt) == cdt:
+        ens = ensemble_meta(cfg.reward) if cfg.reward not in ("", "none", "random") else None
+        way = getattr(cfg, "ensemble", "auto")
+        if ens is not None and way not in ("warm",) and not way.startswith("member-"):
+            # rewards/ensemble.py: K members on one base (their LoRA and heads in fp32) or K merged models; an
+            # ensemble shares no weight with the policy
+            k = len(ens["members"])
+            shape = lora_shape(find_artifact(cfg.reward) / ens["members"][0]["name"])
+            extra = (lora_params(s, shape.get("r") or 16, len(shape.get("layers") or []) or 0) + s.hidden) * 4.0
+            Wr = Wr + k * extra if getattr(cfg, "ensemble_layout", "shared") == "shared" else k * Wr
+        elif (PRECISION_BYTES[rp] if rp in ("fp32", "bf16", "fp16") else cdt) == cdt:
             Wr -= s.embed_params * cdt  # share_identical_weights: the RM uses the policy's embedding
         if cfg.reward == "none":  # the planner's word for a callable reward (online.run(reward_fn=...)): no RM
             Wr = 0.0

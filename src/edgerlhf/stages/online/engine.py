@@ -146,7 +146,8 @@ def _header(s: Session) -> str:
     return (f"[{s.name}] {cfg.policy or cfg.model} on {s.device} ({str(s.dtype).removeprefix('torch.')}), "
             f"layout={cfg.layout}, {value_txt}base={cfg.base_precision}, "
             f"reference={'on' if algo.needs_reference else 'off'}; {s.n_trainable:,} trainable parameters; "
-            f"reward: {info['reward']} ({info['reward_precision']}); "
+            f"reward: {info['reward']} ({info['reward_precision']}"
+            + (f", {info['ensemble']} of {info['ensemble_members']} members" if "ensemble" in info else "") + "); "
             f"{cfg.steps} steps x {cfg.num_rollouts_per_step} episodes{group_txt}")
 
 
