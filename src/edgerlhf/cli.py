@@ -102,6 +102,9 @@ def main(argv: list[str] | None = None) -> int:
                                                          "from the SFT policy, ranked by the RM at each precision)")
     p.add_argument("--bon-precisions", help="comma-separated precisions best-of-n ranks with (default: every precision "
                                             "of the study; each must be one of them)")
+    p.add_argument("--reward-ensemble", type=int, default=0, metavar="K",
+                   help="also train an RM ensemble of K members (member 0 = the study's RM) for arms that name one: "
+                        "--algorithms ppo,ppo@int4~uwo (ways: mean, min, uwo, warm); best-of-n ranks with it too")
     p.add_argument("--equivalence-margin", default=DEFAULT_MARGIN,
                    help="margin of the equivalence verdicts (TOST), fixed before the study: a number in gold units "
                         f"(0.05) or a share of the reference configuration's gain (default "
@@ -183,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
                           device=args.device, progress=not args.no_progress, report_to=args.report_to.split(","),
                           bon=not args.no_bon,
                           bon_precisions=args.bon_precisions.split(",") if args.bon_precisions else None,
-                          equivalence_margin=args.equivalence_margin)
+                          equivalence_margin=args.equivalence_margin, reward_ensemble=args.reward_ensemble)
             return 0
         if args.command == "plan":
             return _plan(args, parser)

@@ -119,3 +119,11 @@ def test_study_options_are_checked_before_anything_is_written(tmp_path):
         with pytest.raises(ValueError, match=msg):
             run_study("smoke", out=tmp_path / "s", precisions=["fp32", "int4"], progress=False, **kw)
         assert not (tmp_path / "s").exists()
+
+
+def test_ensemble_arms_name_their_precision_and_way():
+    arms = parse_arms("ppo@fp32+int4~uwo+int4~warm", ["fp32"])
+    assert [a.name for a in arms] == ["ppo-fp32", "ppo-int4-uwo", "ppo-int4-warm"]
+    assert [(a.rm_precision, a.ensemble) for a in arms] == [("fp32", ""), ("int4", "uwo"), ("int4", "warm")]
+    with pytest.raises(ValueError, match="after ~ name how the RM ensemble serves: mean, min, uwo, warm"):
+        parse_arms("ppo@int4~median", ["fp32"])

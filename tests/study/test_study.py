@@ -258,3 +258,31 @@ def test_a_moved_study_reuses_its_stages_and_rm_per_seed_retrains_only_the_rm(st
     assert ran["reward-seed7"]["path"] in ppo_cfg  # trained against its own seed's RM
     base_rm = next(s["path"] for s in index["stages"] if s["label"] == "reward")
     assert base_rm in (moved / ran["eval-fp32-seed7"]["path"] / "config.yaml").read_text()  # one yardstick
+
+
+def test_an_ensemble_arm_adds_the_ensemble_its_best_of_n_and_its_report_section(study, tmp_path):
+    """``--reward-ensemble 2`` with ``ppo@fp32~uwo``: the ensemble RM (member 0 = the study's RM), PPO against it,
+    best-of-n on the same candidates with member 0 as the reference, and the report's ensemble section."""
+    import shutil
+
+    moved = tmp_path / "ens"
+    shutil.copytree(study, moved)
+    run_study("smoke", out=moved, **{**STUDY, "seeds": [42], "algorithms": "ppo@fp32+fp32~uwo",
+                                     "reward_ensemble": 2})
+    index = json.loads((moved / "study.json").read_text())
+    ran = {s["label"]: s for s in index["stages"] if not s["reused"]}
+    assert {"reward-ensemble", "bon-ensemble", "ppo-fp32-uwo", "eval-fp32-uwo"} <= set(ran)
+    ppo_cfg = (moved / ran["ppo-fp32-uwo"]["path"] / "config.yaml").read_text()
+    assert ran["reward-ensemble"]["path"] in ppo_cfg and "ensemble: uwo" in ppo_cfg
+    single = next(s["path"] for s in index["stages"] if s["label"] == "reward")
+    from safetensors.torch import load_file
+
+    w0 = load_file(moved / ran["reward-ensemble"]["path"] / "adapter" / "member-0" / "adapter_model.safetensors")
+    ws = load_file(moved / single / "adapter" / "adapter_model.safetensors")
+    assert all(torch.equal(w0[k], ws[k]) for k in ws)  # member 0 is the study's single RM
+    bon_ens = json.loads((moved / ran["bon-ensemble"]["path"] / "summary.json").read_text())
+    assert bon_ens["reference"] == "fp32/m0" and "fp32/uwo" in bon_ens["precisions"]
+    md = (moved / "report.md").read_text()
+    assert "Best-of-n with the reward-model ensemble" in md and "ppo-fp32-uwo" in md
+    with pytest.raises(ValueError, match="add --reward-ensemble K"):
+        run_study("smoke", out=moved, **{**STUDY, "algorithms": "ppo@int4~uwo"})

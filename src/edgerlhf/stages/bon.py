@@ -16,6 +16,7 @@ study's (``study.bon_report``).
 
 from __future__ import annotations
 
+import filecmp
 import json
 import math
 import time
@@ -81,13 +82,24 @@ def _prepare(setup: Setup):
     if cfg.candidates:
         src = RunFolder(cfg.candidates)
         diff = [k for k in _SAMPLING_KEYS if src.config.get(k) != getattr(cfg, k)]
-        if src.config.get("policy") and Path(src.config["policy"]).resolve() != Path(cfg.policy).resolve():
+        if src.config.get("policy") and not _same_policy(src.config["policy"], cfg.policy):
             diff.insert(0, "policy")
         reused = read_candidates(src.path)
         if diff or [r["prompt"] for r in reused] != [last_message(p) for p in prompts]:
             raise ValueError(f"candidates={src.path} were sampled differently ({', '.join(diff) or 'other prompts'}); "
                              "leave candidates empty to sample anew, or use this run's settings")
     return art, prompts, precisions, ns, reused
+
+
+def _same_policy(a: str, b: str) -> bool:
+    """One policy: the same folder, or (a study moved or copied elsewhere) artifacts with identical weights."""
+    if Path(a).resolve() == Path(b).resolve():
+        return True
+    try:
+        fa, fb = (find_artifact(x) / "adapter_model.safetensors" for x in (a, b))
+        return fa.is_file() and fb.is_file() and filecmp.cmp(fa, fb, shallow=False)
+    except FileNotFoundError:
+        return False
 
 
 def _execute(ctx: Context, data) -> dict:

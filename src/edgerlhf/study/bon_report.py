@@ -67,7 +67,11 @@ def verdict_text(row: dict, unit: str = "gold") -> str:
     return f"undecided: not different, not shown within {margin}; these prompts certify ±{eq.certifiable:.3f}"
 
 
-def bon_section(study: Path, bon, margin_spec) -> BonSection | None:
+_TITLE = "Best-of-n on shared candidates (the RM's precision without RL noise)"
+ENSEMBLE_TITLE = "Best-of-n with the reward-model ensemble (members, aggregations, WARM) on the same candidates"
+
+
+def bon_section(study: Path, bon, margin_spec, title: str = _TITLE, chart: str = "best_of_n") -> BonSection | None:
     """The section from the bon stage's record (None when the study ran none, or its task has no gold)."""
     s = bon.summary
     precs = list(s.get("precisions", {}))
@@ -110,8 +114,8 @@ def bon_section(study: Path, bon, margin_spec) -> BonSection | None:
                 Derived(iv(r["ci95"]), "Student-t 95% over prompts", src),
                 Derived(iv(r["ci90"]), "Student-t 90% over prompts (TOST)", src),
                 Derived(f"{r['p_holm']:.3g}", "paired t-test, Holm across the table", src), verdict_text(r)])
-    made = _chart(study, s, precs)
-    md = ["## Best-of-n on shared candidates (the RM's precision without RL noise)", "",
+    made = _chart(study, s, precs, chart)
+    md = [f"## {title}", "",
           f"{s['N']} candidates per held-out prompt ({s['prompts']} prompts) sampled once from the SFT policy; the RM "
           "at each precision ranks the same candidates, and the gold of best-of-n is its expectation over all "
           "n-subsets of the N (no resampling). KL(best-of-n || SFT) = log n - (n-1)/n, the standard analytic value "
@@ -157,7 +161,7 @@ def _pair(v) -> str:
     return f"{v[0]:+.3f} .. {v[1]:+.3f}" if v and all(math.isfinite(x) for x in v) else "–"
 
 
-def _chart(study: Path, s: dict, precs: list[str]) -> list[tuple[str, str]]:
+def _chart(study: Path, s: dict, precs: list[str], name: str = "best_of_n") -> list[tuple[str, str]]:
     import matplotlib  # noqa: PLC0415 - matplotlib is heavy; only for the report's charts
 
     matplotlib.use("Agg")
@@ -181,5 +185,6 @@ def _chart(study: Path, s: dict, precs: list[str]) -> list[tuple[str, str]]:
         ax.legend(fontsize=7)
         ax.grid(alpha=0.3)
     (study / "charts").mkdir(exist_ok=True)
-    return [save_chart(fig, study / "charts" / "best_of_n.png", "Best-of-n gold and proxy against sqrt(KL), per RM "
-                                                                 "precision, on the same candidates")]
+    return [save_chart(fig, study / "charts" / f"{name}.png", "Best-of-n gold and proxy against sqrt(KL), per RM "
+                                                              "precision (or ensemble ranker), on the same "
+                                                              "candidates")]

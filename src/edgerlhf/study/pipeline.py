@@ -150,21 +150,40 @@ class Arm:
 
     @property
     def name(self) -> str:
-        return self.algorithm + (f"-{self.precision.replace(':', '-')}" if self.precision else "")
+        return self.algorithm + (f"-{_slug(self.precision)}" if self.precision else "")
+
+    @property
+    def rm_precision(self) -> str:
+        """The precision the RM is served at (``int4`` of ``int4~uwo``)."""
+        return self.precision.partition(ENSEMBLE_SEP)[0]
+
+    @property
+    def ensemble(self) -> str:
+        """How the study's RM ensemble serves this arm (``uwo`` of ``int4~uwo``); "" for the single RM."""
+        return self.precision.partition(ENSEMBLE_SEP)[2]
 
     def labels(self, seed: int, base_seed: int) -> tuple[str, str]:
         """(training stage label, evaluation label). The base seed keeps today's names (``ppo-fp32`` /
         ``eval-fp32``), so a one-seed study extended by seeds later reuses everything it ran."""
         sfx = "" if seed == base_seed else f"-seed{seed}"
         short = registry.get(self.algorithm).short_eval_label
-        ev = f"eval-{self.precision.replace(':', '-')}" if short else f"eval-{self.name}"
+        ev = f"eval-{_slug(self.precision)}" if short else f"eval-{self.name}"
         return self.name + sfx, ev + sfx
 
 
+ENSEMBLE_SEP = "~"
+ENSEMBLE_WAYS = ("mean", "min", "uwo", "warm")
+
+
+def _slug(precision: str) -> str:
+    return precision.replace(":", "-").replace(ENSEMBLE_SEP, "-")
+
+
 def parse_arms(algorithms: list[str] | str | None, precisions: list[str]) -> list[Arm]:
-    """``["ppo", "grpo@fp32", "dpo", "ppo@null"]``: every RM-based algorithm at each of ``precisions`` unless it
-    names its own (``@fp32+int8``); ``@null`` is its control arm (a random reward instead of the RM); DPO once.
-    Unknown names are one error listing every problem."""
+    """``["ppo", "grpo@fp32", "dpo", "ppo@null", "ppo@int4~uwo"]``: every RM-based algorithm at each of
+    ``precisions`` unless it names its own (``@fp32+int8``); ``@null`` is its control arm (a random reward instead
+    of the RM); ``@int4~uwo`` trains against the study's RM ensemble (``--reward-ensemble K``) at int4, served by
+    uwo (or mean, min, warm); DPO once. Unknown names are one error listing every problem."""
     known = registry.algorithms()
     if isinstance(algorithms, str):
         algorithms = algorithms.split(",")
@@ -182,9 +201,16 @@ def parse_arms(algorithms: list[str] | str | None, precisions: list[str]) -> lis
             arms.append(Arm(algo))
             continue
         named = [x.strip() for x in precs.split("+")] if precs else []
+        ways = {x: x.partition(ENSEMBLE_SEP)[2] for x in named if ENSEMBLE_SEP in x}
+        bad = [x for x, w in ways.items() if w not in ENSEMBLE_WAYS]
+        if bad:
+            errs.append(f"{item!r}: {', '.join(bad)}: after {ENSEMBLE_SEP} name how the RM ensemble serves: "
+                        f"{', '.join(ENSEMBLE_WAYS)} (e.g. ppo@int4~uwo)")
+            continue
         try:
-            mine = (parse_precisions([x for x in named if x != NULL]) if any(x != NULL for x in named)
-                    else [] if named else list(precisions))
+            plain = [x.partition(ENSEMBLE_SEP)[0] for x in named if x != NULL]
+            parse_precisions(plain) if plain else None
+            mine = [x for x in named if x != NULL] if plain else [] if named else list(precisions)
         except ValueError as e:
             errs.append(f"{item!r}: {e} (or {NULL}: the control arm with a random reward)")
             continue
@@ -200,7 +226,7 @@ def run_study(preset: str = "quick", *, precisions: list[str] | None = None, mod
               rm_per_seed: bool = False, task: str | Path | None = None, out: str | Path | None = None,
               device: str = "auto", progress: bool = True, report_to: list[str] | None = None,
               isolate: bool = True, bon: bool = True, bon_precisions: list[str] | None = None,
-              equivalence_margin: str | float = DEFAULT_MARGIN) -> Path:
+              equivalence_margin: str | float = DEFAULT_MARGIN, reward_ensemble: int = 0) -> Path:
     """The whole study; returns the study folder (``report.md``, ``report.html``, one folder per stage).
 
     ``seed`` is the study's base seed: the SFT policy, the preference pairs and the reward model are made with
@@ -219,6 +245,11 @@ def run_study(preset: str = "quick", *, precisions: list[str] | None = None, mod
     each precision of the study (``bon_precisions``: a subset of them), whose paired differences need no RL seeds.
     ``equivalence_margin``: the margin of the report's equivalence verdicts (TOST), fixed before the study runs: a
     number in the yardstick's units (0.05) or a share of the reference configuration's gain ("10%").
+
+    ``reward_ensemble`` K >= 2 trains an RM ensemble of K members beside the single RM (member 0 is that RM: same
+    seed and settings) for the arms that name one (``ppo@int4~uwo``: PPO against the ensemble at int4, served by
+    UWO); best-of-n then also ranks with member 0 at fp32 (the reference) and each such (precision, way), on the
+    same candidates.
     """
     require_one_process("the study (edgerlhf run)", registry.data_parallel_stages())  # it runs its stages itself
 
@@ -231,7 +262,14 @@ def run_study(preset: str = "quick", *, precisions: list[str] | None = None, mod
     if any(not isinstance(s, int) or s < 0 for s in seeds):
         raise ValueError(f"seeds={seeds}: use non-negative integers, e.g. --seeds 1,2,3")
     parse_margin(equivalence_margin)  # a margin <= 0 or not a number: refused before anything is written
-    rm_precs = list(dict.fromkeys(precisions + [a.precision for a in arms if a.precision and a.precision != NULL]))
+    ens_arms = [a for a in arms if a.ensemble]
+    if ens_arms and reward_ensemble < 2:
+        raise ValueError(f"{', '.join(a.name for a in ens_arms)} train against an RM ensemble: add --reward-ensemble K "
+                         "(K >= 2 members; 4 is Coste et al.'s choice)")
+    if reward_ensemble == 1 or reward_ensemble < 0:
+        raise ValueError(f"--reward-ensemble {reward_ensemble}: an ensemble needs K >= 2 members (0: none)")
+    rm_precs = list(dict.fromkeys(precisions + [a.precision for a in arms
+                                                if a.precision and a.precision != NULL and not a.ensemble]))
     bon_precs = parse_precisions(bon_precisions) if bon_precisions else rm_precs
     missing = [x for x in bon_precs if x not in rm_precs]
     if bon and missing:
@@ -255,6 +293,7 @@ def run_study(preset: str = "quick", *, precisions: list[str] | None = None, mod
     records: list[StageRecord] = []
     plan = {"preset": preset, "task": common.get("task", ""), "precisions": rm_precs, "seed": seed, "seeds": seeds,
             "rm_per_seed": rm_per_seed, "bon": bon, "equivalence_margin": str(equivalence_margin),
+            "reward_ensemble": reward_ensemble,
             "arms": [{"name": a.name, "algorithm": a.algorithm, "precision": a.precision} for a in arms]}
 
     def stage(name, label, extra):
@@ -272,6 +311,15 @@ def run_study(preset: str = "quick", *, precisions: list[str] | None = None, mod
                                           "reward_precision": "fp32"})
     # best-of-n on the SFT policy: every precision ranks the same candidates (paired, no RL seed variance)
     best = stage("bon", "bon", {"policy": str(sft.path), "rm": str(rm.path), "precisions": bon_precs}) if bon else None
+    ens = best_ens = None
+    if reward_ensemble >= 2:  # the ensemble: K members (member 0 = the single RM above), on the same candidates
+        ens = stage("reward", "reward-ensemble", {"prefs": str(prefs.path), "members": reward_ensemble})
+        if best is not None:
+            ways = list(dict.fromkeys(a.precision.replace(ENSEMBLE_SEP, "/") for a in ens_arms))
+            best_ens = stage("bon", "bon-ensemble", {
+                "policy": str(sft.path), "rm": str(ens.path), "candidates": str(best.path),
+                "precisions": list(dict.fromkeys(["fp32"] + [w.partition("/")[0] for w in ways])),
+                "ensemble_arms": ["fp32/m0"] + ways})
     # 2 every arm at every seed; 3 its evaluation on the shared held-out prompts and sampling seed
     runs: dict[Arm, dict[int, tuple[StageRecord, StageRecord]]] = {a: {} for a in arms}
     for s in seeds:
@@ -286,6 +334,8 @@ def run_study(preset: str = "quick", *, precisions: list[str] | None = None, mod
                 extra["prefs"] = str(prefs.path)
             elif arm.precision == NULL:
                 extra["reward"] = RANDOM_REWARD
+            elif arm.ensemble:
+                extra.update({"reward": str(ens.path), "reward_precision": arm.rm_precision, "ensemble": arm.ensemble})
             else:
                 extra.update({"reward": str(rm_s.path), "reward_precision": arm.precision})
             trained = stage(arm.algorithm, train_label, extra)
@@ -295,7 +345,7 @@ def run_study(preset: str = "quick", *, precisions: list[str] | None = None, mod
     wall = time.perf_counter() - t0
     _write_index(study, plan, records, wall)
     report = write_report(study, sft=sft, rm_eval=rm_eval, runs=runs, base_seed=seed, bon=best,
-                          margin=equivalence_margin)
+                          margin=equivalence_margin, bon_ensemble=best_ens)
     print(f"\n[run] study finished in {wall / 60:.1f} min (all stages' compute: "
           f"{_compute_s(records) / 60:.1f} min): {report}")
     return study

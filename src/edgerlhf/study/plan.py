@@ -15,6 +15,7 @@ from typing import NamedTuple
 
 from edgerlhf import registry
 from edgerlhf.config import ConfigError, unknown_key_message
+from edgerlhf.config.refs import ensemble_meta, lora_shape
 from edgerlhf.data.formatting import completion_text, encode_prompt
 from edgerlhf.data.loaders import load_preference_rows, load_prompt_rows, load_sft_rows
 from edgerlhf.data.task import eval_prompts, train_rows
@@ -22,7 +23,6 @@ from edgerlhf.data.taskfile import load_task
 from edgerlhf.data.taskfile import stage_settings as task_settings
 from edgerlhf.models.loading import load_tokenizer, resolve_model_path, tiny_config
 from edgerlhf.presets import STAGE_PRESETS, STUDY_PRESETS
-from edgerlhf.config.refs import ensemble_meta, lora_shape
 from edgerlhf.runfolder import RunFolder, find_artifact
 from edgerlhf.study.memory_model import (
     CUDA_CONTEXT,

@@ -9,7 +9,7 @@ import math
 from pathlib import Path
 
 from edgerlhf import registry
-from edgerlhf.study.bon_report import bon_section, verdict_text
+from edgerlhf.study.bon_report import ENSEMBLE_TITLE, bon_section, verdict_text
 from edgerlhf.study.bon_report import headline as bon_headline
 from edgerlhf.study.charts import charts
 from edgerlhf.study.records import (
@@ -152,11 +152,12 @@ def _verdict_sentences(rows: list[dict], n_seeds: int, y: Yardstick = GOLD) -> l
 
 
 def write_report(study: Path, *, sft, rm_eval, runs: dict, base_seed: int, bon=None,
-                 margin=DEFAULT_MARGIN) -> Path:
+                 margin=DEFAULT_MARGIN, bon_ensemble=None) -> Path:
     """Write report.md / report.html / report.json / charts into ``study``; returns report.md.
 
     ``runs``: {Arm: {seed: (training StageRecord, evaluation StageRecord)}} as ``study.pipeline`` builds it;
-    ``bon``: the best-of-n stage's record (None: no best-of-n section); ``margin``: the equivalence margin."""
+    ``bon``: the best-of-n stage's record (None: no best-of-n section); ``margin``: the equivalence margin;
+    ``bon_ensemble``: the best-of-n stage that ranked with the RM ensemble (its own section)."""
     study = Path(study)
     index = json.loads((study / "study.json").read_text())
     stages = stage_records(study, index)
@@ -295,6 +296,10 @@ def write_report(study: Path, *, sft, rm_eval, runs: dict, base_seed: int, bon=N
     bs = bon_section(study, bon, margin) if bon is not None and y is GOLD else None
     if bs is not None:
         made += bs.charts
+    be = bon_section(study, bon_ensemble, margin, ENSEMBLE_TITLE, "best_of_n_ensemble") \
+        if bon_ensemble is not None and y is GOLD else None
+    if be is not None:
+        made += be.charts
     answer = _headline(rows, names, bs, bon)
     samples = _samples(arms, base_seed, n=3, y=y)
     first = next(iter(arms.values()))[0]
@@ -331,6 +336,10 @@ def write_report(study: Path, *, sft, rm_eval, runs: dict, base_seed: int, bon=N
           "## Comparisons (paired by seed and prompt; Holm-corrected across the table)", "", c.md(), "",
           *[f"- {v}" for v in verdicts], "",
           *(bs.md if bs is not None else []),
+          *(be.md + ["Rankers: `P/m0` member 0 alone (the single RM), `P/mean|min|uwo` the members normalised on their "
+                     "training pairs then averaged / worst case / mean - lambda x variance (Coste et al. 2023), "
+                     "`P/warm` one RM with the members' weights averaged (Ramé et al. 2024).", ""]
+            if be is not None else []),
           "## Reward-model precision: cost and agreement with fp32", "", t.md(), "",
           *(["Kendall τ, top-1 agreement and the reward std ratio are measured on the best-of-n candidates (the "
              "SFT policy's own samples, within each prompt), against the reference precision; the other columns on "
@@ -352,7 +361,9 @@ def write_report(study: Path, *, sft, rm_eval, runs: dict, base_seed: int, bon=N
     report = study / "report.md"
     atomic_write_text(report, "\n".join(md) + "\n")
     tables = [("Alignment per configuration" + ("" if y is GOLD else " (proxy: fp32 learned RM)"), a),
-              ("Comparisons", c)] + (bs.tables if bs is not None else []) + [("Reward-model precision", t)] + \
+              ("Comparisons", c)] + (bs.tables if bs is not None else []) + \
+        ([(f"Ensemble: {k}", tb) for k, tb in be.tables] if be is not None else []) + \
+        [("Reward-model precision", t)] + \
         ([("RM-vs-gold agreement during RL", ag)] if y is GOLD else []) + \
         [(f"Each run's {yn} change over SFT", g), ("Stages", s), ("Where online RL's time goes", tt)]
     atomic_write_text(study / "report.html", _html(meta, lead, kl_note, verdicts, tables, made, samples))
@@ -371,7 +382,11 @@ def write_report(study: Path, *, sft, rm_eval, runs: dict, base_seed: int, bon=N
              "ci95_prompts": list(r["ci95"][1:3]), "ci90_prompts": list(r["ci90"][1:3]), "p": r["p"],
              "p_holm": r["p_holm"], "margin": r["eq"].margin, "equivalence": r["eq"].verdict,
              "certifiable": r["eq"].certifiable, "verdict": verdict_text(r)} for r in bs.verdicts],
-        "best_of_n_margin_rule": bs.margin_rule if bs is not None else ""})
+        "best_of_n_margin_rule": bs.margin_rule if bs is not None else "",
+        "best_of_n_ensemble": [] if be is None else [
+            {"ranker": r["precision"], "reference": r["reference"], "n": r["n"], "diff": r["diff"],
+             "ci90_prompts": list(r["ci90"][1:3]), "p_holm": r["p_holm"], "equivalence": r["eq"].verdict,
+             "verdict": verdict_text(r)} for r in be.verdicts]})
     return report
 
 
