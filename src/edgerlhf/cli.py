@@ -159,6 +159,8 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--reward", default="", metavar="RM[:precision]",
                        help="with --best-of (also written reward=RM[:precision]): a reward run folder or quantized RM "
                             "folder, optionally :fp32 | bf16 | int8 | int4")
+        p.add_argument("--ensemble", default="auto", help="with --best-of and an RM ensemble: mean | min | uwo | "
+                       "warm | member-N (auto: mean)")
     # key=value words may come after options (e.g. `rm-eval RUN --precisions int8 batch_size=8`), which
     # argparse cannot match to a positional list once an option intervened: collect them here
     args, extra = parser.parse_known_args(argv)
@@ -276,7 +278,7 @@ def _best_of_reward(args):
     if args.temperature <= 0:
         raise ValueError("--best-of needs sampling: a --temperature above 0 (greedy decoding makes every sample the "
                          "same)")
-    return load_reward_spec(spec)
+    return load_reward_spec(spec, ensemble=args.ensemble)
 
 
 def _talk(args) -> int:
