@@ -191,6 +191,20 @@ def test_online_logs_the_members_disagreement(ens):
     assert s["ensemble"] == "uwo" and s["ensemble_members"] == 3 and "overopt/step" not in s
 
 
+def test_an_ensemble_can_watch_a_run_trained_on_one_rm(ens, tmp_path):
+    root, run = ens
+    single = reward.run(_reward_cfg(tmp_path, max_steps=1, run_name="one"))
+    out = online.run(_ppo(root, reward=str(single), overopt_monitor=str(run), overopt_warning=0.5,
+                          run_name="ppo-watched"))
+    rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert all(r["objective/ensemble_std"] > 0 and "objective/monitor_scores" in r for r in rows
+               if "objective/scores" in r)
+    s = json.loads((out / "summary.json").read_text())
+    assert s["overopt_monitor"] == str(run) and "ensemble" not in s  # trained on the single RM
+    with pytest.raises(ConfigError, match="overopt_monitor=.*not an RM ensemble"):
+        _ppo(root, reward=str(single), overopt_monitor=str(single))
+
+
 @pytest.mark.parametrize("stop", [True, False])
 def test_the_warning_keeps_a_checkpoint_records_why_and_stops_when_asked(ens, monkeypatch, stop):
     root, run = ens

@@ -105,6 +105,10 @@ class OnlineRLConfig(EnsembleMixin, GoldEvalMixin, LoraMixin, OptimMixin, BaseCo
                                       "averaged over the last overopt_window steps, stays at least (1 + this) x its "
                                       "mean over the first overopt_window steps for overopt_patience steps; 0: off "
                                       "(the signal is logged whenever the reward is an ensemble)")
+    overopt_monitor: str = opt("", "an RM ensemble (edgerlhf reward members=K) that only watches: it scores each "
+                                   "step's rollouts at reward_precision (fp32 for a random or callable reward) to log "
+                                   "objective/ensemble_std and feed overopt_warning, without being the reward; for a "
+                                   "run trained on a single RM or WARM")
     overopt_window: int = opt(4, "steps in each mean of the over-optimisation warning (the first window is its "
                                  "baseline)")
     overopt_patience: int = opt(2, "consecutive steps above the threshold before the warning fires")
@@ -131,12 +135,16 @@ class OnlineRLConfig(EnsembleMixin, GoldEvalMixin, LoraMixin, OptimMixin, BaseCo
         errs += self.check_ensemble("reward", [self.reward_precision])
         if self.overopt_warning < 0:
             errs.append(f"overopt_warning={self.overopt_warning} must be >= 0 (0: off; 0.5: fire at a 50% rise)")
-        if self.overopt_warning > 0 and self.reward and Path(self.reward).expanduser().exists():
+        if self.overopt_monitor and ensemble_meta(self.overopt_monitor) is None:
+            errs.append(f"overopt_monitor={self.overopt_monitor!r}: not an RM ensemble folder (edgerlhf reward "
+                        "members=4 makes one)")
+        if self.overopt_warning > 0 and not self.overopt_monitor and self.reward \
+                and Path(self.reward).expanduser().exists():
             if ensemble_meta(self.reward) is None or self.ensemble == "warm" or self.ensemble.startswith("member-"):
                 errs.append(f"overopt_warning={self.overopt_warning}: the warning reads an ensemble's disagreement; "
-                            f"reward={self.reward!r} with ensemble={self.ensemble} is one model. Train one with "
-                            "edgerlhf reward members=4 and serve it with ensemble=mean|min|uwo, or set "
-                            "overopt_warning=0")
+                            f"reward={self.reward!r} with ensemble={self.ensemble} is one model. Serve an ensemble "
+                            "with ensemble=mean|min|uwo, or let one watch: overopt_monitor=<ensemble folder> (or "
+                            "overopt_warning=0)")
         errs += check_positive_ints(self, "overopt_window", "overopt_patience")
         if self.prompts != "builtin":
             errs += check_dataset(self.prompts, "prompts")

@@ -86,7 +86,14 @@ def _check(cfg: OnlineRLConfig) -> tuple[OnlineRLConfig, Path | None, Path | Non
 def _read_inputs(cfg: OnlineRLConfig, reward_fn: RewardFn | None, device) -> Inputs:
     prompts = load_prompts(cfg)
     reward, reward_info = _make_reward(cfg, reward_fn, device)
-    return Inputs(prompts, reward, reward_info, make_gold(cfg.gold, device=str(device)))  # gold: None for gold=none
+    monitor = None
+    if cfg.overopt_monitor:  # an ensemble that watches the rollouts, not the reward
+        prec = cfg.reward_precision if cfg.reward not in ("", RANDOM_REWARD) and reward_fn is None else "fp32"
+        monitor = load_reward_as_stored(cfg.overopt_monitor, prec, device=str(device),
+                                        batch_size=cfg.rollout_batch_size, ensemble="mean", layout="shared")
+        reward_info = {**reward_info, "overopt_monitor": str(cfg.overopt_monitor), "overopt_monitor_precision": prec}
+    return Inputs(prompts, reward, reward_info, make_gold(cfg.gold, device=str(device)),  # gold: None for gold=none
+                  monitor)
 
 
 def _make_reward(cfg: OnlineRLConfig, reward_fn: RewardFn | None, device) -> tuple[RewardFn, dict]:
@@ -216,7 +223,8 @@ def _one_step(s: Session, step: int) -> StepResult:
     share = len(episodes) // ws
     return online_step(s.roles, s.tok, s.algo, s.inputs.reward, s.inputs.gold, shard(episodes, rank, ws), s.cfg,
                        s.optimizer, s.scheduler, s.sizes, step=step, offset=rank * share,
-                       prompt_len=max(len(encode_prompt(s.tok, p)) for p in episodes) if ws > 1 else 0)
+                       prompt_len=max(len(encode_prompt(s.tok, p)) for p in episodes) if ws > 1 else 0,
+                       monitor=s.inputs.monitor)
 
 
 def _record(s: Session, st: StepResult, step: int) -> dict:

@@ -21,6 +21,7 @@ class Inputs(NamedTuple):
     reward: RewardFn          # the learned RM (a RewardModel) or the caller's callable
     reward_info: dict         # reward, reward_precision[, reward_backend]: for the header, artifact and summary
     gold: RewardFn | None     # None for gold=none
+    monitor: RewardFn | None = None  # an RM ensemble that only watches (overopt_monitor): its members' disagreement
 
 
 @dataclass

@@ -31,7 +31,7 @@ class StepResult(NamedTuple):
 
 def online_step(roles, tok, algo: Algorithm, reward: RewardFn, gold: RewardFn | None, prompts: list,
                 cfg: OnlineRLConfig, optimizer, scheduler, sizes: Sizes, step: int = 0, offset: int = 0,
-                prompt_len: int = 0) -> StepResult:
+                prompt_len: int = 0, monitor: RewardFn | None = None) -> StepResult:
     """One step on ``prompts`` (one entry per episode); ``sizes`` holds the (OOM-adjusted) batch sizes. Without a
     gold (``gold=None``, the task's ``gold: none``) no metric claims one.
 
@@ -51,8 +51,10 @@ def online_step(roles, tok, algo: Algorithm, reward: RewardFn, gold: RewardFn | 
     # 2 score
     t1 = time.perf_counter()
     scores = torch.tensor(reward(b.prompts, b.texts), dtype=torch.float32)
-    # an ensemble's members' disagreement on these rollouts: the gold-free over-optimisation signal
-    spread = getattr(reward, "last_spread", None)
+    # an ensemble's members' disagreement on these rollouts: the gold-free over-optimisation signal (the reward's
+    # own members, or an ensemble that only watches)
+    watched = torch.tensor(monitor(b.prompts, b.texts), dtype=torch.float32) if monitor is not None else None
+    spread = getattr(monitor if monitor is not None else reward, "last_spread", None)
     spread = torch.tensor(spread, dtype=torch.float32) if spread is not None and len(spread) == len(b.texts) else None
     gold_scores = torch.tensor(gold(b.prompts, b.texts), dtype=torch.float32) if gold is not None else None
     if cfg.missing_eos_penalty:
@@ -106,6 +108,8 @@ def online_step(roles, tok, algo: Algorithm, reward: RewardFn, gold: RewardFn | 
         metrics.update({"objective/gold": gold_all.mean().item(), "objective/rm_gold_spearman": rho})
     if spread is not None:
         metrics["objective/ensemble_std"] = gather_rows(spread).mean().item()
+    if watched is not None:
+        metrics["objective/monitor_scores"] = gather_rows(watched).mean().item()
     if kl_seq is not None:
         metrics.update({"objective/kl": kl_seq.mean().item(),
                         "objective/kl_per_token": (adv_all.kl.sum() / rm_all.sum()).item()})
