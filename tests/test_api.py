@@ -25,6 +25,7 @@ TINY = [
     ('"num_prompts": 260}', '"num_prompts": 12, "max_new_tokens": 8, "tie_threshold": 0.0, "label_noise": 0.0, '
                             '"eval_fraction": 0.25, "report_to": ["none"]}'),
     ('"prefs": str(prefs)}', '"prefs": str(prefs), "max_steps": 2, "lora_layers": 0, "report_to": ["none"]}'),
+    ('"members": 4}', '"members": 4, "max_steps": 2, "lora_layers": 0, "report_to": ["none"]}'),
     ('"precisions": ["fp32", "int4"]}', '"precisions": ["fp32", "int4"], "max_pairs": 8, "isolate": False, '
                                         '"report_to": ["none"]}'),
     ('"reward_precision": "int4"}', '"reward_precision": "int4", "max_steps": 1, "num_rollouts_per_step": 8, '
@@ -71,8 +72,9 @@ def test_docs_python_api_page_runs_as_written(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     ns: dict = {}
     exec(compile(code, str(PYTHON_API_PAGE), "exec"), ns)  # noqa: S102 - the docs' own example
-    for name in ("sft", "prefs", "rm", "table", "ppo", "ppo_len", "grpo", "dpo", "report", "study"):
+    for name in ("sft", "prefs", "rm", "rm4", "table", "ppo", "ppo_len", "grpo", "dpo", "report", "study"):
         assert Path(ns[name]).is_dir(), name
+    assert len(ns["rm_uwo"]) == 4 and len(ns["rm_uwo"].last_spread) == 1
     for name in ("sft", "prefs", "rm", "table", "ppo", "ppo_len", "grpo", "dpo", "report"):
         assert (Path(ns[name]) / "status").read_text().strip() == "finished", name
     assert (Path(ns["study"]) / "report.md").is_file()
