@@ -97,7 +97,7 @@ def main() -> None:
     print("| arm | seeds | peak gain | end gain | KL end | end gain - ref's | gold fell in |")
     print("|---|---|---|---|---|---|---|")
     for k, ss in stats.items():
-        def iv(key):
+        def iv(key, ss=ss):
             t = t_interval([s[key] for s in ss])
             return f"{t.mean:+.3f} [{t.low:+.3f}, {t.high:+.3f}]"
         d = t_interval([s["end_gain"] - r["end_gain"] for s, r in zip(ss, stats[ref])]) if k != ref else None
