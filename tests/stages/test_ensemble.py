@@ -281,3 +281,17 @@ def test_the_planner_counts_an_ensembles_memory(ens):
     assert merged == pytest.approx(3 * one)
     assert one < shared < 1.5 * one  # one base, three small adapters and heads
     assert warm < one  # one RM, its embedding shared with the policy
+
+
+def test_the_shared_base_runs_the_adapter_free_blocks_once_for_all_members(tmp_path):
+    run = reward.run(_reward_cfg(tmp_path, members=2, max_steps=2, lora_layers=1, run_name="top1"))
+    prompts, chosen, _ = _rows(tmp_path)
+    rm = load_reward_model(run, ensemble="mean")
+    assert rm.split == 1 and rm.share_trunk  # tiny has 2 blocks; LoRA in the top one
+    seqs = [rm.tokenizer(p + c)["input_ids"] for p, c in zip(prompts, chosen)]
+    shared = rm.member_scores_ids(seqs)
+    rm.share_trunk = False  # the baseline: every member runs every block
+    full = rm.member_scores_ids(seqs)
+    assert torch.allclose(shared, full, atol=1e-5)
+    merged = load_reward_model(run, ensemble="mean", layout="merged")
+    assert torch.allclose(shared, merged.member_scores_ids(seqs), atol=1e-4)

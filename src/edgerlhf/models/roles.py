@@ -37,7 +37,7 @@ from edgerlhf.models import precision as P
 from edgerlhf.models.adapters import enable_gradient_checkpointing, load_policy, lora_config
 from edgerlhf.models.generation import sample, sample_rollout
 from edgerlhf.models.loading import load_causal_lm, load_tokenizer, reload_through_disk
-from edgerlhf.models.parts import decoder_parts, position_ids
+from edgerlhf.models.parts import decoder_parts, only_blocks, position_ids
 from edgerlhf.rl.logprobs import token_logprobs
 
 __all__ = ["Forward", "Roles", "Trunk", "ValueHead", "frozen_bottom_blocks", "load_base", "no_dropout",
@@ -63,21 +63,6 @@ class Forward(NamedTuple):
     entropy: torch.Tensor | None  # (B, R)
 
 
-@contextlib.contextmanager
-def _only_blocks(body, lo: int, hi: int | None, final_norm: bool):
-    """Run the decoder stack over blocks ``[lo, hi)`` only (and without its final norm unless asked): the
-    stack's own forward still builds the causal mask and the rotary embeddings, so the blocks see exactly what
-    they see in a full pass."""
-    layers, norm = body.layers, body.norm
-    body.layers = nn.ModuleList(list(layers)[lo:hi])
-    if not final_norm:
-        body.norm = nn.Identity()
-    try:
-        yield
-    finally:
-        body.layers, body.norm = layers, norm
-
-
 def _hidden(model, ids, mask, n_prompt: int, trunk: "Trunk | None" = None) -> torch.Tensor:
     """Last hidden states at the positions that predict each response token; with ``trunk`` only the blocks
     above the cached frozen ones run, from their cached output."""
@@ -86,7 +71,7 @@ def _hidden(model, ids, mask, n_prompt: int, trunk: "Trunk | None" = None) -> to
     if trunk is None:
         h = body(input_ids=ids, **kw).last_hidden_state
     else:
-        with _only_blocks(body, trunk.split, None, final_norm=True):
+        with only_blocks(body, trunk.split, None, final_norm=True):
             h = body(inputs_embeds=trunk.hidden, **kw).last_hidden_state
     return h[:, n_prompt - 1:-1]
 
@@ -282,7 +267,7 @@ class Roles:
         if not self.split:
             return None
         body, _ = decoder_parts(self.policy)
-        with _only_blocks(body, 0, self.split, final_norm=False):
+        with only_blocks(body, 0, self.split, final_norm=False):
             out = body(input_ids=ids, attention_mask=mask, position_ids=position_ids(mask), use_cache=False)
             h = out.last_hidden_state
         return Trunk(h, self.split)

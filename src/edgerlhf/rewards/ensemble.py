@@ -12,13 +12,23 @@ fp32) and aggregated by ``rl.ensemble`` (mean, min = worst case, uwo = mean - la
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import torch
 
 from edgerlhf.models import precision as P
+from edgerlhf.models.generation import length_batches, right_pad
+from edgerlhf.models.parts import only_blocks
 from edgerlhf.models.precision import quiet_bnb
-from edgerlhf.rewards.learned import RewardModel, encode_for_rm, load_seq_cls, merged_fp32, to_precision
+from edgerlhf.rewards.learned import (
+    RewardModel,
+    encode_for_rm,
+    last_scored,
+    load_seq_cls,
+    merged_fp32,
+    to_precision,
+)
 from edgerlhf.rl.ensemble import AGGREGATIONS, aggregate, normalise, spread, weight_average
 from edgerlhf.runfolder import read_artifact_meta
 from edgerlhf.tracking.memory import release_free_memory
@@ -34,7 +44,7 @@ class EnsembleReward:
     ``member_scores_ids`` gives the raw [K, n] scores."""
 
     def __init__(self, members: list, means: list[float], stds: list[float], how: str = "mean",
-                 uwo_lambda: float = 0.5, meta: dict | None = None, switch=None):
+                 uwo_lambda: float = 0.5, meta: dict | None = None, switch=None, split: int = 0):
         self.members = members  # RewardModel each (merged), or one RewardModel K times (shared base)
         self.means, self.stds = list(means), list(stds)
         self.how, self.uwo_lambda = how, uwo_lambda
@@ -43,6 +53,10 @@ class EnsembleReward:
         self.tokenizer = members[0].tokenizer
         self.max_length = members[0].max_length
         self.last_spread: list[float] = []
+        # shared base with LoRA in the top blocks only: the blocks below carry no adapter, so they compute the same
+        # output for every member; run them once per batch (False: every member runs every block, the baseline)
+        self.split = split
+        self.share_trunk = split > 0
 
     def __len__(self) -> int:
         return len(self.members)
@@ -61,7 +75,34 @@ class EnsembleReward:
         return aggregate(z, self.how, self.uwo_lambda).tolist()
 
     def member_scores_ids(self, seqs: list[list[int]]) -> torch.Tensor:
+        """The raw scores of every member, [K, n]."""
+        if self.share_trunk and self.switch is not None:
+            return self._shared_trunk_scores(seqs)
         return torch.tensor(self._each(lambda m: m.score_ids(seqs)), dtype=torch.float32)
+
+    @torch.no_grad()
+    def _shared_trunk_scores(self, seqs: list[list[int]]) -> torch.Tensor:
+        """Shared base: per length-sorted batch, the adapter-free bottom ``split`` blocks once, then each member's
+        top blocks and head from their output. The same numbers as K full passes, to rounding (tested); measured
+        in ``bench/ensemble_serving.py``."""
+        rm = self.members[0]
+        model = rm.model
+        base = model.get_base_model()
+        body, pad = base.model, self.tokenizer.pad_token_id
+        out = torch.zeros(len(self.members), len(seqs))
+        with quiet_bnb():
+            for idx in length_batches([len(x) for x in seqs], rm.batch_size, rm.tokens_per_batch):
+                ids, mask = right_pad([seqs[j] for j in idx], pad)
+                ids, mask = ids.to(rm.device), mask.to(rm.device)
+                last = torch.tensor([last_scored(seqs[j], pad) for j in idx], device=rm.device)
+                with only_blocks(body, 0, self.split, final_norm=False):
+                    trunk = body(input_ids=ids, attention_mask=mask, use_cache=False).last_hidden_state
+                for i in range(len(self.members)):
+                    self.switch(i)
+                    with only_blocks(body, self.split, None, final_norm=True):
+                        h = body(inputs_embeds=trunk, attention_mask=mask, use_cache=False).last_hidden_state
+                    out[i, idx] = base.score(h[torch.arange(len(idx), device=rm.device), last]).float()[:, 0].cpu()
+        return out
 
     def member_score_pairs(self, chosen, rejected) -> torch.Tensor:
         """The raw scores of every member, [K, 2n]: the n chosen, then the n rejected."""
@@ -147,7 +188,21 @@ def load_shared(art: Path, meta: dict, precision: str = "fp32", *, device="cpu",
     full = {**meta, **_info(precision, device, info["backend"] + " + LoRA adapters (fp32)", "shared", how, len(names)),
             "high_precision_modules": info["high_precision_modules"] + ["lora"]}
     return EnsembleReward([rm] * len(names), [m["norm_mean"] for m in meta["members"]],
-                          [m["norm_std"] for m in meta["members"]], how, uwo_lambda, full, switch)
+                          [m["norm_std"] for m in meta["members"]], how, uwo_lambda, full, switch,
+                          split=_adapter_free_blocks(dirs, base))
+
+
+def _adapter_free_blocks(dirs: list[Path], model) -> int:
+    """How many bottom blocks no member's LoRA touches (0: some member adapts them all, or the model has no block
+    stack to split)."""
+    firsts = []
+    for d in dirs:
+        layers = json.loads((Path(d) / "adapter_config.json").read_text()).get("layers_to_transform")
+        if not layers:
+            return 0
+        firsts.append(min(layers))
+    body = getattr(model, "model", None)
+    return min(firsts) if hasattr(body, "layers") and hasattr(body, "norm") else 0
 
 
 def load_merged(art: Path, meta: dict, precision: str = "fp32", *, device="cpu", batch_size: int = 32,

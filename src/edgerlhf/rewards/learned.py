@@ -66,7 +66,7 @@ def rewards_of(model, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return model(input_ids=ids, attention_mask=mask).logits[:, 0].float()
 
 
-def _last_scored(seq: list[int], pad_id: int) -> int:
+def last_scored(seq: list[int], pad_id: int) -> int:
     """The position whose score the head reports: transformers' sequence-classification models pool the last
     token that is not the pad id (so with pad = EOS a trailing EOS is not it)."""
     for j in range(len(seq) - 1, -1, -1):
@@ -92,7 +92,7 @@ def group_rewards(model, groups: list[list[list[int]]], pad_id: int, device=None
     every scored token is in a continuation. None when a group shares no token (score its members apart)."""
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     body, head = base.model, base.score
-    last = [_last_scored(s, pad_id) for g in groups for s in g]
+    last = [last_scored(s, pad_id) for g in groups for s in g]
     cut, i = [], 0
     for g in groups:
         cut.append(min(min(common_prefix(g[0], s) for s in g), *last[i:i + len(g)]))
