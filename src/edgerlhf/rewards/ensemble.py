@@ -33,8 +33,6 @@ from edgerlhf.rl.ensemble import AGGREGATIONS, aggregate, normalise, spread, wei
 from edgerlhf.runfolder import read_artifact_meta
 from edgerlhf.tracking.memory import release_free_memory
 
-LAYOUTS = ("shared", "merged")
-
 
 class EnsembleReward:
     """``rm(prompts, responses) -> list[float]``: the K members' scores, each normalised on its training pairs, then
@@ -131,10 +129,8 @@ class EnsembleReward:
         return self._combine(self.member_scores_ids(seqs))
 
     def score_pairs(self, chosen, rejected) -> tuple[list[float], list[float]]:
-        got = self._each(lambda m: m.score_pairs(chosen, rejected))
-        n = len(chosen)
-        out = self._combine(torch.tensor([c + r for c, r in got], dtype=torch.float32))
-        return out[:n], out[n:]
+        out = self._combine(self.member_score_pairs(chosen, rejected))
+        return out[:len(chosen)], out[len(chosen):]
 
     def score_groups(self, groups) -> list[list[float]]:
         got = self._each(lambda m: [s for g in m.score_groups(groups) for s in g])
