@@ -52,7 +52,8 @@ def check_precisions(names, key: str = "precisions") -> list[str]:
 
 # -- reward-model ensembles -----------------------------------------------------------------------------------
 
-ENSEMBLE_WAYS = ("auto", "mean", "min", "uwo", "warm")  # and member-N
+SERVING_WAYS = ("mean", "min", "uwo", "warm")  # how an ensemble gives one score (rl.ensemble: the first three)
+ENSEMBLE_WAYS = ("auto", *SERVING_WAYS)  # and member-N
 ENSEMBLE_LAYOUTS = ("shared", "merged")
 _BACKEND_PACKAGES = {"bnb": "bitsandbytes", "torchao": "torchao"}
 
@@ -128,7 +129,7 @@ def check_ensemble_arms(arms, path: str) -> list[str]:
             check_precision(prec)
         except ValueError as e:
             errs.append(f"ensemble_arms: {a!r}: {e}")
-        ok = who in ("mean", "min", "uwo", "warm") or (who[:1] == "m" and who[1:].isdigit() and int(who[1:]) < k)
+        ok = who in SERVING_WAYS or (who[:1] == "m" and who[1:].isdigit() and int(who[1:]) < k)
         if not ok:
             errs.append(f"ensemble_arms: {a!r}: after the precision use m0..m{k - 1}, mean, min, uwo or warm "
                         "(e.g. int4/uwo)")

@@ -23,6 +23,7 @@ from pathlib import Path
 
 from edgerlhf import registry
 from edgerlhf.config import from_dict, to_dict
+from edgerlhf.config.refs import SERVING_WAYS
 from edgerlhf.data.taskfile import load_task
 from edgerlhf.distributed import require_one_process
 from edgerlhf.models.loading import resolve_device
@@ -172,7 +173,6 @@ class Arm:
 
 
 ENSEMBLE_SEP = "~"
-ENSEMBLE_WAYS = ("mean", "min", "uwo", "warm")
 
 
 def _slug(precision: str) -> str:
@@ -202,10 +202,10 @@ def parse_arms(algorithms: list[str] | str | None, precisions: list[str]) -> lis
             continue
         named = [x.strip() for x in precs.split("+")] if precs else []
         ways = {x: x.partition(ENSEMBLE_SEP)[2] for x in named if ENSEMBLE_SEP in x}
-        bad = [x for x, w in ways.items() if w not in ENSEMBLE_WAYS]
+        bad = [x for x, w in ways.items() if w not in SERVING_WAYS]
         if bad:
             errs.append(f"{item!r}: {', '.join(bad)}: after {ENSEMBLE_SEP} name how the RM ensemble serves: "
-                        f"{', '.join(ENSEMBLE_WAYS)} (e.g. ppo@int4~uwo)")
+                        f"{', '.join(SERVING_WAYS)} (e.g. ppo@int4~uwo)")
             continue
         try:
             plain = [x.partition(ENSEMBLE_SEP)[0] for x in named if x != NULL]
