@@ -144,6 +144,9 @@ def main(argv: list[str] | None = None) -> int:
                    "Ollama Modelfile beside it (OUT.Modelfile)")
     p.add_argument("--no-check", action="store_true", help="--gguf: skip reloading the file to measure it against "
                    "the policy")
+    p.add_argument("--system", default=None, metavar="TEXT",
+                   help="the system message the export carries (default: the one the policy was trained with, "
+                   "recorded in its run)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     for name, text in (("generate", "sample a response from a policy"), ("chat", "chat with a policy (empty line or "
                                                                                  "Ctrl-D ends)")):
@@ -202,10 +205,10 @@ def main(argv: list[str] | None = None) -> int:
             if not (args.merge or args.gguf):
                 parser.error("export needs --merge OUT (a Hugging Face folder) or --gguf TYPE OUT.gguf (or both)")
             if args.merge:
-                export_policy(args.policy_dir, args.merge)
+                export_policy(args.policy_dir, args.merge, system=args.system)
             if args.gguf:
                 export_gguf(args.policy_dir, args.gguf[0], args.gguf[1], check=not args.no_check,
-                            progress=not args.no_progress)
+                            progress=not args.no_progress, system=args.system)
             return 0
         if args.command in ("generate", "chat"):
             return _talk(args)

@@ -4,6 +4,7 @@ the golden check: the default base model exported unchanged reproduces the offic
 
 import copy
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -19,6 +20,7 @@ from edgerlhf.models.gguf_export import (
     permute_qk,
     pre_tokenizer,
     quantised_in_torch,
+    set_default_system,
     tensor_type,
     write_gguf,
 )
@@ -191,3 +193,54 @@ def test_export_result_is_json_ready(trained_tiny, tmp_path):
     assert res["tensor_bytes"] == expected_tensor_bytes(gguf_shapes(trained_tiny[1]), "q4_0")
     assert res["tensor_bytes"] < res["file_bytes"] < res["tensor_bytes"] + 3 * 2**20
     assert GGUF_TYPES == ("f16", "q8_0", "q4_0", "q4_1")
+
+
+def test_the_training_system_prompt_becomes_the_templates_default_and_the_modelfiles():
+    """A policy trained with a system message of the task's is exported asking what training asked: the chat
+    template inserts it when a chat has none (as SmolLM's template inserts its own), and the Modelfile says it."""
+    tok = copy.deepcopy(load_tokenizer("tiny"))
+    original = tok.chat_template
+    assert set_default_system(tok, "You write short, honest reviews.")
+    assert chat_pieces(tok).default_system == "You write short, honest reviews."
+    text = tok.apply_chat_template([{"role": "user", "content": "Hi"}], tokenize=False, add_generation_prompt=True)
+    assert text == ("<|im_start|>system\nYou write short, honest reviews.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n"
+                    "<|im_start|>assistant\n")
+    assert 'SYSTEM """You write short, honest reviews."""' in ollama_modelfile(tok, "p.gguf")
+    # text that would break the Jinja string is not written into it: the template is left as it was
+    tok2 = copy.deepcopy(load_tokenizer("tiny"))
+    assert not set_default_system(tok2, "Say 'hi' {{ now }}") and tok2.chat_template == original
+    assert 'SYSTEM """Say \'hi\' {{ now }}"""' in ollama_modelfile(tok2, "p.gguf", system="Say 'hi' {{ now }}")
+
+
+def test_export_carries_the_system_prompt_into_the_file_the_folder_and_the_model_card(trained_tiny, tmp_path, capsys):
+    import gguf
+    from transformers import AutoTokenizer
+
+    from edgerlhf.models.export import export_gguf, export_policy
+    from edgerlhf.models.gguf_export import SYSTEM_KEY
+
+    run = tmp_path / "sft"
+    shutil.copytree(trained_tiny[0], run)
+    meta_file = run / "adapter" / "edgerlhf.json"
+    meta = json.loads(meta_file.read_text())
+    meta_file.write_text(json.dumps({**meta, "system_prompt": "You write short, honest reviews."}))
+    out = export_gguf(run, "q8_0", tmp_path / "p.gguf", check=False, progress=False)
+    r = gguf.GGUFReader(out["gguf"])
+    assert r.fields[SYSTEM_KEY].contents() == "You write short, honest reviews."
+    assert "You write short, honest reviews." in r.fields["tokenizer.chat_template"].contents()
+    assert "named SmolLM" not in r.fields["tokenizer.chat_template"].contents()
+    assert 'SYSTEM """You write short, honest reviews."""' in (tmp_path / "p.Modelfile").read_text()
+    folder = export_policy(run, tmp_path / "merged")
+    tok = AutoTokenizer.from_pretrained(folder)
+    assert "You write short, honest reviews." in tok.apply_chat_template([{"role": "user", "content": "Hi"}],
+                                                                        tokenize=False, add_generation_prompt=True)
+    card = (folder / "README.md").read_text()
+    assert "You write short, honest reviews." in card and "| stage | sft |" in card
+    # --system overrides what the run recorded
+    export_gguf(run, "q8_0", tmp_path / "o.gguf", check=False, progress=False, system="Be brief.")
+    assert 'SYSTEM """Be brief."""' in (tmp_path / "o.Modelfile").read_text()
+    # a run from before the system prompt was recorded: the default is kept, and the output says how to set it
+    capsys.readouterr()
+    export_gguf(trained_tiny[0], "q8_0", tmp_path / "old.gguf", check=False, progress=False)
+    assert "records no system prompt" in capsys.readouterr().out
+    assert 'SYSTEM """You are a helpful AI assistant named SmolLM' in (tmp_path / "old.Modelfile").read_text()

@@ -42,6 +42,7 @@ def test_dpo_learns_the_pairs_and_only_the_top_adapter_trains(tmp_path, tiny_sft
     assert changed and all(".layers.1." in k for k in changed)  # lora_layers=1: the top block of 2 only
     meta = json.loads((run / "adapter" / "edgerlhf.json").read_text())
     assert meta["stage"] == "dpo" and meta["sft"] == "sft" and (run / "adapter" / "sft").is_dir()
+    assert "system_prompt" in meta  # the system message its pairs' prompts share ("" for none), for the export
 
 
 def test_a_fresh_adapter_is_its_reference_so_the_before_metrics_need_no_pass(tmp_path, tiny_sft):

@@ -10,6 +10,7 @@ import torch
 from safetensors.torch import load_file
 
 from edgerlhf.config import ConfigError, GRPOConfig, PPOConfig, RLOOConfig, load_config
+from edgerlhf.data import SYSTEM_PROMPT
 from edgerlhf.models.roles import Roles
 from edgerlhf.rl.algorithms import make_algorithm
 from edgerlhf.stages import online
@@ -503,6 +504,8 @@ def test_random_reward_control_arm_trains_on_a_fixed_seed_random_score(tmp_path,
     run = online.run(_cfg(tmp_path, "grpo", reward="random", max_steps=2, seed=5))
     s = json.loads((run / "summary.json").read_text())
     assert s["reward"] == "random" and s["reward_precision"] == "null"
+    # the built-in task's prompts all open with its system message: the artifact records it for the export
+    assert read_artifact_meta(run / "adapter")["system_prompt"] == SYSTEM_PROMPT
     assert read_artifact_meta(run / "adapter")["reward_precision"] == "null"
     assert [c[:2] for c in calls] == [(5, 8), (5, 8)]  # every rollout of both steps, with the run's seed
     rows = _metrics(run)

@@ -35,6 +35,7 @@ def test_sft_changes_only_lora_and_lowers_loss(tmp_path, sft_file):
 
     # the base weights are untouched: reloading base+adapter with merge=False shows the same base
     policy, _, meta = load_policy(run, merge=False)
+    assert meta["system_prompt"] == ""  # its prompts have no system message: recorded for the export
     base = load_causal_lm("tiny", seed=meta["seed"])
     base_sd = base.state_dict()
     for name, p in policy.get_base_model().state_dict().items():

@@ -42,6 +42,14 @@ def completion_text(tok, prompt: Prompt, completion: Prompt, use_chat_template: 
     return response_str(completion) + (tok.eos_token or "")
 
 
+def shared_system(prompts) -> str | None:
+    """The system message a policy was trained with, for its export: the one every prompt opens with, ``""`` when
+    no prompt has one (string prompts included), ``None`` when they differ (no single one to carry)."""
+    seen = {p[0]["content"] if not isinstance(p, str) and p and p[0].get("role") == "system" else ""
+            for p in prompts}
+    return seen.pop() if len(seen) == 1 else (None if seen else "")
+
+
 def response_str(completion: Prompt) -> str:
     """The plain answer text (what the gold scorer reads)."""
     return completion if isinstance(completion, str) else "".join(m["content"] for m in completion)

@@ -4,11 +4,13 @@ with an Ollama Modelfile beside it."""
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
 import torch
 
+from edgerlhf.data.formatting import prompt_text
 from edgerlhf.models.adapters import load_policy
 from edgerlhf.models.gguf_export import (
     ExportSizes,
@@ -17,6 +19,7 @@ from edgerlhf.models.gguf_export import (
     expected_tensor_bytes,
     gguf_shapes,
     ollama_modelfile,
+    set_default_system,
     write_gguf,
 )
 from edgerlhf.models.loading import load_causal_lm, load_tokenizer
@@ -52,17 +55,77 @@ def load_for_export(src: str | Path):
     return load_causal_lm(str(src)), load_tokenizer(str(src)), {"stage": "base", "base_model": str(src)}
 
 
-def export_policy(policy: str | Path, out: str | Path) -> Path:
+def carry_system(tok, meta: dict, system: str | None = None) -> str | None:
+    """The system message an export carries: ``system`` when given, else the one the policy was trained with (its
+    artifact's ``system_prompt``: ``""`` for none, so the template's own default, which training saw). Where the
+    chat template inserts a default system message, it is made this one (:func:`set_default_system`), so the GGUF
+    file's and the merged folder's template ask what training asked; the Modelfile's SYSTEM line carries it too."""
+    if system is None:
+        if "system_prompt" not in meta:
+            if meta.get("stage") not in (None, "base", "merged"):
+                print("[export] note: this run records no system prompt (trained before EdgeRLHF recorded it); the "
+                      "export keeps the chat template's default. Pass --system TEXT (API: system=) with the one "
+                      "its prompts had")
+            return None
+        system = meta["system_prompt"]
+        if system is None:
+            print("[export] note: the policy's training prompts have different system messages, so none is carried; "
+                  "pass --system TEXT (API: system=) to set one")
+            return None
+    if system and bool(meta.get("use_chat_template", True)) and tok.chat_template is not None:
+        where = "as the chat template's default system message and " if set_default_system(tok, system) else ""
+        print(f"[export] system prompt it was trained with, carried {where}in the Modelfile: {system!r}")
+    return system
+
+
+def _summary(policy: str | Path) -> dict:
+    """The training run's summary (its measured numbers), when ``policy`` is a run folder or its artifact."""
+    try:
+        run = find_artifact(Path(policy).expanduser()).parent
+    except FileNotFoundError:
+        return {}
+    f = run / "summary.json"
+    return json.loads(f.read_text()) if f.is_file() else {}
+
+
+def model_card(meta: dict, system: str | None, prompt_example: str, summary: dict) -> str:
+    """The merged folder's README.md: what the policy is, how it was trained, the prompt format it was trained
+    with, and what training measured."""
+    keys = ("stage", "algorithm", "base_model", "seed", "reward", "reward_precision", "ensemble", "beta")
+    rows = [f"| {k} | {meta[k]} |" for k in keys if meta.get(k) not in (None, "")]
+    measured = [f"| {k} | {v:+.4g} |" for k, v in summary.items()
+                if isinstance(v, float) and k.split("/")[0] in ("objective", "eval", "before") and
+                any(w in k for w in ("gold", "kl", "accuracy", "score", "win"))]
+    lines = ["---", "library_name: transformers", "tags: [edgerlhf, rlhf]", "---", "",
+             f"# {Path(str(meta.get('base_model', 'model'))).name}, aligned with EdgeRLHF", "",
+             "Merged weights (the LoRA adapters folded in): load with `AutoModelForCausalLM.from_pretrained` on "
+             "this folder; no EdgeRLHF needed.", "", "## Training", "", "| setting | value |", "|---|---|", *rows, "",
+             "## Prompt format", ""]
+    if system:
+        lines += [f"Trained with the system message `{system}`; the chat template in this folder inserts it when a "
+                  "conversation has none of its own.", ""]
+    lines += ["A user message is formatted as (what the policy saw in training):", "", "```text", prompt_example,
+              "```", ""]
+    if measured:
+        lines += ["## Measured in training", "", "| metric | value |", "|---|---|", *measured, ""]
+    return "\n".join(lines)
+
+
+def export_policy(policy: str | Path, out: str | Path, *, system: str | None = None) -> Path:
     out = Path(out)
     if out.exists() and any(out.iterdir()):
         raise FileExistsError(f"{out} exists and is not empty; choose another folder (nothing was overwritten)")
     model, tok, meta = load_for_export(policy)
+    system = carry_system(tok, meta, system)
+    chat = bool(meta.get("use_chat_template", True))
+    example = prompt_text(tok, [{"role": "user", "content": "<your message>"}], chat)
 
     def fill(tmp: Path):
         model.save_pretrained(tmp, safe_serialization=True)
         tok.save_pretrained(tmp)
         if getattr(model, "generation_config", None) is not None:
             model.generation_config.save_pretrained(tmp)
+        (tmp / "README.md").write_text(model_card(meta, system, example, _summary(policy)))
 
     atomic_write_dir(out, fill)
     print(f"[export] {policy} ({meta.get('stage')}) -> {out}: merged weights, tokenizer and chat template; load it "
@@ -71,7 +134,8 @@ def export_policy(policy: str | Path, out: str | Path) -> Path:
     return out
 
 
-def export_gguf(policy: str | Path, kind: str, out: str | Path, *, check: bool = True, progress: bool = True) -> dict:
+def export_gguf(policy: str | Path, kind: str, out: str | Path, *, check: bool = True, progress: bool = True,
+                system: str | None = None) -> dict:
     """Write ``policy`` (LoRA merged) as a GGUF file of ``kind`` and an Ollama Modelfile beside it
     (``<name>.Modelfile``); with ``check``, reload the file with transformers and measure it against the policy
     (:func:`~edgerlhf.models.gguf_export.check_gguf`). Returns what it measured."""
@@ -83,9 +147,10 @@ def export_gguf(policy: str | Path, kind: str, out: str | Path, *, check: bool =
             raise FileExistsError(f"{f} exists; choose another file name (nothing was overwritten)")
     model, tok, meta = load_for_export(policy)
     chat = bool(meta.get("use_chat_template", True)) and tok.chat_template is not None
+    system = carry_system(tok, meta, system) if chat else None
     name = f"{Path(str(meta.get('base_model', 'model'))).name} EdgeRLHF {meta.get('stage', 'policy')}"
-    write_gguf(model, tok, out, kind, name=name, chat_template=chat, progress=progress)
-    atomic_write_text(modelfile, ollama_modelfile(tok, out.name, chat_template=chat))
+    write_gguf(model, tok, out, kind, name=name, chat_template=chat, progress=progress, system=system)
+    atomic_write_text(modelfile, ollama_modelfile(tok, out.name, chat_template=chat, system=system))
     tensor_bytes = expected_tensor_bytes(gguf_shapes(model), kind)
     sizes = ExportSizes(os.path.getsize(out), tensor_bytes)
     result = {"gguf": str(out), "modelfile": str(modelfile), "type": kind, "file_bytes": sizes.file_bytes,

@@ -30,6 +30,8 @@ GGUF_TYPES = ("f16", "q8_0", "q4_0", "q4_1")
 # architectures this writer knows, HF class -> GGUF architecture. llama covers SmolLM / SmolLM2, TinyLlama,
 # Llama 2 and Llama 3 without rope scaling.
 ARCHITECTURES = {"LlamaForCausalLM": "llama"}
+# GGUF metadata key holding the system message the policy was trained with
+SYSTEM_KEY = "edgerlhf.system_prompt"
 
 # llama.cpp names the BPE pre-tokenizer by the SHA-256 of the token ids of this text (its convert_hf_to_gguf.py,
 # get_vocab_base_pre); the table holds the llama-architecture tokenizers' names from there.
@@ -190,6 +192,34 @@ def chat_pieces(tok) -> ChatPieces:
     return pieces
 
 
+# characters that would end or open something in a Jinja string literal: a system prompt holding one is not written
+# into the template (the Modelfile's SYSTEM line and the file's metadata still carry it)
+_UNSAFE_IN_TEMPLATE = set("'\"{}%#\\\n")
+
+
+def set_default_system(tok, system: str) -> bool:
+    """Make ``system`` the chat template's default system message, the one it inserts when a conversation has none,
+    so that a chat with no system message of its own (``ollama run``, llama.cpp's chat, a plain ``generate``) is
+    formatted as the policy was trained. Changes ``tok.chat_template`` in place; returns False, changing nothing,
+    when the template has no default of its own to replace or ``system`` cannot be written into it safely."""
+    try:
+        p = chat_pieces(tok)
+    except GGUFExportError:
+        return False
+    old = tok.chat_template
+    if (not p.default_system or old.count(p.default_system) != 1 or not system
+            or _UNSAFE_IN_TEMPLATE & set(system)):
+        return p.default_system == system and bool(system)
+    tok.chat_template = old.replace(p.default_system, system)
+    try:
+        ok = chat_pieces(tok).default_system == system
+    except GGUFExportError:
+        ok = False
+    if not ok:
+        tok.chat_template = old
+    return ok
+
+
 def _render_pieces(p: ChatPieces, msgs) -> str:
     out = ""
     if msgs[0]["role"] != "system" and p.default_system:
@@ -206,10 +236,11 @@ def _go(s: str) -> str:
     return s.replace("{{", '{{ "{{" }}')
 
 
-def ollama_modelfile(tok, gguf_file: str, chat_template: bool = True) -> str:
+def ollama_modelfile(tok, gguf_file: str, chat_template: bool = True, system: str | None = None) -> str:
     """An Ollama Modelfile for the exported file: FROM, a Go TEMPLATE equivalent to the chat template (or the raw
-    prompt for a policy trained without one), the template's default system message, and stop tokens (the end of an
-    assistant turn and the end-of-sequence token)."""
+    prompt for a policy trained without one), the system message the policy was trained with (``system``; empty or
+    None: the template's own default, which is what a prompt without a system message was trained with), and stop
+    tokens (the end of an assistant turn and the end-of-sequence token)."""
     lines = [f"# Ollama: ollama create my-policy -f {Path(gguf_file).stem}.Modelfile && ollama run my-policy",
              f"FROM ./{Path(gguf_file).name}"]
     stops = []
@@ -224,8 +255,8 @@ def ollama_modelfile(tok, gguf_file: str, chat_template: bool = True) -> str:
                                                                ("assistant", p.assistant_prefix, p.assistant_suffix))))
         tmpl = "{{ range .Messages }}" + turns + "{{ end }}{{ end }}" + _go(p.assistant_prefix)
         lines.append(f'TEMPLATE """{tmpl}"""')
-        if p.default_system:
-            lines.append(f'SYSTEM """{p.default_system}"""')
+        if system or p.default_system:
+            lines.append(f'SYSTEM """{system or p.default_system}"""')
         if p.assistant_suffix.strip():
             stops.append(p.assistant_suffix.strip())
     else:
@@ -236,7 +267,8 @@ def ollama_modelfile(tok, gguf_file: str, chat_template: bool = True) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _metadata(writer, model, tok, kind: str, name: str, chat_template: bool, tmp_tok: Path) -> None:
+def _metadata(writer, model, tok, kind: str, name: str, chat_template: bool, tmp_tok: Path,
+              system: str | None = None) -> None:
     import gguf  # noqa: PLC0415 - gguf loads only where a GGUF file is written, sized or checked
 
     c = model.config
@@ -266,6 +298,8 @@ def _metadata(writer, model, tok, kind: str, name: str, chat_template: bool, tmp
         writer.add_key_length(head_dim)
         writer.add_value_length(head_dim)
     writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
+    if system:  # the system message the policy was trained with (llama.cpp ignores keys it does not know)
+        writer.add_string(SYSTEM_KEY, system)
 
     # tokenizer: byte-level BPE ("gpt2" in GGUF), token types as llama.cpp's converter sets them
     backend = json.loads(tok.backend_tokenizer.to_str()) if getattr(tok, "backend_tokenizer", None) else {}
@@ -343,7 +377,7 @@ def quantised_in_torch(model, kind: str):
 
 
 def write_gguf(model, tok, out: str | Path, kind: str, *, name: str = "", chat_template: bool = True,
-               progress: bool = True) -> Path:
+               progress: bool = True, system: str | None = None) -> Path:
     """Write ``model`` (a merged Hugging Face causal LM) and ``tok`` as one GGUF file of ``kind`` (f16, q8_0,
     q4_0, q4_1), atomically: a temporary file beside ``out``, renamed when complete."""
     import gguf  # noqa: PLC0415 - gguf loads only where a GGUF file is written, sized or checked
@@ -366,7 +400,7 @@ def write_gguf(model, tok, out: str | Path, kind: str, *, name: str = "", chat_t
     try:
         tok.save_pretrained(tok_dir)
         writer = gguf.GGUFWriter(tmp, ARCHITECTURES[cls])
-        _metadata(writer, model, tok, kind, name or "EdgeRLHF policy", chat_template, tok_dir)
+        _metadata(writer, model, tok, kind, name or "EdgeRLHF policy", chat_template, tok_dir, system)
         n = len(gguf_shapes(model))
         for tname, data, qtype in tqdm(gguf_tensors(model, kind), total=n, desc=f"[export] {kind} tensors",
                                        disable=not progress, leave=False):

@@ -20,7 +20,7 @@ import torch
 from tqdm.auto import tqdm
 
 from edgerlhf.config import DPOConfig
-from edgerlhf.data.formatting import encode_pair
+from edgerlhf.data.formatting import encode_pair, shared_system
 from edgerlhf.data.pairs import load_pairs
 from edgerlhf.distributed import gather_rows, world
 from edgerlhf.models.adapters import count_params, enable_gradient_checkpointing, fill_policy_artifact, lora_config
@@ -162,6 +162,7 @@ def _train(ctx: Context, data) -> dict:
         fill_policy_artifact(tmp, model, tok, stage="dpo", seed=cfg.seed, model_name=cfg.model, sft_policy=cfg.policy,
                              base_precision="fp32", algorithm="dpo", beta=cfg.beta, loss_type=cfg.loss_type,
                              use_chat_template=cfg.chat_template,
+                             system_prompt=shared_system([r["prompt"] for r in train]),
                              prefs=str(Path(cfg.prefs).resolve()) if Path(cfg.prefs).is_dir() else cfg.prefs)
 
     artifact = main_write_dir(run_dir.path / "adapter", fill)

@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 
 from edgerlhf.config import SFTConfig
-from edgerlhf.data.formatting import encode_pair, last_message
+from edgerlhf.data.formatting import encode_pair, last_message, shared_system
 from edgerlhf.data.loaders import DataError, load_preference_rows, load_sft_rows
 from edgerlhf.data.task import build_task
 from edgerlhf.data.taskfile import held_out_prompts
@@ -107,12 +107,12 @@ def _prepare(setup: Setup):
     train_rows, held_rows, skipped = load_rows(cfg, tok)
     encoded = _encode(tok, train_rows, cfg.max_length, cfg.dataset)
     held_enc = _encode(tok, held_rows, cfg.max_length, cfg.eval_dataset or cfg.dataset)
-    return tok, held_rows, skipped, encoded, held_enc
+    return tok, held_rows, skipped, encoded, held_enc, shared_system([r["prompt"] for r in train_rows])
 
 
 def _train(ctx: Context, data) -> dict:
     cfg, device, dtype, run_dir, mem = ctx.cfg, ctx.device, ctx.dtype, ctx.run_dir, ctx.mem
-    tok, held_rows, skipped, encoded, held_enc = data
+    tok, held_rows, skipped, encoded, held_enc, system = data
     total_steps = total_steps_for(cfg, len(encoded))
     model = load_causal_lm(cfg.model, dtype=dtype, device=device, seed=cfg.seed)
     model.config.use_cache = False
@@ -170,7 +170,7 @@ def _train(ctx: Context, data) -> dict:
         model.save_pretrained(tmp, safe_serialization=True)
         tok.save_pretrained(tmp)
         write_artifact_meta(tmp, stage="sft", kind=kind, base_model=cfg.model, seed=cfg.seed,
-                            use_chat_template=cfg.chat_template)
+                            use_chat_template=cfg.chat_template, system_prompt=system)
 
     artifact = main_write_dir(run_dir.path / ("adapter" if cfg.lora else "model"), fill)
     stats = {

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from safetensors.torch import save_file
 
+from edgerlhf.data.formatting import shared_system
 from edgerlhf.data.taskfile import held_out_prompts
 from edgerlhf.models.adapters import fill_policy_artifact
 from edgerlhf.rewards.gold import gold_eval as run_gold_eval
@@ -40,7 +41,8 @@ def _write_artifact(s: Session) -> Path:
         # the SFT adapter travels with the policy adapter: the artifact is self-contained
         fill_policy_artifact(tmp, s.roles.policy, s.tok, stage=cfg.stage, seed=cfg.seed, model_name=cfg.model,
                              sft_policy=cfg.policy, base_precision=cfg.base_precision, algorithm=s.algo.name,
-                             use_chat_template=cfg.chat_template, **s.inputs.reward_info)
+                             use_chat_template=cfg.chat_template, system_prompt=shared_system(s.inputs.prompts),
+                             **s.inputs.reward_info)
         if s.roles.value_head is not None:
             save_file({k: v.detach().cpu().contiguous() for k, v in s.roles.value_head.state_dict().items()},
                       str(tmp / "value_head.safetensors"))
