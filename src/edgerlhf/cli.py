@@ -140,8 +140,12 @@ def main(argv: list[str] | None = None) -> int:
                    "a base model name (default, tiny) to export the base unchanged")
     p.add_argument("--merge", metavar="OUT", help="output folder: a plain Hugging Face model (safetensors)")
     p.add_argument("--gguf", nargs=2, metavar=("TYPE", "OUT.gguf"),
-                   help="one GGUF file for llama.cpp / Ollama / LM Studio, TYPE f16 | q8_0 | q4_0 | q4_1, with an "
-                   "Ollama Modelfile beside it (OUT.Modelfile)")
+                   help="one GGUF file for llama.cpp / Ollama / LM Studio, TYPE f16 | q8_0 | q4_0 | q4_1 | q4_mixed "
+                   "(q4_1 with the most sensitive tensor kinds at q8_0), with an Ollama Modelfile beside it "
+                   "(OUT.Modelfile)")
+    p.add_argument("--mixed-keep", type=int, default=2, metavar="N",
+                   help="q4_mixed: how many tensor kinds (attn_q, ffn_down, ...) to keep at q8_0, the ones the policy "
+                   "is most sensitive to, measured before writing (default 2)")
     p.add_argument("--no-check", action="store_true", help="--gguf: skip reloading the file to measure it against "
                    "the policy")
     p.add_argument("--system", default=None, metavar="TEXT",
@@ -208,7 +212,7 @@ def main(argv: list[str] | None = None) -> int:
                 export_policy(args.policy_dir, args.merge, system=args.system)
             if args.gguf:
                 export_gguf(args.policy_dir, args.gguf[0], args.gguf[1], check=not args.no_check,
-                            progress=not args.no_progress, system=args.system)
+                            progress=not args.no_progress, system=args.system, mixed_keep=args.mixed_keep)
             return 0
         if args.command in ("generate", "chat"):
             return _talk(args)

@@ -14,6 +14,7 @@ from edgerlhf.models.gguf_export import (
     GGUF_TYPES,
     GGUFExportError,
     chat_pieces,
+    choose_kept,
     expected_tensor_bytes,
     gguf_shapes,
     ollama_modelfile,
@@ -21,6 +22,7 @@ from edgerlhf.models.gguf_export import (
     pre_tokenizer,
     quantised_in_torch,
     set_default_system,
+    tensor_kind,
     tensor_type,
     write_gguf,
 )
@@ -192,7 +194,7 @@ def test_export_result_is_json_ready(trained_tiny, tmp_path):
     assert res["file_bytes"] == (tmp_path / "p.gguf").stat().st_size
     assert res["tensor_bytes"] == expected_tensor_bytes(gguf_shapes(trained_tiny[1]), "q4_0")
     assert res["tensor_bytes"] < res["file_bytes"] < res["tensor_bytes"] + 3 * 2**20
-    assert GGUF_TYPES == ("f16", "q8_0", "q4_0", "q4_1")
+    assert GGUF_TYPES == ("f16", "q8_0", "q4_0", "q4_1", "q4_mixed")
 
 
 def test_the_training_system_prompt_becomes_the_templates_default_and_the_modelfiles():
@@ -244,3 +246,63 @@ def test_export_carries_the_system_prompt_into_the_file_the_folder_and_the_model
     export_gguf(trained_tiny[0], "q8_0", tmp_path / "old.gguf", check=False, progress=False)
     assert "records no system prompt" in capsys.readouterr().out
     assert 'SYSTEM """You are a helpful AI assistant named SmolLM' in (tmp_path / "old.Modelfile").read_text()
+
+
+def test_tensor_kinds_and_the_mixed_types_by_hand():
+    import gguf
+
+    Q = gguf.GGMLQuantizationType
+    assert tensor_kind("blk.3.ffn_down.weight") == "ffn_down" and tensor_kind("token_embd.weight") == "token_embd"
+    keep = {"ffn_down": "q8_0", "attn_v": "f16"}
+    assert tensor_type("blk.0.ffn_down.weight", (64, 64), "q4_mixed", keep) == Q.Q8_0
+    assert tensor_type("blk.0.attn_v.weight", (64, 64), "q4_mixed", keep) == Q.F16
+    assert tensor_type("blk.0.attn_q.weight", (64, 64), "q4_mixed", keep) == Q.Q4_1
+    assert tensor_type("token_embd.weight", (64, 64), "q4_mixed", keep) == Q.Q8_0  # as in every 4-bit file
+    assert tensor_type("blk.0.attn_norm.weight", (64,), "q4_mixed", keep) == Q.F32
+    shapes = {"blk.0.ffn_down.weight": (64, 64), "blk.0.attn_q.weight": (64, 64)}
+    assert expected_tensor_bytes(shapes, "q4_mixed", {"ffn_down": "q8_0"}) == 64 * 64 // 32 * (34 + 20)
+    assert choose_kept({"attn_q": 0.01, "ffn_down": 0.05, "attn_k": 0.05}, 2) == {"attn_k": "q8_0", "ffn_down": "q8_0"}
+    assert choose_kept({"attn_q": 0.01}, 0) == {}
+    with pytest.raises(GGUFExportError, match="0 or more"):
+        choose_kept({}, -1)
+
+
+def test_a_mixed_file_holds_the_types_its_metadata_names_and_reloads_as_those_weights(trained_tiny, tmp_path):
+    import gguf
+    from transformers import AutoModelForCausalLM
+
+    from edgerlhf.models.gguf_export import MIXED_KEY
+
+    _, model, tok, _ = trained_tiny
+    with pytest.raises(GGUFExportError, match="q8_0 or f16"):
+        write_gguf(model, tok, tmp_path / "bad.gguf", "q4_mixed", keep={"ffn_down": "q4_0"}, progress=False)
+    keep = {"ffn_down": "q8_0", "attn_v": "f16"}
+    out = write_gguf(model, tok, tmp_path / "m.gguf", "q4_mixed", keep=keep, progress=False)
+    r = gguf.GGUFReader(out)
+    assert json.loads(r.fields[MIXED_KEY].contents()) == keep
+    Q = gguf.GGMLQuantizationType
+    for t in r.tensors:
+        kind = tensor_kind(t.name)
+        if len([d for d in t.shape if d > 1]) < 2:
+            continue
+        want = {"ffn_down": Q.Q8_0, "attn_v": Q.F16, "token_embd": Q.Q8_0}.get(kind, Q.Q4_1)
+        assert t.tensor_type == want, t.name
+    assert sum(int(t.n_bytes) for t in r.tensors) == expected_tensor_bytes(gguf_shapes(model), "q4_mixed", keep)
+    reloaded = AutoModelForCausalLM.from_pretrained(tmp_path, gguf_file=out.name, dtype=torch.float32).eval()
+    ids = torch.tensor([tok.encode("Rate item 3. It was great, I love it!")])
+    with torch.no_grad():
+        want_logits = quantised_in_torch(model, "q4_mixed", keep).eval()(ids).logits
+        assert torch.allclose(reloaded(ids).logits, want_logits, atol=1e-4)
+
+
+def test_mixed_export_keeps_the_kinds_the_policy_is_most_sensitive_to(trained_tiny, tmp_path):
+    from edgerlhf.models.export import CHECK_PROMPTS, export_gguf
+    from edgerlhf.models.gguf_export import kind_sensitivity
+
+    run, model, tok, _ = trained_tiny
+    sens = kind_sensitivity(model, tok, CHECK_PROMPTS[:2], max_new_tokens=6)
+    assert set(sens) == {"attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down"}
+    assert all(v >= -1e-6 for v in sens.values()) and max(sens.values()) > 0  # quantising a kind moves the policy
+    res = export_gguf(run, "q4_mixed", tmp_path / "mix.gguf", check=False, progress=False, mixed_keep=1)
+    top = max(res["mixed_sensitivity"], key=res["mixed_sensitivity"].get)
+    assert res["mixed_kept"] == {top: "q8_0"}

@@ -16,8 +16,10 @@ from edgerlhf.models.gguf_export import (
     ExportSizes,
     _ftype,
     check_gguf,
+    choose_kept,
     expected_tensor_bytes,
     gguf_shapes,
+    kind_sensitivity,
     ollama_modelfile,
     set_default_system,
     write_gguf,
@@ -135,11 +137,14 @@ def export_policy(policy: str | Path, out: str | Path, *, system: str | None = N
 
 
 def export_gguf(policy: str | Path, kind: str, out: str | Path, *, check: bool = True, progress: bool = True,
-                system: str | None = None) -> dict:
+                system: str | None = None, mixed_keep: int = 2) -> dict:
     """Write ``policy`` (LoRA merged) as a GGUF file of ``kind`` and an Ollama Modelfile beside it
     (``<name>.Modelfile``); with ``check``, reload the file with transformers and measure it against the policy
-    (:func:`~edgerlhf.models.gguf_export.check_gguf`). Returns what it measured."""
+    (:func:`~edgerlhf.models.gguf_export.check_gguf`). ``q4_mixed``: Q4_1 with the ``mixed_keep`` tensor kinds the
+    policy is most sensitive to (:func:`~edgerlhf.models.gguf_export.kind_sensitivity`) at Q8_0. Returns what it
+    measured."""
     _ftype(kind)  # a bad type fails before anything is loaded
+    choose_kept({}, mixed_keep)  # and a bad count
     out = Path(out)
     modelfile = out.with_suffix(".Modelfile")
     for f in (out, modelfile):
@@ -149,12 +154,21 @@ def export_gguf(policy: str | Path, kind: str, out: str | Path, *, check: bool =
     chat = bool(meta.get("use_chat_template", True)) and tok.chat_template is not None
     system = carry_system(tok, meta, system) if chat else None
     name = f"{Path(str(meta.get('base_model', 'model'))).name} EdgeRLHF {meta.get('stage', 'policy')}"
-    write_gguf(model, tok, out, kind, name=name, chat_template=chat, progress=progress, system=system)
+    keep, sens = None, {}
+    if kind == "q4_mixed":
+        sens = kind_sensitivity(model, tok, CHECK_PROMPTS, chat_template=chat, progress=progress)
+        keep = choose_kept(sens, mixed_keep)
+        print("[export] sensitivity of the policy to each tensor kind alone at Q4_1 (KL nats per position on the "
+              "check prompts): " + ", ".join(f"{k} {v:.4f}" + (" -> Q8_0" if k in keep else "")
+                                            for k, v in sorted(sens.items(), key=lambda kv: -kv[1])))
+    write_gguf(model, tok, out, kind, name=name, chat_template=chat, progress=progress, system=system, keep=keep)
     atomic_write_text(modelfile, ollama_modelfile(tok, out.name, chat_template=chat, system=system))
-    tensor_bytes = expected_tensor_bytes(gguf_shapes(model), kind)
+    tensor_bytes = expected_tensor_bytes(gguf_shapes(model), kind, keep)
     sizes = ExportSizes(os.path.getsize(out), tensor_bytes)
     result = {"gguf": str(out), "modelfile": str(modelfile), "type": kind, "file_bytes": sizes.file_bytes,
               "tensor_bytes": sizes.tensor_bytes}
+    if kind == "q4_mixed":
+        result.update({"mixed_kept": keep, "mixed_sensitivity": sens})
     print(f"[export] {policy} ({meta.get('stage')}) -> {out}: {kind}, {sizes.file_bytes / 2**20:.1f} MiB "
           f"({sizes.tensor_bytes / 2**20:.1f} MiB of tensors, the rest metadata and tokenizer); Ollama: {modelfile}")
     if check:

@@ -26,12 +26,17 @@ from tqdm.auto import tqdm
 
 from edgerlhf.data.formatting import encode_prompt
 
-GGUF_TYPES = ("f16", "q8_0", "q4_0", "q4_1")
+GGUF_TYPES = ("f16", "q8_0", "q4_0", "q4_1", "q4_mixed")
+# q4_mixed: q4_1 everywhere except the tensor kinds the policy is most sensitive to, kept at Q8_0 (measured by
+# kind_sensitivity on the export's check prompts). K-quants are not offered: gguf 0.19's quantize() raises
+# NotImplementedError for Q2_K..Q6_K (it only dequantizes them), and this exporter writes what it can check.
+MIXED_BASE = "q4_1"
 # architectures this writer knows, HF class -> GGUF architecture. llama covers SmolLM / SmolLM2, TinyLlama,
 # Llama 2 and Llama 3 without rope scaling.
 ARCHITECTURES = {"LlamaForCausalLM": "llama"}
 # GGUF metadata key holding the system message the policy was trained with
 SYSTEM_KEY = "edgerlhf.system_prompt"
+MIXED_KEY = "edgerlhf.mixed_types"  # q4_mixed: the tensor kinds kept at higher precision, JSON {kind: type}
 
 # llama.cpp names the BPE pre-tokenizer by the SHA-256 of the token ids of this text (its convert_hf_to_gguf.py,
 # get_vocab_base_pre); the table holds the llama-architecture tokenizers' names from there.
@@ -58,7 +63,8 @@ def _ftype(kind: str):
     if kind not in GGUF_TYPES:
         raise GGUFExportError(f"unknown GGUF type {kind!r}; choose one of {', '.join(GGUF_TYPES)}")
     return {"f16": gguf.LlamaFileType.MOSTLY_F16, "q8_0": gguf.LlamaFileType.MOSTLY_Q8_0,
-            "q4_0": gguf.LlamaFileType.MOSTLY_Q4_0, "q4_1": gguf.LlamaFileType.MOSTLY_Q4_1}[kind]
+            "q4_0": gguf.LlamaFileType.MOSTLY_Q4_0, "q4_1": gguf.LlamaFileType.MOSTLY_Q4_1,
+            "q4_mixed": gguf.LlamaFileType.MOSTLY_Q4_1}[kind]
 
 
 def permute_qk(w: np.ndarray, n_head: int) -> np.ndarray:
@@ -68,19 +74,29 @@ def permute_qk(w: np.ndarray, n_head: int) -> np.ndarray:
     return w.reshape(n_head, 2, w.shape[0] // n_head // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
 
 
-def tensor_type(gguf_name: str, shape: tuple[int, ...], kind: str):
+def tensor_kind(gguf_name: str) -> str:
+    """A tensor's kind, the same in every block: ``blk.3.ffn_down.weight`` -> ``ffn_down``, ``token_embd.weight``
+    -> ``token_embd``."""
+    parts = gguf_name.split(".")
+    return parts[2] if parts[0] == "blk" and len(parts) > 2 else parts[0]
+
+
+def tensor_type(gguf_name: str, shape: tuple[int, ...], kind: str, keep: dict[str, str] | None = None):
     """The GGML type of one tensor in a ``kind`` file: norms and other 1-D tensors stay F32 (llama.cpp does the
     same: they are tiny and precision-sensitive); with 4-bit files the token embedding and output matrix keep
-    Q8_0 (the official SmolLM2 Q4_1 file does); a row whose length is not a multiple of the block falls back to
-    F16."""
+    Q8_0 (the official SmolLM2 Q4_1 file does); in a ``q4_mixed`` file the tensor kinds in ``keep`` take the type
+    it names (``q8_0`` or ``f16``); a row whose length is not a multiple of the block falls back to F16."""
     import gguf  # noqa: PLC0415 - gguf loads only where a GGUF file is written, sized or checked
 
     Q = gguf.GGMLQuantizationType
     if len(shape) == 1:
         return Q.F32
-    want = {"f16": Q.F16, "q8_0": Q.Q8_0, "q4_0": Q.Q4_0, "q4_1": Q.Q4_1}[kind]
-    if kind in ("q4_0", "q4_1") and gguf_name in ("token_embd.weight", "output.weight"):
+    types = {"f16": Q.F16, "q8_0": Q.Q8_0, "q4_0": Q.Q4_0, "q4_1": Q.Q4_1, "q4_mixed": Q.Q4_1}
+    want = types[kind]
+    if kind in ("q4_0", "q4_1", "q4_mixed") and gguf_name in ("token_embd.weight", "output.weight"):
         want = Q.Q8_0
+    if kind == "q4_mixed" and keep and tensor_kind(gguf_name) in keep:
+        want = types[keep[tensor_kind(gguf_name)]]
     block = gguf.GGML_QUANT_SIZES[want][0]
     return want if shape[-1] % block == 0 else Q.F16
 
@@ -112,13 +128,13 @@ def gguf_shapes(model) -> dict[str, tuple[int, ...]]:
     return {name: tuple(t.shape) for name, _, t in _named_weights(model)}
 
 
-def expected_tensor_bytes(shapes: dict[str, tuple[int, ...]], kind: str) -> int:
+def expected_tensor_bytes(shapes: dict[str, tuple[int, ...]], kind: str, keep: dict[str, str] | None = None) -> int:
     """Bytes of tensor data a ``kind`` file holds for these (GGUF-named) tensor shapes."""
     import gguf  # noqa: PLC0415 - gguf loads only where a GGUF file is written, sized or checked
 
     total = 0
     for name, shape in shapes.items():
-        block, size = gguf.GGML_QUANT_SIZES[tensor_type(name, shape, kind)]
+        block, size = gguf.GGML_QUANT_SIZES[tensor_type(name, shape, kind, keep)]
         total += int(np.prod(shape)) // block * size
     return total
 
@@ -268,7 +284,7 @@ def ollama_modelfile(tok, gguf_file: str, chat_template: bool = True, system: st
 
 
 def _metadata(writer, model, tok, kind: str, name: str, chat_template: bool, tmp_tok: Path,
-              system: str | None = None) -> None:
+              system: str | None = None, keep: dict[str, str] | None = None) -> None:
     import gguf  # noqa: PLC0415 - gguf loads only where a GGUF file is written, sized or checked
 
     c = model.config
@@ -300,6 +316,8 @@ def _metadata(writer, model, tok, kind: str, name: str, chat_template: bool, tmp
     writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
     if system:  # the system message the policy was trained with (llama.cpp ignores keys it does not know)
         writer.add_string(SYSTEM_KEY, system)
+    if kind == "q4_mixed":  # which tensor kinds were kept at higher precision, as {kind: type}
+        writer.add_string(MIXED_KEY, json.dumps(keep or {}, sort_keys=True))
 
     # tokenizer: byte-level BPE ("gpt2" in GGUF), token types as llama.cpp's converter sets them
     backend = json.loads(tok.backend_tokenizer.to_str()) if getattr(tok, "backend_tokenizer", None) else {}
@@ -334,7 +352,7 @@ def _metadata(writer, model, tok, kind: str, name: str, chat_template: bool, tmp
     writer.add_add_space_prefix(False)  # byte-level BPE never adds one
 
 
-def gguf_tensors(model, kind: str):
+def gguf_tensors(model, kind: str, keep: dict[str, str] | None = None):
     """(GGUF name, array to write, GGML type) for every weight: Q and K permuted, quantised as ``kind`` says."""
     import gguf  # noqa: PLC0415 - gguf loads only where a GGUF file is written, sized or checked
 
@@ -345,7 +363,7 @@ def gguf_tensors(model, kind: str):
             w = permute_qk(w, c.num_attention_heads)
         elif hf_name.endswith("k_proj.weight"):
             w = permute_qk(w, c.num_key_value_heads)
-        qtype = tensor_type(name, w.shape, kind)
+        qtype = tensor_type(name, w.shape, kind, keep)
         if qtype == gguf.GGMLQuantizationType.F32:
             data = np.ascontiguousarray(w, dtype=np.float32)
         elif qtype == gguf.GGMLQuantizationType.F16:
@@ -355,10 +373,10 @@ def gguf_tensors(model, kind: str):
         yield name, data, qtype
 
 
-def quantised_in_torch(model, kind: str):
+def quantised_in_torch(model, kind: str, keep: dict[str, str] | None = None, only: str = ""):
     """A copy of ``model`` with every weight a ``kind`` file quantises replaced by its quantise-dequantise through
     the ``gguf`` package, in Hugging Face's layout: what a correct file reloads as, and the reference that tells a
-    type's own loss from a writer's (tests, bench/gguf_export.py)."""
+    type's own loss from a writer's (tests, bench/gguf_export.py). ``only``: quantise that tensor kind alone."""
     import gguf  # noqa: PLC0415 - gguf loads only where a GGUF file is written, sized or checked
 
     q = copy.deepcopy(model)
@@ -367,8 +385,8 @@ def quantised_in_torch(model, kind: str):
     with torch.no_grad():
         for name, hf_name, _ in _named_weights(q):
             w = sd[hf_name].detach().to(torch.float32).cpu().numpy()
-            qt = tensor_type(name, w.shape, kind)
-            if qt == Q.F32:
+            qt = tensor_type(name, w.shape, kind, keep)
+            if qt == Q.F32 or (only and tensor_kind(name) != only):
                 continue
             d = (w.astype(np.float16).astype(np.float32) if qt == Q.F16
                  else gguf.quants.dequantize(gguf.quants.quantize(w, qt), qt).reshape(w.shape))
@@ -377,12 +395,17 @@ def quantised_in_torch(model, kind: str):
 
 
 def write_gguf(model, tok, out: str | Path, kind: str, *, name: str = "", chat_template: bool = True,
-               progress: bool = True, system: str | None = None) -> Path:
+               progress: bool = True, system: str | None = None, keep: dict[str, str] | None = None) -> Path:
     """Write ``model`` (a merged Hugging Face causal LM) and ``tok`` as one GGUF file of ``kind`` (f16, q8_0,
-    q4_0, q4_1), atomically: a temporary file beside ``out``, renamed when complete."""
+    q4_0, q4_1, or q4_mixed with the tensor kinds in ``keep`` at their own type), atomically: a temporary file
+    beside ``out``, renamed when complete."""
     import gguf  # noqa: PLC0415 - gguf loads only where a GGUF file is written, sized or checked
 
     _ftype(kind)
+    bad = {k: v for k, v in (keep or {}).items() if v not in ("q8_0", "f16")}
+    if bad or (keep and kind != "q4_mixed"):
+        raise GGUFExportError(f"keep= is for q4_mixed files and takes q8_0 or f16 per tensor kind; got {keep!r} for "
+                              f"{kind}")
     cls = type(model).__name__
     if cls not in ARCHITECTURES:
         raise GGUFExportError(f"{cls} cannot be written as GGUF by this exporter; it writes "
@@ -400,9 +423,9 @@ def write_gguf(model, tok, out: str | Path, kind: str, *, name: str = "", chat_t
     try:
         tok.save_pretrained(tok_dir)
         writer = gguf.GGUFWriter(tmp, ARCHITECTURES[cls])
-        _metadata(writer, model, tok, kind, name or "EdgeRLHF policy", chat_template, tok_dir, system)
+        _metadata(writer, model, tok, kind, name or "EdgeRLHF policy", chat_template, tok_dir, system, keep)
         n = len(gguf_shapes(model))
-        for tname, data, qtype in tqdm(gguf_tensors(model, kind), total=n, desc=f"[export] {kind} tensors",
+        for tname, data, qtype in tqdm(gguf_tensors(model, kind, keep), total=n, desc=f"[export] {kind} tensors",
                                        disable=not progress, leave=False):
             writer.add_tensor(tname, data, raw_dtype=qtype)
         writer.write_header_to_file()
@@ -457,3 +480,38 @@ def check_gguf(path: str | Path, model, tok, prompts: list, max_new_tokens: int 
             agree += (a[n0:-1].argmax(-1) == b[n0:-1].argmax(-1)).sum().item()
             total += a[n0:-1].shape[0]
     return GGUFCheck(max_diff, scale, agree / max(total, 1), same / max(len(prompts), 1), len(prompts), total)
+
+
+def kind_sensitivity(model, tok, prompts: list, *, max_new_tokens: int = 24, chat_template: bool = True,
+                     progress: bool = False) -> dict[str, float]:
+    """How much each tensor kind's 4-bit quantisation alone moves the policy: for every kind that a ``q4_mixed``
+    file writes at 4 bits, the mean KL(policy || policy with only that kind quantised to Q4_1), in nats per position,
+    over the next-token distributions along the policy's greedy answers to ``prompts`` (teacher-forced)."""
+    import gguf  # noqa: PLC0415 - gguf loads only where a GGUF file is written, sized or checked
+
+    model = model.eval()
+    four_bit = gguf.GGMLQuantizationType.Q4_1
+    kinds = sorted({tensor_kind(n) for n, s in gguf_shapes(model).items() if tensor_type(n, s, "q4_mixed") == four_bit})
+    with torch.no_grad():
+        seqs = []
+        for p in prompts:
+            ids = torch.tensor([encode_prompt(tok, p, chat_template)])
+            full = model.generate(ids, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tok.pad_token_id)
+            seqs.append((full, ids.shape[1] - 1))
+        ref = [torch.log_softmax(model(s).logits[0, n0:-1].float(), -1) for s, n0 in seqs]
+        out = {}
+        for kind in tqdm(kinds, desc="[export] sensitivity per tensor kind", disable=not progress, leave=False):
+            q = quantised_in_torch(model, "q4_mixed", only=kind).eval()
+            kl = [(r.exp() * (r - torch.log_softmax(q(s).logits[0, n0:-1].float(), -1))).sum(-1)
+                  for r, (s, n0) in zip(ref, seqs)]
+            out[kind] = torch.cat(kl).mean().item()
+            del q
+    return out
+
+
+def choose_kept(sensitivity: dict[str, float], n: int, to: str = "q8_0") -> dict[str, str]:
+    """The ``n`` tensor kinds with the largest sensitivity, each kept at ``to`` (ties broken by name)."""
+    if n < 0:
+        raise GGUFExportError(f"mixed_keep must be 0 or more, got {n}")
+    ranked = sorted(sensitivity, key=lambda k: (-sensitivity[k], k))
+    return {k: to for k in ranked[:n]}
