@@ -54,3 +54,17 @@ def test_distinct_n_and_repetition_rate_by_hand():
     # trigrams of "a b a b": (a b a) (b a b) no repeat; "a b a b a b" repeats
     assert repetition_rate(["a b a b", "a b a b a b", "x"], 3) == pytest.approx(1 / 3)
     assert math.isnan(distinct_n(["one"], 2))
+
+
+def test_gain_kept_by_hand():
+    from edgerlhf.rewards.metrics import gain_kept
+
+    base, policy = [0.0, 0.0, 0.0, 0.0], [1.0, 2.0, 1.0, 0.0]  # the policy gains 4 / 4 = 1.0 on average
+    f = [0.5, 1.0, 0.5, 0.0]  # the file keeps half on every prompt
+    share, lo, hi = gain_kept(f, policy, base)
+    assert share == pytest.approx(0.5) and lo == pytest.approx(0.5) and hi == pytest.approx(0.5)  # no spread
+    share, lo, hi = gain_kept([1.0, 1.0, 1.0, 0.0], policy, base)  # 3 / 4 of the gain, unevenly: an interval
+    assert share == pytest.approx(0.75) and lo < 0.75 < hi
+    assert all(math.isnan(x) for x in gain_kept([1.0], [0.0], [0.0]))  # no gain to keep
+    with pytest.raises(ValueError, match="one score per prompt"):
+        gain_kept([1.0], [1.0, 2.0], [0.0])

@@ -152,3 +152,44 @@ def test_a_bad_prompt_file_or_gold_is_refused_before_anything_is_written(ppo_run
     with pytest.raises(ConfigError, match="gold='sentiment': not a known gold"):
         _eval(root, policy=str(run), gold="sentiment")
     assert sorted(p.name for p in (root / "runs").iterdir()) == before
+
+
+def test_eval_of_the_exported_file_measures_the_gain_it_keeps(ppo_run, tmp_path):
+    """`eval FILE.gguf`: the file is sampled beside the policy it came from (found through the file's metadata),
+    paired by prompt and sampling seed, and the share of the policy's gain it keeps is computed from those pairs."""
+    from edgerlhf.models.export import export_gguf
+    from edgerlhf.rewards.metrics import gain_kept
+
+    run, sft, root = ppo_run
+    out = export_gguf(run, "f16", tmp_path / "p.gguf", check=False, progress=False)
+    s = _eval(root, policy=out["gguf"])
+    assert s["file"] == out["gguf"] and Path(s["source"]) == (run / "adapter").resolve()
+    assert s["baseline"].startswith("SFT policy")  # the source run's baseline
+    rows = [json.loads(x) for x in (Path(s["run_dir"]) / "responses.jsonl").read_text().splitlines()]
+    # paired: the policy's own answers are recorded beside the file's (the tiny model's near-flat distributions let
+    # f16 rounding flip a sampled token, so not every answer is the same)
+    same = sum(r["response"] == r["source_response"] for r in rows) / len(rows)
+    assert s["eval/same_responses"] == pytest.approx(same) and same > 0
+    want = gain_kept([r["gold"] for r in rows], [r["source_gold"] for r in rows], [r["baseline_gold"] for r in rows])
+    if s["source/gold_gain"] > 0:
+        assert s["eval/gain_kept"] == pytest.approx(want[0])
+    else:  # the share of a gain is defined only where the policy gained
+        assert s["eval/gain_kept"] != s["eval/gain_kept"] and want[0] != want[0]  # NaN
+    assert s["source/gold_gain"] == pytest.approx(
+        sum(r["source_gold"] - r["baseline_gold"] for r in rows) / len(rows))
+
+
+def test_eval_of_a_file_that_names_no_run_or_is_not_a_policy_says_what_to_pass(ppo_run, tmp_path):
+    from edgerlhf.models.gguf_export import GGUFExportError, write_gguf
+    from edgerlhf.models.loading import load_causal_lm, load_tokenizer
+
+    run, sft, root = ppo_run
+    bare = write_gguf(load_causal_lm("tiny", seed=0), load_tokenizer("tiny"), tmp_path / "bare.gguf", "f16",
+                      progress=False)  # no source recorded
+    with pytest.raises(ValueError, match="pass source=RUN"):
+        _eval(root, policy=str(bare), run_name="bad1")
+    not_gguf = tmp_path / "x.gguf"
+    not_gguf.write_bytes(b"not a gguf file at all")
+    with pytest.raises(GGUFExportError, match="not a readable GGUF"):
+        _eval(root, policy=str(not_gguf), run_name="bad2")
+    assert not (root / "runs" / "bad1").exists() and not (root / "runs" / "bad2").exists()

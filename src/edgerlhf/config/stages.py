@@ -258,7 +258,10 @@ class EvalConfig(EnsembleMixin, GoldMixin, BaseConfig):
 
     stage: ClassVar[str] = "eval"
 
-    policy: str = opt("", "the policy to evaluate: a PPO / GRPO / RLOO or SFT run folder (or its adapter/)")
+    policy: str = opt("", "the policy to evaluate: a PPO / GRPO / RLOO or SFT run folder (or its adapter/), or a GGUF "
+                          "file exported from one (`edgerlhf export --gguf`): then the share of the policy's gain it "
+                          "keeps is measured too")
+    source: str = opt("", "policy=FILE.gguf: the policy run it was exported from (default: the one the file records)")
     baseline: str = opt("auto", "policy compared against (win rate, paired gold gain, KL): 'auto' (the SFT policy an "
                                 "RL policy started from), a run folder, 'base' (the bare model), or 'none'")
     reward: str = opt("auto", "reward model for the learned-RM mean: 'auto' (the one the RL run used, at its "
@@ -276,11 +279,17 @@ class EvalConfig(EnsembleMixin, GoldMixin, BaseConfig):
                                  "length): its responses are reused instead of sampled again")
 
     def check(self) -> list[str]:
-        errs = super().check() + self.check_formatting("policy")
+        gguf = self.policy.endswith(".gguf")
+        errs = super().check() + self.check_formatting("source" if gguf else "policy")
         if not self.policy:
             errs.append("policy is required: a PPO or SFT run folder")
         elif not Path(self.policy).expanduser().exists():
-            errs.append(f"policy={self.policy!r}: no such folder")
+            errs.append(f"policy={self.policy!r}: no such {'file' if gguf else 'folder'}")
+        if self.source and not gguf:
+            errs.append(f"source={self.source!r} is for a GGUF policy (policy=FILE.gguf); policy={self.policy!r} is a "
+                        "run folder")
+        elif self.source and not Path(self.source).expanduser().exists():
+            errs.append(f"source={self.source!r}: no such folder (the policy run the GGUF file was exported from)")
         errs += self.check_gold()
         if self.prompts and not self.prompts.startswith("hf:") and not Path(self.prompts).expanduser().is_file():
             errs.append(f"prompts={self.prompts!r}: no such file (or leave it empty for the built-in held-out prompts)")

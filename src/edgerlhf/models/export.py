@@ -161,7 +161,11 @@ def export_gguf(policy: str | Path, kind: str, out: str | Path, *, check: bool =
         print("[export] sensitivity of the policy to each tensor kind alone at Q4_1 (KL nats per position on the "
               "check prompts): " + ", ".join(f"{k} {v:.4f}" + (" -> Q8_0" if k in keep else "")
                                             for k, v in sorted(sens.items(), key=lambda kv: -kv[1])))
-    write_gguf(model, tok, out, kind, name=name, chat_template=chat, progress=progress, system=system, keep=keep)
+    source = ""
+    if meta.get("stage") not in (None, "base", "merged"):  # a policy run: recorded so `eval FILE.gguf` finds it
+        source = str(find_artifact(Path(policy).expanduser()).resolve())
+    write_gguf(model, tok, out, kind, name=name, chat_template=chat, progress=progress, system=system, keep=keep,
+               source=source)
     atomic_write_text(modelfile, ollama_modelfile(tok, out.name, chat_template=chat, system=system))
     tensor_bytes = expected_tensor_bytes(gguf_shapes(model), kind, keep)
     sizes = ExportSizes(os.path.getsize(out), tensor_bytes)

@@ -36,6 +36,7 @@ MIXED_BASE = "q4_1"
 ARCHITECTURES = {"LlamaForCausalLM": "llama"}
 # GGUF metadata key holding the system message the policy was trained with
 SYSTEM_KEY = "edgerlhf.system_prompt"
+SOURCE_KEY = "edgerlhf.source"  # the policy run the file was exported from (absolute path), for `edgerlhf eval FILE`
 MIXED_KEY = "edgerlhf.mixed_types"  # q4_mixed: the tensor kinds kept at higher precision, JSON {kind: type}
 
 # llama.cpp names the BPE pre-tokenizer by the SHA-256 of the token ids of this text (its convert_hf_to_gguf.py,
@@ -284,7 +285,7 @@ def ollama_modelfile(tok, gguf_file: str, chat_template: bool = True, system: st
 
 
 def _metadata(writer, model, tok, kind: str, name: str, chat_template: bool, tmp_tok: Path,
-              system: str | None = None, keep: dict[str, str] | None = None) -> None:
+              system: str | None = None, keep: dict[str, str] | None = None, source: str = "") -> None:
     import gguf  # noqa: PLC0415 - gguf loads only where a GGUF file is written, sized or checked
 
     c = model.config
@@ -316,6 +317,8 @@ def _metadata(writer, model, tok, kind: str, name: str, chat_template: bool, tmp
     writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
     if system:  # the system message the policy was trained with (llama.cpp ignores keys it does not know)
         writer.add_string(SYSTEM_KEY, system)
+    if source:
+        writer.add_string(SOURCE_KEY, source)
     if kind == "q4_mixed":  # which tensor kinds were kept at higher precision, as {kind: type}
         writer.add_string(MIXED_KEY, json.dumps(keep or {}, sort_keys=True))
 
@@ -395,7 +398,8 @@ def quantised_in_torch(model, kind: str, keep: dict[str, str] | None = None, onl
 
 
 def write_gguf(model, tok, out: str | Path, kind: str, *, name: str = "", chat_template: bool = True,
-               progress: bool = True, system: str | None = None, keep: dict[str, str] | None = None) -> Path:
+               progress: bool = True, system: str | None = None, keep: dict[str, str] | None = None,
+               source: str = "") -> Path:
     """Write ``model`` (a merged Hugging Face causal LM) and ``tok`` as one GGUF file of ``kind`` (f16, q8_0,
     q4_0, q4_1, or q4_mixed with the tensor kinds in ``keep`` at their own type), atomically: a temporary file
     beside ``out``, renamed when complete."""
@@ -423,7 +427,7 @@ def write_gguf(model, tok, out: str | Path, kind: str, *, name: str = "", chat_t
     try:
         tok.save_pretrained(tok_dir)
         writer = gguf.GGUFWriter(tmp, ARCHITECTURES[cls])
-        _metadata(writer, model, tok, kind, name or "EdgeRLHF policy", chat_template, tok_dir, system, keep)
+        _metadata(writer, model, tok, kind, name or "EdgeRLHF policy", chat_template, tok_dir, system, keep, source)
         n = len(gguf_shapes(model))
         for tname, data, qtype in tqdm(gguf_tensors(model, kind, keep), total=n, desc=f"[export] {kind} tensors",
                                        disable=not progress, leave=False):
@@ -515,3 +519,26 @@ def choose_kept(sensitivity: dict[str, float], n: int, to: str = "q8_0") -> dict
         raise GGUFExportError(f"mixed_keep must be 0 or more, got {n}")
     ranked = sorted(sensitivity, key=lambda k: (-sensitivity[k], k))
     return {k: to for k in ranked[:n]}
+
+
+def read_gguf_policy_info(path: str | Path) -> dict:
+    """What `edgerlhf eval FILE.gguf` needs from a file, read without loading its tensors: the architecture, the
+    policy run it was exported from (``source``, "" when it records none) and the system message it carries.
+    Raises GGUFExportError for a file that is not a llama-architecture policy."""
+    import gguf  # noqa: PLC0415 - gguf loads only where a GGUF file is written, sized or checked
+
+    try:
+        r = gguf.GGUFReader(path)
+    except Exception as e:  # not a GGUF file at all (bad magic, truncated)
+        raise GGUFExportError(f"{path} is not a readable GGUF file ({e})") from None
+
+    def field(key: str) -> str:
+        f = r.fields.get(key)
+        return f.contents() if f is not None else ""
+
+    arch = field("general.architecture")
+    if arch != "llama":
+        raise GGUFExportError(f"{path} holds a {arch or 'model of no named'} architecture; `eval` reads llama-"
+                              "architecture policies, as `edgerlhf export --gguf` writes them")
+    return {"architecture": arch, "source": field(SOURCE_KEY), "system": field(SYSTEM_KEY),
+            "file_type": int(r.fields["general.file_type"].contents()) if "general.file_type" in r.fields else -1}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import random
 from typing import Sequence
 
 
@@ -109,3 +110,30 @@ def length_controlled_gains(scores: Sequence[float], lengths: Sequence[float], b
     if not n == len(lengths) == len(base_scores) == len(base_lengths):
         raise ValueError("length_controlled_gains: one score and length per prompt for both policies")
     return [(s - b) - slope * (x - bx) for s, x, b, bx in zip(scores, lengths, base_scores, base_lengths)]
+
+
+def gain_kept(file_scores: Sequence[float], policy_scores: Sequence[float], base_scores: Sequence[float], *,
+              n_boot: int = 2000, seed: int = 0) -> tuple[float, float, float]:
+    """The share of the policy's gain over the baseline that an exported file keeps: mean(file - base) /
+    mean(policy - base), each prompt's three scores paired (same prompt, same sampling seed), with a 95% percentile
+    bootstrap over prompts. NaN when the policy gained nothing (mean gain <= 0: no gain to keep); a bootstrap draw
+    in which it gained nothing is dropped."""
+    n = len(file_scores)
+    if not n == len(policy_scores) == len(base_scores):
+        raise ValueError(f"gain_kept needs one score per prompt from each: {n}, {len(policy_scores)}, "
+                         f"{len(base_scores)}")
+    gf = [f - b for f, b in zip(file_scores, base_scores)]
+    gp = [p - b for p, b in zip(policy_scores, base_scores)]
+
+    def share(idx) -> float:
+        den = sum(gp[i] for i in idx)
+        return sum(gf[i] for i in idx) / den if den > 0 else math.nan
+
+    point = share(range(n)) if n else math.nan
+    if math.isnan(point):
+        return math.nan, math.nan, math.nan
+    rng = random.Random(seed)
+    draws = sorted(x for x in (share([rng.randrange(n) for _ in range(n)]) for _ in range(n_boot)) if not math.isnan(x))
+    if not draws:
+        return point, math.nan, math.nan
+    return point, draws[int(0.025 * (len(draws) - 1))], draws[int(0.975 * (len(draws) - 1))]

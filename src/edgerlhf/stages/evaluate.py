@@ -15,11 +15,19 @@ from edgerlhf.data.formatting import encode_pair, last_message
 from edgerlhf.data.taskfile import held_out_prompts
 from edgerlhf.models.adapters import find_artifact, load_policy, read_artifact_meta
 from edgerlhf.models.generation import length_batches
+from edgerlhf.models.gguf_export import read_gguf_policy_info
 from edgerlhf.models.loading import load_causal_lm, load_tokenizer
 from edgerlhf.models.logprobs import batch_logprobs
 from edgerlhf.rewards import mean_ci95
 from edgerlhf.rewards.gold import gold_eval, make_gold
-from edgerlhf.rewards.metrics import distinct_n, length_controlled_gains, length_slope, repetition_rate, words
+from edgerlhf.rewards.metrics import (
+    distinct_n,
+    gain_kept,
+    length_controlled_gains,
+    length_slope,
+    repetition_rate,
+    words,
+)
 from edgerlhf.rewards.serving import load_reward_as_stored
 from edgerlhf.runfolder import RunFolder
 from edgerlhf.stages.skeleton import Context, Setup, run_stage
@@ -104,24 +112,42 @@ def run(cfg) -> Path:
 def _prepare(setup: Setup):
     """The policy, its baseline, the prompts and a reused baseline evaluation, checked before anything is written."""
     cfg = setup.cfg
-    art = find_artifact(cfg.policy)
+    file = None
+    if cfg.policy.endswith(".gguf"):  # an exported file: evaluated beside the policy run it came from
+        file = Path(cfg.policy).expanduser()
+        src = cfg.source or read_gguf_policy_info(file)["source"]
+        if not src:
+            raise ValueError(f"{file} records no policy run it was exported from (exported by another tool or from a "
+                             "merged folder); pass source=RUN, the policy run folder it was made from")
+        if not Path(src).exists():
+            raise ValueError(f"{file} was exported from {src}, which is not here; pass source=RUN with where that "
+                             "run is now")
+        art = find_artifact(src)
+    else:
+        art = find_artifact(cfg.policy)
     meta = read_artifact_meta(art)
     base_path, base_label = _baseline_of(cfg, art, meta)
     prompts = held_out_prompts(cfg.prompts, cfg.num_prompts)
     reused = _reuse(cfg, prompts) if cfg.baseline_eval and base_path is not None else None
-    return art, meta, base_path, base_label, prompts, reused
+    return art, meta, base_path, base_label, prompts, reused, file
 
 
 def _evaluate(ctx: Context, data) -> dict:
     cfg, run_dir, mem = ctx.cfg, ctx.run_dir, ctx.mem
-    art, meta, base_path, base_label, prompts, reused = data
+    art, meta, base_path, base_label, prompts, reused, file = data
     gold = make_gold(cfg.gold)
     sample = dict(temperature=cfg.temperature, max_new_tokens=cfg.max_new_tokens, seed=cfg.seed,
                   batch_size=cfg.batch_size, progress=cfg.progress, gold=gold)
     policy, tok, _ = load_policy(art)
+    src = None
+    if file is not None:  # the policy itself first, same prompts and sampling seed: the file is paired with it
+        src = gold_eval(policy, tok, prompts, **sample)
+        del policy
+        policy = _load_gguf(file)  # formatted with the policy's own tokenizer, as it was trained
     res = gold_eval(policy, tok, prompts, **sample)
     texts, g = res.pop("responses"), res.pop("gold")
-    out = {**res, **{f"eval/{k}": v for k, v in _text_stats(texts, tok).items()}, "policy": str(art),
+    out = {**res, **{f"eval/{k}": v for k, v in _text_stats(texts, tok).items()},
+           "policy": str(file if file is not None else art),
            "baseline": base_label, "prompts": len(prompts), "gold": cfg.gold,
            "prompts_source": cfg.prompts or "built-in held-out prompts",
            "device": "cpu", "compute_dtype": "float32"}  # policies load on the CPU in fp32 (load_policy's defaults)
@@ -163,9 +189,15 @@ def _evaluate(ctx: Context, data) -> dict:
             if g is None:  # no gold: gain and win rate by the learned RM, named as such (a proxy)
                 out.update(_paired(rm_scores, base_rm, "rm"))
                 out.update(_length_controlled(rm_scores, base_rm, texts, base_texts, "rm"))
+    if src is not None:
+        out.update(_file_vs_policy(src, texts, g, base_g, file, art))
     records = []
     for i, p in enumerate(prompts):
         rec = {"prompt": last_message(p), "response": texts[i]}
+        if src is not None:
+            rec["source_response"] = src["responses"][i]
+            if src["gold"] is not None:
+                rec["source_gold"] = src["gold"][i]
         if g is not None:
             rec["gold"] = g[i]
         if base_texts is not None:
@@ -182,6 +214,26 @@ def _evaluate(ctx: Context, data) -> dict:
     run_dir.log({k: v for k, v in out.items() if isinstance(v, (int, float))}, step=0)
     out.update(mem.stop().as_metrics())
     _print(out)
+    return out
+
+
+def _load_gguf(file: Path):
+    """A GGUF file as a transformers model (``gguf_file=``: its tensors dequantised to float32)."""
+    from transformers import AutoModelForCausalLM  # noqa: PLC0415 - heavy; only for a GGUF file
+
+    return AutoModelForCausalLM.from_pretrained(file.parent, gguf_file=file.name, dtype=torch.float32).eval()
+
+
+def _file_vs_policy(src: dict, texts: list[str], g, base_g, file: Path, art: Path) -> dict:
+    """The exported file against the policy it came from: the share of the policy's gain over the baseline the file
+    keeps (paired by prompt and sampling seed, 95% bootstrap over prompts) and the share of identical responses."""
+    out = {"file": str(file), "source": str(art), "file_loader": "transformers (gguf_file=, dequantised to float32)",
+           "eval/same_responses": sum(a == b for a, b in zip(src["responses"], texts)) / max(len(texts), 1),
+           **{k.replace("eval/", "source/"): v for k, v in src.items() if k.startswith("eval/")}}
+    if g is not None and base_g is not None:
+        out.update({k.replace("eval/", "source/"): v for k, v in _paired(src["gold"], base_g, "gold").items()})
+        share, lo, hi = gain_kept(g, src["gold"], base_g)
+        out.update({"eval/gain_kept": share, "eval/gain_kept_ci95_low": lo, "eval/gain_kept_ci95_high": hi})
     return out
 
 
@@ -231,6 +283,12 @@ def _print(o: dict) -> None:
         print(f"  win rate       {o['eval/win_rate']:.3f}  (95% CI {o['eval/win_rate_ci95_low']:.3f} .. "
               f"{o['eval/win_rate_ci95_high']:.3f})")
         print(f"  KL to baseline {o['eval/kl']:.2f} nats per response")
+    if "file" in o:
+        print(f"  the file       {o['file']} ({o['file_loader']}), exported from {o['source']}: same responses as "
+              f"the policy for {o['eval/same_responses']:.0%} of prompts")
+        if "eval/gain_kept" in o:
+            print(f"  gain kept      {o['eval/gain_kept']:.1%} of the policy's gold gain {o['source/gold_gain']:+.3f} "
+                  f"(95% CI {o['eval/gain_kept_ci95_low']:.1%} .. {o['eval/gain_kept_ci95_high']:.1%} over prompts)")
     print(f"  distinct-2 {o['eval/distinct_2']:.3f}, mean length {o['eval/mean_tokens']:.1f} tokens, repetition "
           f"{o['eval/repetition_rate']:.3f}" + (f" (baseline {o['baseline/distinct_2']:.3f}, "
                                                 f"{o['baseline/mean_tokens']:.1f}, "
