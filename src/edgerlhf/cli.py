@@ -12,7 +12,7 @@ import torch
 from edgerlhf import registry
 from edgerlhf.config import ConfigError, UserCodeError, config_help, load_config, parse_overrides
 from edgerlhf.distributed import LaunchError, require_one_process
-from edgerlhf.models.export import export_gguf, export_policy, load_for_export
+from edgerlhf.models.export import export_gguf, export_gguf_adapter, export_policy, load_for_export
 from edgerlhf.models.generation import generate
 from edgerlhf.models.precision import check_precision
 from edgerlhf.rewards.serving import load_reward_spec
@@ -143,6 +143,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="one GGUF file for llama.cpp / Ollama / LM Studio, TYPE f16 | q8_0 | q4_0 | q4_1 | q4_mixed "
                    "(q4_1 with the most sensitive tensor kinds at q8_0), with an Ollama Modelfile beside it "
                    "(OUT.Modelfile)")
+    p.add_argument("--gguf-adapter", metavar="OUT.gguf",
+                   help="the policy's own LoRA (its RL / DPO delta, not merged) as a llama.cpp GGUF adapter at F16, for "
+                   "a base file of any type (the run's SFT policy exported with --gguf); Ollama: ADAPTER")
     p.add_argument("--mixed-keep", type=int, default=2, metavar="N",
                    help="q4_mixed: how many tensor kinds (attn_q, ffn_down, ...) to keep at q8_0, the ones the policy "
                    "is most sensitive to, measured before writing (default 2)")
@@ -206,13 +209,16 @@ def main(argv: list[str] | None = None) -> int:
             print(compare_table(args.run_dirs))
             return 0
         if args.command == "export":
-            if not (args.merge or args.gguf):
-                parser.error("export needs --merge OUT (a Hugging Face folder) or --gguf TYPE OUT.gguf (or both)")
+            if not (args.merge or args.gguf or args.gguf_adapter):
+                parser.error("export needs --merge OUT (a Hugging Face folder), --gguf TYPE OUT.gguf or --gguf-adapter "
+                             "OUT.gguf (or several)")
             if args.merge:
                 export_policy(args.policy_dir, args.merge, system=args.system)
             if args.gguf:
                 export_gguf(args.policy_dir, args.gguf[0], args.gguf[1], check=not args.no_check,
                             progress=not args.no_progress, system=args.system, mixed_keep=args.mixed_keep)
+            if args.gguf_adapter:
+                export_gguf_adapter(args.policy_dir, args.gguf_adapter)
             return 0
         if args.command in ("generate", "chat"):
             return _talk(args)

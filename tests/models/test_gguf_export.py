@@ -306,3 +306,45 @@ def test_mixed_export_keeps_the_kinds_the_policy_is_most_sensitive_to(trained_ti
     res = export_gguf(run, "q4_mixed", tmp_path / "mix.gguf", check=False, progress=False, mixed_keep=1)
     top = max(res["mixed_sensitivity"], key=res["mixed_sensitivity"].get)
     assert res["mixed_kept"] == {top: "q8_0"}
+
+
+def test_the_policys_lora_as_a_gguf_adapter_is_its_delta_in_llama_cpps_layout(trained_tiny, tmp_path, capsys):
+    """The adapter file's factors are the LoRA's (q / k rows permuted as the base's are), and alpha / rank times
+    lora_b @ lora_a is the change the merged policy has over its base, in the file's layout."""
+    import gguf
+    from safetensors.torch import load_file
+
+    from edgerlhf.cli import main
+    from edgerlhf.models.gguf_export import SOURCE_KEY
+
+    run, model, tok, _ = trained_tiny
+    out = tmp_path / "rl.gguf"
+    assert main(["export", str(run), "--gguf-adapter", str(out)]) == 0
+    assert "--lora rl.gguf" in capsys.readouterr().out
+    assert "ADAPTER ./rl.gguf" in (tmp_path / "rl.Modelfile").read_text()
+    r = gguf.GGUFReader(out)
+    assert r.fields["general.type"].contents() == "adapter" and r.fields["adapter.type"].contents() == "lora"
+    cfg = json.loads((run / "adapter" / "adapter_config.json").read_text())
+    assert r.fields["adapter.lora.alpha"].contents() == pytest.approx(cfg["lora_alpha"])
+    assert r.fields[SOURCE_KEY].contents().endswith("adapter")
+    lora = load_file(run / "adapter" / "adapter_model.safetensors")
+    tensors = {t.name: np.array(t.data, dtype=np.float32).reshape([int(d) for d in reversed(t.shape)])
+               for t in r.tensors}
+    assert len(tensors) == len(lora)
+    scale = cfg["lora_alpha"] / cfg["r"]
+    base = load_causal_lm("tiny", seed=42).state_dict()  # make_tiny_sft's base
+    merged = model.state_dict()
+    for layer, proj, gname, heads in ((0, "q_proj", "attn_q", model.config.num_attention_heads),
+                                      (1, "k_proj", "attn_k", model.config.num_key_value_heads),
+                                      (1, "down_proj", "ffn_down", 0)):
+        key = f"base_model.model.model.layers.{layer}.{'mlp' if proj == 'down_proj' else 'self_attn'}.{proj}"
+        a, b = tensors[f"blk.{layer}.{gname}.weight.lora_a"], tensors[f"blk.{layer}.{gname}.weight.lora_b"]
+        want_b = lora[f"{key}.lora_B.weight"].numpy()
+        want_b = permute_qk(want_b, heads) if heads else want_b
+        np.testing.assert_allclose(a, lora[f"{key}.lora_A.weight"].numpy(), atol=2e-3, rtol=2e-3)  # F16
+        np.testing.assert_allclose(b, want_b, atol=2e-3, rtol=2e-3)
+        hf = key.replace("base_model.model.", "") + ".weight"
+        delta = (merged[hf] - base[hf]).numpy()
+        delta = permute_qk(delta, heads) if heads else delta
+        np.testing.assert_allclose(scale * b @ a, delta, atol=5e-3)
+    assert main(["export", str(run), "--gguf-adapter", str(out)]) == 2  # never overwrites

@@ -23,9 +23,10 @@ from edgerlhf.models.gguf_export import (
     ollama_modelfile,
     set_default_system,
     write_gguf,
+    write_gguf_adapter,
 )
 from edgerlhf.models.loading import load_causal_lm, load_tokenizer
-from edgerlhf.runfolder import ARTIFACT_META, find_artifact
+from edgerlhf.runfolder import ARTIFACT_META, find_artifact, read_artifact_meta
 from edgerlhf.tracking.run import atomic_write_dir, atomic_write_text
 
 # what `export --gguf` checks the file on after writing it: everyday chat prompts, short
@@ -183,3 +184,41 @@ def export_gguf(policy: str | Path, kind: str, out: str | Path, *, check: bool =
               f"{c.n_tokens} positions; greedy answers identical for {c.greedy_identical:.0%} of {c.n_prompts} "
               "prompts")
     return result
+
+
+def export_gguf_adapter(policy: str | Path, out: str | Path) -> dict:
+    """Write the policy's own LoRA adapter (its RL or DPO delta, not merged) as a llama.cpp GGUF adapter file, to use
+    on a base file of any type that holds what the adapter was trained on: the run's SFT policy (``edgerlhf export
+    RUN/adapter/sft --gguf TYPE base.gguf``), or the base model for an SFT run. An Ollama Modelfile beside it
+    names both (``FROM`` the base file, ``ADAPTER`` this one). Returns what it wrote."""
+    from safetensors.torch import load_file  # noqa: PLC0415 - only where an adapter file is read
+
+    out = Path(out)
+    modelfile = out.with_suffix(".Modelfile")
+    for f in (out, modelfile):
+        if f.exists():
+            raise FileExistsError(f"{f} exists; choose another file name (nothing was overwritten)")
+    art = find_artifact(Path(policy).expanduser())
+    meta = read_artifact_meta(art)
+    if meta.get("kind") != "lora" or not (art / "adapter_config.json").is_file():
+        raise ValueError(f"{policy} holds no LoRA adapter (kind {meta.get('kind')!r}); --gguf-adapter writes a "
+                         "policy trained with LoRA; export a full model with --gguf")
+    lcfg = json.loads((art / "adapter_config.json").read_text())
+    r, alpha = int(lcfg["r"]), float(lcfg["lora_alpha"])
+    if lcfg.get("use_rslora"):  # PEFT scales by alpha / sqrt(r); llama.cpp by alpha / r
+        alpha *= r ** 0.5
+    lora = load_file(str(art / "adapter_model.safetensors"))
+    config = load_causal_lm(meta["base_model"]).config
+    base_src = art / meta["sft"] if meta.get("sft") else meta["base_model"]
+    write_gguf_adapter(lora, alpha, config, out, name=f"EdgeRLHF {meta.get('stage', 'policy')} LoRA",
+                       source=str(art.resolve()))
+    base_file = f"base-{Path(str(base_src)).name}.gguf"
+    atomic_write_text(modelfile, f"# the base: edgerlhf export {base_src} --gguf q4_1 {base_file} (any type)\n"
+                                 f"FROM ./{base_file}\nADAPTER ./{out.name}\n")
+    res = {"gguf_adapter": str(out), "modelfile": str(modelfile), "rank": r, "alpha": alpha,
+           "tensors": len(lora) , "file_bytes": os.path.getsize(out), "base": str(base_src)}
+    print(f"[export] {policy} ({meta.get('stage')}): its LoRA (rank {r}, alpha {alpha:g}) -> {out} (F16, "
+          f"{res['file_bytes'] / 2**20:.1f} MiB). It applies to {base_src}: write that as a base file of any type "
+          f"(edgerlhf export {base_src} --gguf q4_1 {base_file}); llama.cpp: llama-cli -m {base_file} --lora "
+          f"{out.name}; Ollama: {modelfile} (FROM the base, ADAPTER this file)")
+    return res
