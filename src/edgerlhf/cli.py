@@ -144,8 +144,8 @@ def main(argv: list[str] | None = None) -> int:
                    "(q4_1 with the most sensitive tensor kinds at q8_0), with an Ollama Modelfile beside it "
                    "(OUT.Modelfile)")
     p.add_argument("--gguf-adapter", metavar="OUT.gguf",
-                   help="the policy's own LoRA (its RL / DPO delta, not merged) as a llama.cpp GGUF adapter at F16, for "
-                   "a base file of any type (the run's SFT policy exported with --gguf); Ollama: ADAPTER")
+                   help="the policy's own LoRA (its RL / DPO delta, not merged) as a llama.cpp GGUF adapter at F16, "
+                   "for a base file of any type (the run's SFT policy exported with --gguf); Ollama: ADAPTER")
     p.add_argument("--mixed-keep", type=int, default=2, metavar="N",
                    help="q4_mixed: how many tensor kinds (attn_q, ffn_down, ...) to keep at q8_0, the ones the policy "
                    "is most sensitive to, measured before writing (default 2)")
