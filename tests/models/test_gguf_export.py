@@ -14,7 +14,6 @@ from edgerlhf.models.gguf_export import (
     GGUF_TYPES,
     GGUFExportError,
     chat_pieces,
-    choose_kept,
     expected_tensor_bytes,
     gguf_shapes,
     ollama_modelfile,
@@ -26,6 +25,7 @@ from edgerlhf.models.gguf_export import (
     tensor_type,
     write_gguf,
 )
+from edgerlhf.models.gguf_mixed import choose_kept
 from edgerlhf.models.loading import load_causal_lm, load_tokenizer
 
 
@@ -297,7 +297,7 @@ def test_a_mixed_file_holds_the_types_its_metadata_names_and_reloads_as_those_we
 
 def test_mixed_export_keeps_the_kinds_the_policy_is_most_sensitive_to(trained_tiny, tmp_path):
     from edgerlhf.models.export import CHECK_PROMPTS, export_gguf
-    from edgerlhf.models.gguf_export import kind_sensitivity
+    from edgerlhf.models.gguf_mixed import kind_sensitivity
 
     run, model, tok, _ = trained_tiny
     sens = kind_sensitivity(model, tok, CHECK_PROMPTS[:2], max_new_tokens=6)

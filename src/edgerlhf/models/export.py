@@ -12,19 +12,18 @@ import torch
 
 from edgerlhf.data.formatting import prompt_text
 from edgerlhf.models.adapters import load_policy
+from edgerlhf.models.gguf_adapter import write_gguf_adapter
 from edgerlhf.models.gguf_export import (
     ExportSizes,
     _ftype,
     check_gguf,
-    choose_kept,
     expected_tensor_bytes,
     gguf_shapes,
-    kind_sensitivity,
     ollama_modelfile,
     set_default_system,
     write_gguf,
-    write_gguf_adapter,
 )
+from edgerlhf.models.gguf_mixed import choose_kept, kind_sensitivity
 from edgerlhf.models.loading import load_causal_lm, load_tokenizer
 from edgerlhf.runfolder import ARTIFACT_META, find_artifact, read_artifact_meta
 from edgerlhf.tracking.run import atomic_write_dir, atomic_write_text

@@ -15,7 +15,7 @@ from edgerlhf.data.formatting import encode_pair, last_message
 from edgerlhf.data.taskfile import held_out_prompts
 from edgerlhf.models.adapters import find_artifact, load_policy, read_artifact_meta
 from edgerlhf.models.generation import length_batches
-from edgerlhf.models.gguf_export import read_gguf_policy_info
+from edgerlhf.models.gguf_adapter import read_gguf_policy_info
 from edgerlhf.models.loading import load_causal_lm, load_tokenizer
 from edgerlhf.models.logprobs import batch_logprobs
 from edgerlhf.rewards import mean_ci95
