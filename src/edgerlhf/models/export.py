@@ -24,7 +24,7 @@ from edgerlhf.models.gguf_export import (
     write_gguf,
 )
 from edgerlhf.models.gguf_mixed import choose_kept, kind_sensitivity
-from edgerlhf.models.loading import load_causal_lm, load_tokenizer
+from edgerlhf.models.loading import load_causal_lm, load_model_config, load_tokenizer
 from edgerlhf.runfolder import ARTIFACT_META, find_artifact, read_artifact_meta
 from edgerlhf.tracking.run import atomic_write_dir, atomic_write_text
 
@@ -207,7 +207,7 @@ def export_gguf_adapter(policy: str | Path, out: str | Path) -> dict:
     if lcfg.get("use_rslora"):  # PEFT scales by alpha / sqrt(r); llama.cpp by alpha / r
         alpha *= r ** 0.5
     lora = load_file(str(art / "adapter_model.safetensors"))
-    config = load_causal_lm(meta["base_model"]).config
+    config = load_model_config(meta["base_model"])
     base_src = art / meta["sft"] if meta.get("sft") else meta["base_model"]
     write_gguf_adapter(lora, alpha, config, out, name=f"EdgeRLHF {meta.get('stage', 'policy')} LoRA",
                        source=str(art.resolve()))
@@ -215,7 +215,7 @@ def export_gguf_adapter(policy: str | Path, out: str | Path) -> dict:
     atomic_write_text(modelfile, f"# the base: edgerlhf export {base_src} --gguf q4_1 {base_file} (any type)\n"
                                  f"FROM ./{base_file}\nADAPTER ./{out.name}\n")
     res = {"gguf_adapter": str(out), "modelfile": str(modelfile), "rank": r, "alpha": alpha,
-           "tensors": len(lora) , "file_bytes": os.path.getsize(out), "base": str(base_src)}
+           "tensors": len(lora), "file_bytes": os.path.getsize(out), "base": str(base_src)}
     print(f"[export] {policy} ({meta.get('stage')}): its LoRA (rank {r}, alpha {alpha:g}) -> {out} (F16, "
           f"{res['file_bytes'] / 2**20:.1f} MiB). It applies to {base_src}: write that as a base file of any type "
           f"(edgerlhf export {base_src} --gguf q4_1 {base_file}); llama.cpp: llama-cli -m {base_file} --lora "

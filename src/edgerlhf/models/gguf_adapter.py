@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from edgerlhf.models.gguf_export import SOURCE_KEY, SYSTEM_KEY, GGUFExportError, permute_qk
+from edgerlhf.models.gguf_export import SOURCE_KEY, SYSTEM_KEY, GGUFExportError, llama_rows
 
 
 def lora_gguf_tensors(lora: dict[str, torch.Tensor], config) -> list[tuple[str, np.ndarray]]:
@@ -33,11 +33,7 @@ def lora_gguf_tensors(lora: dict[str, torch.Tensor], config) -> list[tuple[str, 
         if name is None:
             raise GGUFExportError(f"no GGUF name for the adapted tensor {hf!r}")
         a = lora[key].detach().to(torch.float32).numpy()
-        b = lora[key.replace(".lora_A.", ".lora_B.")].detach().to(torch.float32).numpy()
-        if hf.endswith("q_proj.weight"):
-            b = permute_qk(b, config.num_attention_heads)
-        elif hf.endswith("k_proj.weight"):
-            b = permute_qk(b, config.num_key_value_heads)
+        b = llama_rows(hf, lora[key.replace(".lora_A.", ".lora_B.")].detach().to(torch.float32).numpy(), config)
         out += [(f"{name}.lora_a", a), (f"{name}.lora_b", b)]
     return out
 
@@ -98,5 +94,4 @@ def read_gguf_policy_info(path: str | Path) -> dict:
     if arch != "llama":
         raise GGUFExportError(f"{path} holds a {arch or 'model of no named'} architecture; `eval` reads llama-"
                               "architecture policies, as `edgerlhf export --gguf` writes them")
-    return {"architecture": arch, "source": field(SOURCE_KEY), "system": field(SYSTEM_KEY),
-            "file_type": int(r.fields["general.file_type"].contents()) if "general.file_type" in r.fields else -1}
+    return {"architecture": arch, "source": field(SOURCE_KEY), "system": field(SYSTEM_KEY)}

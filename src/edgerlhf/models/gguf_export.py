@@ -30,7 +30,6 @@ GGUF_TYPES = ("f16", "q8_0", "q4_0", "q4_1", "q4_mixed")
 # q4_mixed: q4_1 everywhere except the tensor kinds the policy is most sensitive to, kept at Q8_0 (measured by
 # kind_sensitivity on the export's check prompts). K-quants are not offered: gguf 0.19's quantize() raises
 # NotImplementedError for Q2_K..Q6_K (it only dequantizes them), and this exporter writes what it can check.
-MIXED_BASE = "q4_1"
 # architectures this writer knows, HF class -> GGUF architecture. llama covers SmolLM / SmolLM2, TinyLlama,
 # Llama 2 and Llama 3 without rope scaling.
 ARCHITECTURES = {"LlamaForCausalLM": "llama"}
@@ -73,6 +72,16 @@ def permute_qk(w: np.ndarray, n_head: int) -> np.ndarray:
     split in two halves) to llama.cpp's (interleaved pairs), as convert_hf_to_gguf.py does; transformers' GGUF
     loader undoes it on reading."""
     return w.reshape(n_head, 2, w.shape[0] // n_head // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
+
+
+def llama_rows(hf_name: str, w: np.ndarray, config) -> np.ndarray:
+    """``w`` with its output rows in llama.cpp's layout: a q_proj / k_proj weight (or a LoRA B factor of one: the
+    permutation acts on output rows) permuted to the rotary layout, anything else unchanged."""
+    if hf_name.endswith("q_proj.weight"):
+        return permute_qk(w, config.num_attention_heads)
+    if hf_name.endswith("k_proj.weight"):
+        return permute_qk(w, config.num_key_value_heads)
+    return w
 
 
 def tensor_kind(gguf_name: str) -> str:
@@ -359,13 +368,8 @@ def gguf_tensors(model, kind: str, keep: dict[str, str] | None = None):
     """(GGUF name, array to write, GGML type) for every weight: Q and K permuted, quantised as ``kind`` says."""
     import gguf  # noqa: PLC0415 - gguf loads only where a GGUF file is written, sized or checked
 
-    c = model.config
     for name, hf_name, t in _named_weights(model):
-        w = t.detach().to(torch.float32).cpu().numpy()
-        if hf_name.endswith("q_proj.weight"):
-            w = permute_qk(w, c.num_attention_heads)
-        elif hf_name.endswith("k_proj.weight"):
-            w = permute_qk(w, c.num_key_value_heads)
+        w = llama_rows(hf_name, t.detach().to(torch.float32).cpu().numpy(), model.config)
         qtype = tensor_type(name, w.shape, kind, keep)
         if qtype == gguf.GGMLQuantizationType.F32:
             data = np.ascontiguousarray(w, dtype=np.float32)

@@ -173,15 +173,25 @@ def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
     return torch.float32
 
 
+def load_model_config(model: str):
+    """The base model's configuration alone (what a GGUF adapter file needs), without loading its weights."""
+    from transformers import AutoConfig  # noqa: PLC0415 - transformers: imported on the first model load, so the CLI starts fast
+
+    if model == "tiny":
+        tok = load_tokenizer("tiny")
+        cfg = tiny_config(len(tok))
+        cfg.pad_token_id, cfg.eos_token_id, cfg.bos_token_id = tok.pad_token_id, tok.eos_token_id, tok.bos_token_id
+        return cfg
+    return AutoConfig.from_pretrained(resolve_model_path(model))
+
+
 def load_causal_lm(model: str, dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu", seed: int = 0):
     """Load the base causal LM (``tiny`` is initialised from ``seed``)."""
     from transformers import AutoModelForCausalLM  # noqa: PLC0415 - transformers: imported on the first model load, so the CLI starts fast
 
     if model == "tiny":
-        tok = load_tokenizer("tiny")
+        cfg = load_model_config("tiny")
         torch.manual_seed(seed)
-        cfg = tiny_config(len(tok))
-        cfg.pad_token_id, cfg.eos_token_id, cfg.bos_token_id = tok.pad_token_id, tok.eos_token_id, tok.bos_token_id
         m = AutoModelForCausalLM.from_config(cfg, dtype=dtype)
     else:
         m = AutoModelForCausalLM.from_pretrained(resolve_model_path(model), dtype=dtype)
