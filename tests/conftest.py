@@ -69,6 +69,20 @@ def make_tiny_sft(root):
     return root / "sft"
 
 
+def make_tiny_ppo(root):
+    """(a 2-step PPO run of the tiny model on the tiny SFT policy above, that SFT policy): a LoRA policy with an SFT
+    policy it started from, as the study's are."""
+    from edgerlhf.config import PPOConfig, load_config
+    from edgerlhf.stages import online
+
+    sft = make_tiny_sft(root)
+    cfg = load_config(PPOConfig, overrides={
+        "model": "tiny", "policy": str(sft), "output_dir": str(root / "runs"), "max_steps": 2,
+        "num_rollouts_per_step": 8, "rollout_batch_size": 8, "mini_batch_size": 4, "gradient_accumulation_steps": 1,
+        "response_length": 8, "gold_eval_prompts": 0, "report_to": ["none"], "progress": False, "learning_rate": 5e-3})
+    return online.run(cfg, reward_fn=lambda p, r: [len(x) / 20 for x in r]), sft
+
+
 @pytest.fixture
 def tiny_sft(tmp_path):
     return make_tiny_sft(tmp_path)

@@ -12,11 +12,12 @@ import torch
 from edgerlhf import registry
 from edgerlhf.config import ConfigError, UserCodeError, config_help, load_config, parse_overrides
 from edgerlhf.distributed import LaunchError, require_one_process
-from edgerlhf.models.export import export_gguf, export_gguf_adapter, export_policy, load_for_export
+from edgerlhf.models.export import export_gguf_adapter, export_policy, load_for_export
 from edgerlhf.models.generation import generate
 from edgerlhf.models.precision import check_precision
 from edgerlhf.rewards.serving import load_reward_spec
 from edgerlhf.stages.bon import best_of
+from edgerlhf.stages.deploy import export_all, export_gguf_checked
 from edgerlhf.stages.online import resume_base
 from edgerlhf.stages.rm_eval import quantize
 from edgerlhf.study import plan
@@ -142,7 +143,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--gguf", nargs=2, metavar=("TYPE", "OUT.gguf"),
                    help="one GGUF file for llama.cpp / Ollama / LM Studio, TYPE f16 | q8_0 | q4_0 | q4_1 | q4_mixed "
                    "(q4_1 with the most sensitive tensor kinds at q8_0), with an Ollama Modelfile beside it "
-                   "(OUT.Modelfile)")
+                   "(OUT.Modelfile); then the share of the policy's gold gain the file keeps is measured (--no-check "
+                   "skips it). `--gguf all DIR`: every type, the policy's LoRA as an adapter on a q8_0 and a q4_0 "
+                   "base, and one table of sizes, agreement and gains kept")
     p.add_argument("--gguf-adapter", metavar="OUT.gguf",
                    help="the policy's own LoRA (its RL / DPO delta, not merged) as a llama.cpp GGUF adapter at F16, "
                    "for a base file of any type (the run's SFT policy exported with --gguf); Ollama: ADAPTER")
@@ -150,7 +153,10 @@ def main(argv: list[str] | None = None) -> int:
                    help="q4_mixed: how many tensor kinds (attn_q, ffn_down, ...) to keep at q8_0, the ones the policy "
                    "is most sensitive to, measured before writing (default 2)")
     p.add_argument("--no-check", action="store_true", help="--gguf: skip reloading the file to measure it against "
-                   "the policy")
+                   "the policy (greedy agreement, and the gain kept on the run's held-out prompts and gold)")
+    p.add_argument("--loader", default="auto", choices=("auto", "transformers", "llama.cpp"),
+                   help="--gguf: what samples the file for the gain kept (auto: llama.cpp when llama-cpp-python is "
+                   "installed, else transformers' GGUF loader)")
     p.add_argument("--system", default=None, metavar="TEXT",
                    help="the system message the export carries (default: the one the policy was trained with, "
                    "recorded in its run)")
@@ -215,8 +221,12 @@ def main(argv: list[str] | None = None) -> int:
             if args.merge:
                 export_policy(args.policy_dir, args.merge, system=args.system)
             if args.gguf:
-                export_gguf(args.policy_dir, args.gguf[0], args.gguf[1], check=not args.no_check,
-                            progress=not args.no_progress, system=args.system, mixed_keep=args.mixed_keep)
+                how = dict(check=not args.no_check, progress=not args.no_progress, system=args.system,
+                           mixed_keep=args.mixed_keep, loader=args.loader)
+                if args.gguf[0] == "all":
+                    export_all(args.policy_dir, args.gguf[1], **how)
+                else:
+                    export_gguf_checked(args.policy_dir, args.gguf[0], args.gguf[1], **how)
             if args.gguf_adapter:
                 export_gguf_adapter(args.policy_dir, args.gguf_adapter)
             return 0

@@ -137,6 +137,7 @@ def test_cli_export_writes_gguf_and_modelfile_and_measures_them(trained_tiny, tm
     printed = capsys.readouterr().out
     assert out.is_file() and (tmp_path / "x" / "policy.Modelfile").is_file()
     assert "reloaded with transformers" in printed and "greedy answers identical" in printed
+    assert "gain kept: not measured" in printed and "no SFT policy it started from" in printed  # an SFT run: said
     # never overwrites, and says so before loading anything
     assert main(["export", str(run), "--gguf", "q8_0", str(out), "--no-check"]) == 2
     assert "exists" in capsys.readouterr().err

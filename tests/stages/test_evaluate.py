@@ -6,21 +6,16 @@ from pathlib import Path
 import pytest
 import torch
 
-from edgerlhf.config import EvalConfig, PPOConfig, load_config
+from edgerlhf.config import EvalConfig, load_config
 from edgerlhf.stages import evaluate, online
 
 
 @pytest.fixture(scope="module")
 def ppo_run(tmp_path_factory):
-    from conftest import make_tiny_sft
+    from conftest import make_tiny_ppo
 
     root = tmp_path_factory.mktemp("ev")
-    sft = make_tiny_sft(root)
-    cfg = load_config(PPOConfig, overrides={
-        "model": "tiny", "policy": str(sft), "output_dir": str(root / "runs"), "max_steps": 2,
-        "num_rollouts_per_step": 8, "rollout_batch_size": 8, "mini_batch_size": 4, "gradient_accumulation_steps": 1,
-        "response_length": 8, "gold_eval_prompts": 0, "report_to": ["none"], "progress": False, "learning_rate": 5e-3})
-    return online.run(cfg, reward_fn=lambda p, r: [len(x) / 20 for x in r]), sft, root
+    return (*make_tiny_ppo(root), root)
 
 
 def _eval(root, **kw):

@@ -262,6 +262,8 @@ class EvalConfig(EnsembleMixin, GoldMixin, BaseConfig):
                           "file exported from one (`edgerlhf export --gguf`): then the share of the policy's gain it "
                           "keeps is measured too")
     source: str = opt("", "policy=FILE.gguf: the policy run it was exported from (default: the one the file records)")
+    adapter: str = opt("", "policy=BASE.gguf: a GGUF LoRA adapter file (`export --gguf-adapter`) applied on that base "
+                           "file; the policy run the adapter records is the source")
     baseline: str = opt("auto", "policy compared against (win rate, paired gold gain, KL): 'auto' (the SFT policy an "
                                 "RL policy started from), a run folder, 'base' (the bare model), or 'none'")
     reward: str = opt("auto", "reward model for the learned-RM mean: 'auto' (the one the RL run used, at its "
@@ -290,6 +292,11 @@ class EvalConfig(EnsembleMixin, GoldMixin, BaseConfig):
                         "run folder")
         elif self.source and not Path(self.source).expanduser().exists():
             errs.append(f"source={self.source!r}: no such folder (the policy run the GGUF file was exported from)")
+        if self.adapter and not gguf:
+            errs.append(f"adapter={self.adapter!r} is applied on a GGUF base file: policy=BASE.gguf (the run's SFT "
+                        f"policy exported with --gguf), not {self.policy!r}")
+        elif self.adapter and not Path(self.adapter).expanduser().is_file():
+            errs.append(f"adapter={self.adapter!r}: no such file (a GGUF LoRA adapter, `export --gguf-adapter`)")
         errs += self.check_gold()
         if self.prompts and not self.prompts.startswith("hf:") and not Path(self.prompts).expanduser().is_file():
             errs.append(f"prompts={self.prompts!r}: no such file (or leave it empty for the built-in held-out prompts)")

@@ -185,11 +185,12 @@ def export_gguf(policy: str | Path, kind: str, out: str | Path, *, check: bool =
     return result
 
 
-def export_gguf_adapter(policy: str | Path, out: str | Path) -> dict:
+def export_gguf_adapter(policy: str | Path, out: str | Path, *, base_file: str = "", base_type: str = "q4_1") -> dict:
     """Write the policy's own LoRA adapter (its RL or DPO delta, not merged) as a llama.cpp GGUF adapter file, to use
     on a base file of any type that holds what the adapter was trained on: the run's SFT policy (``edgerlhf export
     RUN/adapter/sft --gguf TYPE base.gguf``), or the base model for an SFT run. An Ollama Modelfile beside it
-    names both (``FROM`` the base file, ``ADAPTER`` this one). Returns what it wrote."""
+    names both (``FROM`` the base file, ``base_file`` or ``base-<SFT folder>.gguf``, of ``base_type``; ``ADAPTER``
+    this one). Returns what it wrote."""
     from safetensors.torch import load_file  # noqa: PLC0415 - only where an adapter file is read
 
     out = Path(out)
@@ -211,13 +212,13 @@ def export_gguf_adapter(policy: str | Path, out: str | Path) -> dict:
     base_src = art / meta["sft"] if meta.get("sft") else meta["base_model"]
     write_gguf_adapter(lora, alpha, config, out, name=f"EdgeRLHF {meta.get('stage', 'policy')} LoRA",
                        source=str(art.resolve()))
-    base_file = f"base-{Path(str(base_src)).name}.gguf"
-    atomic_write_text(modelfile, f"# the base: edgerlhf export {base_src} --gguf q4_1 {base_file} (any type)\n"
+    base_file = base_file or f"base-{Path(str(base_src)).name}.gguf"
+    atomic_write_text(modelfile, f"# the base: edgerlhf export {base_src} --gguf {base_type} {base_file} (any type)\n"
                                  f"FROM ./{base_file}\nADAPTER ./{out.name}\n")
     res = {"gguf_adapter": str(out), "modelfile": str(modelfile), "rank": r, "alpha": alpha,
            "tensors": len(lora), "file_bytes": os.path.getsize(out), "base": str(base_src)}
     print(f"[export] {policy} ({meta.get('stage')}): its LoRA (rank {r}, alpha {alpha:g}) -> {out} (F16, "
           f"{res['file_bytes'] / 2**20:.1f} MiB). It applies to {base_src}: write that as a base file of any type "
-          f"(edgerlhf export {base_src} --gguf q4_1 {base_file}); llama.cpp: llama-cli -m {base_file} --lora "
+          f"(edgerlhf export {base_src} --gguf {base_type} {base_file}); llama.cpp: llama-cli -m {base_file} --lora "
           f"{out.name}; Ollama: {modelfile} (FROM the base, ADAPTER this file)")
     return res

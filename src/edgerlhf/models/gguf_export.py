@@ -61,7 +61,10 @@ def _ftype(kind: str):
     import gguf  # noqa: PLC0415 - gguf loads only where a GGUF file is written, sized or checked
 
     if kind not in GGUF_TYPES:
-        raise GGUFExportError(f"unknown GGUF type {kind!r}; choose one of {', '.join(GGUF_TYPES)}")
+        k_quant = "_k" in kind.lower()  # Q4_K_M and the like: the gguf package reads them but cannot write them
+        raise GGUFExportError(f"unknown GGUF type {kind!r}; choose one of {', '.join(GGUF_TYPES)}" + (
+            " (K-quants cannot be written by the gguf package; for one, write f16 and run llama.cpp's llama-quantize "
+            "on it)" if k_quant else ""))
     return {"f16": gguf.LlamaFileType.MOSTLY_F16, "q8_0": gguf.LlamaFileType.MOSTLY_Q8_0,
             "q4_0": gguf.LlamaFileType.MOSTLY_Q4_0, "q4_1": gguf.LlamaFileType.MOSTLY_Q4_1,
             "q4_mixed": gguf.LlamaFileType.MOSTLY_Q4_1}[kind]
@@ -463,14 +466,17 @@ class GGUFCheck(NamedTuple):
 
 
 def check_gguf(path: str | Path, model, tok, prompts: list, max_new_tokens: int = 24,
-               chat_template: bool = True) -> GGUFCheck:
+               chat_template: bool = True, reloaded=None) -> GGUFCheck:
     """Reload ``path`` with transformers (``gguf_file=``: dequantised to float32) and compare it with ``model`` on
     the chat-formatted ``prompts``: logits on the prompt and the source's greedy continuation, the share of those
-    continuation tokens the file would also pick (teacher-forced) and of prompts it continues identically."""
+    continuation tokens the file would also pick (teacher-forced) and of prompts it continues identically.
+    ``reloaded``: the file already loaded (e.g. a base file with an adapter applied)."""
     from transformers import AutoModelForCausalLM  # noqa: PLC0415 - transformers is heavy; only to check a written file
 
     path = Path(path)
-    reloaded = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32).eval()
+    if reloaded is None:
+        reloaded = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32)
+    reloaded = reloaded.eval()
     model = model.eval()
     max_diff = scale = 0.0
     agree = total = same = 0

@@ -15,7 +15,12 @@ from edgerlhf.data.formatting import encode_pair, last_message
 from edgerlhf.data.taskfile import held_out_prompts
 from edgerlhf.models.adapters import find_artifact, load_policy, read_artifact_meta
 from edgerlhf.models.generation import length_batches
-from edgerlhf.models.gguf_adapter import read_gguf_policy_info
+from edgerlhf.models.gguf_adapter import (
+    adapter_base_problem,
+    load_gguf_model,
+    read_gguf_adapter,
+    read_gguf_policy_info,
+)
 from edgerlhf.models.loading import load_causal_lm, load_tokenizer
 from edgerlhf.models.logprobs import batch_logprobs
 from edgerlhf.rewards import mean_ci95
@@ -112,10 +117,16 @@ def run(cfg) -> Path:
 def _prepare(setup: Setup):
     """The policy, its baseline, the prompts and a reused baseline evaluation, checked before anything is written."""
     cfg = setup.cfg
-    file = None
+    file = adapter = None
     if cfg.policy.endswith(".gguf"):  # an exported file: evaluated beside the policy run it came from
         file = Path(cfg.policy).expanduser()
         src = cfg.source or read_gguf_policy_info(file)["source"]
+        if cfg.adapter:  # an adapter on a base file: the adapter names the policy; the base must be what it fits
+            adapter = Path(cfg.adapter).expanduser()
+            src = cfg.source or read_gguf_adapter(adapter)[2]
+            problem = adapter_base_problem(file, read_gguf_policy_info(file)["source"], adapter, src)
+            if problem:
+                raise ValueError(problem)
         if not src:
             raise ValueError(f"{file} records no policy run it was exported from (exported by another tool or from a "
                              "merged folder); pass source=RUN, the policy run folder it was made from")
@@ -129,12 +140,12 @@ def _prepare(setup: Setup):
     base_path, base_label = _baseline_of(cfg, art, meta)
     prompts = held_out_prompts(cfg.prompts, cfg.num_prompts)
     reused = _reuse(cfg, prompts) if cfg.baseline_eval and base_path is not None else None
-    return art, meta, base_path, base_label, prompts, reused, file
+    return art, meta, base_path, base_label, prompts, reused, (file, adapter)
 
 
 def _evaluate(ctx: Context, data) -> dict:
     cfg, run_dir, mem = ctx.cfg, ctx.run_dir, ctx.mem
-    art, meta, base_path, base_label, prompts, reused, file = data
+    art, meta, base_path, base_label, prompts, reused, (file, adapter) = data
     gold = make_gold(cfg.gold)
     sample = dict(temperature=cfg.temperature, max_new_tokens=cfg.max_new_tokens, seed=cfg.seed,
                   batch_size=cfg.batch_size, progress=cfg.progress, gold=gold)
@@ -143,11 +154,11 @@ def _evaluate(ctx: Context, data) -> dict:
     if file is not None:  # the policy itself first, same prompts and sampling seed: the file is paired with it
         src = gold_eval(policy, tok, prompts, **sample)
         del policy
-        policy = _load_gguf(file)  # formatted with the policy's own tokenizer, as it was trained
+        policy = load_gguf_model(file, adapter)  # formatted with the policy's own tokenizer, as it was trained
     res = gold_eval(policy, tok, prompts, **sample)
     texts, g = res.pop("responses"), res.pop("gold")
     out = {**res, **{f"eval/{k}": v for k, v in _text_stats(texts, tok).items()},
-           "policy": str(file if file is not None else art),
+           "policy": (f"{file} + {adapter}" if adapter else str(file)) if file is not None else str(art),
            "baseline": base_label, "prompts": len(prompts), "gold": cfg.gold,
            "prompts_source": cfg.prompts or "built-in held-out prompts",
            "device": "cpu", "compute_dtype": "float32"}  # policies load on the CPU in fp32 (load_policy's defaults)
@@ -190,7 +201,7 @@ def _evaluate(ctx: Context, data) -> dict:
                 out.update(_paired(rm_scores, base_rm, "rm"))
                 out.update(_length_controlled(rm_scores, base_rm, texts, base_texts, "rm"))
     if src is not None:
-        out.update(_file_vs_policy(src, texts, g, base_g, file, art))
+        out.update(file_vs_policy(src, texts, g, base_g, f"{file} + {adapter}" if adapter else file, art))
     records = []
     for i, p in enumerate(prompts):
         rec = {"prompt": last_message(p), "response": texts[i]}
@@ -217,17 +228,11 @@ def _evaluate(ctx: Context, data) -> dict:
     return out
 
 
-def _load_gguf(file: Path):
-    """A GGUF file as a transformers model (``gguf_file=``: its tensors dequantised to float32)."""
-    from transformers import AutoModelForCausalLM  # noqa: PLC0415 - heavy; only for a GGUF file
-
-    return AutoModelForCausalLM.from_pretrained(file.parent, gguf_file=file.name, dtype=torch.float32).eval()
-
-
-def _file_vs_policy(src: dict, texts: list[str], g, base_g, file: Path, art: Path) -> dict:
+def file_vs_policy(src: dict, texts: list[str], g, base_g, file, art: Path) -> dict:
     """The exported file against the policy it came from: the share of the policy's gain over the baseline the file
     keeps (paired by prompt and sampling seed, 95% bootstrap over prompts) and the share of identical responses."""
-    out = {"file": str(file), "source": str(art), "file_loader": "transformers (gguf_file=, dequantised to float32)",
+    out = {"file": str(file), "source": str(art), "file_loader": "transformers (gguf_file=, dequantised to float32"
+           + (", the adapter's delta added)" if " + " in str(file) else ")"),
            "eval/same_responses": sum(a == b for a, b in zip(src["responses"], texts)) / max(len(texts), 1),
            **{k.replace("eval/", "source/"): v for k, v in src.items() if k.startswith("eval/")}}
     if g is not None and base_g is not None:

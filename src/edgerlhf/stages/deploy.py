@@ -1,0 +1,226 @@
+"""What an exported file keeps of the alignment gain: the last step of ``edgerlhf export --gguf TYPE`` (on unless
+``--no-check``) and ``edgerlhf export --gguf all DIR`` (every type, the policy's LoRA as an adapter on a Q8_0 and a
+Q4_0 base, and one table). Measured as ``edgerlhf eval FILE.gguf`` measures it: the held-out prompts and gold of
+the run, the policy and its SFT baseline sampled once, each file sampled with the same seed, and the share of the
+policy's gold gain the file keeps with a 95% bootstrap interval over prompts. Not a registered stage: it writes
+files, not a run folder."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+from pathlib import Path
+
+import torch
+
+from edgerlhf.config.stages import EvalConfig
+from edgerlhf.data.formatting import encode_prompt
+from edgerlhf.data.taskfile import held_out_prompts
+from edgerlhf.models.adapters import load_policy
+from edgerlhf.models.export import CHECK_PROMPTS, export_gguf, export_gguf_adapter, load_for_export
+from edgerlhf.models.gguf_adapter import load_gguf_model
+from edgerlhf.models.gguf_export import GGUF_TYPES, check_gguf
+from edgerlhf.rewards.gold import gold_eval, make_gold
+from edgerlhf.runfolder import RunFolder, find_artifact, is_run_folder, read_artifact_meta
+from edgerlhf.stages.evaluate import file_vs_policy
+from edgerlhf.tracking.run import atomic_write_text
+
+KEEP_WARN = 0.9  # below this share of the policy's gain, the export warns
+ADAPTER_BASES = ("q8_0", "q4_0")  # the bases `--gguf all` puts the policy's LoRA on
+
+
+def gain_setup(policy: str | Path) -> tuple[dict | None, str]:
+    """(what the gain check samples, "") for a policy run with an SFT baseline, held-out prompts and a gold, or
+    (None, why not)."""
+    try:
+        art = find_artifact(Path(policy).expanduser())
+    except FileNotFoundError:
+        return None, f"{policy} is not a policy run (no baseline and gold recorded)"
+    meta = read_artifact_meta(art)
+    if not meta.get("sft"):
+        return None, f"{policy} ({meta.get('stage')}) has no SFT policy it started from to measure a gain over"
+    run = art.parent if is_run_folder(art.parent) else None
+    cfg = RunFolder(run).config if run is not None else {}
+    gold = cfg.get("gold", "vader")
+    prompts = cfg.get("eval_prompts", "")
+    if gold == "none":
+        return None, f"{run or art} was trained without a gold scorer (gold=none): no gain to measure"
+    own_data = any(cfg.get(k, "builtin") not in ("", "builtin") for k in ("prompts", "dataset"))
+    if not prompts and own_data:
+        return None, (f"{run or art} trained on its own data and names no held-out eval_prompts; measure the file "
+                      "with `edgerlhf eval FILE.gguf prompts=HELD_OUT gold=GOLD`")
+    ev = EvalConfig(policy=str(art))  # the eval stage's sampling settings
+    return {"art": art, "meta": meta, "gold": gold, "prompts_file": prompts,
+            "prompts": held_out_prompts(prompts, int(cfg.get("gold_eval_prompts") or ev.num_prompts)),
+            "sample": dict(temperature=ev.temperature, max_new_tokens=ev.max_new_tokens, seed=ev.seed,
+                           batch_size=ev.batch_size)}, ""
+
+
+def file_loader(choice: str = "auto") -> str:
+    """Which program samples the exported file: ``llama.cpp`` (llama-cpp-python, when installed) or
+    ``transformers`` (its GGUF loader, tensors dequantised to float32)."""
+    if choice not in ("auto", "transformers", "llama.cpp"):
+        raise ValueError(f"loader={choice!r}: choose auto, transformers or llama.cpp")
+    have = importlib.util.find_spec("llama_cpp") is not None
+    if choice == "llama.cpp" and not have:
+        raise ValueError("loader=llama.cpp needs llama-cpp-python (pip install llama-cpp-python: it compiles "
+                         "llama.cpp); or use loader=transformers")
+    return choice if choice != "auto" else ("llama.cpp" if have else "transformers")
+
+
+def llamacpp_samples(file: Path, adapter: Path | None, tok, prompts: list, *, temperature: float,
+                     max_new_tokens: int, seed: int, chat: bool = True) -> list[str]:
+    """One response per prompt sampled by llama.cpp itself from ``file`` (with the LoRA ``adapter`` on it), plain
+    temperature sampling (top-k, top-p, min-p and the repeat penalty off, as EdgeRLHF samples), the prompt
+    tokenized by the policy's tokenizer. llama.cpp's random numbers are its own: pairs with the policy by prompt,
+    not by sampling seed."""
+    from llama_cpp import Llama  # noqa: PLC0415 - optional: llama-cpp-python compiles llama.cpp; not a dependency
+
+    llm = Llama(model_path=str(file), lora_path=str(adapter) if adapter else None, n_ctx=1024, seed=seed,
+                verbose=False, n_threads=torch.get_num_threads())
+    stop = {tok.eos_token_id, llm.token_eos()}
+    out = []
+    for p in prompts:
+        new = []
+        for t in llm.generate(encode_prompt(tok, p, chat), temp=temperature, top_k=0, top_p=1.0, min_p=0.0,
+                              repeat_penalty=1.0, reset=True):
+            if t in stop or len(new) == max_new_tokens:
+                break
+            new.append(t)
+        out.append(tok.decode(new, skip_special_tokens=True).strip())
+    return out
+
+
+def measure_gain(policy: str | Path, files: list[tuple[Path, Path | None]], *, loader: str = "auto",
+                 progress: bool = True) -> tuple[list[dict], str]:
+    """For each (file, adapter or None): the share of the policy's gold gain it keeps (``eval/gain_kept`` and its
+    95% CI over prompts) and its share of identical responses, the policy and its baseline sampled once for all.
+    Returns ([] , why) when the run allows no such check."""
+    setup, why = gain_setup(policy)
+    if setup is None:
+        return [], why
+    loader = file_loader(loader)
+    gold, prompts, sample = make_gold(setup["gold"]), setup["prompts"], setup["sample"]
+    art, meta = setup["art"], setup["meta"]
+    model, tok, _ = load_policy(art)
+    src = gold_eval(model, tok, prompts, **sample, progress=progress, gold=gold)
+    del model
+    base, btok, _ = load_policy(art / meta["sft"])
+    base_g = gold_eval(base, btok, prompts, **sample, progress=progress, gold=gold)["gold"]
+    del base
+    rows = []
+    for file, adapter in files:
+        label = f"{file} + {adapter}" if adapter else file
+        if loader == "llama.cpp":
+            texts = llamacpp_samples(file, adapter, tok, prompts, chat=bool(meta.get("use_chat_template", True)),
+                                     temperature=sample["temperature"], max_new_tokens=sample["max_new_tokens"],
+                                     seed=sample["seed"])
+            g = gold(prompts, texts)
+        else:
+            res = gold_eval(load_gguf_model(file, adapter), tok, prompts, **sample, progress=progress, gold=gold)
+            texts, g = res["responses"], res["gold"]
+        row = file_vs_policy(src, texts, g, base_g, label, art)
+        row["file_loader"] = loader if loader == "llama.cpp" else row["file_loader"]
+        row.update({"prompts": len(prompts), "gold": setup["gold"]})
+        rows.append(row)
+    return rows, ""
+
+
+def _say_gain(row: dict) -> None:
+    if "eval/gain_kept" not in row:
+        print(f"[export] gain kept: not measured ({row.get('why', 'no gold')})")
+        return
+    kept, lo, hi = row["eval/gain_kept"], row["eval/gain_kept_ci95_low"], row["eval/gain_kept_ci95_high"]
+    print(f"[export] gain kept: {kept:.1%} (95% CI {lo:.1%} .. {hi:.1%} over {row['prompts']} held-out prompts) of "
+          f"the policy's gold gain {row['source/gold_gain']:+.3f} ({row['gold']}), sampled by {row['file_loader']}; "
+          f"same responses as the policy for {row['eval/same_responses']:.0%} of prompts")
+    if math.isnan(kept):
+        print("[export] the policy gained nothing over its SFT policy on these prompts: there is no gain to keep")
+    elif kept < KEEP_WARN:
+        print(f"[export] WARNING: the file keeps less than {KEEP_WARN:.0%} of the alignment gain; write q8_0 or f16, "
+              "or the policy's LoRA as an adapter on a 4-bit base (--gguf-adapter)")
+
+
+def export_gguf_checked(policy: str | Path, kind: str, out: str | Path, *, check: bool = True, progress: bool = True,
+                        system: str | None = None, mixed_keep: int = 2, loader: str = "auto") -> dict:
+    """``export_gguf``, then (``check``) the share of the policy's alignment gain the file keeps, warned about below
+    90%. Returns everything measured."""
+    res = export_gguf(policy, kind, out, check=check, progress=progress, system=system, mixed_keep=mixed_keep)
+    if check:
+        rows, why = measure_gain(policy, [(Path(out), None)], loader=loader, progress=progress)
+        if rows:
+            res.update(rows[0])
+            _say_gain(rows[0])
+        else:
+            print(f"[export] gain kept: not measured: {why}")
+    return res
+
+
+def export_all(policy: str | Path, out_dir: str | Path, *, check: bool = True, progress: bool = True,
+               system: str | None = None, mixed_keep: int = 2, loader: str = "auto") -> list[dict]:
+    """Every GGUF type of the policy into ``out_dir`` (``<type>.gguf`` with its Modelfile), and for a LoRA policy with
+    an SFT policy its LoRA as an F16 adapter (``adapter.gguf``) on that SFT policy written at Q8_0 and Q4_0
+    (``base-<type>.gguf``); then one table: size, greedy next token kept, answers identical, gain kept. Written
+    to ``out_dir/table.md`` and ``out_dir/results.json``."""
+    out_dir = Path(out_dir)
+    if out_dir.exists() and any(out_dir.iterdir()):
+        raise FileExistsError(f"{out_dir} exists and is not empty; choose another folder (nothing was overwritten)")
+    art = find_artifact(Path(policy).expanduser())
+    meta = read_artifact_meta(art)
+    with_adapter = meta.get("kind") == "lora" and bool(meta.get("sft"))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for kind in GGUF_TYPES:
+        r = export_gguf(policy, kind, out_dir / f"{kind}.gguf", check=check, progress=progress, system=system,
+                        mixed_keep=mixed_keep)
+        rows.append({"type": kind, "file": out_dir / f"{kind}.gguf", "adapter": None, "mib": r["file_bytes"] / 2**20,
+                     **{k: r[k] for k in ("top1_agreement", "greedy_identical") if k in r}})
+    if with_adapter:
+        ad = export_gguf_adapter(policy, out_dir / "adapter.gguf", base_file=f"base-{ADAPTER_BASES[-1]}.gguf",
+                                 base_type=ADAPTER_BASES[-1])
+        model, tok, _ = load_for_export(policy) if check else (None, None, None)
+        chat = bool(meta.get("use_chat_template", True))
+        for kind in ADAPTER_BASES:
+            base = out_dir / f"base-{kind}.gguf"
+            b = export_gguf(art / meta["sft"], kind, base, check=False, progress=progress, system=system)
+            row = {"type": f"adapter on {kind}", "file": base, "adapter": out_dir / "adapter.gguf",
+                   "mib": (b["file_bytes"] + ad["file_bytes"]) / 2**20}
+            if check:  # the same greedy check as the files', with the adapter applied on the base
+                c = check_gguf(base, model, tok, CHECK_PROMPTS, chat_template=chat,
+                               reloaded=load_gguf_model(base, out_dir / "adapter.gguf"))
+                row.update({"top1_agreement": c.top1_agreement, "greedy_identical": c.greedy_identical})
+            rows.append(row)
+        del model
+    if check:
+        gains, why = measure_gain(policy, [(r["file"], r["adapter"]) for r in rows], loader=loader, progress=progress)
+        for r, g in zip(rows, gains):
+            r.update({k: g[k] for k in g if k.startswith(("eval/", "source/")) or k in ("file_loader", "prompts")})
+        if not gains:
+            print(f"[export] gain kept: not measured: {why}")
+    table = gguf_table(rows)
+    atomic_write_text(out_dir / "table.md", table + "\n")
+    atomic_write_text(out_dir / "results.json", json.dumps(
+        [{k: (str(v) if isinstance(v, Path) else v) for k, v in r.items()} for r in rows], indent=1) + "\n")
+    print(f"\n[export] {policy} -> {out_dir}: every type\n\n{table}\n")
+    return rows
+
+
+def gguf_table(rows: list[dict]) -> str:
+    """The ``--gguf all`` table in Markdown: one row per file (or adapter on a base)."""
+    lines = ["| file | size | greedy next token kept | greedy answers identical | gain kept (95% CI over prompts) "
+             "| same responses |", "|---|---|---|---|---|---|"]
+    for r in rows:
+        def pct(key, r=r):
+            v = r.get(key)
+            return "" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.1%}"
+        gain = pct("eval/gain_kept")
+        if gain and not math.isnan(r.get("eval/gain_kept_ci95_low", math.nan)):
+            gain += f" ({pct('eval/gain_kept_ci95_low')} .. {pct('eval/gain_kept_ci95_high')})"
+        lines.append(f"| {r['type']} | {r['mib']:.1f} MiB | {pct('top1_agreement')} | {pct('greedy_identical')} | "
+                     f"{gain or 'not measured'} | {pct('eval/same_responses')} |")
+    src = next((r for r in rows if "source/gold_gain" in r), None)
+    if src is not None:
+        lines.append(f"\nThe policy's gold gain over its SFT policy: {src['source/gold_gain']:+.3f} on "
+                     f"{src['prompts']} held-out prompts; files sampled by {src['file_loader']}.")
+    return "\n".join(lines)
