@@ -157,6 +157,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--loader", default="auto", choices=("auto", "transformers", "llama.cpp"),
                    help="--gguf: what samples the file for the gain kept (auto: llama.cpp when llama-cpp-python is "
                    "installed, else transformers' GGUF loader)")
+    p.add_argument("--check-samples", type=int, default=1, metavar="N",
+                   help="--gguf: responses per held-out prompt for the gain kept (one sampling seed each, the same for "
+                   "the policy, its SFT policy and the file): more narrows the interval (default 1)")
+    p.add_argument("--check-prompts", type=int, default=0, metavar="N",
+                   help="--gguf: held-out prompts for the gain kept (default: as many as the run's own gold "
+                   "evaluation)")
     p.add_argument("--system", default=None, metavar="TEXT",
                    help="the system message the export carries (default: the one the policy was trained with, "
                    "recorded in its run)")
@@ -222,7 +228,8 @@ def main(argv: list[str] | None = None) -> int:
                 export_policy(args.policy_dir, args.merge, system=args.system)
             if args.gguf:
                 how = dict(check=not args.no_check, progress=not args.no_progress, system=args.system,
-                           mixed_keep=args.mixed_keep, loader=args.loader)
+                           mixed_keep=args.mixed_keep, loader=args.loader, samples=args.check_samples,
+                           num_prompts=args.check_prompts)
                 if args.gguf[0] == "all":
                     export_all(args.policy_dir, args.gguf[1], **how)
                 else:

@@ -66,30 +66,51 @@ def test_a_base_the_adapter_was_not_trained_on_is_named_with_the_fix(ppo, tmp_pa
     other.mkdir()
     (other / "adapter_model.safetensors").write_bytes(b"other weights")
     assert "whose weights differ" in adapter_base_problem("b.gguf", str(other), adapter, src)
-    # through `eval`: refused before any run folder is written
+    # through `eval`: refused before any run folder is written; on its base, measured as a file is
     out = tmp_path / "runs"
-    assert main(["eval", f"policy={files / 'policy.gguf'}", f"adapter={adapter}", f"output_dir={out}",
-                 "num_prompts=4", "report_to=none", "progress=false"]) != 0
+    args = [f"adapter={adapter}", f"output_dir={out}", "num_prompts=4", "max_new_tokens=8", "report_to=none",
+            "progress=false"]
+    assert main(["eval", f"policy={files / 'policy.gguf'}", *args]) != 0
     assert not out.exists() or not any(out.iterdir())
+    assert main(["eval", f"policy={files / 'base.gguf'}", *args]) == 0
+    (summary,) = out.glob("*/summary.json")
+    s = json.loads(summary.read_text())
+    assert s["file"] == f"{files / 'base.gguf'} + {adapter}" and "the adapter's delta added" in s["file_loader"]
+    assert s["source"] == src and "eval/same_responses" in s and "source/gold_gain" in s
     with pytest.raises(GGUFExportError, match="adapter file, not a model"):
         read_gguf_policy_info(adapter)
 
 
 def test_export_ends_with_the_gain_the_file_keeps(ppo, tmp_path, capsys):
-    """The gain check samples the run's held-out prompts from the policy, its SFT policy and the file with one seed;
-    the file's row is `eval FILE.gguf`'s number, for a plain file and for the adapter on its base."""
+    run, _, _ = ppo
+    out = tmp_path / "p.gguf"
+    assert main(["export", str(run), "--gguf", "q8_0", str(out), "--check-prompts", "8", "--loader", "transformers",
+                 "--no-progress"]) == 0
+    printed = capsys.readouterr().out
+    assert "reloaded with transformers" in printed
+    assert "[export] gain kept: " in printed and "over 8 held-out prompts" in printed and "vader" in printed
+    assert main(["export", str(run), "--gguf", "q8_0", str(tmp_path / "q.gguf"), "--no-check"]) == 0
+    assert "gain kept" not in capsys.readouterr().out
+
+
+def test_the_gain_kept_for_a_file_and_for_the_adapter_on_its_base(ppo):
+    """The gain check samples the run's held-out prompts from the policy, its SFT policy and the file with one seed
+    per sample; the file's row is `eval FILE.gguf`'s number, for a plain file and for the adapter on its base."""
     run, _, files = ppo
     rows, why = deploy.measure_gain(run, [(files / "policy.gguf", None), (files / "base.gguf", files / "adapter.gguf")],
-                                    loader="transformers", progress=False)
-    assert why == "" and len(rows) == 2
+                                    loader="transformers", samples=2, num_prompts=16,
+                                    progress=False)
+    assert why == "" and len(rows) == 2 and all(r["samples_per_prompt"] == 2 for r in rows)
     for r in rows:
-        assert r["prompts"] == 128 and r["file_loader"].startswith("transformers") and r["gold"] == "vader"
+        assert r["prompts"] == 16 and r["file_loader"].startswith("transformers") and r["gold"] == "vader"
         assert 0 < r["eval/same_responses"] <= 1  # paired by seed: an F16 copy samples mostly the same answers
         if r["source/gold_gain"] > 0:
             assert r["eval/gain_kept_ci95_low"] <= r["eval/gain_kept"] <= r["eval/gain_kept_ci95_high"]
         else:
             assert math.isnan(r["eval/gain_kept"])
     assert " + " in rows[1]["file"] and rows[0]["source/gold_gain"] == rows[1]["source/gold_gain"]
+    with pytest.raises(ValueError, match="at least one response per prompt"):
+        deploy.measure_gain(run, [], samples=0)
     # the SFT policy has nothing to measure a gain over: said, not guessed
     assert deploy.measure_gain(run / "adapter" / "sft", [])[1].endswith("no SFT policy it started from to measure a "
                                                                           "gain over")

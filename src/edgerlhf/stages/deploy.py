@@ -30,9 +30,10 @@ KEEP_WARN = 0.9  # below this share of the policy's gain, the export warns
 ADAPTER_BASES = ("q8_0", "q4_0")  # the bases `--gguf all` puts the policy's LoRA on
 
 
-def gain_setup(policy: str | Path) -> tuple[dict | None, str]:
+def gain_setup(policy: str | Path, num_prompts: int = 0) -> tuple[dict | None, str]:
     """(what the gain check samples, "") for a policy run with an SFT baseline, held-out prompts and a gold, or
-    (None, why not)."""
+    (None, why not). ``num_prompts``: the first N held-out prompts (0: as many as the run's own gold evaluation,
+    else eval's default)."""
     try:
         art = find_artifact(Path(policy).expanduser())
     except FileNotFoundError:
@@ -52,7 +53,7 @@ def gain_setup(policy: str | Path) -> tuple[dict | None, str]:
                       "with `edgerlhf eval FILE.gguf prompts=HELD_OUT gold=GOLD`")
     ev = EvalConfig(policy=str(art))  # the eval stage's sampling settings
     return {"art": art, "meta": meta, "gold": gold, "prompts_file": prompts,
-            "prompts": held_out_prompts(prompts, int(cfg.get("gold_eval_prompts") or ev.num_prompts)),
+            "prompts": held_out_prompts(prompts, num_prompts or int(cfg.get("gold_eval_prompts") or ev.num_prompts)),
             "sample": dict(temperature=ev.temperature, max_new_tokens=ev.max_new_tokens, seed=ev.seed,
                            batch_size=ev.batch_size)}, ""
 
@@ -92,37 +93,59 @@ def llamacpp_samples(file: Path, adapter: Path | None, tok, prompts: list, *, te
     return out
 
 
+def _samples(draw, k: int, seed: int) -> tuple[list[str], list[float]]:
+    """``k`` responses per prompt (sampling seeds ``seed`` .. ``seed + k - 1``): all texts, seed-major, and each
+    prompt's mean gold over its ``k``."""
+    texts, golds = [], []
+    for j in range(k):
+        t, g = draw(seed + j)
+        texts += t
+        golds.append(g)
+    return texts, [sum(col) / k for col in zip(*golds)]
+
+
 def measure_gain(policy: str | Path, files: list[tuple[Path, Path | None]], *, loader: str = "auto",
-                 progress: bool = True) -> tuple[list[dict], str]:
+                 samples: int = 1, num_prompts: int = 0, progress: bool = True) -> tuple[list[dict], str]:
     """For each (file, adapter or None): the share of the policy's gold gain it keeps (``eval/gain_kept`` and its
-    95% CI over prompts) and its share of identical responses, the policy and its baseline sampled once for all.
+    95% CI over prompts) and its share of identical responses, the policy and its baseline sampled once for all;
+    ``samples`` responses per prompt from each (seeds seed .. seed + samples - 1), a prompt's score their mean.
     Returns ([] , why) when the run allows no such check."""
-    setup, why = gain_setup(policy)
+    if samples < 1:
+        raise ValueError(f"samples={samples}: at least one response per prompt")
+    setup, why = gain_setup(policy, num_prompts)
     if setup is None:
         return [], why
     loader = file_loader(loader)
-    gold, prompts, sample = make_gold(setup["gold"]), setup["prompts"], setup["sample"]
+    gold, prompts, sample = make_gold(setup["gold"]), setup["prompts"], dict(setup["sample"])
+    seed = sample.pop("seed")
     art, meta = setup["art"], setup["meta"]
+
+    def by_torch(model, tok):
+        def draw(s):
+            res = gold_eval(model, tok, prompts, **sample, seed=s, progress=progress, gold=gold)
+            return res["responses"], res["gold"]
+        return draw
+
     model, tok, _ = load_policy(art)
-    src = gold_eval(model, tok, prompts, **sample, progress=progress, gold=gold)
+    src_texts, src_g = _samples(by_torch(model, tok), samples, seed)
     del model
     base, btok, _ = load_policy(art / meta["sft"])
-    base_g = gold_eval(base, btok, prompts, **sample, progress=progress, gold=gold)["gold"]
+    _, base_g = _samples(by_torch(base, btok), samples, seed)
     del base
     rows = []
     for file, adapter in files:
-        label = f"{file} + {adapter}" if adapter else file
         if loader == "llama.cpp":
-            texts = llamacpp_samples(file, adapter, tok, prompts, chat=bool(meta.get("use_chat_template", True)),
-                                     temperature=sample["temperature"], max_new_tokens=sample["max_new_tokens"],
-                                     seed=sample["seed"])
-            g = gold(prompts, texts)
+            def draw(s, file=file, adapter=adapter):
+                t = llamacpp_samples(file, adapter, tok, prompts, chat=bool(meta.get("use_chat_template", True)),
+                                     temperature=sample["temperature"], max_new_tokens=sample["max_new_tokens"], seed=s)
+                return t, gold(prompts, t)
+            texts, g = _samples(draw, samples, seed)
         else:
-            res = gold_eval(load_gguf_model(file, adapter), tok, prompts, **sample, progress=progress, gold=gold)
-            texts, g = res["responses"], res["gold"]
-        row = file_vs_policy(src, texts, g, base_g, label, art)
+            texts, g = _samples(by_torch(load_gguf_model(file, adapter), tok), samples, seed)
+        row = file_vs_policy({"responses": src_texts, "gold": src_g}, texts, g, base_g,
+                             f"{file} + {adapter}" if adapter else file, art)
         row["file_loader"] = loader if loader == "llama.cpp" else row["file_loader"]
-        row.update({"prompts": len(prompts), "gold": setup["gold"]})
+        row.update({"prompts": len(prompts), "samples_per_prompt": samples, "gold": setup["gold"]})
         rows.append(row)
     return rows, ""
 
@@ -132,9 +155,10 @@ def _say_gain(row: dict) -> None:
         print(f"[export] gain kept: not measured ({row.get('why', 'no gold')})")
         return
     kept, lo, hi = row["eval/gain_kept"], row["eval/gain_kept_ci95_low"], row["eval/gain_kept_ci95_high"]
-    print(f"[export] gain kept: {kept:.1%} (95% CI {lo:.1%} .. {hi:.1%} over {row['prompts']} held-out prompts) of "
-          f"the policy's gold gain {row['source/gold_gain']:+.3f} ({row['gold']}), sampled by {row['file_loader']}; "
-          f"same responses as the policy for {row['eval/same_responses']:.0%} of prompts")
+    per = f", {row['samples_per_prompt']} samples each" if row.get("samples_per_prompt", 1) > 1 else ""
+    print(f"[export] gain kept: {kept:.1%} (95% CI {lo:.1%} .. {hi:.1%} over {row['prompts']} held-out prompts{per}) "
+          f"of the policy's gold gain {row['source/gold_gain']:+.3f} ({row['gold']}), sampled by {row['file_loader']}; "
+          f"same responses as the policy for {row['eval/same_responses']:.0%} of samples")
     if math.isnan(kept):
         print("[export] the policy gained nothing over its SFT policy on these prompts: there is no gain to keep")
     elif kept < KEEP_WARN:
@@ -143,12 +167,14 @@ def _say_gain(row: dict) -> None:
 
 
 def export_gguf_checked(policy: str | Path, kind: str, out: str | Path, *, check: bool = True, progress: bool = True,
-                        system: str | None = None, mixed_keep: int = 2, loader: str = "auto") -> dict:
+                        system: str | None = None, mixed_keep: int = 2, loader: str = "auto", samples: int = 1,
+                        num_prompts: int = 0) -> dict:
     """``export_gguf``, then (``check``) the share of the policy's alignment gain the file keeps, warned about below
     90%. Returns everything measured."""
     res = export_gguf(policy, kind, out, check=check, progress=progress, system=system, mixed_keep=mixed_keep)
     if check:
-        rows, why = measure_gain(policy, [(Path(out), None)], loader=loader, progress=progress)
+        rows, why = measure_gain(policy, [(Path(out), None)], loader=loader, samples=samples, num_prompts=num_prompts,
+                                 progress=progress)
         if rows:
             res.update(rows[0])
             _say_gain(rows[0])
@@ -158,7 +184,8 @@ def export_gguf_checked(policy: str | Path, kind: str, out: str | Path, *, check
 
 
 def export_all(policy: str | Path, out_dir: str | Path, *, check: bool = True, progress: bool = True,
-               system: str | None = None, mixed_keep: int = 2, loader: str = "auto") -> list[dict]:
+               system: str | None = None, mixed_keep: int = 2, loader: str = "auto", samples: int = 1,
+               num_prompts: int = 0) -> list[dict]:
     """Every GGUF type of the policy into ``out_dir`` (``<type>.gguf`` with its Modelfile), and for a LoRA policy with
     an SFT policy its LoRA as an F16 adapter (``adapter.gguf``) on that SFT policy written at Q8_0 and Q4_0
     (``base-<type>.gguf``); then one table: size, greedy next token kept, answers identical, gain kept. Written
@@ -193,9 +220,11 @@ def export_all(policy: str | Path, out_dir: str | Path, *, check: bool = True, p
             rows.append(row)
         del model
     if check:
-        gains, why = measure_gain(policy, [(r["file"], r["adapter"]) for r in rows], loader=loader, progress=progress)
+        gains, why = measure_gain(policy, [(r["file"], r["adapter"]) for r in rows], loader=loader, samples=samples,
+                                  num_prompts=num_prompts, progress=progress)
         for r, g in zip(rows, gains):
-            r.update({k: g[k] for k in g if k.startswith(("eval/", "source/")) or k in ("file_loader", "prompts")})
+            r.update({k: g[k] for k in g if k.startswith(("eval/", "source/")) or k in ("file_loader", "prompts",
+                                                                                           "samples_per_prompt")})
         if not gains:
             print(f"[export] gain kept: not measured: {why}")
     table = gguf_table(rows)
@@ -222,5 +251,7 @@ def gguf_table(rows: list[dict]) -> str:
     src = next((r for r in rows if "source/gold_gain" in r), None)
     if src is not None:
         lines.append(f"\nThe policy's gold gain over its SFT policy: {src['source/gold_gain']:+.3f} on "
-                     f"{src['prompts']} held-out prompts; files sampled by {src['file_loader']}.")
+                     f"{src['prompts']} held-out prompts x {src.get('samples_per_prompt', 1)} samples (one sampling "
+                     f"seed per sample, shared by the policy, its SFT policy and every file); files sampled by "
+                     f"{src['file_loader']}.")
     return "\n".join(lines)
