@@ -2,7 +2,7 @@
 EdgeRLHF dependency, so this lives in bench/ and runs in a venv of its own). Two halves, two environments:
 
     python bench/gguf_llamacpp.py prepare POLICY FILE.gguf ref.json     # EdgeRLHF's venv: the policy's side
-    /other/venv/bin/python bench/gguf_llamacpp.py compare FILE.gguf ref.json   # a venv with llama-cpp-python
+    /other/venv/bin/python bench/gguf_llamacpp.py compare FILE.gguf ref.json [ADAPTER.gguf]   # with llama-cpp-python
 
 `prepare` writes, for 8 chat prompts, the chat-formatted prompt text, its token ids (transformers' tokenizer) and
 the policy's greedy continuation (24 tokens, float32). `compare` loads the file in llama.cpp and prints: whether
@@ -33,12 +33,13 @@ def prepare(policy: str, gguf: str, out: str) -> None:
     json.dump({"policy": policy, "gguf": gguf, "eos": tok.eos_token_id, "rows": rows}, open(out, "w"))
 
 
-def compare(gguf: str, ref: str) -> None:
+def compare(gguf: str, ref: str, adapter: str | None = None) -> None:
+    """``adapter``: a GGUF LoRA adapter llama.cpp applies on ``gguf`` (its --lora)."""
     import numpy as np
     from llama_cpp import Llama
 
     data = json.load(open(ref))
-    llm = Llama(model_path=gguf, n_ctx=512, logits_all=True, verbose=False, seed=0)
+    llm = Llama(model_path=gguf, lora_path=adapter, n_ctx=512, logits_all=True, verbose=False, seed=0)
     same_tok = agree = total = identical = 0
     for r in data["rows"]:
         toks = llm.tokenize(r["text"].encode(), add_bos=False, special=True)
@@ -60,7 +61,7 @@ def compare(gguf: str, ref: str) -> None:
         identical += mine == r["greedy"]
     n = len(data["rows"])
     meta = llm.metadata
-    print(f"llama.cpp on {gguf}: arch {meta.get('general.architecture')}, pre-tokenizer "
+    print(f"llama.cpp on {gguf}{' + ' + adapter if adapter else ''}: arch {meta.get('general.architecture')}, pre-tokenizer "
           f"{meta.get('tokenizer.ggml.pre')}, "
           f"chat template {'present' if meta.get('tokenizer.chat_template') else 'absent'}")
     print(f"prompts tokenized to the same ids as transformers: {same_tok} of {n}")
@@ -72,4 +73,4 @@ if __name__ == "__main__":
     if sys.argv[1] == "prepare":
         prepare(*sys.argv[2:5])
     else:
-        compare(*sys.argv[2:4])
+        compare(*sys.argv[2:5])
