@@ -61,8 +61,8 @@ def compare(gguf: str, ref: str, adapter: str | None = None) -> None:
         identical += mine == r["greedy"]
     n = len(data["rows"])
     meta = llm.metadata
-    print(f"llama.cpp on {gguf}{' + ' + adapter if adapter else ''}: arch {meta.get('general.architecture')}, pre-tokenizer "
-          f"{meta.get('tokenizer.ggml.pre')}, "
+    print(f"llama.cpp on {gguf}{' + ' + adapter if adapter else ''}: arch {meta.get('general.architecture')}, "
+          f"pre-tokenizer {meta.get('tokenizer.ggml.pre')}, "
           f"chat template {'present' if meta.get('tokenizer.chat_template') else 'absent'}")
     print(f"prompts tokenized to the same ids as transformers: {same_tok} of {n}")
     print(f"the policy's greedy next token kept by llama.cpp: {agree / total:.1%} of {total} positions")
