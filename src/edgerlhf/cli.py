@@ -22,6 +22,7 @@ from edgerlhf.stages.online import resume_base
 from edgerlhf.stages.rm_eval import quantize
 from edgerlhf.study import plan
 from edgerlhf.study.pipeline import run_study
+from edgerlhf.study.power_plan import plan_power
 from edgerlhf.study.stats import DEFAULT_MARGIN
 from edgerlhf.tracking.listing import compare_table, runs_table
 
@@ -106,6 +107,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--reward-ensemble", type=int, default=0, metavar="K",
                    help="also train an RM ensemble of K members (member 0 = the study's RM) for arms that name one: "
                         "--algorithms ppo,ppo@int4~uwo (ways: mean, min, uwo, warm); best-of-n ranks with it too")
+    p.add_argument("--executor", default="local", metavar="local|ray[:ADDRESS]",
+                   help="local (default): one stage after the other; ray: every stage a Ray task as soon as its inputs "
+                        "exist, on a local Ray cluster or the one at ADDRESS (pip install 'edgerlhf[ray]'; the study "
+                        "folder on storage every worker sees)")
+    p.add_argument("--max-parallel", type=int, default=0, metavar="N",
+                   help="--executor ray: at most N stages at once (0: as many as the cluster's resources take; on one "
+                        "machine each stage then gets its CPUs / N)")
+    p.add_argument("--plan-power", nargs="?", const="", default=None, metavar="STUDY",
+                   help="instead of running: from a pilot study (2+ seeds; default: the last under studies/), the "
+                        "seeds each comparison needs at 80%% power to detect --detect or to certify equivalence "
+                        "within the margin, and the hours they take here at --max-parallel stages at a time")
+    p.add_argument("--detect", type=float, default=None, metavar="D",
+                   help="--plan-power: the difference to detect, in gold units (default: each comparison's margin)")
     p.add_argument("--equivalence-margin", default=DEFAULT_MARGIN,
                    help="margin of the equivalence verdicts (TOST), fixed before the study: a number in gold units "
                         f"(0.05) or a share of the reference configuration's gain (default "
@@ -200,6 +214,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command not in registry.data_parallel_stages():  # under a launcher: the training stages only
             require_one_process(f"edgerlhf {args.command}", registry.data_parallel_stages())
+        if args.command == "run" and args.plan_power is not None:
+            print(plan_power(args.plan_power or None, detect=args.detect, parallel=max(args.max_parallel, 1)))
+            return 0
         if args.command in ("demo", "run"):
             if args.command == "demo":
                 run_study("quick")
@@ -210,7 +227,8 @@ def main(argv: list[str] | None = None) -> int:
                           device=args.device, progress=not args.no_progress, report_to=args.report_to.split(","),
                           bon=not args.no_bon,
                           bon_precisions=args.bon_precisions.split(",") if args.bon_precisions else None,
-                          equivalence_margin=args.equivalence_margin, reward_ensemble=args.reward_ensemble)
+                          equivalence_margin=args.equivalence_margin, reward_ensemble=args.reward_ensemble,
+                          executor=args.executor, max_parallel=args.max_parallel)
             return 0
         if args.command == "plan":
             return _plan(args, parser)

@@ -286,3 +286,25 @@ def test_an_ensemble_arm_adds_the_ensemble_its_best_of_n_and_its_report_section(
     assert "Best-of-n with the reward-model ensemble" in md and "ppo-fp32-uwo" in md
     with pytest.raises(ValueError, match="add --reward-ensemble K"):
         run_study("smoke", out=moved, **{**STUDY, "algorithms": "ppo@int4~uwo"})
+
+
+def test_plan_power_reads_the_pilot_and_prices_each_comparison(study, tmp_path, capsys):
+    from edgerlhf.cli import main
+    from edgerlhf.study.power_plan import plan_power
+
+    assert main(["run", "--plan-power", str(study), "--detect", "0.1", "--max-parallel", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "(2 seeds;" in out and "at 2 stage(s) at a time" in out
+    rows = [line for line in out.splitlines() if line.startswith("| ") and " vs " in line]
+    assert {r.split(" | ")[0] for r in rows} >= {"| ppo-int8 vs ppo-fp32", "| grpo-fp32 vs ppo-fp32",
+                                                 "| ppo-fp32 vs ppo-null"}
+    for r in rows:
+        cells = r.strip("| ").split(" | ")
+        assert cells[1] == "2" and cells[4] == "0.100"  # the pilot's seeds; the difference asked for
+        assert cells[6] == "more than 1000" or int(cells[6]) >= 2
+    # one seed cannot say how a comparison spreads over seeds
+    one = tmp_path / "one"
+    one.mkdir()
+    (one / "study.json").write_text(json.dumps({"seeds": [42], "stages": []}))
+    with pytest.raises(ValueError, match="ran one seed .* 2 or more"):
+        plan_power(one)

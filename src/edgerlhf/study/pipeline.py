@@ -13,8 +13,10 @@ left; a PPO stage that stopped with a checkpoint resumes from it.
 from __future__ import annotations
 
 import difflib
+import functools
 import hashlib
 import json
+import os
 import re
 import shutil
 import time
@@ -31,6 +33,8 @@ from edgerlhf.models.precision import default_precisions, parse_precisions
 from edgerlhf.presets import STAGE_PRESETS, STUDY_PRESETS
 from edgerlhf.rewards.control import RANDOM_REWARD
 from edgerlhf.runfolder import RunFolder
+from edgerlhf.study.graph import Node, attempts, parse_executor, run_local, run_ray
+from edgerlhf.study.plan import model_shape, plan_stage, runtime_bytes, task_lengths
 from edgerlhf.study.records import NULL, StageRecord
 from edgerlhf.study.report import write_report
 from edgerlhf.study.stats import DEFAULT_MARGIN, parse_margin
@@ -142,6 +146,36 @@ def run_stage(study: Path, stage: str, label: str, overrides: dict, *, isolate: 
     return StageRecord(stage, label, Path(out), False, time.perf_counter() - t0, RunFolder(out).require_summary())
 
 
+def run_stage_on_worker(study: str, stage: str, label: str, overrides: dict) -> StageRecord:
+    """A stage as a Ray task runs it: ``run_stage`` in ``study``, in a process of its own (an online stage that
+    stopped with a checkpoint, e.g. on a worker that died, resumes from it)."""
+    return run_stage(Path(study), stage, label, overrides, isolate=True)
+
+
+def stage_resources(study: Path, device: str, cpus: float = 1.0):
+    """``resources(node, overrides)`` for the Ray executor: ``cpus`` CPUs (Ray gives the stage as many threads), a
+    GPU on cuda, and the planner's predicted peak as Ray's ``memory`` (stages it has no plan for: CPUs only)."""
+    gpu = str(device).startswith("cuda")
+    runtime = 0.0 if gpu else runtime_bytes()
+
+    def resources(node: Node, overrides: dict) -> dict:
+        res = {"num_cpus": float(cpus), "num_gpus": 1.0 if gpu else 0.0}
+        row = registry.get(node.stage)
+        try:
+            cfg = from_dict(row.config, {**overrides, "output_dir": str(study)}, f"study stage {node.label}")
+            lengths = task_lengths(getattr(cfg, "task", None) or None, cfg.model)
+            peak = plan_stage(node.stage, cfg, model_shape(cfg.model), device="cuda" if gpu else "cpu",
+                              runtime=runtime, prompt_tokens=lengths.prompt, response_tokens=lengths.answer,
+                              sft_tokens=lengths.sft_row).peak
+        except (ValueError, KeyError):  # a measuring stage the planner has no model of
+            return res
+        if not gpu:  # GPU memory is the GPU's: Ray's `memory` is the host's
+            res["memory"] = float(int(peak))
+        return res
+
+    return resources
+
+
 @dataclass(frozen=True)
 class Arm:
     """One configuration the study compares: an algorithm, and the RM precision it trains against ("" for DPO)."""
@@ -226,7 +260,8 @@ def run_study(preset: str = "quick", *, precisions: list[str] | None = None, mod
               rm_per_seed: bool = False, task: str | Path | None = None, out: str | Path | None = None,
               device: str = "auto", progress: bool = True, report_to: list[str] | None = None,
               isolate: bool = True, bon: bool = True, bon_precisions: list[str] | None = None,
-              equivalence_margin: str | float = DEFAULT_MARGIN, reward_ensemble: int = 0) -> Path:
+              equivalence_margin: str | float = DEFAULT_MARGIN, reward_ensemble: int = 0, executor: str = "local",
+              max_parallel: int = 0) -> Path:
     """The whole study; returns the study folder (``report.md``, ``report.html``, one folder per stage).
 
     ``seed`` is the study's base seed: the SFT policy, the preference pairs and the reward model are made with
@@ -250,6 +285,10 @@ def run_study(preset: str = "quick", *, precisions: list[str] | None = None, mod
     seed and settings) for the arms that name one (``ppo@int4~uwo``: PPO against the ensemble at int4, served by
     UWO); best-of-n then also ranks with member 0 at fp32 (the reference) and each such (precision, way), on the
     same candidates.
+
+    ``executor``: ``local`` (one stage after the other) or ``ray[:ADDRESS]`` (every stage a Ray task as soon as its
+    inputs exist, at most ``max_parallel`` at once; :mod:`edgerlhf.study.graph`). The stages, their folders and
+    every number are the same either way.
     """
     require_one_process("the study (edgerlhf run)", registry.data_parallel_stages())  # it runs its stages itself
 
@@ -262,6 +301,9 @@ def run_study(preset: str = "quick", *, precisions: list[str] | None = None, mod
     if any(not isinstance(s, int) or s < 0 for s in seeds):
         raise ValueError(f"seeds={seeds}: use non-negative integers, e.g. --seeds 1,2,3")
     parse_margin(equivalence_margin)  # a margin <= 0 or not a number: refused before anything is written
+    parse_executor(executor)
+    if max_parallel < 0:
+        raise ValueError(f"--max-parallel {max_parallel}: 0 (as many as the cluster takes) or more")
     ens_arms = [a for a in arms if a.ensemble]
     if ens_arms and reward_ensemble < 2:
         raise ValueError(f"{', '.join(a.name for a in ens_arms)} train against an RM ensemble: add --reward-ensemble K "
@@ -293,55 +335,35 @@ def run_study(preset: str = "quick", *, precisions: list[str] | None = None, mod
     records: list[StageRecord] = []
     plan = {"preset": preset, "task": common.get("task", ""), "precisions": rm_precs, "seed": seed, "seeds": seeds,
             "rm_per_seed": rm_per_seed, "bon": bon, "equivalence_margin": str(equivalence_margin),
-            "reward_ensemble": reward_ensemble,
+            "reward_ensemble": reward_ensemble, "executor": executor,
             "arms": [{"name": a.name, "algorithm": a.algorithm, "precision": a.precision} for a in arms]}
 
-    def stage(name, label, extra):
-        rec = run_stage(study, name, label, {**common, **p[name], **extra}, isolate=isolate)
+    nodes = study_graph(p, common, arms, seeds, seed, rm_per_seed=rm_per_seed, rm_precs=rm_precs, bon=bon,
+                        bon_precs=bon_precs, reward_ensemble=reward_ensemble, ens_arms=ens_arms)
+
+    def run_node(name, label, extra):
+        rec = run_stage(study, name, label, extra, isolate=isolate)
         records.append(rec)
         _write_index(study, plan, records, time.perf_counter() - t0)
         return rec
 
-    # 1 shared stages, with the base seed
-    sft = stage("sft", "sft", {})
-    prefs = stage("prefs", "prefs", {"policy": str(sft.path)})
-    rm = stage("reward", "reward", {"prefs": str(prefs.path)})
-    rm_eval = stage("rm-eval", "rm-eval", {"rm": str(rm.path), "precisions": rm_precs})
-    sft_eval = stage("eval", "eval-sft", {"policy": str(sft.path), "baseline": "none", "reward": str(rm.path),
-                                          "reward_precision": "fp32"})
-    # best-of-n on the SFT policy: every precision ranks the same candidates (paired, no RL seed variance)
-    best = stage("bon", "bon", {"policy": str(sft.path), "rm": str(rm.path), "precisions": bon_precs}) if bon else None
-    ens = best_ens = None
-    if reward_ensemble >= 2:  # the ensemble: K members (member 0 = the single RM above), on the same candidates
-        ens = stage("reward", "reward-ensemble", {"prefs": str(prefs.path), "members": reward_ensemble})
-        if best is not None:
-            ways = list(dict.fromkeys(a.precision.replace(ENSEMBLE_SEP, "/") for a in ens_arms))
-            best_ens = stage("bon", "bon-ensemble", {
-                "policy": str(sft.path), "rm": str(ens.path), "candidates": str(best.path),
-                "precisions": list(dict.fromkeys(["fp32"] + [w.partition("/")[0] for w in ways])),
-                "ensemble_arms": ["fp32/m0"] + ways})
-    # 2 every arm at every seed; 3 its evaluation on the shared held-out prompts and sampling seed
+    kind, address = parse_executor(executor)
+    if kind == "ray":
+        done = run_ray(nodes, functools.partial(run_stage_on_worker, str(study)), study, address=address,
+                       max_parallel=max_parallel, log=print,
+                       resources=stage_resources(study, dev, max(1, (os.cpu_count() or 1) // max(max_parallel, 1))))
+        records[:] = [done[n.label] for n in nodes]  # the graph's order, as the local executor writes it
+        for r in records:
+            r.attempts = attempts(study, r.label)
+    else:
+        done = run_local(nodes, run_node)
+    sft, rm_eval = done["sft"], done["rm-eval"]
+    best, best_ens = done.get("bon"), done.get("bon-ensemble")
     runs: dict[Arm, dict[int, tuple[StageRecord, StageRecord]]] = {a: {} for a in arms}
     for s in seeds:
-        rm_s = rm
-        if rm_per_seed and s != seed and any(a.precision for a in arms):
-            rm_s = stage("reward", f"reward-seed{s}", {"prefs": str(prefs.path), "seed": s})
-            stage("rm-eval", f"rm-eval-seed{s}", {"rm": str(rm_s.path), "precisions": rm_precs})
         for arm in arms:
             train_label, eval_label = arm.labels(s, seed)
-            extra = {"policy": str(sft.path), "seed": s}
-            if not registry.get(arm.algorithm).uses_rm:
-                extra["prefs"] = str(prefs.path)
-            elif arm.precision == NULL:
-                extra["reward"] = RANDOM_REWARD
-            elif arm.ensemble:
-                extra.update({"reward": str(ens.path), "reward_precision": arm.rm_precision, "ensemble": arm.ensemble})
-            else:
-                extra.update({"reward": str(rm_s.path), "reward_precision": arm.precision})
-            trained = stage(arm.algorithm, train_label, extra)
-            ev = stage("eval", eval_label, {"policy": str(trained.path), "reward": str(rm.path),
-                                            "reward_precision": "fp32", "baseline_eval": str(sft_eval.path)})
-            runs[arm][s] = (trained, ev)
+            runs[arm][s] = (done[train_label], done[eval_label])
     wall = time.perf_counter() - t0
     _write_index(study, plan, records, wall)
     report = write_report(study, sft=sft, rm_eval=rm_eval, runs=runs, base_seed=seed, bon=best,
@@ -349,6 +371,64 @@ def run_study(preset: str = "quick", *, precisions: list[str] | None = None, mod
     print(f"\n[run] study finished in {wall / 60:.1f} min (all stages' compute: "
           f"{_compute_s(records) / 60:.1f} min): {report}")
     return study
+
+
+def study_graph(p: dict, common: dict, arms: list[Arm], seeds: list[int], seed: int, *, rm_per_seed: bool,
+                rm_precs: list[str], bon: bool, bon_precs: list[str], reward_ensemble: int,
+                ens_arms: list[Arm]) -> list[Node]:
+    """The study's stages as a graph (:class:`~edgerlhf.study.graph.Node`), in the order the local executor runs
+    them: 1 the shared stages with the base seed; 2 every arm at every seed; 3 its evaluation on the shared held-out
+    prompts and sampling seed."""
+    nodes: list[Node] = []
+
+    def add(name: str, label: str, needs: tuple[str, ...], extra) -> None:
+        nodes.append(Node(label, name, needs, lambda done, extra=extra: {**common, **p[name], **extra(done)}))
+
+    path = lambda done, lab: str(done[lab].path)  # noqa: E731
+    # 1 shared stages, with the base seed
+    add("sft", "sft", (), lambda d: {})
+    add("prefs", "prefs", ("sft",), lambda d: {"policy": path(d, "sft")})
+    add("reward", "reward", ("prefs",), lambda d: {"prefs": path(d, "prefs")})
+    add("rm-eval", "rm-eval", ("reward",), lambda d: {"rm": path(d, "reward"), "precisions": rm_precs})
+    add("eval", "eval-sft", ("sft", "reward"), lambda d: {"policy": path(d, "sft"), "baseline": "none",
+                                                          "reward": path(d, "reward"), "reward_precision": "fp32"})
+    # best-of-n on the SFT policy: every precision ranks the same candidates (paired, no RL seed variance)
+    if bon:
+        add("bon", "bon", ("sft", "reward"), lambda d: {"policy": path(d, "sft"), "rm": path(d, "reward"),
+                                                        "precisions": bon_precs})
+    if reward_ensemble >= 2:  # the ensemble: K members (member 0 = the single RM above), on the same candidates
+        add("reward", "reward-ensemble", ("prefs",), lambda d: {"prefs": path(d, "prefs"), "members": reward_ensemble})
+        if bon:
+            ways = list(dict.fromkeys(a.precision.replace(ENSEMBLE_SEP, "/") for a in ens_arms))
+            add("bon", "bon-ensemble", ("sft", "reward-ensemble", "bon"), lambda d: {
+                "policy": path(d, "sft"), "rm": path(d, "reward-ensemble"), "candidates": path(d, "bon"),
+                "precisions": list(dict.fromkeys(["fp32"] + [w.partition("/")[0] for w in ways])),
+                "ensemble_arms": ["fp32/m0"] + ways})
+    # 2 every arm at every seed; 3 its evaluation on the shared held-out prompts and sampling seed
+    for s in seeds:
+        rm_s = "reward"
+        if rm_per_seed and s != seed and any(a.precision for a in arms):
+            rm_s = f"reward-seed{s}"
+            add("reward", rm_s, ("prefs",), lambda d, s=s: {"prefs": path(d, "prefs"), "seed": s})
+            add("rm-eval", f"rm-eval-seed{s}", (rm_s,), lambda d, r=rm_s: {"rm": path(d, r), "precisions": rm_precs})
+        for arm in arms:
+            train_label, eval_label = arm.labels(s, seed)
+            if not registry.get(arm.algorithm).uses_rm:
+                needs, extra = ("sft", "prefs"), lambda d: {"prefs": path(d, "prefs")}
+            elif arm.precision == NULL:
+                needs, extra = ("sft",), lambda d: {"reward": RANDOM_REWARD}
+            elif arm.ensemble:
+                needs, extra = ("sft", "reward-ensemble"), lambda d, a=arm: {
+                    "reward": path(d, "reward-ensemble"), "reward_precision": a.rm_precision, "ensemble": a.ensemble}
+            else:
+                needs, extra = ("sft", rm_s), lambda d, a=arm, r=rm_s: {"reward": path(d, r),
+                                                                         "reward_precision": a.precision}
+            add(arm.algorithm, train_label, needs,
+                lambda d, s=s, extra=extra: {"policy": path(d, "sft"), "seed": s, **extra(d)})
+            add("eval", eval_label, (train_label, "reward", "eval-sft"), lambda d, t=train_label: {
+                "policy": path(d, t), "reward": path(d, "reward"), "reward_precision": "fp32",
+                "baseline_eval": path(d, "eval-sft")})
+    return nodes
 
 
 def _compute_s(records: list[StageRecord]) -> float:
@@ -362,4 +442,5 @@ def _write_index(study: Path, plan: dict, records: list[StageRecord], wall: floa
     atomic_write_json(study / "study.json", {
         **plan, "wall_time_s": round(wall, 1), "compute_s": round(_compute_s(records), 1),
         "stages": [{"stage": r.stage, "label": r.label, "path": r.path.name, "reused": r.reused,
-                    "wall_s": round(r.wall_s, 1) if not r.reused else r.summary.get("wall_time_s")} for r in records]})
+                    "wall_s": round(r.wall_s, 1) if not r.reused else r.summary.get("wall_time_s"),
+                    **({"attempts": r.attempts} if r.attempts > 1 else {})} for r in records]})

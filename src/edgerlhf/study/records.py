@@ -26,6 +26,7 @@ class StageRecord:
     reused: bool
     wall_s: float
     summary: dict = field(default_factory=dict)
+    attempts: int = 1  # under the Ray executor: how many times it was started (a worker died: retried)
 
 
 def summary_of(path: Path) -> dict:

@@ -46,7 +46,7 @@ from edgerlhf.study.tables import Derived, Table, cell, fmt, iv
 from edgerlhf.tracking import atomic_write_json, atomic_write_text
 
 
-def _comparisons(arms: dict[str, list[Run]], names: dict[str, tuple[str, str]], y: Yardstick = GOLD,
+def comparisons(arms: dict[str, list[Run]], names: dict[str, tuple[str, str]], y: Yardstick = GOLD,
                  cache: dict | None = None, margin=DEFAULT_MARGIN) -> list[dict]:
     """Each precision against fp32 (the first precision) within an algorithm, each algorithm against PPO at
     that reference precision (DPO against it too), and an algorithm's reference arm against its control arm (a
@@ -84,7 +84,8 @@ def _comparisons(arms: dict[str, list[Run]], names: dict[str, tuple[str, str]], 
         diffs = [sum(x) / len(x) - sum(y) / len(y) for x, y in zip(ga, gb)]
         # a relative margin is a share of the reference's gain: b's, or for a control comparison the real arm's (a)
         ref_gain = sum(sum(x) / len(x) for x in (ga if kind == "control" else gb)) / len(gb)
-        out.append({"a": a, "b": b, "kind": kind, "seeds": seeds, "cmp": c, "mde": detectable_difference(diffs),
+        out.append({"a": a, "b": b, "kind": kind, "seeds": seeds, "diffs": diffs, "cmp": c,
+                    "mde": detectable_difference(diffs),
                     "inputs": response_files(ra) + response_files(rb), "ci90": t_interval(diffs, 0.90),
                     "margin": resolve_margin(margin, ref_gain)})
     for row, p in zip(out, holm([r["cmp"].p_value for r in out])):
@@ -221,7 +222,7 @@ def write_report(study: Path, *, sft, rm_eval, runs: dict, base_seed: int, bon=N
                        [f"{r.train.path.name}/summary.json" for r in rs])])
 
     # 3 comparisons with Holm's correction and a power statement
-    rows = _comparisons(arms, names, y, cache, margin)
+    rows = comparisons(arms, names, y, cache, margin)
     c = Table(["comparison", "seeds", "difference", "95% t over seeds", "95% bootstrap (seeds, prompts)",
                 "P(improvement)", "p", "p (Holm)", "detectable at 80% power", "90% t over seeds",
                 "equivalence margin", "verdict"])

@@ -1,0 +1,71 @@
+"""How many seeds a verdict needs, before running them: small pure functions, no I/O.
+
+The study compares configurations by their per-seed paired differences d_1 .. d_n (each seed's mean gain of one
+configuration minus the other's, on the same prompts and sampling seed), modelled as independent N(delta, sd^2):
+
+* a **difference** is declared by the two-sided paired t-test at level alpha: its power at a true difference
+  ``delta`` is P(|T| > t(1 - alpha/2, n-1)) with T noncentral t (df n-1, noncentrality delta sqrt(n) / sd), exact;
+* **equivalence within ±margin** is declared by TOST (both one-sided t-tests at alpha, i.e. the 1 - 2 alpha
+  interval inside ±margin; Schuirmann 1987): its power is exact by integrating over the sample standard
+  deviation s (sd^2 chi^2(n-1) / (n-1)): given s, the mean must lie in ±(margin - t(1-alpha, n-1) s / sqrt(n)),
+  a normal probability.
+
+:func:`seeds_needed` is the smallest n with power >= the target. scipy gives the distributions.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+
+def power_difference(n: int, delta: float, sd: float, alpha: float = 0.05) -> float:
+    """Power of the two-sided paired t-test at level ``alpha`` over ``n`` seeds to detect a true mean difference
+    ``delta`` when the per-seed differences have standard deviation ``sd``."""
+    from scipy.stats import nct, t  # noqa: PLC0415 - scipy is heavy; only for these distributions
+
+    if n < 2:
+        return math.nan
+    if sd <= 0:
+        return 1.0 if delta != 0 else alpha
+    df, nc = n - 1, delta * math.sqrt(n) / sd
+    c = t.ppf(1 - alpha / 2, df)
+    return float(nct.sf(c, df, nc) + nct.cdf(-c, df, nc))
+
+
+def power_equivalence(n: int, margin: float, sd: float, delta: float = 0.0, alpha: float = 0.05) -> float:
+    """Power of TOST at level ``alpha`` (the 1 - 2 alpha interval inside ±``margin``) over ``n`` seeds when the
+    true difference is ``delta`` and the per-seed differences have standard deviation ``sd``."""
+    from scipy.stats import chi2, norm, t  # noqa: PLC0415 - scipy is heavy; only for these distributions
+
+    if n < 2:
+        return math.nan
+    if sd <= 0:
+        return 1.0 if abs(delta) < margin else 0.0
+    df = n - 1
+    se = sd / math.sqrt(n)
+    c = t.ppf(1 - alpha, df)
+    # integrate over q = (n-1) s^2 / sd^2 ~ chi2(df): a fine grid over its quantiles (midpoint rule in probability)
+    u = (np.arange(4000) + 0.5) / 4000
+    s = sd * np.sqrt(chi2.ppf(u, df) / df)
+    half = margin - c * s / math.sqrt(n)  # the mean must lie in (-half, half)
+    p = np.where(half > 0, norm.cdf((half - delta) / se) - norm.cdf((-half - delta) / se), 0.0)
+    return float(p.mean())
+
+
+def seeds_needed(power_of, target: float = 0.8, n_max: int = 1000) -> int | None:
+    """The smallest number of seeds n >= 2 with ``power_of(n) >= target`` (None when even ``n_max`` is not
+    enough: the effect is too small for this noise)."""
+    lo = 2
+    if power_of(lo) >= target:
+        return lo
+    hi = lo
+    while power_of(hi) < target:  # powers grow with n: double, then bisect
+        if hi >= n_max:
+            return None
+        lo, hi = hi, min(2 * hi, n_max)
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        lo, hi = (mid, hi) if power_of(mid) < target else (lo, mid)
+    return hi

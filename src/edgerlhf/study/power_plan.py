@@ -1,0 +1,101 @@
+"""``edgerlhf run --plan-power [STUDY]``: the cost of a verdict, known in advance. From a pilot study (two seeds or
+more), for each comparison the report makes: the spread of its per-seed differences, the power the pilot had, the
+seeds needed at 80% power to detect a difference of a given size or to certify equivalence within the study's
+margin (:mod:`edgerlhf.study.power`), and the hours those seeds take here (each stage's wall time from the pilot's
+records) at a given parallelism."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+from edgerlhf.study.pipeline import Arm
+from edgerlhf.study.power import power_difference, power_equivalence, seeds_needed
+from edgerlhf.study.records import arm_runs, stage_records, yardstick
+from edgerlhf.study.report import comparisons
+
+TARGET = 0.8
+
+
+def last_study(root: str | Path = "studies") -> Path:
+    """The study folder under ``root`` written last (its study.json)."""
+    found = sorted(Path(root).glob("*/study.json"), key=lambda f: f.stat().st_mtime)
+    if not found:
+        raise FileNotFoundError(f"no study under {root}/ (no */study.json); run one, or name it: --plan-power STUDY")
+    return found[-1].parent
+
+
+def _pilot(study: Path):
+    index = json.loads((study / "study.json").read_text())
+    recs = {r.label: r for r in stage_records(study, index)}
+    arms = [Arm(a["algorithm"], a["precision"]) for a in index["arms"]]
+    runs, per_seed_s, missing = {}, {}, []
+    for arm in arms:
+        runs[arm] = {}
+        for s in index["seeds"]:
+            t, e = arm.labels(s, index["seed"])
+            if t in recs and e in recs:
+                runs[arm][s] = (recs[t], recs[e])
+                per_seed_s[s] = per_seed_s.get(s, 0.0) + recs[t].wall_s + recs[e].wall_s
+            else:
+                missing.append(t)
+    shared = sum(r.wall_s for lab, r in recs.items() if not any(lab in (a.labels(s, index["seed"]))
+                                                                 for a in arms for s in index["seeds"]))
+    return index, runs, per_seed_s, shared, missing
+
+
+def plan_power(study: str | Path | None = None, *, detect: float | None = None, parallel: int = 1,
+               alpha: float = 0.05) -> str:
+    """The table ``--plan-power`` prints (see the module): per comparison, the pilot's seeds, the sd of its per-seed
+    differences, the power it had, and the seeds and hours needed at 80% power. ``detect``: the difference to
+    detect, in the yardstick's units (default: the comparison's equivalence margin)."""
+    study = Path(study) if study else last_study()
+    if not (study / "study.json").is_file():
+        raise FileNotFoundError(f"{study} is not a study folder (no study.json)")
+    if parallel < 1:
+        raise ValueError(f"--max-parallel {parallel}: at least 1 stage at a time for the hours")
+    seeds = json.loads((study / "study.json").read_text())["seeds"]
+    if len(seeds) < 2:
+        raise ValueError(f"{study} ran one seed ({seeds[0]}): the spread of a comparison over seeds is unknown after "
+                         "one; run a pilot with 2 or more (e.g. --seeds 42,1,2), then plan from it")
+    index, runs, per_seed_s, shared_s, missing = _pilot(study)
+    arms = arm_runs(runs)
+    names = {a.name: (a.algorithm, a.precision) for a in runs}
+    y = yardstick([r.eval for rs in arms.values() for r in rs])
+    rows = comparisons(arms, names, y, {}, index.get("equivalence_margin", "10%"))
+    if not rows:
+        raise ValueError(f"{study} makes no comparison (one configuration): nothing to decide")
+    seed_h = sum(per_seed_s.values()) / len(per_seed_s) / 3600  # one more seed of every arm
+    lines = [f"power plan from the pilot {study} ({len(index['seeds'])} seeds; {y.name} gain; paired t-test on the "
+             f"per-seed differences at two-sided {alpha:g} for a difference, TOST at {alpha:g} for equivalence; "
+             f"80% power)",
+             f"time here: {shared_s / 3600:.2f} h of shared stages (done once), {seed_h:.2f} h per seed of every "
+             f"arm; at {parallel} stage(s) at a time", "",
+             "| comparison | pilot seeds | mean diff | sd over seeds | to detect | pilot's power | seeds needed "
+             "| hours | margin (equivalence) | pilot's power | seeds needed | hours |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+
+    def need(n):
+        return ("more than 1000", "-") if n is None else (str(n), f"{(shared_s / 3600 + n * seed_h / parallel):.1f}")
+
+    for r in rows:
+        diffs = r["diffs"]  # per seed: a's mean gain minus b's, on the same prompts
+        n0 = len(diffs)
+        mean = sum(diffs) / n0
+        sd = math.sqrt(sum((d - mean) ** 2 for d in diffs) / (n0 - 1))
+        margin = r["margin"]
+        delta = detect if detect is not None else margin
+        nd = seeds_needed(lambda n, d=delta, s=sd: power_difference(n, d, s, alpha)) if math.isfinite(delta) else None
+        ne = (seeds_needed(lambda n, m=margin, s=sd: power_equivalence(n, m, s, 0.0, alpha))
+              if math.isfinite(margin) else None)
+        pd = power_difference(n0, delta, sd, alpha) if math.isfinite(delta) else math.nan
+        pe = power_equivalence(n0, margin, sd, 0.0, alpha) if math.isfinite(margin) else math.nan
+        lines.append(f"| {r['a']} vs {r['b']} | {n0} | {mean:+.3f} | {sd:.3f} | {delta:.3f} | {pd:.0%} | "
+                     f"{' | '.join(need(nd))} | ±{margin:.3f} | {pe:.0%} | {' | '.join(need(ne))} |")
+    lines += ["", "Equivalence power assumes a true difference of 0 (at a true difference d it is lower: "
+              "power_equivalence(n, margin, sd, d)). The report's verdicts also correct for multiple comparisons "
+              "(Holm) and use bootstrap intervals; these t-based numbers are the planning approximation."]
+    if missing:
+        lines.append(f"(not in the pilot, left out: {', '.join(missing)})")
+    return "\n".join(lines)
