@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import re
 import sys
@@ -23,6 +24,7 @@ from edgerlhf.stages.rm_eval import quantize
 from edgerlhf.study import plan
 from edgerlhf.study.pipeline import run_study
 from edgerlhf.study.power_plan import plan_power
+from edgerlhf.study.sequential import run_sequential
 from edgerlhf.study.stats import DEFAULT_MARGIN
 from edgerlhf.tracking.listing import compare_table, runs_table
 
@@ -93,7 +95,10 @@ def main(argv: list[str] | None = None) -> int:
                                                         "sampling (so evaluations are paired by prompt)")
     p.add_argument("--seeds", help="comma-separated seeds that replicate each configuration's training, e.g. 1,2,3 "
                                    "(default: the base seed only; the base seed's runs keep their names, so a study "
-                                   "extended by seeds reuses them)")
+                                   "extended by seeds reuses them); auto: seeds added in rounds until every "
+                                   "comparison is decided (a group-sequential design), at most --max-seeds")
+    p.add_argument("--max-seeds", type=int, default=5, metavar="M",
+                   help="--seeds auto: the most seeds it may add up to (default 5)")
     p.add_argument("--algorithms", default="ppo", help=f"comma-separated: {', '.join(registry.algorithms())}; an "
                                                        "RM-based "
                                                        "one may name its own precisions, e.g. ppo,grpo@fp32,dpo "
@@ -221,14 +226,17 @@ def main(argv: list[str] | None = None) -> int:
             if args.command == "demo":
                 run_study("quick")
             else:
-                run_study(args.preset, precisions=args.precisions.split(",") if args.precisions else None,
-                          model=args.model, seed=args.seed, seeds=_int_list(args.seeds, "--seeds"),
-                          algorithms=args.algorithms, rm_per_seed=args.rm_per_seed, task=args.task, out=args.out,
-                          device=args.device, progress=not args.no_progress, report_to=args.report_to.split(","),
-                          bon=not args.no_bon,
-                          bon_precisions=args.bon_precisions.split(",") if args.bon_precisions else None,
-                          equivalence_margin=args.equivalence_margin, reward_ensemble=args.reward_ensemble,
-                          executor=args.executor, max_parallel=args.max_parallel)
+                auto = args.seeds == "auto"
+                runner = functools.partial(run_sequential, max_seeds=args.max_seeds) if auto else run_study
+                seeds = {} if auto else {"seeds": _int_list(args.seeds, "--seeds")}
+                runner(args.preset, precisions=args.precisions.split(",") if args.precisions else None,
+                       model=args.model, seed=args.seed, **seeds,
+                       algorithms=args.algorithms, rm_per_seed=args.rm_per_seed, task=args.task, out=args.out,
+                       device=args.device, progress=not args.no_progress, report_to=args.report_to.split(","),
+                       bon=not args.no_bon,
+                       bon_precisions=args.bon_precisions.split(",") if args.bon_precisions else None,
+                       equivalence_margin=args.equivalence_margin, reward_ensemble=args.reward_ensemble,
+                       executor=args.executor, max_parallel=args.max_parallel)
             return 0
         if args.command == "plan":
             return _plan(args, parser)

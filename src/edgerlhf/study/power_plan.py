@@ -26,6 +26,16 @@ def last_study(root: str | Path = "studies") -> Path:
     return found[-1].parent
 
 
+def study_comparisons(study: Path) -> tuple[list[dict], str]:
+    """The comparisons the study's report makes, from its folder (each row with its per-seed ``diffs`` and its
+    ``margin`` in the yardstick's units), and the yardstick's name."""
+    index, runs, _, _, _ = _pilot(study)
+    arms = arm_runs(runs)
+    names = {a.name: (a.algorithm, a.precision) for a in runs}
+    y = yardstick([r.eval for rs in arms.values() for r in rs])
+    return comparisons(arms, names, y, {}, index.get("equivalence_margin", "10%")), y.name
+
+
 def _pilot(study: Path):
     index = json.loads((study / "study.json").read_text())
     recs = {r.label: r for r in stage_records(study, index)}
@@ -60,14 +70,11 @@ def plan_power(study: str | Path | None = None, *, detect: float | None = None, 
         raise ValueError(f"{study} ran one seed ({seeds[0]}): the spread of a comparison over seeds is unknown after "
                          "one; run a pilot with 2 or more (e.g. --seeds 42,1,2), then plan from it")
     index, runs, per_seed_s, shared_s, missing = _pilot(study)
-    arms = arm_runs(runs)
-    names = {a.name: (a.algorithm, a.precision) for a in runs}
-    y = yardstick([r.eval for rs in arms.values() for r in rs])
-    rows = comparisons(arms, names, y, {}, index.get("equivalence_margin", "10%"))
+    rows, yname = study_comparisons(study)
     if not rows:
         raise ValueError(f"{study} makes no comparison (one configuration): nothing to decide")
     seed_h = sum(per_seed_s.values()) / len(per_seed_s) / 3600  # one more seed of every arm
-    lines = [f"power plan from the pilot {study} ({len(index['seeds'])} seeds; {y.name} gain; paired t-test on the "
+    lines = [f"power plan from the pilot {study} ({len(index['seeds'])} seeds; {yname} gain; paired t-test on the "
              f"per-seed differences at two-sided {alpha:g} for a difference, TOST at {alpha:g} for equivalence; "
              f"80% power)",
              f"time here: {shared_s / 3600:.2f} h of shared stages (done once), {seed_h:.2f} h per seed of every "
