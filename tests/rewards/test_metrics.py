@@ -68,3 +68,18 @@ def test_gain_kept_by_hand():
     assert all(math.isnan(x) for x in gain_kept([1.0], [0.0], [0.0]))  # no gain to keep
     with pytest.raises(ValueError, match="one score per prompt"):
         gain_kept([1.0], [1.0, 2.0], [0.0])
+
+
+def test_delta_kept_by_hand():
+    """A 4-bit SFT file that already scores +0.5 on every prompt, and the file with the RL delta +1.0: the file's
+    gain over the SFT policy is 1.0 of the policy's 1.0 (100% 'kept'), but only 0.5 of it is the delta's."""
+    from edgerlhf.rewards.metrics import delta_kept, gain_kept
+
+    base, policy = [0.0, 0.0, 0.0, 0.0], [1.0, 1.0, 1.0, 1.0]
+    qbase, f = [0.5, 0.5, 0.5, 0.5], [1.0, 1.0, 1.0, 1.0]
+    assert gain_kept(f, policy, base)[0] == pytest.approx(1.0)
+    share, lo, hi = delta_kept(f, qbase, policy, base)
+    assert share == pytest.approx(0.5) and lo == pytest.approx(0.5) and hi == pytest.approx(0.5)
+    assert delta_kept([2.0, 0.0], [0.0, 0.0], [1.0, 1.0], [0.0, 0.0])[0] == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="one score per prompt"):
+        delta_kept([1.0], [1.0], [1.0, 2.0], [0.0])

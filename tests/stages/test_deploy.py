@@ -5,6 +5,7 @@ refused. Reading a GGUF file back parses the 49k-token vocabulary (~20 s on 2 co
 import json
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -151,3 +152,21 @@ def test_a_type_the_package_cannot_write_and_a_missing_loader_say_what_to_do(mon
     assert deploy.file_loader("auto") == "transformers"
     with pytest.raises(ValueError, match="pip install llama-cpp-python"):
         deploy.file_loader("llama.cpp")
+
+
+def test_the_table_takes_quantisations_own_effect_out_with_the_control_rows():
+    """q4_0's file gains as much as the policy, but the SFT policy at q4_0 alone gains half of it: the RL delta
+    keeps 50% over its own type; a type without a control gets no such number."""
+    pol, base = [1.0, 1.0, 1.0, 1.0], [0.0, 0.0, 0.0, 0.0]
+
+    def row(kind, file_scores):
+        return {"type": kind, "mib": 1.0, "eval/gain_kept": float(np.mean(file_scores)),
+                "scores": {"file": file_scores, "policy": pol, "baseline": base}}
+    rows = [row("q4_0", [1.0] * 4), row("adapter on q4_0", [0.9] * 4), row("q4_1", [0.2] * 4),
+            row("control: SFT policy at q4_0", [0.5] * 4)]
+    deploy._delta_kept(rows)
+    assert rows[0]["delta_kept"] == pytest.approx(0.5) and rows[1]["delta_kept"] == pytest.approx(0.4)
+    assert "delta_kept" not in rows[2]
+    table = deploy.gguf_table(rows).splitlines()
+    assert "over the SFT policy at its type" in table[0]
+    assert "| q4_0 | 1.0 MiB |  |  | 100.0% | 50.0% (50.0% .. 50.0%) |  |" == table[2]

@@ -117,17 +117,28 @@ def gain_kept(file_scores: Sequence[float], policy_scores: Sequence[float], base
     """The share of the policy's gain over the baseline that an exported file keeps: mean(file - base) /
     mean(policy - base), each prompt's three scores paired (same prompt, same sampling seed), with a 95% percentile
     bootstrap over prompts. NaN when the policy gained nothing (mean gain <= 0: no gain to keep); a bootstrap draw
-    in which it gained nothing is dropped."""
-    n = len(file_scores)
-    if not n == len(policy_scores) == len(base_scores):
-        raise ValueError(f"gain_kept needs one score per prompt from each: {n}, {len(policy_scores)}, "
+    in which it gained nothing is dropped. (:func:`delta_kept` with the baseline as the file's own base.)"""
+    if not len(file_scores) == len(policy_scores) == len(base_scores):
+        raise ValueError(f"gain_kept needs one score per prompt from each: {len(file_scores)}, {len(policy_scores)}, "
                          f"{len(base_scores)}")
-    gf = [f - b for f, b in zip(file_scores, base_scores)]
-    gp = [p - b for p, b in zip(policy_scores, base_scores)]
+    return delta_kept(file_scores, base_scores, policy_scores, base_scores, n_boot=n_boot, seed=seed)
+
+
+def delta_kept(file_scores: Sequence[float], qbase_scores: Sequence[float], policy_scores: Sequence[float],
+               base_scores: Sequence[float], *, n_boot: int = 2000, seed: int = 0) -> tuple[float, float, float]:
+    """The share of the policy's gain that a file keeps *over its own quantised SFT policy*: mean(file - qbase) /
+    mean(policy - base), where ``qbase`` is the SFT policy written at the file's type (for an adapter, the base file
+    it sits on). Quantisation alone can move the gold either way (a 4-bit SFT file may score above the SFT policy);
+    this is the part of the file's score the RL delta still adds. Paired by prompt, 95% percentile bootstrap over
+    prompts (the four scores of a prompt drawn together); NaN when the policy gained nothing."""
+    n = len(file_scores)
+    if not n == len(qbase_scores) == len(policy_scores) == len(base_scores):
+        raise ValueError(f"delta_kept needs one score per prompt from each: {n}, {len(qbase_scores)}, "
+                         f"{len(policy_scores)}, {len(base_scores)}")
 
     def share(idx) -> float:
-        den = sum(gp[i] for i in idx)
-        return sum(gf[i] for i in idx) / den if den > 0 else math.nan
+        den = sum(policy_scores[i] - base_scores[i] for i in idx)
+        return sum(file_scores[i] - qbase_scores[i] for i in idx) / den if den > 0 else math.nan
 
     point = share(range(n)) if n else math.nan
     if math.isnan(point):

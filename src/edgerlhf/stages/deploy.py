@@ -22,6 +22,7 @@ from edgerlhf.models.export import CHECK_PROMPTS, export_gguf, export_gguf_adapt
 from edgerlhf.models.gguf_adapter import load_gguf_model
 from edgerlhf.models.gguf_export import GGUF_TYPES, check_gguf
 from edgerlhf.rewards.gold import gold_eval, make_gold
+from edgerlhf.rewards.metrics import delta_kept
 from edgerlhf.runfolder import RunFolder, find_artifact, is_run_folder, read_artifact_meta
 from edgerlhf.stages.evaluate import file_vs_policy
 from edgerlhf.tracking.run import atomic_write_text
@@ -145,7 +146,8 @@ def measure_gain(policy: str | Path, files: list[tuple[Path, Path | None]], *, l
         row = file_vs_policy({"responses": src_texts, "gold": src_g}, texts, g, base_g,
                              f"{file} + {adapter}" if adapter else file, art)
         row["file_loader"] = loader if loader == "llama.cpp" else row["file_loader"]
-        row.update({"prompts": len(prompts), "samples_per_prompt": samples, "gold": setup["gold"]})
+        row.update({"prompts": len(prompts), "samples_per_prompt": samples, "gold": setup["gold"],
+                    "scores": {"file": g, "policy": src_g, "baseline": base_g}})  # per prompt (mean of samples)
         rows.append(row)
     return rows, ""
 
@@ -188,8 +190,9 @@ def export_all(policy: str | Path, out_dir: str | Path, *, check: bool = True, p
                num_prompts: int = 0) -> list[dict]:
     """Every GGUF type of the policy into ``out_dir`` (``<type>.gguf`` with its Modelfile), and for a LoRA policy with
     an SFT policy its LoRA as an F16 adapter (``adapter.gguf``) on that SFT policy written at Q8_0 and Q4_0
-    (``base-<type>.gguf``); then one table: size, greedy next token kept, answers identical, gain kept. Written
-    to ``out_dir/table.md`` and ``out_dir/results.json``."""
+    (``base-<type>.gguf``); then one table: size, greedy next token kept, answers identical, gain kept, and for
+    q8_0 / q4_0 and the adapter on them the gain kept over the SFT policy at that type (measured too, as control
+    rows: what quantisation alone does to the gold). Written to ``out_dir/table.md`` and ``out_dir/results.json``."""
     out_dir = Path(out_dir)
     if out_dir.exists() and any(out_dir.iterdir()):
         raise FileExistsError(f"{out_dir} exists and is not empty; choose another folder (nothing was overwritten)")
@@ -220,13 +223,20 @@ def export_all(policy: str | Path, out_dir: str | Path, *, check: bool = True, p
             rows.append(row)
         del model
     if check:
-        gains, why = measure_gain(policy, [(r["file"], r["adapter"]) for r in rows], loader=loader, samples=samples,
-                                  num_prompts=num_prompts, progress=progress)
-        for r, g in zip(rows, gains):
-            r.update({k: g[k] for k in g if k.startswith(("eval/", "source/")) or k in ("file_loader", "prompts",
-                                                                                           "samples_per_prompt")})
+        # with an adapter: its two bases too, the SFT policy alone at q8_0 / q4_0 (what quantisation does without RL)
+        controls = [out_dir / f"base-{k}.gguf" for k in ADAPTER_BASES] if with_adapter else []
+        gains, why = measure_gain(policy, [(r["file"], r["adapter"]) for r in rows] + [(c, None) for c in controls],
+                                  loader=loader, samples=samples, num_prompts=num_prompts, progress=progress)
         if not gains:
             print(f"[export] gain kept: not measured: {why}")
+        else:
+            for k in ADAPTER_BASES[: len(controls)]:
+                rows.append({"type": f"control: SFT policy at {k}", "file": out_dir / f"base-{k}.gguf",
+                             "adapter": None, "mib": (out_dir / f"base-{k}.gguf").stat().st_size / 2**20})
+            for r, g in zip(rows, gains):
+                r.update({k: g[k] for k in g if k.startswith(("eval/", "source/")) or k in (
+                    "file_loader", "prompts", "samples_per_prompt", "scores")})
+            _delta_kept(rows)
     table = gguf_table(rows)
     atomic_write_text(out_dir / "table.md", table + "\n")
     atomic_write_text(out_dir / "results.json", json.dumps(
@@ -235,23 +245,44 @@ def export_all(policy: str | Path, out_dir: str | Path, *, check: bool = True, p
     return rows
 
 
+def _delta_kept(rows: list[dict]) -> None:
+    """For each file of a type whose SFT control was measured (q8_0, q4_0 and the adapter on them): the share of
+    the policy's gain it keeps over that control (``rewards.metrics.delta_kept``), as ``delta_kept`` (+ CI)."""
+    controls = {r["type"].removeprefix("control: SFT policy at "): r for r in rows
+                if r["type"].startswith("control:") and "scores" in r}
+    for r in rows:
+        kind = r["type"].removeprefix("adapter on ")
+        c = controls.get(kind)
+        if c is None or "scores" not in r:
+            continue
+        s = r["scores"]
+        r["delta_kept"], r["delta_kept_ci95_low"], r["delta_kept_ci95_high"] = delta_kept(
+            s["file"], c["scores"]["file"], s["policy"], s["baseline"])
+
+
 def gguf_table(rows: list[dict]) -> str:
     """The ``--gguf all`` table in Markdown: one row per file (or adapter on a base)."""
     lines = ["| file | size | greedy next token kept | greedy answers identical | gain kept (95% CI over prompts) "
-             "| same responses |", "|---|---|---|---|---|---|"]
+             "| over the SFT policy at its type (95% CI) | same responses |", "|---|---|---|---|---|---|---|"]
     for r in rows:
         def pct(key, r=r):
             v = r.get(key)
             return "" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.1%}"
-        gain = pct("eval/gain_kept")
-        if gain and not math.isnan(r.get("eval/gain_kept_ci95_low", math.nan)):
-            gain += f" ({pct('eval/gain_kept_ci95_low')} .. {pct('eval/gain_kept_ci95_high')})"
+        def with_ci(key, r=r, pct=pct):
+            v = pct(key)
+            if v and not math.isnan(r.get(f"{key}_ci95_low", math.nan)):
+                v += f" ({pct(f'{key}_ci95_low')} .. {pct(f'{key}_ci95_high')})"
+            return v
         lines.append(f"| {r['type']} | {r['mib']:.1f} MiB | {pct('top1_agreement')} | {pct('greedy_identical')} | "
-                     f"{gain or 'not measured'} | {pct('eval/same_responses')} |")
+                     f"{with_ci('eval/gain_kept') or 'not measured'} | {with_ci('delta_kept')} | "
+                     f"{pct('eval/same_responses')} |")
     src = next((r for r in rows if "source/gold_gain" in r), None)
     if src is not None:
         lines.append(f"\nThe policy's gold gain over its SFT policy: {src['source/gold_gain']:+.3f} on "
                      f"{src['prompts']} held-out prompts x {src.get('samples_per_prompt', 1)} samples (one sampling "
                      f"seed per sample, shared by the policy, its SFT policy and every file); files sampled by "
-                     f"{src['file_loader']}.")
+                     f"{src['file_loader']}. Gain kept: mean(file - SFT) / mean(policy - SFT). Over the SFT policy at "
+                     "its type: mean(file - the SFT policy written at the file's type, or the adapter's base) / "
+                     "mean(policy - SFT): what the RL delta still adds once quantisation's own effect (the control "
+                     "rows) is taken out.")
     return "\n".join(lines)
