@@ -115,6 +115,14 @@ def test_the_ray_executor_runs_each_stage_after_its_needs_and_retries_a_dead_wor
 
 
 @needs_ray
+def test_a_stage_no_ray_node_can_hold_is_refused_instead_of_waiting_forever(tmp_path):
+    nodes = [Node("a", "ppo", (), lambda d: {"study": str(tmp_path)})]
+    with pytest.raises(ValueError, match=r"stage a needs 4096.0 GiB of memory .* largest Ray node offers"):
+        graph.run_ray(nodes, _record, tmp_path, resources=lambda n, o: {"num_cpus": 1, "memory": 2.0**42})
+    assert not (tmp_path / "a.json").exists()
+
+
+@needs_ray
 @pytest.mark.slow
 def test_the_same_study_from_both_executors(tmp_path):
     """A study on the tiny model run one stage after the other and as Ray tasks (2 at once): the same stage folders

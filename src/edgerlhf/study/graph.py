@@ -140,6 +140,18 @@ def run_ray(nodes: list[Node], fn, study: Path, *, address: str = "", max_parall
             raise ConnectionError(f"--executor ray:{address}: no Ray cluster answered there ({e}); start one with "
                                   "`ray start --head`, or use --executor ray for a local one") from None
     task = ray.remote(_ray_stage)
+    nodes_now = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
+
+    def feasible(res: dict, lab: str) -> None:
+        """Ray would wait forever for a task no node can hold: say so instead."""
+        for key, name in (("memory", "memory"), ("num_gpus", "GPU"), ("num_cpus", "CPU")):
+            want = res.get(key, 0) or 0
+            if want and not any(n.get(name, 0) >= want for n in nodes_now):
+                most = max((n.get(name, 0) for n in nodes_now), default=0)
+                unit = (lambda v: f"{v / 2**30:.1f} GiB") if name == "memory" else (lambda v: f"{v:g}")
+                raise ValueError(f"stage {lab} needs {unit(want)} of {name} (the planner's prediction) but the "
+                                 f"largest Ray node offers {unit(most)}; add a bigger node, or run it with "
+                                 "--executor local")
     by_label = {n.label: n for n in nodes}
     done: dict = {}
     flying: dict = {}  # ObjectRef -> label
@@ -153,6 +165,7 @@ def run_ray(nodes: list[Node], fn, study: Path, *, address: str = "", max_parall
                 n = by_label[lab]
                 over = n.settings(done)
                 res = resources(n, over) if resources else {"num_cpus": 1}
+                feasible(res, lab)
                 ref = task.options(max_retries=max_retries, retry_exceptions=False, name=f"edgerlhf:{lab}",
                                    **res).remote(str(study), token, fn, n.stage, lab, over)
                 flying[ref] = lab
