@@ -11,7 +11,7 @@ import json
 import time
 from pathlib import Path
 
-from edgerlhf.stages.deploy import gguf_table, measure_gain
+from edgerlhf.stages.deploy import _delta_kept, gguf_table, measure_gain
 
 
 def main() -> None:
@@ -32,7 +32,9 @@ def main() -> None:
         raise SystemExit(why)
     for r, g in zip(rows, gains):
         r.update({k: v for k, v in g.items() if k.startswith(("eval/", "source/")) or
-                  k in ("file_loader", "prompts", "samples_per_prompt")})
+                  k in ("file_loader", "prompts", "samples_per_prompt", "scores")})
+        r.pop("delta_kept", None)
+    _delta_kept(rows)  # over the control rows (the SFT policy at q8_0 / q4_0), measured the same way
     table = gguf_table(rows)
     loader = gains[0]["file_loader"].split(" ")[0]
     (out / f"table-{loader}.md").write_text(table + "\n")

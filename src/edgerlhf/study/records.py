@@ -153,4 +153,4 @@ def curve(rs: list[Run], key: str) -> tuple[list[list[tuple[int, float]]], list[
 
 def stage_records(study: Path, index: dict):
     return [StageRecord(s["stage"], s["label"], study / s["path"], s["reused"], s["wall_s"] or 0.0,
-                        summary_of(study / s["path"])) for s in index["stages"]]
+                        summary_of(study / s["path"]), s.get("attempts", 1)) for s in index["stages"]]

@@ -261,7 +261,9 @@ def write_report(study: Path, *, sft, rm_eval, runs: dict, base_seed: int, bon=N
         s.add([r.label, r.path.name, (r.path, "wall_time_s", "{:.0f}", r.summary.get("wall_time_s")),
                (r.path, "memory/peak_mb", "{:.0f}", peak) if r.summary.get("memory/peak_mb") is not None
                else fmt(peak, "{:.0f}") + " (largest precision)",
-               "–" if peak is None else ("yes" if peak < BUDGET_MB else "no"), "yes" if r.reused else "no"])
+               "–" if peak is None else ("yes" if peak < BUDGET_MB else "no"),
+               ("yes" if r.reused else "no") + (f" (ran {r.attempts} times: its worker died)" if r.attempts > 1
+                                                else "")])
 
     # 6 where online RL's time goes (every online run)
     tt = Table(["run", "seed", "load s", "generate s", "update s", "median step s", "tokens/s (rollout)"])
