@@ -11,7 +11,7 @@ import json
 import time
 from pathlib import Path
 
-from edgerlhf.stages.deploy import _delta_kept, gguf_table, measure_gain
+from edgerlhf.stages.deploy import delta_kept_rows, gguf_table, measure_gain
 
 
 def main() -> None:
@@ -34,7 +34,7 @@ def main() -> None:
         r.update({k: v for k, v in g.items() if k.startswith(("eval/", "source/")) or
                   k in ("file_loader", "prompts", "samples_per_prompt", "scores")})
         r.pop("delta_kept", None)
-    _delta_kept(rows)  # over the control rows (the SFT policy at q8_0 / q4_0), measured the same way
+    delta_kept_rows(rows)  # over the control rows (the SFT policy at q8_0 / q4_0), measured the same way
     table = gguf_table(rows)
     loader = gains[0]["file_loader"].split(" ")[0]
     (out / f"table-{loader}.md").write_text(table + "\n")

@@ -164,7 +164,7 @@ def test_the_table_takes_quantisations_own_effect_out_with_the_control_rows():
                 "scores": {"file": file_scores, "policy": pol, "baseline": base}}
     rows = [row("q4_0", [1.0] * 4), row("adapter on q4_0", [0.9] * 4), row("q4_1", [0.2] * 4),
             row("control: SFT policy at q4_0", [0.5] * 4)]
-    deploy._delta_kept(rows)
+    deploy.delta_kept_rows(rows)
     assert rows[0]["delta_kept"] == pytest.approx(0.5) and rows[1]["delta_kept"] == pytest.approx(0.4)
     assert "delta_kept" not in rows[2]
     table = deploy.gguf_table(rows).splitlines()

@@ -236,7 +236,7 @@ def export_all(policy: str | Path, out_dir: str | Path, *, check: bool = True, p
             for r, g in zip(rows, gains):
                 r.update({k: g[k] for k in g if k.startswith(("eval/", "source/")) or k in (
                     "file_loader", "prompts", "samples_per_prompt", "scores")})
-            _delta_kept(rows)
+            delta_kept_rows(rows)
     table = gguf_table(rows)
     atomic_write_text(out_dir / "table.md", table + "\n")
     atomic_write_text(out_dir / "results.json", json.dumps(
@@ -245,7 +245,7 @@ def export_all(policy: str | Path, out_dir: str | Path, *, check: bool = True, p
     return rows
 
 
-def _delta_kept(rows: list[dict]) -> None:
+def delta_kept_rows(rows: list[dict]) -> None:
     """For each file of a type whose SFT control was measured (q8_0, q4_0 and the adapter on them): the share of
     the policy's gain it keeps over that control (``rewards.metrics.delta_kept``), as ``delta_kept`` (+ CI)."""
     controls = {r["type"].removeprefix("control: SFT policy at "): r for r in rows
