@@ -148,10 +148,12 @@ def test_gguf_all_writes_every_type_and_the_adapter_on_two_bases_with_one_table(
 def test_a_type_the_package_cannot_write_and_a_missing_loader_say_what_to_do(monkeypatch):
     with pytest.raises(GGUFExportError, match="K-quants cannot be written by the gguf package.*llama-quantize"):
         export_gguf("tiny", "q4_k_m", "x.gguf")
-    monkeypatch.setattr(deploy.importlib.util, "find_spec", lambda name: None)
-    assert deploy.file_loader("auto") == "transformers"
+    from edgerlhf.models import gguf_adapter
+
+    monkeypatch.setattr(gguf_adapter.importlib.util, "find_spec", lambda name: None)
+    assert gguf_adapter.file_loader("auto") == "transformers"
     with pytest.raises(ValueError, match="pip install llama-cpp-python"):
-        deploy.file_loader("llama.cpp")
+        gguf_adapter.file_loader("llama.cpp")
 
 
 def test_the_table_takes_quantisations_own_effect_out_with_the_control_rows():

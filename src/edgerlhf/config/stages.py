@@ -264,6 +264,9 @@ class EvalConfig(EnsembleMixin, GoldMixin, BaseConfig):
     source: str = opt("", "policy=FILE.gguf: the policy run it was exported from (default: the one the file records)")
     adapter: str = opt("", "policy=BASE.gguf: a GGUF LoRA adapter file (`export --gguf-adapter`) applied on that base "
                            "file; the policy run the adapter records is the source")
+    loader: str = opt("auto", "policy=FILE.gguf: what samples the file: transformers (its GGUF loader, dequantised to "
+                              "float32) | llama.cpp (llama-cpp-python, when installed) | auto (llama.cpp when "
+                              "installed)")
     baseline: str = opt("auto", "policy compared against (win rate, paired gold gain, KL): 'auto' (the SFT policy an "
                                 "RL policy started from), a run folder, 'base' (the bare model), or 'none'")
     reward: str = opt("auto", "reward model for the learned-RM mean: 'auto' (the one the RL run used, at its "
@@ -292,6 +295,8 @@ class EvalConfig(EnsembleMixin, GoldMixin, BaseConfig):
                         "run folder")
         elif self.source and not Path(self.source).expanduser().exists():
             errs.append(f"source={self.source!r}: no such folder (the policy run the GGUF file was exported from)")
+        if self.loader not in ("auto", "transformers", "llama.cpp"):
+            errs.append(f"loader={self.loader!r}: choose auto, transformers or llama.cpp")
         if self.adapter and not gguf:
             errs.append(f"adapter={self.adapter!r} is applied on a GGUF base file: policy=BASE.gguf (the run's SFT "
                         f"policy exported with --gguf), not {self.policy!r}")

@@ -5,6 +5,7 @@ delta; and what `edgerlhf eval FILE.gguf` reads from a policy file's metadata.""
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import os
 import tempfile
 from pathlib import Path
@@ -12,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from edgerlhf.data.formatting import encode_prompt
 from edgerlhf.models.gguf_export import SOURCE_KEY, SYSTEM_KEY, GGUFExportError, llama_rows
 from edgerlhf.runfolder import read_artifact_meta
 
@@ -201,3 +203,38 @@ def adapter_base_problem(base: str | Path, base_source: str, adapter: str | Path
         return (f"{adapter} applies to the SFT policy {want}, but {base} was exported from {base_source}, whose "
                 f"weights differ; {fix}")
     return ""
+
+
+def file_loader(choice: str = "auto") -> str:
+    """Which program samples the exported file: ``llama.cpp`` (llama-cpp-python, when installed) or
+    ``transformers`` (its GGUF loader, tensors dequantised to float32)."""
+    if choice not in ("auto", "transformers", "llama.cpp"):
+        raise ValueError(f"loader={choice!r}: choose auto, transformers or llama.cpp")
+    have = importlib.util.find_spec("llama_cpp") is not None
+    if choice == "llama.cpp" and not have:
+        raise ValueError("loader=llama.cpp needs llama-cpp-python (pip install llama-cpp-python: it compiles "
+                         "llama.cpp); or use loader=transformers")
+    return choice if choice != "auto" else ("llama.cpp" if have else "transformers")
+
+
+def llamacpp_samples(file: Path, adapter: Path | None, tok, prompts: list, *, temperature: float,
+                     max_new_tokens: int, seed: int, chat: bool = True) -> list[str]:
+    """One response per prompt sampled by llama.cpp itself from ``file`` (with the LoRA ``adapter`` on it), plain
+    temperature sampling (top-k, top-p, min-p and the repeat penalty off, as EdgeRLHF samples), the prompt
+    tokenized by the policy's tokenizer. llama.cpp's random numbers are its own: pairs with the policy by prompt,
+    not by sampling seed."""
+    from llama_cpp import Llama  # noqa: PLC0415 - optional: llama-cpp-python compiles llama.cpp; not a dependency
+
+    llm = Llama(model_path=str(file), lora_path=str(adapter) if adapter else None, n_ctx=1024, seed=seed,
+                verbose=False, n_threads=torch.get_num_threads())
+    stop = {tok.eos_token_id, llm.token_eos()}
+    out = []
+    for p in prompts:
+        new = []
+        for t in llm.generate(encode_prompt(tok, p, chat), temp=temperature, top_k=0, top_p=1.0, min_p=0.0,
+                              repeat_penalty=1.0, reset=True):
+            if t in stop or len(new) == max_new_tokens:
+                break
+            new.append(t)
+        out.append(tok.decode(new, skip_special_tokens=True).strip())
+    return out

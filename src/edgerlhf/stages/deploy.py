@@ -7,19 +7,15 @@ files, not a run folder."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 from pathlib import Path
 
-import torch
-
 from edgerlhf.config.stages import EvalConfig
-from edgerlhf.data.formatting import encode_prompt
 from edgerlhf.data.taskfile import held_out_prompts
 from edgerlhf.models.adapters import load_policy
 from edgerlhf.models.export import CHECK_PROMPTS, export_gguf, export_gguf_adapter, load_for_export
-from edgerlhf.models.gguf_adapter import load_gguf_model
+from edgerlhf.models.gguf_adapter import file_loader, llamacpp_samples, load_gguf_model
 from edgerlhf.models.gguf_export import GGUF_TYPES, check_gguf
 from edgerlhf.rewards.gold import gold_eval, make_gold
 from edgerlhf.rewards.metrics import delta_kept
@@ -57,41 +53,6 @@ def gain_setup(policy: str | Path, num_prompts: int = 0) -> tuple[dict | None, s
             "prompts": held_out_prompts(prompts, num_prompts or int(cfg.get("gold_eval_prompts") or ev.num_prompts)),
             "sample": dict(temperature=ev.temperature, max_new_tokens=ev.max_new_tokens, seed=ev.seed,
                            batch_size=ev.batch_size)}, ""
-
-
-def file_loader(choice: str = "auto") -> str:
-    """Which program samples the exported file: ``llama.cpp`` (llama-cpp-python, when installed) or
-    ``transformers`` (its GGUF loader, tensors dequantised to float32)."""
-    if choice not in ("auto", "transformers", "llama.cpp"):
-        raise ValueError(f"loader={choice!r}: choose auto, transformers or llama.cpp")
-    have = importlib.util.find_spec("llama_cpp") is not None
-    if choice == "llama.cpp" and not have:
-        raise ValueError("loader=llama.cpp needs llama-cpp-python (pip install llama-cpp-python: it compiles "
-                         "llama.cpp); or use loader=transformers")
-    return choice if choice != "auto" else ("llama.cpp" if have else "transformers")
-
-
-def llamacpp_samples(file: Path, adapter: Path | None, tok, prompts: list, *, temperature: float,
-                     max_new_tokens: int, seed: int, chat: bool = True) -> list[str]:
-    """One response per prompt sampled by llama.cpp itself from ``file`` (with the LoRA ``adapter`` on it), plain
-    temperature sampling (top-k, top-p, min-p and the repeat penalty off, as EdgeRLHF samples), the prompt
-    tokenized by the policy's tokenizer. llama.cpp's random numbers are its own: pairs with the policy by prompt,
-    not by sampling seed."""
-    from llama_cpp import Llama  # noqa: PLC0415 - optional: llama-cpp-python compiles llama.cpp; not a dependency
-
-    llm = Llama(model_path=str(file), lora_path=str(adapter) if adapter else None, n_ctx=1024, seed=seed,
-                verbose=False, n_threads=torch.get_num_threads())
-    stop = {tok.eos_token_id, llm.token_eos()}
-    out = []
-    for p in prompts:
-        new = []
-        for t in llm.generate(encode_prompt(tok, p, chat), temp=temperature, top_k=0, top_p=1.0, min_p=0.0,
-                              repeat_penalty=1.0, reset=True):
-            if t in stop or len(new) == max_new_tokens:
-                break
-            new.append(t)
-        out.append(tok.decode(new, skip_special_tokens=True).strip())
-    return out
 
 
 def _samples(draw, k: int, seed: int) -> tuple[list[str], list[float]]:

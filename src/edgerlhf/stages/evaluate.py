@@ -17,6 +17,8 @@ from edgerlhf.models.adapters import find_artifact, load_policy, read_artifact_m
 from edgerlhf.models.generation import length_batches
 from edgerlhf.models.gguf_adapter import (
     adapter_base_problem,
+    file_loader,
+    llamacpp_samples,
     load_gguf_model,
     read_gguf_adapter,
     read_gguf_policy_info,
@@ -150,12 +152,18 @@ def _evaluate(ctx: Context, data) -> dict:
     sample = dict(temperature=cfg.temperature, max_new_tokens=cfg.max_new_tokens, seed=cfg.seed,
                   batch_size=cfg.batch_size, progress=cfg.progress, gold=gold)
     policy, tok, _ = load_policy(art)
-    src = None
+    src = loader = None
     if file is not None:  # the policy itself first, same prompts and sampling seed: the file is paired with it
+        loader = file_loader(cfg.loader)
         src = gold_eval(policy, tok, prompts, **sample)
         del policy
         policy = load_gguf_model(file, adapter)  # formatted with the policy's own tokenizer, as it was trained
-    res = gold_eval(policy, tok, prompts, **sample)
+    if loader == "llama.cpp":  # sampled by llama.cpp itself; its log-probs (KL) still from the dequantised weights
+        res = _scored(llamacpp_samples(file, adapter, tok, prompts, temperature=cfg.temperature,
+                                       max_new_tokens=cfg.max_new_tokens, seed=cfg.seed,
+                                       chat=bool(meta.get("use_chat_template", True))), prompts, gold, tok)
+    else:
+        res = gold_eval(policy, tok, prompts, **sample)
     texts, g = res.pop("responses"), res.pop("gold")
     out = {**res, **{f"eval/{k}": v for k, v in _text_stats(texts, tok).items()},
            "policy": (f"{file} + {adapter}" if adapter else str(file)) if file is not None else str(art),
@@ -202,6 +210,9 @@ def _evaluate(ctx: Context, data) -> dict:
                 out.update(_length_controlled(rm_scores, base_rm, texts, base_texts, "rm"))
     if src is not None:
         out.update(file_vs_policy(src, texts, g, base_g, f"{file} + {adapter}" if adapter else file, art))
+        if loader == "llama.cpp":
+            out["file_loader"] = ("llama.cpp (llama-cpp-python: its own sampling, paired with the policy by prompt, "
+                                  "not by sampling seed; KL from the dequantised weights)")
     records = []
     for i, p in enumerate(prompts):
         rec = {"prompt": last_message(p), "response": texts[i]}
@@ -225,6 +236,18 @@ def _evaluate(ctx: Context, data) -> dict:
     run_dir.log({k: v for k, v in out.items() if isinstance(v, (int, float))}, step=0)
     out.update(mem.stop().as_metrics())
     _print(out)
+    return out
+
+
+def _scored(texts: list[str], prompts: list, gold, tok) -> dict:
+    """What :func:`gold_eval` returns, for responses sampled elsewhere (llama.cpp)."""
+    out = {"eval/mean_tokens": sum(len(tok(t, add_special_tokens=False)["input_ids"]) + 1 for t in texts)
+           / max(len(texts), 1), "responses": texts, "gold": None}
+    if gold is not None:
+        scores = gold(prompts, texts)
+        m, lo, hi = mean_ci95(scores)
+        out.update({"eval/gold_mean": m, "eval/gold_ci95_low": lo, "eval/gold_ci95_high": hi,
+                    "eval/gold_n": len(scores), "gold": scores})
     return out
 
 
