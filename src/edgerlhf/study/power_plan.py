@@ -84,7 +84,7 @@ def plan_power(study: str | Path | None = None, *, detect: float | None = None, 
              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
 
     def need(n):
-        return ("more than 1000", "-") if n is None else (str(n), f"{(shared_s / 3600 + n * seed_h / parallel):.1f}")
+        return ("more than 1000", "-") if n is None else (str(n), f"{(shared_s / 3600 + n * seed_h / parallel):.2f}")
 
     for r in rows:
         diffs = r["diffs"]  # per seed: a's mean gain minus b's, on the same prompts
