@@ -63,6 +63,10 @@ CUDA_ONLY: dict[str, str] = {
 
 # functions that mention CUDA but run the same on a CPU, each with the test that runs it here
 RUNS_ON_CPU: dict[str, str] = {
+    "stage_resources": "the Ray executor's resources per stage: a GPU asked for only on cuda, the planner's memory on "
+                       "a CPU (test_the_same_study_from_both_executors)",
+    "stage_resources.resources": "one stage's Ray resources, the CPU branch run by "
+                                 "test_the_same_study_from_both_executors",
     "BaseConfig.check": "device=cuda / cuda:N is validated as text (test_each_value_rule)",
     "plan": "`edgerlhf plan --vram` plans for a GPU on any machine (test_cli_plan_budget_and_bad_keys)",
     "plan_stage": "a GPU's memory plan is arithmetic (test_stage_plans_follow_the_settings)",
