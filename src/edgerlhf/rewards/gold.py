@@ -133,9 +133,16 @@ def gold_eval(model, tok, prompts: list, *, temperature: float = 0.7, max_new_to
            "eval/gen_tokens_per_s": n_tokens / dt, "responses": texts, "gold": None}
     if gold is _VADER:
         gold = GoldScorer()
-    if gold is not None:
-        scores = gold(prompts, texts)
-        mean, lo, hi = mean_ci95(scores)
-        out.update({"eval/gold_mean": mean, "eval/gold_ci95_low": lo, "eval/gold_ci95_high": hi,
-                    "eval/gold_n": len(scores), "gold": scores})
+    out.update(gold_scores(gold, prompts, texts))
     return out
+
+
+def gold_scores(gold, prompts: list, texts: list[str]) -> dict:
+    """``texts`` scored by ``gold``: each one's score (``gold``) and their mean with its 95% CI over prompts
+    (``eval/gold_*``); ``{}`` without a gold. Shared by :func:`gold_eval` and responses sampled elsewhere."""
+    if gold is None:
+        return {}
+    scores = gold(prompts, texts)
+    mean, lo, hi = mean_ci95(scores)
+    return {"eval/gold_mean": mean, "eval/gold_ci95_low": lo, "eval/gold_ci95_high": hi, "eval/gold_n": len(scores),
+            "gold": scores}

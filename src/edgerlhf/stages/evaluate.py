@@ -26,7 +26,7 @@ from edgerlhf.models.gguf_adapter import (
 from edgerlhf.models.loading import load_causal_lm, load_tokenizer
 from edgerlhf.models.logprobs import batch_logprobs
 from edgerlhf.rewards import mean_ci95
-from edgerlhf.rewards.gold import gold_eval, make_gold
+from edgerlhf.rewards.gold import gold_eval, gold_scores, make_gold
 from edgerlhf.rewards.metrics import (
     distinct_n,
     gain_kept,
@@ -241,14 +241,8 @@ def _evaluate(ctx: Context, data) -> dict:
 
 def _scored(texts: list[str], prompts: list, gold, tok) -> dict:
     """What :func:`gold_eval` returns, for responses sampled elsewhere (llama.cpp)."""
-    out = {"eval/mean_tokens": sum(len(tok(t, add_special_tokens=False)["input_ids"]) + 1 for t in texts)
-           / max(len(texts), 1), "responses": texts, "gold": None}
-    if gold is not None:
-        scores = gold(prompts, texts)
-        m, lo, hi = mean_ci95(scores)
-        out.update({"eval/gold_mean": m, "eval/gold_ci95_low": lo, "eval/gold_ci95_high": hi,
-                    "eval/gold_n": len(scores), "gold": scores})
-    return out
+    return {"eval/mean_tokens": sum(len(tok(t, add_special_tokens=False)["input_ids"]) + 1 for t in texts)
+            / max(len(texts), 1), "responses": texts, "gold": None, **gold_scores(gold, prompts, texts)}
 
 
 def file_vs_policy(src: dict, texts: list[str], g, base_g, file, art: Path) -> dict:

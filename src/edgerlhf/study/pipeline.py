@@ -157,13 +157,14 @@ def stage_resources(study: Path, device: str, cpus: float = 1.0):
     GPU on cuda, and the planner's predicted peak as Ray's ``memory`` (stages it has no plan for: CPUs only)."""
     gpu = str(device).startswith("cuda")
     runtime = 0.0 if gpu else runtime_bytes()
+    measured = functools.lru_cache(maxsize=None)(task_lengths)  # the task's data tokenized once, not per stage
 
     def resources(node: Node, overrides: dict) -> dict:
         res = {"num_cpus": float(cpus), "num_gpus": 1.0 if gpu else 0.0}
         row = registry.get(node.stage)
         try:
             cfg = from_dict(row.config, {**overrides, "output_dir": str(study)}, f"study stage {node.label}")
-            lengths = task_lengths(getattr(cfg, "task", None) or None, cfg.model)
+            lengths = measured(getattr(cfg, "task", None) or None, cfg.model)
             peak = plan_stage(node.stage, cfg, model_shape(cfg.model), device="cuda" if gpu else "cpu",
                               runtime=runtime, prompt_tokens=lengths.prompt, response_tokens=lengths.answer,
                               sft_tokens=lengths.sft_row).peak
