@@ -1,12 +1,14 @@
 """The same study from the local executor and from Ray, side by side (prints measured numbers; not a test):
 
     python bench/ray_study.py OUT [--preset smoke] [--seeds 42,1] [--precisions fp32,int8] [--max-parallel 2]
-                                  [--kill LABEL --kill-after 5]
+                                  [--kill LABEL --kill-after 5] [--executors local,ray]
 
 Runs the study one stage after the other (OUT/local), then as Ray tasks on a local cluster (OUT/ray), and compares
 them: the same stage labels and folders (the folder names hash each stage's settings), every number in every stage's
 summary (timings and memory aside) and the report's comparisons. `--kill LABEL` kills the Ray worker running that
 stage `--kill-after` seconds after it starts (once), to see it retried: the stage's attempts are printed.
+`--executors local` (or `ray`) runs one of the two; its wall time is kept in OUT/walls.json, and the comparison is
+printed once both folders hold a finished study (so the two can run in separate sittings, one at a time).
 """
 import argparse
 import json
@@ -44,21 +46,32 @@ def main() -> None:
     ap.add_argument("--max-parallel", type=int, default=2)
     ap.add_argument("--kill", default="")
     ap.add_argument("--kill-after", type=float, default=5.0)
+    ap.add_argument("--executors", default="local,ray")
     a = ap.parse_args()
     out = Path(a.out)
     kw = dict(seeds=[int(s) for s in a.seeds.split(",")], precisions=a.precisions.split(","), bon=False,
               progress=False, report_to=["none"])
-    walls = {}
-    t0 = time.perf_counter()
-    run_study(a.preset, out=out / "local", **kw)
-    walls["local"] = time.perf_counter() - t0
-    done = threading.Event()
-    if a.kill:
-        threading.Thread(target=_killer, args=(a.kill, a.kill_after, done), daemon=True).start()
-    t0 = time.perf_counter()
-    run_study(a.preset, out=out / "ray", executor="ray", max_parallel=a.max_parallel, **kw)
-    walls["ray"] = time.perf_counter() - t0
-    done.set()
+    out.mkdir(parents=True, exist_ok=True)
+    wall_file = out / "walls.json"
+    walls = json.loads(wall_file.read_text()) if wall_file.is_file() else {}
+    which = a.executors.split(",")
+    if "local" in which:
+        t0 = time.perf_counter()
+        run_study(a.preset, out=out / "local", **kw)
+        walls["local"] = time.perf_counter() - t0
+        wall_file.write_text(json.dumps(walls))
+    if "ray" in which:
+        done = threading.Event()
+        if a.kill:
+            threading.Thread(target=_killer, args=(a.kill, a.kill_after, done), daemon=True).start()
+        t0 = time.perf_counter()
+        run_study(a.preset, out=out / "ray", executor="ray", max_parallel=a.max_parallel, **kw)
+        walls["ray"] = time.perf_counter() - t0
+        done.set()
+        wall_file.write_text(json.dumps(walls))
+    if not all((out / k / "study.json").is_file() for k in ("local", "ray")):
+        print(f"wall: {walls}; run the other executor to compare")
+        return
     idx = {k: json.loads((out / k / "study.json").read_text()) for k in ("local", "ray")}
     same_stages = [(s["label"], s["path"]) for s in idx["local"]["stages"]] == [
         (s["label"], s["path"]) for s in idx["ray"]["stages"]]
