@@ -143,3 +143,61 @@ def test_the_same_study_from_both_executors(tmp_path):
     assert compared > 20
     ra, rb = (json.loads((s / "report.json").read_text()) for s in (local, far))
     assert ra["comparisons"] == rb["comparisons"] and ra["headline"] == rb["headline"]
+
+
+def test_a_retry_waits_for_the_attempt_still_writing_the_folder_and_takes_its_work(tmp_path):
+    """A Ray retry can start while the killed worker's stage process is still writing the stage folder (on SIGTERM
+    an online stage stops at its step boundary, and may even finish): the retry waits on the folder's lock, then
+    takes the stage as that process left it (here finished: reused), instead of moving the folder aside under it."""
+    import threading
+
+    from edgerlhf import registry
+    from edgerlhf.config import from_dict
+    from edgerlhf.presets import STAGE_PRESETS
+    from edgerlhf.study.pipeline import LOCKS, config_key, run_stage
+    from edgerlhf.tracking.lock import folder_lock
+
+    study = tmp_path / "s"
+    study.mkdir()
+    raw = {**STAGE_PRESETS["sft"]["smoke"], "progress": False}
+    row = registry.get("sft")
+    name = "sft-" + config_key(from_dict(row.config, {**raw, "output_dir": str(study)}), study)
+    holding = threading.Event()
+
+    def earlier_attempt():  # what the killed worker's stage process does: holds the lock while it writes
+        with folder_lock(study / LOCKS / name, "stage sft"):
+            holding.set()
+            time.sleep(0.5)  # the retry arrives while the folder is not finished yet
+            row.runner()(from_dict(row.config, {**raw, "output_dir": str(study), "run_name": name}))
+
+    t = threading.Thread(target=earlier_attempt)
+    t.start()
+    holding.wait()
+    logs: list[str] = []
+    rec = run_stage(study, "sft", "sft", raw, isolate=False, log=logs.append)
+    t.join()
+    assert any(f"waiting for pid {os.getpid()}" in m for m in logs), logs
+    assert any("finished by an earlier attempt" in m for m in logs), logs
+    assert rec.path == study / name and (study / name / "summary.json").is_file()
+    assert not list(study.glob(".sft-*")), "the folder was moved aside under the attempt writing it"
+    assert sorted(p.name for p in study.iterdir() if not p.name.startswith(".")) == [name]
+
+
+def test_an_attempt_that_left_no_checkpoint_is_kept_aside_and_the_stage_starts_clean(tmp_path):
+    from edgerlhf import registry
+    from edgerlhf.config import from_dict
+    from edgerlhf.presets import STAGE_PRESETS
+    from edgerlhf.study.pipeline import config_key, run_stage
+
+    study = tmp_path / "s"
+    raw = {**STAGE_PRESETS["sft"]["smoke"], "progress": False}
+    name = "sft-" + config_key(from_dict(registry.get("sft").config, {**raw, "output_dir": str(study)}), study)
+    (study / name).mkdir(parents=True)
+    (study / name / "status").write_text("failed\n")
+    (study / name / "train.log").write_text("what the crashed attempt wrote\n")
+    logs: list[str] = []
+    rec = run_stage(study, "sft", "sft", raw, isolate=False, log=logs.append)
+    assert rec.path == study / name and not rec.reused and (study / name / "summary.json").is_file()
+    [aside] = study.glob(f".{name}.failed-*")
+    assert (aside / "train.log").read_text() == "what the crashed attempt wrote\n"
+    assert any("previous attempt moved to" in m for m in logs), logs

@@ -41,12 +41,14 @@ from edgerlhf.study.stats import DEFAULT_MARGIN, parse_margin
 from edgerlhf.tracking import atomic_write_json
 from edgerlhf.tracking.checkpoint import list_checkpoints
 from edgerlhf.tracking.isolate import run_isolated
+from edgerlhf.tracking.lock import folder_lock
 
 __all__ = ["STUDY_PRESETS", "Arm", "StageRecord", "config_key", "parse_arms", "run_stage", "run_study"]
 
 # keys that never change what a stage computes
 VOLATILE = {"output_dir", "run_name", "progress", "report_to", "resume", "stage", "lean_update", "task"}
 # ("task": the task file's settings are resolved into the other keys, which carry what it changes)
+LOCKS = ".locks"  # one lock file per stage folder: the process running the stage holds it
 
 def config_key(cfg, study: Path | None = None) -> str:
     """A hash of what the stage computes. With ``study``, inputs inside the study folder (the run folders of
@@ -103,11 +105,29 @@ def _equivalent(study: Path, label: str, cfg) -> Path | None:
     return None
 
 
-def _run_child(stage: str, cfg: dict) -> str:
-    row = registry.get(stage)
-    cfg = dict(cfg)
-    cfg.pop("stage", None)
-    return str(row.runner()(from_dict(row.config, cfg)))
+def _start_stage(study: str, stage: str, label: str, raw: dict, name: str, log=print) -> str:
+    """Run the stage into ``study/name`` holding that folder's lock (``tracking.lock``), in the process that runs
+    it: an earlier attempt still stopping there (a Ray retry starts while the killed worker's stage process writes
+    its checkpoint) is waited for, then its work is taken as it left it: finished (reused), a checkpoint (resumed
+    from), or neither (moved aside, started clean)."""
+    study, row = Path(study), registry.get(stage)
+    path = study / name
+    with folder_lock(study / LOCKS / name, f"stage {label}", log):
+        if RunFolder(path).finished:
+            log(f"[run] {label}: {path} was finished by an earlier attempt")
+            return str(path)
+        kw = {"run_name": name}
+        if path.exists():
+            if row.online and list_checkpoints(path / "checkpoints"):
+                kw["resume"] = str(path)
+                log(f"[run] {label}: resuming {path} from its last checkpoint")
+            else:  # a crashed stage without a checkpoint: keep it aside for inspection, start clean
+                aside = path.with_name(f".{name}.{RunFolder(path).status or 'partial'}-{int(time.time())}")
+                shutil.move(str(path), str(aside))
+                log(f"[run] {label}: previous attempt moved to {aside}")
+        cfg = from_dict(row.config, {**raw, "output_dir": str(study), **kw}, f"study stage {label}")
+        log(f"[run] {label}: {path}")
+        return str(row.runner()(cfg))
 
 
 def run_stage(study: Path, stage: str, label: str, overrides: dict, *, isolate: bool = True, log=print) -> StageRecord:
@@ -127,22 +147,11 @@ def run_stage(study: Path, stage: str, label: str, overrides: dict, *, isolate: 
     if RunFolder(path).finished:
         log(f"[run] {label}: reusing {path} (finished, same config)")
         return StageRecord(stage, label, path, True, 0.0, RunFolder(path).require_summary())
-    kw = {"run_name": name}
-    if path.exists():
-        if row.online and list_checkpoints(path / "checkpoints"):
-            kw["resume"] = str(path)
-            log(f"[run] {label}: resuming {path} from its last checkpoint")
-        else:  # a crashed stage without a checkpoint: keep it aside for inspection, start clean
-            aside = path.with_name(f".{name}.{RunFolder(path).status or 'partial'}-{int(time.time())}")
-            shutil.move(str(path), str(aside))
-            log(f"[run] {label}: previous attempt moved to {aside}")
-    cfg = from_dict(row.config, {**raw, "output_dir": str(study), **kw}, f"study stage {label}")
-    log(f"[run] {label}: {path}")
     t0 = time.perf_counter()
     if isolate:
-        out = run_isolated(_run_child, stage, to_dict(cfg), what=f"stage {label}")
+        out = run_isolated(_start_stage, str(study), stage, label, raw, name, what=f"stage {label}")
     else:
-        out = row.runner()(cfg)
+        out = _start_stage(str(study), stage, label, raw, name, log)
     return StageRecord(stage, label, Path(out), False, time.perf_counter() - t0, RunFolder(out).require_summary())
 
 
