@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy.stats import t
 
-from edgerlhf.study.power import power_difference, power_equivalence, seeds_needed
+from edgerlhf.study.power import power_difference, power_equivalence, sd_upper_bound, seeds_needed
 
 
 def test_paired_t_power_matches_the_published_value():
@@ -49,3 +49,13 @@ def test_equivalence_needs_more_seeds_for_a_tighter_margin():
     tight = seeds_needed(lambda n: power_equivalence(n, 0.1, 0.2))
     assert 2 <= loose < tight
     assert power_equivalence(tight, 0.1, 0.2) >= 0.8 > power_equivalence(tight - 1, 0.1, 0.2)
+
+
+def test_the_pilots_sd_upper_bound_by_hand():
+    # chi^2 with 2 df is exponential with mean 2: its 0.2 quantile is -2 ln 0.8, so from 3 seeds the 80% upper
+    # bound is sd * sqrt(2 / (-2 ln 0.8)) = sd * 2.116936
+    assert sd_upper_bound(0.1, 3) == pytest.approx(0.1 * math.sqrt(1 / -math.log(0.8)), rel=1e-9)
+    assert sd_upper_bound(0.1, 3) == pytest.approx(0.2116936, abs=1e-6)
+    # 1 df: chi^2 = Z^2, its 0.2 quantile is z(0.6)^2 = 0.253347^2
+    assert sd_upper_bound(1.0, 2) == pytest.approx(1 / 0.2533471, rel=1e-6)
+    assert sd_upper_bound(1.0, 100) < 1.1 and math.isnan(sd_upper_bound(1.0, 1))

@@ -11,6 +11,10 @@ configuration minus the other's, on the same prompts and sampling seed), modelle
   a normal probability.
 
 :func:`seeds_needed` is the smallest n with power >= the target. scipy gives the distributions.
+
+A pilot's sd is itself a guess: from n seeds, (n-1) s^2 / sd^2 ~ chi^2(n-1), so a two-seed pilot's sd may be a
+quarter of the truth as easily as right. :func:`sd_upper_bound` is its one-sided upper confidence bound (the
+"conservative" pilot sd of Browne 1995): plans at it are the ones a pilot cannot flatter.
 """
 
 from __future__ import annotations
@@ -69,3 +73,13 @@ def seeds_needed(power_of, target: float = 0.8, n_max: int = 1000) -> int | None
         mid = (lo + hi) // 2
         lo, hi = (mid, hi) if power_of(mid) < target else (lo, mid)
     return hi
+
+
+def sd_upper_bound(sd: float, n: int, confidence: float = 0.8) -> float:
+    """The one-sided ``confidence`` upper bound of a standard deviation estimated as ``sd`` from ``n`` values:
+    sd * sqrt((n-1) / chi2.ppf(1 - confidence, n-1))."""
+    from scipy.stats import chi2  # noqa: PLC0415 - scipy is heavy; only for this distribution
+
+    if n < 2:
+        return math.nan
+    return sd * math.sqrt((n - 1) / chi2.ppf(1 - confidence, n - 1))

@@ -11,7 +11,7 @@ import math
 from pathlib import Path
 
 from edgerlhf.study.pipeline import Arm
-from edgerlhf.study.power import power_difference, power_equivalence, seeds_needed
+from edgerlhf.study.power import power_difference, power_equivalence, sd_upper_bound, seeds_needed
 from edgerlhf.study.records import arm_runs, stage_records, yardstick
 from edgerlhf.study.report import comparisons
 
@@ -79,12 +79,16 @@ def plan_power(study: str | Path | None = None, *, detect: float | None = None, 
              f"80% power)",
              f"time here: {shared_s / 3600:.2f} h of shared stages (done once), {seed_h:.2f} h per seed of every "
              f"arm; at {parallel} stage(s) at a time", "",
-             "| comparison | pilot seeds | mean diff | sd over seeds | to detect | pilot's power | seeds needed "
-             "| hours | margin (equivalence) | pilot's power | seeds needed | hours |",
+             "| comparison | pilot seeds | mean diff | sd over seeds (80% upper bound) | to detect | pilot's power "
+             "| seeds needed (at the sd's bound) | hours | margin (equivalence) | pilot's power "
+             "| seeds needed (at the sd's bound) | hours |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
 
-    def need(n):
-        return ("more than 1000", "-") if n is None else (str(n), f"{(shared_s / 3600 + n * seed_h / parallel):.2f}")
+    def need(n, n_hi):
+        hi = "more than 1000" if n_hi is None else str(n_hi)
+        if n is None:
+            return "more than 1000", "-"
+        return f"{n} ({hi})", f"{(shared_s / 3600 + n * seed_h / parallel):.2f}"
 
     for r in rows:
         diffs = r["diffs"]  # per seed: a's mean gain minus b's, on the same prompts
@@ -93,14 +97,20 @@ def plan_power(study: str | Path | None = None, *, detect: float | None = None, 
         sd = math.sqrt(sum((d - mean) ** 2 for d in diffs) / (n0 - 1))
         margin = r["margin"]
         delta = detect if detect is not None else margin
-        nd = seeds_needed(lambda n, d=delta, s=sd: power_difference(n, d, s, alpha)) if math.isfinite(delta) else None
-        ne = (seeds_needed(lambda n, m=margin, s=sd: power_equivalence(n, m, s, 0.0, alpha))
-              if math.isfinite(margin) else None)
+        sd_hi = sd_upper_bound(sd, n0, 0.8)  # a pilot's sd is a guess: the plan at its upper bound too
+        both = (sd, sd_hi)
+        nd, nd_hi = ([seeds_needed(lambda n, s=s, d=delta: power_difference(n, d, s, alpha)) for s in both]
+                     if math.isfinite(delta) else (None, None))
+        ne, ne_hi = ([seeds_needed(lambda n, s=s, m=margin: power_equivalence(n, m, s, 0.0, alpha)) for s in both]
+                     if math.isfinite(margin) else (None, None))
         pd = power_difference(n0, delta, sd, alpha) if math.isfinite(delta) else math.nan
         pe = power_equivalence(n0, margin, sd, 0.0, alpha) if math.isfinite(margin) else math.nan
-        lines.append(f"| {r['a']} vs {r['b']} | {n0} | {mean:+.3f} | {sd:.3f} | {delta:.3f} | {pd:.0%} | "
-                     f"{' | '.join(need(nd))} | ±{margin:.3f} | {pe:.0%} | {' | '.join(need(ne))} |")
-    lines += ["", "Equivalence power assumes a true difference of 0 (at a true difference d it is lower: "
+        lines.append(f"| {r['a']} vs {r['b']} | {n0} | {mean:+.3f} | {sd:.3f} ({sd_hi:.3f}) | {delta:.3f} | {pd:.0%} | "
+                     f"{' | '.join(need(nd, nd_hi))} | ±{margin:.3f} | {pe:.0%} | {' | '.join(need(ne, ne_hi))} |")
+    lines += ["", f"The sd from {len(seeds)} seeds is itself uncertain: in brackets, its one-sided 80% upper "
+              "confidence bound (chi-square, n-1 df) and the seeds needed if the spread is that large; hours are for "
+              "the estimate.",
+              "Equivalence power assumes a true difference of 0 (at a true difference d it is lower: "
               "power_equivalence(n, margin, sd, d)). The report's verdicts also correct for multiple comparisons "
               "(Holm) and use bootstrap intervals; these t-based numbers are the planning approximation."]
     if missing:
