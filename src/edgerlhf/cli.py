@@ -119,6 +119,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-parallel", type=int, default=0, metavar="N",
                    help="--executor ray: at most N stages at once (0: as many as the cluster's resources take; on one "
                         "machine each stage then gets its CPUs / N)")
+    p.add_argument("--stage-threads", type=int, default=0, metavar="N",
+                   help="torch threads per stage (0: all cores under --executor local, CPUs / --max-parallel under "
+                        "ray); float sums depend on the split over threads, so two executors give bit-identical "
+                        "numbers at the same N (otherwise the same study statistically)")
     p.add_argument("--plan-power", nargs="?", const="", default=None, metavar="STUDY",
                    help="instead of running: from a pilot study (2+ seeds; default: the last under studies/), the "
                         "seeds each comparison needs at 80%% power to detect --detect or to certify equivalence "
@@ -236,7 +240,7 @@ def main(argv: list[str] | None = None) -> int:
                        bon=not args.no_bon,
                        bon_precisions=args.bon_precisions.split(",") if args.bon_precisions else None,
                        equivalence_margin=args.equivalence_margin, reward_ensemble=args.reward_ensemble,
-                       executor=args.executor, max_parallel=args.max_parallel)
+                       executor=args.executor, max_parallel=args.max_parallel, stage_threads=args.stage_threads)
             return 0
         if args.command == "plan":
             return _plan(args, parser)

@@ -201,3 +201,24 @@ def test_an_attempt_that_left_no_checkpoint_is_kept_aside_and_the_stage_starts_c
     [aside] = study.glob(f".{name}.failed-*")
     assert (aside / "train.log").read_text() == "what the crashed attempt wrote\n"
     assert any("previous attempt moved to" in m for m in logs), logs
+
+
+def test_a_stage_runs_with_the_threads_asked_and_the_process_keeps_its_own(tmp_path, monkeypatch):
+    """Float sums depend on how work is split over threads, so a study's numbers are bit-identical across executors
+    only at one thread count per stage: `--stage-threads` sets it for the stage, and only for it."""
+    import torch
+
+    from edgerlhf.presets import STAGE_PRESETS
+    from edgerlhf.study import pipeline
+
+    seen = []
+    real = pipeline._start_locked
+    monkeypatch.setattr(pipeline, "_start_locked", lambda *a: seen.append(torch.get_num_threads()) or real(*a))
+    before = torch.get_num_threads()
+    want = 1 if before != 1 else 2
+    raw = {**STAGE_PRESETS["sft"]["smoke"], "progress": False}
+    pipeline.run_stage(tmp_path / "s", "sft", "sft", raw, isolate=False, log=lambda m: None, threads=want)
+    assert seen == [want] and torch.get_num_threads() == before
+    with pytest.raises(ValueError, match="--stage-threads -1"):
+        run_study("smoke", out=tmp_path / "t", stage_threads=-1, progress=False)
+    assert not (tmp_path / "t").exists()

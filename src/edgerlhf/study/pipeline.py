@@ -23,6 +23,8 @@ import time
 from dataclasses import MISSING, dataclass, fields
 from pathlib import Path
 
+import torch
+
 from edgerlhf import registry
 from edgerlhf.config import from_dict, to_dict
 from edgerlhf.config.refs import SERVING_WAYS
@@ -105,34 +107,47 @@ def _equivalent(study: Path, label: str, cfg) -> Path | None:
     return None
 
 
-def _start_stage(study: str, stage: str, label: str, raw: dict, name: str, log=print) -> str:
+def _start_stage(study: str, stage: str, label: str, raw: dict, name: str, log=print, threads: int = 0) -> str:
     """Run the stage into ``study/name`` holding that folder's lock (``tracking.lock``), in the process that runs
     it: an earlier attempt still stopping there (a Ray retry starts while the killed worker's stage process writes
     its checkpoint) is waited for, then its work is taken as it left it: finished (reused), a checkpoint (resumed
     from), or neither (moved aside, started clean)."""
     study, row = Path(study), registry.get(stage)
+    before = torch.get_num_threads()
+    if threads:  # float sums depend on how work is split over threads: a set count makes any executor's numbers one
+        torch.set_num_threads(threads)
+    try:
+        with folder_lock(study / LOCKS / name, f"stage {label}", log):
+            return _start_locked(study, row, label, raw, name, log)
+    finally:
+        torch.set_num_threads(before)
+
+
+def _start_locked(study: Path, row, label: str, raw: dict, name: str, log) -> str:
+    """The stage folder as the last attempt left it (the lock held): finished, a checkpoint, or neither."""
     path = study / name
-    with folder_lock(study / LOCKS / name, f"stage {label}", log):
-        if RunFolder(path).finished:
-            log(f"[run] {label}: {path} was finished by an earlier attempt")
-            return str(path)
-        kw = {"run_name": name}
-        if path.exists():
-            if row.online and list_checkpoints(path / "checkpoints"):
-                kw["resume"] = str(path)
-                log(f"[run] {label}: resuming {path} from its last checkpoint")
-            else:  # a crashed stage without a checkpoint: keep it aside for inspection, start clean
-                aside = path.with_name(f".{name}.{RunFolder(path).status or 'partial'}-{int(time.time())}")
-                shutil.move(str(path), str(aside))
-                log(f"[run] {label}: previous attempt moved to {aside}")
-        cfg = from_dict(row.config, {**raw, "output_dir": str(study), **kw}, f"study stage {label}")
-        log(f"[run] {label}: {path}")
-        return str(row.runner()(cfg))
+    if RunFolder(path).finished:
+        log(f"[run] {label}: {path} was finished by an earlier attempt")
+        return str(path)
+    kw = {"run_name": name}
+    if path.exists():
+        if row.online and list_checkpoints(path / "checkpoints"):
+            kw["resume"] = str(path)
+            log(f"[run] {label}: resuming {path} from its last checkpoint")
+        else:  # a crashed stage without a checkpoint: keep it aside for inspection, start clean
+            aside = path.with_name(f".{name}.{RunFolder(path).status or 'partial'}-{int(time.time())}")
+            shutil.move(str(path), str(aside))
+            log(f"[run] {label}: previous attempt moved to {aside}")
+    cfg = from_dict(row.config, {**raw, "output_dir": str(study), **kw}, f"study stage {label}")
+    log(f"[run] {label}: {path}")
+    return str(row.runner()(cfg))
 
 
-def run_stage(study: Path, stage: str, label: str, overrides: dict, *, isolate: bool = True, log=print) -> StageRecord:
+def run_stage(study: Path, stage: str, label: str, overrides: dict, *, isolate: bool = True, log=print,
+              threads: int = 0) -> StageRecord:
     """Run one stage in ``study`` unless a finished run with the same resolved config is there; by default
-    in its own process, so its peak memory is its own and nothing it held stays behind for the next."""
+    in its own process, so its peak memory is its own and nothing it held stays behind for the next. ``threads``:
+    torch's thread count for the stage (0: as the process has it)."""
     row = registry.get(stage)
     overrides = dict(overrides)
     preset = overrides.pop("preset", None)
@@ -149,16 +164,16 @@ def run_stage(study: Path, stage: str, label: str, overrides: dict, *, isolate: 
         return StageRecord(stage, label, path, True, 0.0, RunFolder(path).require_summary())
     t0 = time.perf_counter()
     if isolate:
-        out = run_isolated(_start_stage, str(study), stage, label, raw, name, what=f"stage {label}")
+        out = run_isolated(_start_stage, str(study), stage, label, raw, name, print, threads, what=f"stage {label}")
     else:
-        out = _start_stage(str(study), stage, label, raw, name, log)
+        out = _start_stage(str(study), stage, label, raw, name, log, threads)
     return StageRecord(stage, label, Path(out), False, time.perf_counter() - t0, RunFolder(out).require_summary())
 
 
-def run_stage_on_worker(study: str, stage: str, label: str, overrides: dict) -> StageRecord:
+def run_stage_on_worker(study: str, threads: int, stage: str, label: str, overrides: dict) -> StageRecord:
     """A stage as a Ray task runs it: ``run_stage`` in ``study``, in a process of its own (an online stage that
     stopped with a checkpoint, e.g. on a worker that died, resumes from it)."""
-    return run_stage(Path(study), stage, label, overrides, isolate=True)
+    return run_stage(Path(study), stage, label, overrides, isolate=True, threads=threads)
 
 
 def stage_resources(study: Path, device: str, cpus: float = 1.0):
@@ -271,7 +286,7 @@ def run_study(preset: str = "quick", *, precisions: list[str] | None = None, mod
               device: str = "auto", progress: bool = True, report_to: list[str] | None = None,
               isolate: bool = True, bon: bool = True, bon_precisions: list[str] | None = None,
               equivalence_margin: str | float = DEFAULT_MARGIN, reward_ensemble: int = 0, executor: str = "local",
-              max_parallel: int = 0) -> Path:
+              max_parallel: int = 0, stage_threads: int = 0) -> Path:
     """The whole study; returns the study folder (``report.md``, ``report.html``, one folder per stage).
 
     ``seed`` is the study's base seed: the SFT policy, the preference pairs and the reward model are made with
@@ -298,7 +313,10 @@ def run_study(preset: str = "quick", *, precisions: list[str] | None = None, mod
 
     ``executor``: ``local`` (one stage after the other) or ``ray[:ADDRESS]`` (every stage a Ray task as soon as its
     inputs exist, at most ``max_parallel`` at once; :mod:`edgerlhf.study.graph`). The stages, their folders and
-    every number are the same either way.
+    every number are the same either way at the same ``stage_threads``: torch's threads per stage (0: all cores
+    under the local executor, a stage's CPUs, cores / ``max_parallel``, under Ray). Float sums depend on how work is
+    split over threads, so at other thread counts sampled responses drift apart: the same study statistically, not
+    bit for bit.
     """
     require_one_process("the study (edgerlhf run)", registry.data_parallel_stages())  # it runs its stages itself
 
@@ -314,6 +332,8 @@ def run_study(preset: str = "quick", *, precisions: list[str] | None = None, mod
     parse_executor(executor)
     if max_parallel < 0:
         raise ValueError(f"--max-parallel {max_parallel}: 0 (as many as the cluster takes) or more")
+    if stage_threads < 0:
+        raise ValueError(f"--stage-threads {stage_threads}: 0 (the executor's default) or more")
     ens_arms = [a for a in arms if a.ensemble]
     if ens_arms and reward_ensemble < 2:
         raise ValueError(f"{', '.join(a.name for a in ens_arms)} train against an RM ensemble: add --reward-ensemble K "
@@ -345,23 +365,24 @@ def run_study(preset: str = "quick", *, precisions: list[str] | None = None, mod
     records: list[StageRecord] = []
     plan = {"preset": preset, "task": common.get("task", ""), "precisions": rm_precs, "seed": seed, "seeds": seeds,
             "rm_per_seed": rm_per_seed, "bon": bon, "equivalence_margin": str(equivalence_margin),
-            "reward_ensemble": reward_ensemble, "executor": executor,
+            "reward_ensemble": reward_ensemble, "executor": executor, "stage_threads": stage_threads,
             "arms": [{"name": a.name, "algorithm": a.algorithm, "precision": a.precision} for a in arms]}
 
     nodes = study_graph(p, common, arms, seeds, seed, rm_per_seed=rm_per_seed, rm_precs=rm_precs, bon=bon,
                         bon_precs=bon_precs, reward_ensemble=reward_ensemble, ens_arms=ens_arms)
 
     def run_node(name, label, extra):
-        rec = run_stage(study, name, label, extra, isolate=isolate)
+        rec = run_stage(study, name, label, extra, isolate=isolate, threads=stage_threads)
         records.append(rec)
         _write_index(study, plan, records, time.perf_counter() - t0)
         return rec
 
     kind, address = parse_executor(executor)
     if kind == "ray":
-        done = run_ray(nodes, functools.partial(run_stage_on_worker, str(study)), study, address=address,
-                       max_parallel=max_parallel, log=print,
-                       resources=stage_resources(study, dev, max(1, (os.cpu_count() or 1) // max(max_parallel, 1))))
+        cpus = stage_threads or max(1, (os.cpu_count() or 1) // max(max_parallel, 1))
+        done = run_ray(nodes, functools.partial(run_stage_on_worker, str(study), stage_threads), study,
+                       address=address, max_parallel=max_parallel, log=print,
+                       resources=stage_resources(study, dev, cpus))
         records[:] = [done[n.label] for n in nodes]  # the graph's order, as the local executor writes it
         for r in records:
             r.attempts = attempts(study, r.label)
