@@ -2,6 +2,7 @@
 
     python bench/ray_study.py OUT [--preset smoke] [--seeds 42,1] [--precisions fp32,int8] [--max-parallel 2]
                                   [--kill LABEL --kill-after 5] [--executors local,ray]
+                                  [--stage-threads N]
 
 Runs the study one stage after the other (OUT/local), then as Ray tasks on a local cluster (OUT/ray), and compares
 them: the same stage labels and folders (the folder names hash each stage's settings), every number in every stage's
@@ -46,11 +47,12 @@ def main() -> None:
     ap.add_argument("--max-parallel", type=int, default=2)
     ap.add_argument("--kill", default="")
     ap.add_argument("--kill-after", type=float, default=5.0)
-    ap.add_argument("--executors", default="local,ray")
+    ap.add_argument("--executors", default="local,ray", help="which to run now ('' : compare only)")
+    ap.add_argument("--stage-threads", type=int, default=0, help="torch threads per stage (0: each executor's own)")
     a = ap.parse_args()
     out = Path(a.out)
     kw = dict(seeds=[int(s) for s in a.seeds.split(",")], precisions=a.precisions.split(","), bon=False,
-              progress=False, report_to=["none"])
+              progress=False, report_to=["none"], stage_threads=a.stage_threads)
     out.mkdir(parents=True, exist_ok=True)
     wall_file = out / "walls.json"
     walls = json.loads(wall_file.read_text()) if wall_file.is_file() else {}
