@@ -127,7 +127,7 @@ def test_a_stage_no_ray_node_can_hold_is_refused_instead_of_waiting_forever(tmp_
 def test_the_same_study_from_both_executors(tmp_path):
     """A study on the tiny model run one stage after the other and as Ray tasks (2 at once): the same stage folders
     (their names are the hashes of their settings) and the same numbers in every summary and in the report."""
-    kw = dict(precisions=["fp32"], algorithms="ppo", bon=False, progress=False, report_to=["none"])
+    kw = dict(precisions=["fp32"], algorithms="ppo", bon=False, progress=False, report_to=["none"], stage_threads=1)
     local = run_study("smoke", out=tmp_path / "local", **kw)
     far = run_study("smoke", out=tmp_path / "ray", executor="ray", max_parallel=2, **kw)
     a, b = (json.loads((s / "study.json").read_text()) for s in (local, far))
