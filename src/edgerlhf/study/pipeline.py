@@ -144,7 +144,7 @@ def _start_locked(study: Path, row, label: str, raw: dict, name: str, log) -> st
 
 
 def run_stage(study: Path, stage: str, label: str, overrides: dict, *, isolate: bool = True, log=print,
-              threads: int = 0) -> StageRecord:
+              threads: int = 0, own_group: bool = False) -> StageRecord:
     """Run one stage in ``study`` unless a finished run with the same resolved config is there; by default
     in its own process, so its peak memory is its own and nothing it held stays behind for the next. ``threads``:
     torch's thread count for the stage (0: as the process has it)."""
@@ -164,7 +164,8 @@ def run_stage(study: Path, stage: str, label: str, overrides: dict, *, isolate: 
         return StageRecord(stage, label, path, True, 0.0, RunFolder(path).require_summary())
     t0 = time.perf_counter()
     if isolate:
-        out = run_isolated(_start_stage, str(study), stage, label, raw, name, print, threads, what=f"stage {label}")
+        out = run_isolated(_start_stage, str(study), stage, label, raw, name, print, threads, what=f"stage {label}",
+                           own_group=own_group)
     else:
         out = _start_stage(str(study), stage, label, raw, name, log, threads)
     return StageRecord(stage, label, Path(out), False, time.perf_counter() - t0, RunFolder(out).require_summary())
@@ -172,8 +173,9 @@ def run_stage(study: Path, stage: str, label: str, overrides: dict, *, isolate: 
 
 def run_stage_on_worker(study: str, threads: int, stage: str, label: str, overrides: dict) -> StageRecord:
     """A stage as a Ray task runs it: ``run_stage`` in ``study``, in a process of its own (an online stage that
-    stopped with a checkpoint, e.g. on a worker that died, resumes from it)."""
-    return run_stage(Path(study), stage, label, overrides, isolate=True, threads=threads)
+    stopped with a checkpoint, e.g. on a worker that died, resumes from it). The stage process leaves the worker's
+    process group: when the worker dies it gets one SIGTERM, and an online stage writes its checkpoint."""
+    return run_stage(Path(study), stage, label, overrides, isolate=True, threads=threads, own_group=True)
 
 
 def stage_resources(study: Path, device: str, cpus: float = 1.0):

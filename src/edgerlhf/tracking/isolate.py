@@ -29,7 +29,9 @@ def _die_with_parent(parent: int) -> None:
         os.kill(os.getpid(), signal.SIGTERM)
 
 
-def _child(fn, args, q, parent=None):
+def _child(fn, args, q, parent=None, own_group=False):
+    if own_group:  # out of the parent's process group: a group kill of the parent is not a second signal here
+        os.setpgid(0, 0)
     if parent is not None:
         _die_with_parent(parent)
     try:
@@ -42,14 +44,19 @@ class ChildError(RuntimeError):
     pass
 
 
-def run_isolated(fn, *args, what: str = "child"):
+def run_isolated(fn, *args, what: str = "child", own_group: bool = False):
     """``fn(*args)`` in a spawned process; returns its (picklable) result. An exception in the child is
     raised here as the same type where it is a builtin one (so ValueError/FileNotFoundError keep their
     meaning for the command line), else as :class:`ChildError`; a child that dies without a word (killed,
-    out of memory) is a ChildError naming its exit code."""
+    out of memory) is a ChildError naming its exit code.
+
+    ``own_group``: the child leaves the parent's process group. For a parent that is a Ray worker: when it dies, Ray
+    kills its process group while the kernel sends the child SIGTERM (parent death), and an online stage takes a
+    second signal as "stop now, no checkpoint"; in its own group it gets the one SIGTERM and writes its checkpoint.
+    (Not for a terminal: Ctrl-C reaches the foreground group, which the child would have left.)"""
     ctx = mp.get_context("spawn")
     q = ctx.Queue()
-    p = ctx.Process(target=_child, args=(fn, args, q, os.getpid()))
+    p = ctx.Process(target=_child, args=(fn, args, q, os.getpid(), own_group))
     p.start()
     try:
         while True:
