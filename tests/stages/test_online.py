@@ -321,7 +321,8 @@ def test_sigterm_finishes_the_step_writes_a_checkpoint_and_records_interrupted(t
 
     def reward(prompts, responses):
         calls["n"] += 1
-        if calls["n"] == 2:  # what `timeout` or a job scheduler sends, in the middle of step 2
+        if calls["n"] == 2:  # what `timeout` or a job scheduler sends, in the middle of step 2, and its echo (a
+            os.kill(os.getpid(), signal.SIGTERM)  # dying Ray worker: parent death per thread, its group killed)
             os.kill(os.getpid(), signal.SIGTERM)
         return length_reward(prompts, responses)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import signal
 import threading
+import time
 from pathlib import Path
 
 from edgerlhf.config import ConfigError, OnlineRLConfig
@@ -23,21 +24,29 @@ from edgerlhf.tracking.run import say
 
 class Interrupt:
     """First Ctrl-C or SIGTERM (what ``timeout``, job schedulers and container stops send): finish the
-    current step, write a checkpoint, stop as interrupted. A second one stops at once."""
+    current step, write a checkpoint, stop as interrupted. A second one stops at once — unless it comes within
+    ``SAME_EVENT_S`` of the first: one event often arrives as several signals (a dying multi-threaded parent sends its
+    death signal once per thread it passes through; Ray also signals a dead worker's process group), and taking the
+    echo for "stop now" would lose the checkpoint the first one asked for."""
 
     SIGNALS = (signal.SIGINT, signal.SIGTERM)
+    SAME_EVENT_S = 1.0
 
     def __init__(self, name: str):
         self.name = name
         self.requested = False
+        self._first = 0.0
         self._old: dict = {}
 
     def __enter__(self):
         if threading.current_thread() is threading.main_thread():
             def handler(signum, frame):
                 if self.requested:
+                    if time.monotonic() - self._first < self.SAME_EVENT_S:
+                        return  # the same event again
                     raise KeyboardInterrupt
                 self.requested = True
+                self._first = time.monotonic()
                 what = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
                 say(f"\n[{self.name}] {what}: finishing this step, then writing a checkpoint (again to stop now)")
 
