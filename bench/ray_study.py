@@ -93,8 +93,8 @@ def main() -> None:
     print(f"numbers compared in the stages' summaries: {n}; different: {len(diffs)}"
           + ("".join(f"\n  {d}" for d in diffs[:10])))
     print(f"report comparisons and headline identical: {same_report}")
-    print(f"wall: local {walls['local']:.1f} s, ray ({a.max_parallel} at a time) {walls['ray']:.1f} s; "
-          f"{os.cpu_count()} CPUs")
+    print("wall: " + ", ".join(f"{k} {walls[k]:.1f} s" for k in ("local", "ray") if k in walls)
+          + f" (ray: {a.max_parallel} at a time); {os.cpu_count()} CPUs")
     print("attempts: " + (", ".join(f"{s['label']} {s['attempts']}" for s in idx["ray"]["stages"] if s.get("attempts"))
                           or "every stage once"))
 
