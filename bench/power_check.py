@@ -10,9 +10,8 @@ other); for each, its sd, the power it had at its seeds to detect `--detect` (de
 equivalence within the margin, and the seeds that sd calls for: set beside the pilot's own prediction.
 """
 import argparse
-import math
 
-from edgerlhf.study.power import power_difference, power_equivalence, seeds_needed
+from edgerlhf.study.power import plan_seeds
 from edgerlhf.study.power_plan import plan_power
 
 
@@ -33,14 +32,9 @@ def main() -> None:
           "| seeds needed |\n|---|---|---|---|---|---|---|---|")
     for spec in a.had:
         name, _, vals = spec.partition("=")
-        d = [float(x) for x in vals.split(",")]
-        n, mean = len(d), sum(d) / len(d)
-        sd = math.sqrt(sum((x - mean) ** 2 for x in d) / (n - 1))
-        nd = seeds_needed(lambda k, s=sd: power_difference(k, delta, s))
-        ne = seeds_needed(lambda k, s=sd: power_equivalence(k, a.margin, s))
-        print(f"| {name} | {n} | {mean:+.3f} | {sd:.3f} | {power_difference(n, delta, sd):.0%} | {nd or '>1000'} | "
-              f"{power_equivalence(n, a.margin, sd):.0%} | {ne or '>1000'} |")
-
+        pl = plan_seeds([float(x) for x in vals.split(",")], delta, a.margin)
+        print(f"| {name} | {pl.seeds} | {pl.mean:+.3f} | {pl.sd:.3f} | {pl.power_difference:.0%} | "
+              f"{pl.seeds_difference or '>1000'} | {pl.power_equivalence:.0%} | {pl.seeds_equivalence or '>1000'} |")
 
 if __name__ == "__main__":
     main()

@@ -59,3 +59,16 @@ def test_the_pilots_sd_upper_bound_by_hand():
     # 1 df: chi^2 = Z^2, its 0.2 quantile is z(0.6)^2 = 0.253347^2
     assert sd_upper_bound(1.0, 2) == pytest.approx(1 / 0.2533471, rel=1e-6)
     assert sd_upper_bound(1.0, 100) < 1.1 and math.isnan(sd_upper_bound(1.0, 1))
+
+
+def test_a_comparisons_seed_plan_from_its_per_seed_differences():
+    from edgerlhf.study.power import plan_seeds
+
+    pl = plan_seeds([0.1, -0.1, 0.3], delta=1.0, margin=0.5)
+    assert pl.seeds == 3 and pl.mean == pytest.approx(0.1) and pl.sd == pytest.approx(0.2)  # by hand
+    assert pl.sd_upper == pytest.approx(sd_upper_bound(0.2, 3))
+    assert pl.power_difference == pytest.approx(power_difference(3, 1.0, 0.2))
+    assert pl.seeds_difference == seeds_needed(lambda n: power_difference(n, 1.0, 0.2))
+    assert pl.seeds_difference_upper >= pl.seeds_difference and pl.seeds_equivalence_upper >= pl.seeds_equivalence
+    none = plan_seeds([0.1, 0.2], delta=float("nan"), margin=float("inf"))
+    assert none.seeds_difference is None and none.seeds_equivalence is None and math.isnan(none.power_difference)

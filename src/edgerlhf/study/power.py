@@ -20,6 +20,7 @@ quarter of the truth as easily as right. :func:`sd_upper_bound` is its one-sided
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -83,3 +84,38 @@ def sd_upper_bound(sd: float, n: int, confidence: float = 0.8) -> float:
     if n < 2:
         return math.nan
     return sd * math.sqrt((n - 1) / chi2.ppf(1 - confidence, n - 1))
+
+
+@dataclass(frozen=True)
+class SeedPlan:
+    """What a comparison's per-seed differences say about the seeds a verdict needs (see :func:`plan_seeds`)."""
+
+    seeds: int
+    mean: float
+    sd: float
+    sd_upper: float  # the sd's one-sided 80% upper bound
+    power_difference: float  # at ``seeds``, to detect ``delta``
+    seeds_difference: int | None  # to detect ``delta`` at the target power (None: more than n_max)
+    seeds_difference_upper: int | None  # the same at ``sd_upper``
+    power_equivalence: float  # at ``seeds``, to certify ±margin (true difference 0)
+    seeds_equivalence: int | None
+    seeds_equivalence_upper: int | None
+
+
+def plan_seeds(diffs: list[float], delta: float, margin: float, alpha: float = 0.05,
+               target: float = 0.8) -> SeedPlan:
+    """From a comparison's per-seed differences (2 or more): their mean and sd, the power they had to detect
+    ``delta`` and to certify equivalence within ``margin``, and the seeds each needs at ``target`` power, at the sd
+    and at its 80% upper bound (a non-finite ``delta`` or ``margin``: nan power, None seeds)."""
+    n0 = len(diffs)
+    mean = sum(diffs) / n0
+    sd = math.sqrt(sum((d - mean) ** 2 for d in diffs) / (n0 - 1))
+    sd_hi = sd_upper_bound(sd, n0, 0.8)  # a pilot's sd is a guess: the plan at its upper bound too
+    both = (sd, sd_hi)
+    nd = ([seeds_needed(lambda n, s=s: power_difference(n, delta, s, alpha), target) for s in both]
+          if math.isfinite(delta) else [None, None])
+    ne = ([seeds_needed(lambda n, s=s: power_equivalence(n, margin, s, 0.0, alpha), target) for s in both]
+          if math.isfinite(margin) else [None, None])
+    pd = power_difference(n0, delta, sd, alpha) if math.isfinite(delta) else math.nan
+    pe = power_equivalence(n0, margin, sd, 0.0, alpha) if math.isfinite(margin) else math.nan
+    return SeedPlan(n0, mean, sd, sd_hi, pd, nd[0], nd[1], pe, ne[0], ne[1])

@@ -7,11 +7,10 @@ records) at a given parallelism."""
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 
 from edgerlhf.study.pipeline import Arm
-from edgerlhf.study.power import power_difference, power_equivalence, sd_upper_bound, seeds_needed
+from edgerlhf.study.power import plan_seeds
 from edgerlhf.study.records import arm_runs, stage_records, yardstick
 from edgerlhf.study.report import comparisons
 
@@ -91,22 +90,14 @@ def plan_power(study: str | Path | None = None, *, detect: float | None = None, 
         return f"{n} ({hi})", f"{(shared_s / 3600 + n * seed_h / parallel):.2f}"
 
     for r in rows:
-        diffs = r["diffs"]  # per seed: a's mean gain minus b's, on the same prompts
-        n0 = len(diffs)
-        mean = sum(diffs) / n0
-        sd = math.sqrt(sum((d - mean) ** 2 for d in diffs) / (n0 - 1))
         margin = r["margin"]
         delta = detect if detect is not None else margin
-        sd_hi = sd_upper_bound(sd, n0, 0.8)  # a pilot's sd is a guess: the plan at its upper bound too
-        both = (sd, sd_hi)
-        nd, nd_hi = ([seeds_needed(lambda n, s=s, d=delta: power_difference(n, d, s, alpha)) for s in both]
-                     if math.isfinite(delta) else (None, None))
-        ne, ne_hi = ([seeds_needed(lambda n, s=s, m=margin: power_equivalence(n, m, s, 0.0, alpha)) for s in both]
-                     if math.isfinite(margin) else (None, None))
-        pd = power_difference(n0, delta, sd, alpha) if math.isfinite(delta) else math.nan
-        pe = power_equivalence(n0, margin, sd, 0.0, alpha) if math.isfinite(margin) else math.nan
-        lines.append(f"| {r['a']} vs {r['b']} | {n0} | {mean:+.3f} | {sd:.3f} ({sd_hi:.3f}) | {delta:.3f} | {pd:.0%} | "
-                     f"{' | '.join(need(nd, nd_hi))} | ±{margin:.3f} | {pe:.0%} | {' | '.join(need(ne, ne_hi))} |")
+        pl = plan_seeds(r["diffs"], delta, margin, alpha, TARGET)  # diffs per seed: a's mean gain minus b's
+        lines.append(f"| {r['a']} vs {r['b']} | {pl.seeds} | {pl.mean:+.3f} | {pl.sd:.3f} ({pl.sd_upper:.3f}) | "
+                     f"{delta:.3f} | {pl.power_difference:.0%} | "
+                     f"{' | '.join(need(pl.seeds_difference, pl.seeds_difference_upper))} | ±{margin:.3f} | "
+                     f"{pl.power_equivalence:.0%} | "
+                     f"{' | '.join(need(pl.seeds_equivalence, pl.seeds_equivalence_upper))} |")
     lines += ["", f"The sd from {len(seeds)} seeds is itself uncertain: in brackets, its one-sided 80% upper "
               "confidence bound (chi-square, n-1 df) and the seeds needed if the spread is that large; hours are for "
               "the estimate.",
