@@ -51,8 +51,9 @@ def run_isolated(fn, *args, what: str = "child", own_group: bool = False):
     out of memory) is a ChildError naming its exit code.
 
     ``own_group``: the child leaves the parent's process group. For a parent that is a Ray worker: when it dies, Ray
-    kills its process group while the kernel sends the child SIGTERM (parent death), and an online stage takes a
-    second signal as "stop now, no checkpoint"; in its own group it gets the one SIGTERM and writes its checkpoint.
+    kills its process group while the kernel sends the child SIGTERM (parent death), and an online stage would take
+    the group's signal as a second one; in its own group only the parent-death SIGTERM reaches it (which the online
+    stop takes as one request even when it arrives once per thread of the dying worker) and it writes its checkpoint.
     (Not for a terminal: Ctrl-C reaches the foreground group, which the child would have left.)"""
     ctx = mp.get_context("spawn")
     q = ctx.Queue()
